@@ -1,0 +1,1 @@
+"""The Kafka runtime for agentplan agents."""
