@@ -1,0 +1,54 @@
+"""agentplan: write event-driven LLM agents the Apache Flink Agents way; run them locally or on Kafka.
+
+Knows nothing of Kafka: the worker package drives the same engine over topics.
+"""
+
+from agentplan.agent import Agent
+from agentplan.chat_message import ChatMessage, MessageRole, ToolCall
+from agentplan.chat_models import BaseChatModelConnection, BaseChatModelSetup, ChatResult
+from agentplan.config import AgentConfiguration, ErrorHandlingStrategy
+from agentplan.decorators import action, chat_model_connection, chat_model_setup, prompt, tool
+from agentplan.environment import AgentsExecutionEnvironment, LocalExecutionEnvironment
+from agentplan.events import (
+    ChatRequestEvent,
+    ChatResponseEvent,
+    Event,
+    InputEvent,
+    OutputEvent,
+    ToolRequestEvent,
+    ToolResponseEvent,
+)
+from agentplan.exceptions import (
+    ActionError,
+    AgentPlanError,
+    AgentRunError,
+    ChatModelError,
+    DurableCallError,
+    MemoryValueError,
+    PlanCompileError,
+    ResourceError,
+    ToolCallLimitExceeded,
+    TransientError,
+)
+from agentplan.integrations.openai import OpenAIChatModelConnection, OpenAIChatModelSetup
+from agentplan.memory import MemoryObject
+from agentplan.plan import AgentPlan
+from agentplan.prompts import Prompt
+from agentplan.react import ReActAgent
+from agentplan.resources import Resource, ResourceDescriptor, ResourceType
+from agentplan.runner_context import RunnerContext
+from agentplan.runtime.engine import Engine, KeyDelta
+from agentplan.tools import FunctionTool
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ActionError", "Agent", "AgentConfiguration", "AgentPlan", "AgentPlanError", "AgentRunError",
+    "AgentsExecutionEnvironment", "BaseChatModelConnection", "BaseChatModelSetup", "ChatMessage",
+    "ChatModelError", "ChatRequestEvent", "ChatResponseEvent", "ChatResult", "DurableCallError", "Engine",
+    "ErrorHandlingStrategy", "Event", "FunctionTool", "InputEvent", "KeyDelta", "LocalExecutionEnvironment",
+    "MemoryObject", "MemoryValueError", "MessageRole", "OpenAIChatModelConnection", "OpenAIChatModelSetup",
+    "OutputEvent", "PlanCompileError", "Prompt", "ReActAgent", "Resource", "ResourceDescriptor",
+    "ResourceError", "ResourceType", "RunnerContext", "ToolCall", "ToolCallLimitExceeded", "ToolRequestEvent",
+    "ToolResponseEvent", "TransientError", "action", "chat_model_connection", "chat_model_setup", "prompt", "tool",
+]

@@ -1,0 +1,181 @@
+"""Built-in actions added to every plan: the chat loop and tool calls.
+
+A chat request is a small state machine kept in the run's sensory memory, advanced one step per
+action so every step is checkpointed: model call -> (tool request -> tool response -> model
+call)* -> response. Model and tool calls are durable calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import time
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from agentplan import codec
+from agentplan.agent import ActionSpec
+from agentplan.chat_message import ChatMessage, MessageRole
+from agentplan.chat_models import BaseChatModelSetup, ChatResult, schema_instruction
+from agentplan.events import ChatRequestEvent, ChatResponseEvent, ToolRequestEvent, ToolResponseEvent
+from agentplan.exceptions import ChatModelError, ResourceError, ToolCallLimitExceeded, TransientError
+from agentplan.resources import ResourceType
+from agentplan.runner_context import RunnerContext
+
+logger = logging.getLogger(__name__)
+
+CHAT_ACTION = "chat_model_action"
+TOOL_ACTION = "tool_call_action"
+_CONVERSATIONS = "__chat__"
+_FENCE = re.compile(r"^\s*```(?:json)?\s*(.*?)\s*```\s*$", re.DOTALL)
+
+
+def parse_structured(content: str, schema: Any) -> Any:
+    """Parse model output into ``schema`` (a pydantic class or a JSON-schema dict)."""
+    text = content.strip()
+    fenced = _FENCE.match(text)
+    if fenced:
+        text = fenced.group(1)
+    if isinstance(schema, type) and issubclass(schema, BaseModel):
+        return schema.model_validate_json(text)
+    value = json.loads(text)
+    if not isinstance(value, dict):
+        raise ValueError("expected a JSON object")
+    return value
+
+
+async def _call_model(ctx: RunnerContext, setup_name: str, messages: list[ChatMessage]) -> ChatResult:
+    """One durable model call, retrying transient failures with backoff inside the call so a
+    replay finds the single recorded result."""
+    setup = ctx.get_resource(setup_name, ResourceType.CHAT_MODEL)
+    if not isinstance(setup, BaseChatModelSetup):
+        raise ResourceError(f"{setup_name!r} is not a chat model setup")
+    config = ctx.config
+    metrics = ctx.metrics
+    model_label = setup.model or setup_name
+
+    async def call() -> ChatResult:
+        attempt = 0
+        while True:
+            started = time.monotonic()
+            try:
+                result = await setup.chat(messages)
+            except TransientError as exc:
+                metrics.llm_request(model_label, time.monotonic() - started, exc)
+                if attempt >= config.max_retries:
+                    raise
+                delay = exc.retry_after_s if exc.retry_after_s is not None else config.backoff(attempt)
+                attempt += 1
+                metrics.transient_retry(exc.kind)
+                await asyncio.sleep(min(delay, config.retry_backoff_max_s))
+                continue
+            except Exception as exc:
+                metrics.llm_request(model_label, time.monotonic() - started, exc)
+                raise
+            metrics.llm_request(model_label, time.monotonic() - started, None,
+                                result.prompt_tokens, result.completion_tokens)
+            return result
+
+    return await ctx.durable_execute_async(call)
+
+
+def _conversation_path(request_id: str) -> str:
+    return f"{_CONVERSATIONS}.{request_id.replace('.', '_')}"
+
+
+async def chat_model_action(event: ChatRequestEvent | ToolResponseEvent, ctx: RunnerContext) -> None:
+    """Advance a chat request: call the model, ask for tools, or answer."""
+    if isinstance(event, ChatRequestEvent):
+        setup = ctx.get_resource(event.model, ResourceType.CHAT_MODEL)
+        messages = setup.prepare_messages(event.messages)
+        if event.output_schema is not None:
+            messages.append(schema_instruction(event.output_schema))
+        state: dict[str, Any] = {"request_id": event.id, "model": event.model, "rounds": 0, "repairs": 0,
+                                 "schema": event.output_schema, "messages": messages}
+    else:
+        if event.chat_request_id is None:
+            return  # a tool response that no chat request waits for (user-sent)
+        stored = ctx.sensory_memory.get(_conversation_path(event.chat_request_id))
+        if stored is None:
+            raise ChatModelError(f"no chat request {event.chat_request_id!r} waits for tool results")
+        state = dict(stored)
+        state["messages"] = [m if isinstance(m, ChatMessage) else ChatMessage.model_validate(m)
+                             for m in state["messages"]]
+        for call_id, result in event.responses.items():
+            content = result if isinstance(result, str) else json.dumps(result, default=str)
+            state["messages"].append(ChatMessage(role=MessageRole.TOOL, content=content,
+                                                 extra_args={"tool_call_id": call_id}))
+        for call_id, error in event.errors.items():
+            state["messages"].append(ChatMessage(role=MessageRole.TOOL, content=f"error: {error}",
+                                                 extra_args={"tool_call_id": call_id}))
+        state["rounds"] += 1
+
+    while True:
+        result = await _call_model(ctx, state["model"], state["messages"])
+        answer = result.message
+        if answer.tool_calls:
+            if state["rounds"] >= ctx.config.max_tool_call_rounds:
+                raise ToolCallLimitExceeded(
+                    f"model {state['model']!r} still calls tools after {state['rounds']} rounds "
+                    f"(max_tool_call_rounds={ctx.config.max_tool_call_rounds})")
+            state["messages"].append(answer)
+            ctx.sensory_memory.set(_conversation_path(state["request_id"]), state)
+            ctx.send_event(ToolRequestEvent(model=state["model"], tool_calls=answer.tool_calls,
+                                            chat_request_id=state["request_id"]))
+            return
+        structured = None
+        if state["schema"] is not None:
+            try:
+                structured = parse_structured(answer.content, state["schema"])
+            except (ValidationError, ValueError) as exc:
+                if state["repairs"] >= ctx.config.structured_output_retries:
+                    raise ChatModelError(f"model output does not match the output schema: {exc}") from exc
+                state["repairs"] += 1
+                state["messages"] = state["messages"] + [
+                    answer, ChatMessage(role=MessageRole.USER,
+                                        content=f"That reply was not valid for the schema ({exc}). "
+                                                "Reply again with only the JSON object.")]
+                continue
+        ctx.sensory_memory.delete(_conversation_path(state["request_id"]))
+        ctx.send_event(ChatResponseEvent(request_id=state["request_id"], response=answer,
+                                         structured_output=structured))
+        return
+
+
+async def tool_call_action(event: ToolRequestEvent, ctx: RunnerContext) -> None:
+    """Run requested tools one by one; failures become error results, never run failures."""
+    responses: dict[str, Any] = {}
+    errors: dict[str, str] = {}
+    for call in event.tool_calls:
+        try:
+            tool = ctx.get_resource(call.name, ResourceType.TOOL)
+        except ResourceError:
+            errors[call.id] = f"unknown tool {call.name!r}"
+            continue
+
+        async def run(tool: Any = tool, arguments: dict[str, Any] = call.arguments) -> Any:
+            result = await tool.call(arguments)
+            try:
+                codec.check_storable(result)
+            except Exception:
+                result = str(result)
+            return result
+
+        try:
+            responses[call.id] = await ctx.durable_execute_async(run)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a tool's failure is reported to the model
+            logger.info("tool %s failed: %r", call.name, exc)
+            errors[call.id] = f"{type(exc).__name__}: {exc}"
+    ctx.send_event(ToolResponseEvent(request_id=event.id, responses=responses, errors=errors,
+                                     chat_request_id=event.chat_request_id))
+
+
+BUILTIN_ACTIONS = (
+    ActionSpec(CHAT_ACTION, (ChatRequestEvent, ToolResponseEvent), chat_model_action),
+    ActionSpec(TOOL_ACTION, (ToolRequestEvent,), tool_call_action),
+)

@@ -1,0 +1,120 @@
+"""Chat models: a connection (transport, auth) and a setup (model, prompt, tools, parameters).
+
+Connections classify failures: :class:`TransientError` for what retrying can fix (timeouts,
+429, 5xx, refused connections) and :class:`ChatModelError` for what it cannot.
+"""
+
+from __future__ import annotations
+
+import re
+from abc import abstractmethod
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from agentplan.chat_message import ChatMessage, MessageRole
+from agentplan.exceptions import ResourceError
+from agentplan.prompts import Prompt
+from agentplan.resources import Resource, ResourceType
+from agentplan.tools import FunctionTool
+
+_THINK = re.compile(r"<think>(.*?)</think>", re.DOTALL)
+
+
+class ChatResult(BaseModel):
+    """A model answer plus token usage (recorded in the journal as the durable result)."""
+
+    message: ChatMessage
+    model: str = ""
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+class BaseChatModelConnection(Resource):
+    """Transport to a model server."""
+
+    resource_type = ResourceType.CHAT_MODEL_CONNECTION
+
+    @abstractmethod
+    async def chat(self, messages: list[ChatMessage], *, model: str, tools: list[dict[str, Any]] | None = None,
+                   **params: Any) -> ChatResult:
+        """One model call. Raise TransientError or ChatModelError on failure."""
+
+
+class BaseChatModelSetup(Resource):
+    """Which model, with which prompt, tools and generation parameters, over which connection."""
+
+    resource_type = ResourceType.CHAT_MODEL
+
+    def __init__(self, connection: str | BaseChatModelConnection, model: str | None = None,
+                 prompt: str | Prompt | None = None, tools: list[str] | None = None,
+                 extract_reasoning: bool = False, **params: Any) -> None:
+        self.connection_ref = connection
+        self.model = model
+        self.prompt_ref = prompt
+        self.tool_names = list(tools or [])
+        self.extract_reasoning = extract_reasoning
+        self.params = {k: v for k, v in params.items() if v is not None}
+
+    # -- lookups (lazy so a setup can be declared before its connection) ---------------------------
+    @property
+    def connection(self) -> BaseChatModelConnection:
+        ref = self.connection_ref
+        conn = self.get_resource(ref, ResourceType.CHAT_MODEL_CONNECTION) if isinstance(ref, str) else ref
+        if not isinstance(conn, BaseChatModelConnection):
+            raise ResourceError(f"connection {ref!r} is a {type(conn).__name__}, not a chat model connection")
+        return conn
+
+    @property
+    def prompt(self) -> Prompt | None:
+        ref = self.prompt_ref
+        return self.get_resource(ref, ResourceType.PROMPT) if isinstance(ref, str) else ref
+
+    def tools(self) -> list[FunctionTool]:
+        return [self.get_resource(name, ResourceType.TOOL) for name in self.tool_names]
+
+    # -- request building ----------------------------------------------------------------------
+    def prepare_messages(self, messages: list[ChatMessage]) -> list[ChatMessage]:
+        """Prompt messages formatted with the request's ``extra_args``, then request messages
+        that carry content of their own."""
+        prompt = self.prompt
+        if prompt is None:
+            return list(messages)
+        variables: dict[str, Any] = {}
+        for message in messages:
+            variables.update(message.extra_args)
+        formatted = prompt.format_messages(**variables)
+        return formatted + [m for m in messages if m.content or m.tool_calls]
+
+    def postprocess(self, result: ChatResult) -> ChatResult:
+        if self.extract_reasoning and result.message.content:
+            reasoning = " ".join(m.strip() for m in _THINK.findall(result.message.content))
+            if reasoning:
+                content = _THINK.sub("", result.message.content).strip()
+                message = result.message.model_copy(
+                    update={"content": content, "extra_args": {**result.message.extra_args, "reasoning": reasoning}})
+                return result.model_copy(update={"message": message})
+        return result
+
+    async def chat(self, messages: list[ChatMessage]) -> ChatResult:
+        tools = self.tools()
+        result = await self.connection.chat(
+            messages, model=self.model or "", tools=[t.schema() for t in tools] or None, **self.params)
+        return self.postprocess(result)
+
+
+def schema_instruction(schema: type[BaseModel] | dict[str, Any]) -> ChatMessage:
+    """A system message asking for JSON matching ``schema``."""
+    import json
+
+    as_json = schema.model_json_schema() if isinstance(schema, type) else schema
+    return ChatMessage(role=MessageRole.SYSTEM,
+                       content="Reply with only a JSON object (no prose, no code fences) that matches this "
+                               f"JSON schema:\n{json.dumps(as_json)}")
+
+
+class ToolMessage(BaseModel):
+    """Helper shape for tool results fed back to the model."""
+
+    tool_call_id: str
+    content: str = Field(default="")

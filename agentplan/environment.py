@@ -1,0 +1,118 @@
+"""Execution environments. The local one runs an agent over a list, in process, on the shared engine.
+
+The Kafka environment (``worker.KafkaExecutionEnvironment``) offers the same builder over topics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from agentplan.agent import Agent, infer_resource_type
+from agentplan.config import AgentConfiguration, ErrorHandlingStrategy
+from agentplan.exceptions import AgentPlanError, AgentRunError, PlanCompileError
+from agentplan.metrics import MetricsSink, RecordingMetrics
+from agentplan.plan import AgentPlan
+from agentplan.resources import ResourceType
+from agentplan.runtime.engine import Engine
+
+logger = logging.getLogger(__name__)
+
+
+class AgentsExecutionEnvironment:
+    """Entry point: ``AgentsExecutionEnvironment.get_execution_environment()``."""
+
+    def __init__(self, config: AgentConfiguration | None = None) -> None:
+        self.config = config or AgentConfiguration.load()
+        self.resources: dict[str, tuple[ResourceType, Any]] = {}
+
+    @staticmethod
+    def get_execution_environment(env: Any = None, **kwargs: Any) -> LocalExecutionEnvironment:
+        """The local environment. ``env`` exists for Flink Agents compatibility and must be None."""
+        if env is not None:
+            raise AgentPlanError("a stream environment was given; for Kafka use worker.KafkaExecutionEnvironment")
+        return LocalExecutionEnvironment(**kwargs)
+
+    def get_config(self) -> AgentConfiguration:
+        return self.config
+
+    def add_resource(self, name: str, type_or_value: ResourceType | Any, value: Any = None) -> AgentsExecutionEnvironment:
+        if name in self.resources:
+            raise PlanCompileError(f"duplicate resource name {name!r}")
+        if isinstance(type_or_value, ResourceType) and value is not None:
+            self.resources[name] = (type_or_value, value)
+        else:
+            self.resources[name] = (infer_resource_type(type_or_value), type_or_value)
+        return self
+
+    def compile(self, agent: Agent) -> AgentPlan:
+        return AgentPlan.from_agent(agent, self.config, self.resources)
+
+
+class LocalExecutionEnvironment(AgentsExecutionEnvironment):
+    """Runs inputs from a list through an agent; keys run concurrently, each key in order."""
+
+    def __init__(self, config: AgentConfiguration | None = None, metrics: MetricsSink | None = None) -> None:
+        super().__init__(config)
+        self.metrics = metrics or RecordingMetrics()
+        self._inputs: list[dict[str, Any]] | None = None
+        self._plan: AgentPlan | None = None
+        self._outputs: list[dict[Any, Any]] = []
+        self.dead_letters: list[dict[str, Any]] = []
+        self.state: dict[Any, bytes] = {}  # committed per-key state, kept across execute() calls
+
+    def from_list(self, inputs: list[dict[str, Any]]) -> LocalExecutionEnvironment:
+        for i, item in enumerate(inputs):
+            if not isinstance(item, dict) or "value" not in item:
+                raise AgentPlanError(f"input #{i} must be a dict with 'value' (and optionally 'key'), got {item!r}")
+        self._inputs = list(inputs)
+        return self
+
+    def apply(self, agent: Agent) -> LocalExecutionEnvironment:
+        if self._inputs is None:
+            raise AgentPlanError("call from_list(...) before apply(agent)")
+        self._plan = self.compile(agent)
+        return self
+
+    def to_list(self) -> list[dict[Any, Any]]:
+        """The output list, filled by :meth:`execute` with ``{key: output}`` entries in input order."""
+        if self._plan is None:
+            raise AgentPlanError("call apply(agent) before to_list()")
+        return self._outputs
+
+    def execute(self) -> None:
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            asyncio.run(self.execute_async())
+            return
+        raise AgentPlanError("execute() called inside a running event loop; use await execute_async()")
+
+    async def execute_async(self) -> None:
+        if self._plan is None or self._inputs is None:
+            raise AgentPlanError("nothing to execute: use from_list(...).apply(agent) first")
+        engine = Engine(self._plan, state_loader=self.state.get, metrics=self.metrics)
+        for index, item in enumerate(self._inputs):
+            key = item.get("key", index)
+            engine.submit(key, item["value"], position=None, meta=index)
+        await engine.wait_idle()
+        deltas = engine.collect()
+        for delta in deltas:
+            self.state[delta.key] = delta.state
+        engine.release(deltas)
+        outputs: list[tuple[int, int, dict[Any, Any]]] = []
+        failures = []
+        for delta in deltas:
+            for seq, (meta, output) in enumerate(delta.outputs):
+                outputs.append((meta, seq, {delta.key: output}))
+            for meta, value, error in delta.failures:
+                failures.append((meta, delta.key, value, error))
+        outputs.sort(key=lambda entry: (entry[0], entry[1]))
+        self._outputs.extend(entry[2] for entry in outputs)
+        failures.sort(key=lambda entry: entry[0])
+        for _meta, key, value, error in failures:
+            self.dead_letters.append({"key": key, "value": value, "error": str(error)})
+        if failures and self.config.error_handling_strategy is ErrorHandlingStrategy.FAIL:
+            _meta, key, _value, error = failures[0]
+            raise AgentRunError(key, error.cause if hasattr(error, "cause") else error) from error

@@ -1,0 +1,163 @@
+"""OpenAI-compatible chat models (OpenAI, vLLM, Ollama, LiteLLM, llama.cpp server, ...)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+from typing import Any
+
+import openai
+
+from agentplan.chat_message import ChatMessage, MessageRole, ToolCall
+from agentplan.chat_models import BaseChatModelConnection, BaseChatModelSetup, ChatResult
+from agentplan.exceptions import ChatModelError, ResourceError, TransientError
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MODEL_ENV = "OPENAI_MODEL"
+
+
+def _retry_after(exc: openai.APIStatusError) -> float | None:
+    headers = exc.response.headers if exc.response is not None else {}
+    for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
+        raw = headers.get(name)
+        if raw:
+            try:
+                return max(0.0, float(raw) * scale)
+            except ValueError:
+                return None
+    return None
+
+
+def classify_error(exc: Exception) -> Exception:
+    """Map an ``openai`` exception to TransientError (retry) or ChatModelError (give up)."""
+    if isinstance(exc, openai.APITimeoutError):
+        return TransientError(f"model request timed out: {exc}", kind="timeout")
+    if isinstance(exc, openai.APIConnectionError):
+        return TransientError(f"cannot reach the model server: {exc}", kind="connection")
+    if isinstance(exc, openai.RateLimitError):
+        return TransientError(f"rate limited: {exc}", kind="rate_limit", retry_after_s=_retry_after(exc))
+    if isinstance(exc, openai.APIStatusError):
+        if exc.status_code >= 500 or exc.status_code in (408, 409):
+            return TransientError(f"model server error {exc.status_code}: {exc}", kind=f"http_{exc.status_code}",
+                                  retry_after_s=_retry_after(exc))
+        return ChatModelError(f"model request rejected ({exc.status_code}): {exc}")
+    if isinstance(exc, openai.APIResponseValidationError):
+        return ChatModelError(f"invalid response from the model server: {exc}")
+    return exc
+
+
+def to_openai_message(message: ChatMessage) -> dict[str, Any]:
+    out: dict[str, Any] = {"role": message.role.value, "content": message.content}
+    if message.role is MessageRole.TOOL:
+        out["tool_call_id"] = message.extra_args.get("tool_call_id", "")
+    if message.tool_calls:
+        out["tool_calls"] = [
+            {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": json.dumps(c.arguments)}}
+            for c in message.tool_calls
+        ]
+        if not message.content:
+            out["content"] = None
+    return out
+
+
+class OpenAIChatModelConnection(BaseChatModelConnection):
+    """Connection to an OpenAI-compatible server through the official async client.
+
+    Falls back to ``OPENAI_BASE_URL`` / ``OPENAI_API_KEY`` when not given.
+    """
+
+    def __init__(self, api_base_url: str | None = None, api_key: str | None = None, timeout: float = 60.0,
+                 max_retries: int = 0, organization: str | None = None,
+                 default_headers: dict[str, str] | None = None, max_connections: int = 2048,
+                 **_ignored: Any) -> None:
+        self.api_base_url = api_base_url or os.environ.get("OPENAI_BASE_URL")
+        self.api_key = api_key or os.environ.get("OPENAI_API_KEY")
+        self.timeout = timeout
+        self.max_retries = max_retries
+        self.organization = organization
+        self.default_headers = default_headers
+        self.max_connections = max_connections
+        self._clients: dict[int, openai.AsyncOpenAI] = {}
+
+    def __repr__(self) -> str:  # never show the key
+        return f"OpenAIChatModelConnection(api_base_url={self.api_base_url!r})"
+
+    def client(self) -> openai.AsyncOpenAI:
+        """One client per event loop: httpx pools must not cross loops."""
+        loop_id = id(asyncio.get_running_loop())
+        client = self._clients.get(loop_id)
+        if client is None:
+            if not self.api_key:
+                raise ResourceError("OpenAI connection has no API key: set api_key or OPENAI_API_KEY")
+            client = openai.AsyncOpenAI(
+                base_url=self.api_base_url, api_key=self.api_key, timeout=self.timeout,
+                max_retries=self.max_retries, organization=self.organization,
+                default_headers=self.default_headers,
+                http_client=self._http_client(),
+            )
+            self._clients = {loop_id: client}
+        return client
+
+    def _http_client(self) -> Any:
+        """A pooled HTTP client sized for thousands of in-flight calls (the default pool is 1000).
+
+        openai 1.x/2.x build on ``httpx``, 3.x on ``httpx2``; both share the Limits API.
+        """
+        try:
+            import httpx2 as httpx_module  # type: ignore[import-not-found]
+        except ImportError:
+            import httpx as httpx_module  # type: ignore[import-not-found,no-redef]
+        limits = httpx_module.Limits(max_connections=self.max_connections,
+                                     max_keepalive_connections=min(self.max_connections, 512))
+        return openai.DefaultAsyncHttpxClient(limits=limits, timeout=self.timeout)
+
+    async def chat(self, messages: list[ChatMessage], *, model: str, tools: list[dict[str, Any]] | None = None,
+                   **params: Any) -> ChatResult:
+        request: dict[str, Any] = {"model": model or os.environ.get(DEFAULT_MODEL_ENV, "gpt-4o-mini"),
+                                   "messages": [to_openai_message(m) for m in messages], **params}
+        if tools:
+            request["tools"] = tools
+        try:
+            response = await self.client().chat.completions.create(**request)
+        except openai.OpenAIError as exc:
+            raise classify_error(exc) from exc
+        if not response.choices:
+            raise ChatModelError("model returned no choices")
+        choice = response.choices[0].message
+        calls = []
+        for call in choice.tool_calls or []:
+            function = getattr(call, "function", None)
+            if function is None:
+                continue
+            try:
+                arguments = json.loads(function.arguments or "{}")
+            except json.JSONDecodeError:
+                arguments = {"__unparsed__": function.arguments}
+            if not isinstance(arguments, dict):
+                arguments = {"value": arguments}
+            calls.append(ToolCall(id=call.id, name=function.name, arguments=arguments))
+        usage = response.usage
+        return ChatResult(
+            message=ChatMessage(role=MessageRole.ASSISTANT, content=choice.content or "", tool_calls=calls),
+            model=response.model or request["model"],
+            prompt_tokens=usage.prompt_tokens if usage else 0,
+            completion_tokens=usage.completion_tokens if usage else 0,
+        )
+
+
+class OpenAIChatModelSetup(BaseChatModelSetup):
+    """Model name, prompt, tools and generation parameters for an OpenAI-compatible connection.
+
+    ``model`` defaults to the ``OPENAI_MODEL`` environment variable.
+    """
+
+    def __init__(self, connection: str | BaseChatModelConnection, model: str | None = None,
+                 prompt: Any = None, tools: list[str] | None = None, temperature: float | None = None,
+                 max_tokens: int | None = None, top_p: float | None = None, extract_reasoning: bool = False,
+                 additional_kwargs: dict[str, Any] | None = None, **params: Any) -> None:
+        super().__init__(connection, model=model or os.environ.get(DEFAULT_MODEL_ENV), prompt=prompt, tools=tools,
+                         extract_reasoning=extract_reasoning, temperature=temperature, max_tokens=max_tokens,
+                         top_p=top_p, **(additional_kwargs or {}), **params)

@@ -1,0 +1,190 @@
+"""Per-key memory: a tree of objects addressed by dotted paths.
+
+Values must survive persistence (JSON-like data or pydantic models); anything else is
+rejected at ``set`` with a :class:`TypeError` so the mistake surfaces where it is made,
+not at the next checkpoint.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, Callable
+
+from agentplan import codec
+from agentplan.exceptions import MemoryValueError, SerializationError
+
+
+class _Node(dict):  # type: ignore[type-arg]
+    """An object node; plain dict values stored by users stay plain dicts."""
+
+
+Guard = Callable[[], None]
+
+
+def _no_guard() -> None:
+    return None
+
+
+class MemoryObject:
+    """A view on one node of a memory tree."""
+
+    __slots__ = ("_node", "_guard", "_before_write")
+
+    def __init__(self, node: _Node | None = None, guard: Guard = _no_guard,
+                 before_write: Callable[[], None] | None = None) -> None:
+        # guard: called before every access (the engine forbids memory inside durable calls);
+        # before_write: called before every mutation (the engine snapshots for rollback).
+        self._node = node if node is not None else _Node()
+        self._guard = guard
+        self._before_write = before_write
+
+    # -- navigation -------------------------------------------------------------------
+    def _walk(self, parts: list[str], create: bool) -> _Node | None:
+        node = self._node
+        for part in parts:
+            child = node.get(part)
+            if child is None and create:
+                child = node[part] = _Node()
+            if not isinstance(child, _Node):
+                if create:
+                    raise MemoryValueError(f"memory path segment {part!r} holds a value, not an object")
+                return None
+            node = child
+        return node
+
+    @staticmethod
+    def _split(path: str) -> list[str]:
+        parts = path.split(".")
+        if not path or any(not p for p in parts):
+            raise ValueError(f"invalid memory path {path!r}")
+        return parts
+
+    def _writing(self) -> None:
+        if self._before_write is not None:
+            self._before_write()
+
+    def _child(self, node: _Node) -> MemoryObject:
+        return MemoryObject(node, self._guard, self._before_write)
+
+    # -- public API (Flink Agents compatible) -------------------------------------------
+    def get(self, path: str, default: Any = None) -> Any:
+        """The value at ``path``, a :class:`MemoryObject` for an object node, or ``default``."""
+        self._guard()
+        *parents, leaf = self._split(path)
+        node = self._walk(parents, create=False)
+        if node is None or leaf not in node:
+            return default
+        value = node[leaf]
+        if isinstance(value, _Node):
+            return self._child(value)
+        return value
+
+    def set(self, path: str, value: Any) -> None:
+        """Store ``value`` at ``path``, creating intermediate objects."""
+        self._guard()
+        try:
+            codec.check_storable(value, f"memory value at {path!r}")
+        except SerializationError as exc:
+            raise MemoryValueError(str(exc)) from None
+        *parents, leaf = self._split(path)
+        self._writing()
+        node = self._walk(parents, create=True)
+        assert node is not None
+        if isinstance(node.get(leaf), _Node):
+            raise MemoryValueError(f"memory path {path!r} is an object; cannot overwrite it with a value")
+        # Copy containers so later mutation by the caller cannot bypass change tracking.
+        node[leaf] = copy.deepcopy(value) if isinstance(value, (list, dict)) else value
+
+    def new_object(self, path: str, overwrite: bool = False) -> MemoryObject:
+        """Create (or with ``overwrite`` replace) an object node at ``path``."""
+        self._guard()
+        *parents, leaf = self._split(path)
+        existing_node = self._walk(parents, create=False)
+        existing = existing_node.get(leaf) if existing_node is not None else None
+        if isinstance(existing, _Node) and not overwrite:
+            return self._child(existing)
+        self._writing()
+        node = self._walk(parents, create=True)
+        assert node is not None
+        existing = node.get(leaf)
+        if existing is not None and not overwrite:
+            if isinstance(existing, _Node):
+                return self._child(existing)
+            raise MemoryValueError(f"memory path {path!r} holds a value; pass overwrite=True to replace it")
+        child = node[leaf] = _Node()
+        return self._child(child)
+
+    def is_exist(self, path: str) -> bool:
+        self._guard()
+        *parents, leaf = self._split(path)
+        node = self._walk(parents, create=False)
+        return node is not None and leaf in node
+
+    def get_field_names(self) -> list[str]:
+        self._guard()
+        return list(self._node.keys())
+
+    def get_fields(self) -> dict[str, Any]:
+        """All fields at this level; nested objects as plain dicts."""
+        self._guard()
+        return {k: _to_plain(v) for k, v in self._node.items()}
+
+    def delete(self, path: str) -> bool:
+        self._guard()
+        *parents, leaf = self._split(path)
+        node = self._walk(parents, create=False)
+        if node is None or leaf not in node:
+            return False
+        self._writing()
+        del node[leaf]
+        return True
+
+    def clear(self) -> None:
+        self._writing()
+        self._node.clear()
+
+    def __contains__(self, path: str) -> bool:
+        return self.is_exist(path)
+
+    def __repr__(self) -> str:
+        return f"MemoryObject({self.get_fields()!r})"
+
+    # -- persistence ---------------------------------------------------------------------
+    def to_data(self) -> Any:
+        return _encode_node(self._node)
+
+    @classmethod
+    def from_data(cls, data: Any, guard: Guard = _no_guard,
+                  before_write: Callable[[], None] | None = None) -> MemoryObject:
+        return cls(_decode_node(data) if data else _Node(), guard, before_write)
+
+    def replace_data(self, data: Any) -> None:
+        """Reset this tree to ``data`` in place (rollback), keeping hooks and outstanding views."""
+        self._node.clear()
+        self._node.update(_decode_node(data) if data else _Node())
+
+
+def _to_plain(value: Any) -> Any:
+    if isinstance(value, _Node):
+        return {k: _to_plain(v) for k, v in value.items()}
+    return value
+
+
+def _encode_node(node: _Node) -> dict[str, Any]:
+    values = {k: codec.encode(v) for k, v in node.items() if not isinstance(v, _Node)}
+    objects = {k: _encode_node(v) for k, v in node.items() if isinstance(v, _Node)}
+    data: dict[str, Any] = {}
+    if values:
+        data["v"] = values
+    if objects:
+        data["o"] = objects
+    return data
+
+
+def _decode_node(data: dict[str, Any]) -> _Node:
+    node = _Node()
+    for k, v in data.get("v", {}).items():
+        node[k] = codec.decode(v)
+    for k, v in data.get("o", {}).items():
+        node[k] = _decode_node(v)
+    return node

@@ -1,0 +1,193 @@
+"""AgentPlan: an agent compiled into actions-by-event-type, resource providers and config.
+
+The plan is what the engine executes. It validates the agent once (duplicate names, dangling
+resource references) and round-trips through JSON so a deployment can show exactly what runs.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any, Callable
+
+from agentplan import codec
+from agentplan.agent import ActionSpec, Agent
+from agentplan.config import AgentConfiguration
+from agentplan.events import Event
+from agentplan.exceptions import PlanCompileError, ResourceError, SerializationError
+from agentplan.prompts import Prompt
+from agentplan.resources import ResourceDescriptor, ResourceType
+from agentplan.tools import FunctionTool
+
+SECRET_NAME = re.compile(r"(api[_-]?key|password|secret|token|credential)", re.IGNORECASE)
+REDACTED = "***"
+
+
+def _builtin_actions() -> list[ActionSpec]:
+    from agentplan.builtin_actions import BUILTIN_ACTIONS
+
+    return list(BUILTIN_ACTIONS)
+
+
+class AgentPlan:
+    """Compiled agent. Build with :meth:`from_agent`."""
+
+    def __init__(self, actions: dict[str, ActionSpec], resources: dict[str, tuple[ResourceType, Any]],
+                 config: AgentConfiguration) -> None:
+        self.actions = actions
+        self.resource_providers = resources
+        self.config = config
+        self._by_event: dict[type, list[ActionSpec]] = {}
+        self._built: dict[str, Any] = {}
+        self._validate()
+
+    # -- compile --------------------------------------------------------------------------
+    @classmethod
+    def from_agent(cls, agent: Agent, config: AgentConfiguration | None = None,
+                   resources: dict[str, tuple[ResourceType, Any]] | None = None) -> AgentPlan:
+        actions = agent.actions()
+        for builtin in _builtin_actions():
+            if builtin.name in actions:
+                raise PlanCompileError(f"action name {builtin.name!r} is reserved for a built-in action")
+            actions[builtin.name] = builtin
+        merged = dict(agent.resources())
+        for name, entry in (resources or {}).items():
+            if name in merged:
+                raise PlanCompileError(f"duplicate resource name {name!r} (declared by the agent and the environment)")
+            merged[name] = entry
+        return cls(actions, merged, config or AgentConfiguration())
+
+    def _validate(self) -> None:
+        for name, (kind, provider) in self.resource_providers.items():
+            if kind is ResourceType.PROMPT and not isinstance(provider, Prompt):
+                raise PlanCompileError(f"prompt {name!r} must be a Prompt, got {type(provider).__name__}")
+            if kind is ResourceType.TOOL and not (callable(provider) or isinstance(provider, FunctionTool)):
+                raise PlanCompileError(f"tool {name!r} must be a function")
+            if kind in (ResourceType.CHAT_MODEL, ResourceType.CHAT_MODEL_CONNECTION) and isinstance(provider, ResourceDescriptor):
+                try:
+                    declared = provider.resource_type()
+                except Exception as exc:
+                    raise PlanCompileError(f"{kind.value} {name!r}: {exc}") from exc
+                if declared is not None and declared is not kind:
+                    raise PlanCompileError(f"{kind.value} {name!r} is built from a {declared.value} class")
+            if kind is ResourceType.CHAT_MODEL and isinstance(provider, ResourceDescriptor):
+                self._validate_setup(name, provider.arguments)
+
+    def _validate_setup(self, name: str, args: dict[str, Any]) -> None:
+        def require(ref: Any, kind: ResourceType, what: str) -> None:
+            entry = self.resource_providers.get(ref)
+            if entry is None or entry[0] is not kind:
+                raise PlanCompileError(f"chat model setup {name!r} names {what} {ref!r}, which is not a "
+                                       f"declared {kind.value} resource")
+
+        connection = args.get("connection")
+        if connection is None:
+            raise PlanCompileError(f"chat model setup {name!r} has no 'connection'")
+        if isinstance(connection, str):
+            require(connection, ResourceType.CHAT_MODEL_CONNECTION, "connection")
+        prompt = args.get("prompt")
+        if isinstance(prompt, str):
+            require(prompt, ResourceType.PROMPT, "prompt")
+        for tool_name in args.get("tools") or []:
+            if isinstance(tool_name, str):
+                require(tool_name, ResourceType.TOOL, "tool")
+
+    # -- execution-time lookups -------------------------------------------------------------------
+    def actions_for(self, event_type: type) -> list[ActionSpec]:
+        """Actions triggered by ``event_type`` (or a base class of it), in declaration order."""
+        found = self._by_event.get(event_type)
+        if found is None:
+            mro = [t for t in event_type.__mro__ if isinstance(t, type) and issubclass(t, Event)]
+            found = [a for a in self.actions.values() if any(t in a.events for t in mro)]
+            self._by_event[event_type] = found
+        return found
+
+    def get_resource(self, name: str, kind: ResourceType) -> Any:
+        """The built resource (cached; descriptors are constructed at first use)."""
+        built = self._built.get(name)
+        if built is not None:
+            return built
+        entry = self.resource_providers.get(name)
+        if entry is None or entry[0] is not kind:
+            known = sorted(n for n, (k, _) in self.resource_providers.items() if k is kind)
+            raise ResourceError(f"no {kind.value} resource named {name!r} (known: {known})")
+        provider = entry[1]
+        if isinstance(provider, ResourceDescriptor):
+            built = provider.build(self.get_resource)
+        elif kind is ResourceType.TOOL and not isinstance(provider, FunctionTool):
+            built = FunctionTool(provider, name=name)
+        else:
+            built = provider
+            bind = getattr(built, "bind", None)
+            if callable(bind) and kind in (ResourceType.CHAT_MODEL, ResourceType.CHAT_MODEL_CONNECTION):
+                bind(self.get_resource)
+        self._built[name] = built
+        return built
+
+    # -- JSON ---------------------------------------------------------------------------------------
+    def to_dict(self, redact_secrets: bool = False) -> dict[str, Any]:
+        def func_path(func: Callable[..., Any], what: str) -> str:
+            path = codec.import_path(func)
+            if "<locals>" in path or "<lambda>" in path:
+                raise SerializationError(f"{what} {path} is not importable by path; define it at module level")
+            return path
+
+        resources = []
+        for name, (kind, provider) in self.resource_providers.items():
+            entry: dict[str, Any] = {"name": name, "type": kind.value}
+            if isinstance(provider, ResourceDescriptor):
+                data = provider.to_dict()
+                if redact_secrets:
+                    data["arguments"] = _redact(data["arguments"])
+                entry["descriptor"] = data
+            elif isinstance(provider, Prompt):
+                entry["prompt"] = provider.model_dump(mode="json", exclude_none=True)
+            elif kind is ResourceType.TOOL:
+                func = provider.func if isinstance(provider, FunctionTool) else provider
+                entry["function"] = func_path(func, f"tool {name!r}")
+            else:
+                raise SerializationError(f"resource {name!r} is an instance; declare it with a ResourceDescriptor "
+                                         "to make the plan serializable")
+            resources.append(entry)
+        return {
+            "actions": [
+                {"name": a.name, "events": [codec.import_path(e) for e in a.events],
+                 "function": func_path(a.func, f"action {a.name!r}"), "config": codec.encode(a.config)}
+                for a in self.actions.values()
+            ],
+            "resources": resources,
+            "config": self.config.model_dump(mode="json"),
+        }
+
+    def model_dump_json(self, indent: int | None = None, redact_secrets: bool = False) -> str:
+        return json.dumps(self.to_dict(redact_secrets=redact_secrets), indent=indent, ensure_ascii=False)
+
+    @classmethod
+    def model_validate_json(cls, text: str | bytes) -> AgentPlan:
+        data = json.loads(text)
+        actions = {}
+        for a in data["actions"]:
+            events = tuple(codec.resolve_path(e) for e in a["events"])
+            actions[a["name"]] = ActionSpec(a["name"], events, codec.resolve_path(a["function"]),
+                                            codec.decode(a["config"]))
+        resources: dict[str, tuple[ResourceType, Any]] = {}
+        for r in data["resources"]:
+            kind = ResourceType(r["type"])
+            if "descriptor" in r:
+                provider: Any = ResourceDescriptor.from_dict(r["descriptor"])
+            elif "prompt" in r:
+                provider = Prompt.model_validate(r["prompt"])
+            else:
+                provider = codec.resolve_path(r["function"])
+            resources[r["name"]] = (kind, provider)
+        return cls(actions, resources, AgentConfiguration.model_validate(data["config"]))
+
+
+def _redact(value: Any, key: str = "") -> Any:
+    if isinstance(value, dict):
+        return {k: _redact(v, k) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_redact(v, key) for v in value]
+    if key and SECRET_NAME.search(key) and value is not None:
+        return REDACTED
+    return value

@@ -1,0 +1,86 @@
+"""Resources: chat model connections and setups, prompts and tools, built lazily by name."""
+
+from __future__ import annotations
+
+import enum
+from abc import ABC
+from typing import Any, Callable
+
+from agentplan import codec
+from agentplan.exceptions import ResourceError
+
+
+class ResourceType(str, enum.Enum):
+    CHAT_MODEL = "chat_model"
+    CHAT_MODEL_CONNECTION = "chat_model_connection"
+    PROMPT = "prompt"
+    TOOL = "tool"
+
+
+ResourceResolver = Callable[[str, ResourceType], Any]
+
+
+class Resource(ABC):
+    """Base of resources that need other resources (a setup needs its connection and prompt).
+
+    The engine calls :meth:`bind` once after construction so the resource can look up others
+    by name lazily, at first use.
+    """
+
+    resource_type: ResourceType
+
+    _resolver: ResourceResolver | None = None
+
+    def bind(self, resolver: ResourceResolver) -> None:
+        self._resolver = resolver
+
+    def get_resource(self, name: str, type: ResourceType) -> Any:  # noqa: A002 - Flink Agents name
+        if self._resolver is None:
+            raise ResourceError(f"{type.value} {name!r} requested before the resource was bound to a plan")
+        return self._resolver(name, type)
+
+
+class ResourceDescriptor:
+    """Declarative construction of a resource: ``ResourceDescriptor(clazz=Cls, **kwargs)``.
+
+    ``clazz`` is a class or its import path (``"package.module:Class"``).
+    """
+
+    def __init__(self, clazz: type | str, **arguments: Any) -> None:
+        self._clazz = clazz
+        self.arguments = arguments
+
+    @property
+    def clazz(self) -> type:
+        if isinstance(self._clazz, str):
+            cls = codec.resolve_path(self._clazz)
+            if not isinstance(cls, type):
+                raise ResourceError(f"{self._clazz!r} is not a class")
+            self._clazz = cls
+        return self._clazz
+
+    @property
+    def clazz_path(self) -> str:
+        return self._clazz if isinstance(self._clazz, str) else codec.import_path(self._clazz)
+
+    def resource_type(self) -> ResourceType | None:
+        return getattr(self.clazz, "resource_type", None)
+
+    def build(self, resolver: ResourceResolver) -> Any:
+        try:
+            instance = self.clazz(**self.arguments)
+        except TypeError as exc:
+            raise ResourceError(f"cannot build {self.clazz_path} with {sorted(self.arguments)}: {exc}") from exc
+        if isinstance(instance, Resource):
+            instance.bind(resolver)
+        return instance
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"clazz": self.clazz_path, "arguments": codec.encode(self.arguments)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ResourceDescriptor:
+        return cls(data["clazz"], **codec.decode(data["arguments"]))
+
+    def __repr__(self) -> str:
+        return f"ResourceDescriptor({self.clazz_path}, {sorted(self.arguments)})"

@@ -1,0 +1,510 @@
+"""The one event loop that runs agent plans, used by the local runner and the Kafka worker.
+
+Semantics:
+* Each input becomes an ``InputEvent`` starting a *run* for its key. Every action subscribed
+  to an event's type runs, one after another; events they send are processed in order;
+  ``OutputEvent`` payloads leave the agent. The run ends when no events remain.
+* Runs of one key are strictly sequential, in submission order; different keys interleave
+  freely on one asyncio loop, bounded by ``max_concurrent_runs``.
+* Between two actions the key's state (memory, pending events, journal of durable calls) is
+  consistent; :meth:`Engine.collect` snapshots it at that boundary. While an async action is
+  in flight the snapshot is the state from before the action plus the journal entries the
+  action has recorded so far, so a replay re-runs the action and reuses those results.
+
+The driver (local runner or Kafka worker) owns persistence: it submits inputs, periodically
+collects :class:`KeyDelta` s (state, outputs, finished inputs, failures), persists them and
+calls :meth:`Engine.release` so idle keys can leave memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, Callable, Hashable, TypeVar
+
+from agentplan import codec
+from agentplan.agent import ActionSpec
+from agentplan.config import AgentConfiguration, ErrorHandlingStrategy
+from agentplan.events import Event, InputEvent, OutputEvent
+from agentplan.exceptions import ActionError, DurableCallError, SerializationError, TransientError
+from agentplan.memory import MemoryObject
+from agentplan.metrics import MetricsSink, NullMetrics
+from agentplan.plan import AgentPlan
+from agentplan.resources import ResourceType
+from agentplan.runner_context import RunnerContext
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+StateLoader = Callable[[Hashable], "bytes | None"]
+
+
+@dataclass
+class _Input:
+    value: Any
+    position: int | None
+    meta: Any
+
+
+@dataclass
+class KeyDelta:
+    """What changed for one key since the last :meth:`Engine.collect`."""
+
+    key: Hashable
+    state: bytes
+    version: int
+    outputs: list[tuple[Any, Any]] = field(default_factory=list)  # (input meta, output payload)
+    finished: list[Any] = field(default_factory=list)  # metas of inputs now done (incl. skipped/failed)
+    failures: list[tuple[Any, Any, BaseException]] = field(default_factory=list)  # (meta, input, error)
+    skipped: list[Any] = field(default_factory=list)  # metas already finished before (replay)
+
+
+class _Run:
+    __slots__ = ("run_id", "position", "meta", "input", "pending", "cursor", "sensory", "journal",
+                 "next_event_seq", "started", "awaiting_input")
+
+    def __init__(self, run_id: str, position: int | None, meta: Any, input_value: Any) -> None:
+        self.run_id = run_id
+        self.position = position
+        self.meta = meta
+        self.input = input_value
+        self.pending: deque[Event] = deque()
+        self.cursor = 0  # actions of pending[0] already completed
+        self.sensory: MemoryObject = MemoryObject()
+        self.journal: dict[str, Any] = {}  # durable results of the action in flight
+        self.next_event_seq = 0
+        self.started = time.monotonic()
+        self.awaiting_input = False  # restored from state; waits for its input to be replayed
+
+
+class _Slot:
+    """Live state of one key."""
+
+    __slots__ = ("key", "queue", "memory", "progress", "run", "run_counter", "task", "version",
+                 "collected_version", "in_action", "memory_backup", "sensory_backup", "ctx",
+                 "outputs", "finished", "failures", "skipped")
+
+    def __init__(self, key: Hashable) -> None:
+        self.key = key
+        self.queue: deque[_Input] = deque()
+        self.memory = MemoryObject()
+        self.progress: int | None = None
+        self.run: _Run | None = None
+        self.run_counter = 0
+        self.task: asyncio.Task[None] | None = None
+        self.version = 0
+        self.collected_version = 0
+        self.in_action = False
+        self.memory_backup: Any = None  # memory before the action in flight first wrote it
+        self.sensory_backup: Any = None
+        self.ctx: _ActionContext | None = None
+        self.outputs: list[tuple[Any, Any]] = []
+        self.finished: list[Any] = []
+        self.failures: list[tuple[Any, Any, BaseException]] = []
+        self.skipped: list[Any] = []
+
+
+class Engine:
+    """Runs a compiled :class:`AgentPlan` for many keys on the current asyncio loop."""
+
+    def __init__(self, plan: AgentPlan, *, state_loader: StateLoader | None = None,
+                 metrics: MetricsSink | None = None) -> None:
+        self.plan = plan
+        self.config: AgentConfiguration = plan.config
+        self.metrics: MetricsSink = metrics or NullMetrics()
+        self._load_state = state_loader
+        self._slots: dict[Hashable, _Slot] = {}
+        self._run_slots: asyncio.Semaphore | None = None
+        self._busy_keys = 0
+        self._idle: asyncio.Event | None = None
+        self.queued_inputs = 0  # submitted, run not started yet
+        self.inflight_runs = 0
+        self.backing_off = 0  # actions sleeping before a transient retry
+
+    # -- driver API ----------------------------------------------------------------------------
+    def submit(self, key: Hashable, value: Any, position: int | None = None, meta: Any = None) -> None:
+        """Queue an input for ``key``. ``position`` (e.g. an offset) must increase per key; inputs
+        at or below the key's recorded progress are skipped as already processed."""
+        if self._idle is None:
+            self._idle = asyncio.Event()
+            self._idle.set()
+            self._run_slots = asyncio.Semaphore(self.config.max_concurrent_runs)
+        slot = self._slots.get(key)
+        if slot is None:
+            slot = self._new_slot(key)
+        slot.queue.append(_Input(value, position, meta))
+        self.queued_inputs += 1
+        if slot.task is None:
+            self._busy_keys += 1
+            self._idle.clear()
+            slot.task = asyncio.get_running_loop().create_task(self._drive(slot), name=f"key-{key!r}")
+
+    def collect(self) -> list[KeyDelta]:
+        """Deltas of every key that changed since the last call, consistent at action boundaries."""
+        deltas = []
+        for slot in self._slots.values():
+            if slot.version == slot.collected_version:
+                continue
+            deltas.append(KeyDelta(slot.key, self._encode_state(slot), slot.version, slot.outputs,
+                                   slot.finished, slot.failures, slot.skipped))
+            slot.outputs, slot.finished, slot.failures, slot.skipped = [], [], [], []
+            slot.collected_version = slot.version
+        return deltas
+
+    def release(self, deltas: list[KeyDelta]) -> None:
+        """The driver persisted ``deltas``: forget keys that are idle and unchanged since."""
+        for delta in deltas:
+            slot = self._slots.get(delta.key)
+            if slot is not None and slot.task is None and slot.version == delta.version and not slot.queue:
+                del self._slots[delta.key]
+
+    def cancel_keys(self, predicate: Callable[[Hashable], bool]) -> int:
+        """Stop and forget keys (e.g. of revoked partitions); uncollected changes are dropped."""
+        doomed = [k for k in self._slots if predicate(k)]
+        for key in doomed:
+            slot = self._slots.pop(key)
+            self.queued_inputs -= len(slot.queue)
+            slot.queue.clear()
+            if slot.task is not None:
+                slot.task.cancel()
+        return len(doomed)
+
+    async def wait_idle(self) -> None:
+        """Return when no key has queued or running work."""
+        if self._idle is not None:
+            await self._idle.wait()
+
+    @property
+    def active_keys(self) -> int:
+        return self._busy_keys
+
+    def key_count(self) -> int:
+        return len(self._slots)
+
+    async def close(self) -> None:
+        self.cancel_keys(lambda _k: True)
+        await asyncio.sleep(0)
+
+    # -- state encoding ------------------------------------------------------------------------------
+    def _new_slot(self, key: Hashable) -> _Slot:
+        slot = _Slot(key)
+        raw = self._load_state(key) if self._load_state is not None else None
+        if raw is not None:
+            self._decode_state(slot, raw)
+        self._attach_memory(slot)
+        self._slots[key] = slot
+        return slot
+
+    def _attach_memory(self, slot: _Slot) -> None:
+        """Give the slot's memories the engine's hooks (durable-call guard, rollback snapshot)."""
+        slot.memory = MemoryObject(slot.memory._node, self._guard_for(slot), self._memory_hook(slot))
+        if slot.run is not None:
+            slot.run.sensory = self._new_sensory(slot, slot.run.sensory)
+
+    @staticmethod
+    def _guard_for(slot: _Slot) -> Callable[[], None]:
+        def guard() -> None:
+            if slot.ctx is not None and slot.ctx._durable_depth:
+                raise DurableCallError("memory is not accessible inside a durable call (it may be replayed)")
+        return guard
+
+    @staticmethod
+    def _memory_hook(slot: _Slot) -> Callable[[], None]:
+        def before_write() -> None:
+            if slot.in_action and slot.memory_backup is None:
+                slot.memory_backup = slot.memory.to_data()
+        return before_write
+
+    def _new_sensory(self, slot: _Slot, existing: MemoryObject | None = None) -> MemoryObject:
+        def before_write() -> None:
+            if slot.in_action and slot.sensory_backup is None and slot.run is not None:
+                slot.sensory_backup = slot.run.sensory.to_data()
+        node = existing._node if existing is not None else None
+        return MemoryObject(node, self._guard_for(slot), before_write)
+
+    def _encode_state(self, slot: _Slot) -> bytes:
+        memory = slot.memory_backup if (slot.in_action and slot.memory_backup is not None) else slot.memory.to_data()
+        data: dict[str, Any] = {"m": memory, "p": slot.progress}
+        run = slot.run
+        if run is not None:
+            sensory = slot.sensory_backup if (slot.in_action and slot.sensory_backup is not None) \
+                else run.sensory.to_data()
+            data["r"] = {
+                "id": run.run_id, "pos": run.position, "in": codec.encode(run.input),
+                "pending": [e.to_record() for e in run.pending], "cur": run.cursor, "s": sensory,
+                "j": run.journal if slot.in_action else {}, "n": run.next_event_seq,
+            }
+        return json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
+
+    def _decode_state(self, slot: _Slot, raw: bytes) -> None:
+        try:
+            data = json.loads(raw)
+            slot.memory = MemoryObject.from_data(data.get("m"))
+            slot.progress = data.get("p")
+            r = data.get("r")
+            if r is not None:
+                run = _Run(r["id"], r["pos"], None, codec.decode(r.get("in")))
+                run.pending = deque(Event.from_record(rec) for rec in r["pending"])
+                run.cursor = r["cur"]
+                run.sensory = MemoryObject.from_data(r.get("s"))
+                run.journal = r.get("j") or {}
+                run.next_event_seq = r["n"]
+                run.awaiting_input = True
+                slot.run = run
+        except (ValueError, KeyError, TypeError) as exc:
+            raise SerializationError(f"corrupt state for key {slot.key!r}: {exc}") from exc
+
+    # -- the loop --------------------------------------------------------------------------------------
+    async def _drive(self, slot: _Slot) -> None:
+        assert self._run_slots is not None and self._idle is not None
+        try:
+            while slot.queue:
+                item = slot.queue.popleft()
+                self.queued_inputs -= 1
+                run = slot.run
+                if run is not None and run.awaiting_input:
+                    if item.position is not None and run.position is not None and item.position < run.position:
+                        self._skip(slot, item)
+                        continue
+                    if item.position != run.position:
+                        logger.warning("key %r: resuming run %s although input %s arrived first",
+                                       slot.key, run.run_id, item.position)
+                        slot.queue.appendleft(item)
+                        self.queued_inputs += 1
+                    else:
+                        run.meta = item.meta
+                    run.awaiting_input = False
+                elif item.position is not None and slot.progress is not None and item.position <= slot.progress:
+                    self._skip(slot, item)
+                    continue
+                else:
+                    slot.run_counter += 1
+                    run_id = f"p{item.position}" if item.position is not None else f"r{slot.run_counter}"
+                    run = slot.run = _Run(run_id, item.position, item.meta, item.value)
+                    run.sensory = self._new_sensory(slot)
+                    first = InputEvent(input=item.value)
+                    first.id = f"{run_id}.0"
+                    run.next_event_seq = 1
+                    run.pending.append(first)
+                    slot.version += 1
+                async with self._run_slots:
+                    self.inflight_runs += 1
+                    try:
+                        await self._execute_run(slot, run)
+                    finally:
+                        self.inflight_runs -= 1
+        finally:
+            slot.task = None
+            self._busy_keys -= 1
+            if self._busy_keys == 0:
+                self._idle.set()
+
+    def _skip(self, slot: _Slot, item: _Input) -> None:
+        slot.skipped.append(item.meta)
+        slot.finished.append(item.meta)
+        slot.version += 1
+
+    async def _execute_run(self, slot: _Slot, run: _Run) -> None:
+        try:
+            while run.pending:
+                event = run.pending[0]
+                actions = self.plan.actions_for(type(event))
+                while run.cursor < len(actions):
+                    spec = actions[run.cursor]
+                    emitted = await self._execute_action(slot, run, spec, event)
+                    for out in emitted:
+                        if isinstance(out, OutputEvent):
+                            slot.outputs.append((run.meta, out.output))
+                        else:
+                            run.pending.append(out)
+                    run.next_event_seq += len(emitted)
+                    run.cursor += 1
+                    run.journal = {}
+                    slot.version += 1
+                run.pending.popleft()
+                run.cursor = 0
+        except ActionError as exc:
+            logger.warning("key %r: run %s failed: %s", slot.key, run.run_id, exc)
+            slot.failures.append((run.meta, run.input, exc))
+        self._finish_run(slot, run)
+
+    def _finish_run(self, slot: _Slot, run: _Run) -> None:
+        if run.position is not None:
+            slot.progress = run.position
+        slot.finished.append(run.meta)
+        slot.run = None
+        slot.version += 1
+        self.metrics.run_finished(time.monotonic() - run.started)
+
+    async def _execute_action(self, slot: _Slot, run: _Run, spec: ActionSpec, event: Event) -> list[Event]:
+        is_async = inspect.iscoroutinefunction(spec.func)
+        attempt = 0
+        transient_attempt = 0
+        while True:
+            ctx = _ActionContext(self, slot, run, spec, event)
+            slot.ctx = ctx
+            slot.in_action = True
+            started = time.monotonic()
+            try:
+                if is_async:
+                    await spec.func(event, ctx)
+                else:
+                    spec.func(event, ctx)
+                self.metrics.action_finished(spec.name, time.monotonic() - started, None)
+                return ctx.emitted
+            except asyncio.CancelledError:
+                raise
+            except TransientError as exc:
+                self.metrics.action_finished(spec.name, time.monotonic() - started, exc)
+                self._rollback(slot, run)
+                transient_attempt += 1
+                limit = self.config.transient_retry_limit
+                if limit is not None and transient_attempt > limit:
+                    raise ActionError(spec.name, exc) from exc
+                delay = exc.retry_after_s if exc.retry_after_s is not None \
+                    else self.config.backoff(transient_attempt - 1)
+                delay = min(delay, self.config.retry_backoff_max_s)
+                self.metrics.transient_retry(exc.kind)
+                logger.info("key %r: action %s hit a transient failure (%s); retry %d in %.2fs",
+                            slot.key, spec.name, exc, transient_attempt, delay)
+                self.backing_off += 1
+                try:
+                    await asyncio.sleep(delay)
+                finally:
+                    self.backing_off -= 1
+            except Exception as exc:  # noqa: BLE001 - user code may raise anything
+                self.metrics.action_finished(spec.name, time.monotonic() - started, exc)
+                self._rollback(slot, run)
+                strategy = self.config.error_handling_strategy
+                if strategy is ErrorHandlingStrategy.RETRY and attempt < self.config.max_retries:
+                    delay = self.config.backoff(attempt)
+                    attempt += 1
+                    logger.info("key %r: action %s failed (%r); retry %d in %.2fs",
+                                slot.key, spec.name, exc, attempt, delay)
+                    await asyncio.sleep(delay)
+                    continue
+                if strategy is ErrorHandlingStrategy.IGNORE:
+                    logger.warning("key %r: action %s failed and is ignored: %r", slot.key, spec.name, exc)
+                    return []
+                raise ActionError(spec.name, exc) from exc
+            finally:
+                slot.in_action = False
+                slot.ctx = None
+                slot.memory_backup = None
+                slot.sensory_backup = None
+
+    def _rollback(self, slot: _Slot, run: _Run) -> None:
+        """Undo memory writes of a failed action so a retry starts from the same state."""
+        if slot.memory_backup is not None:
+            slot.memory.replace_data(slot.memory_backup)
+        if slot.sensory_backup is not None:
+            run.sensory.replace_data(slot.sensory_backup)
+        slot.memory_backup = None
+        slot.sensory_backup = None
+
+
+class _ActionContext(RunnerContext):
+    """The :class:`RunnerContext` of one action invocation."""
+
+    def __init__(self, engine: Engine, slot: _Slot, run: _Run, spec: ActionSpec, event: Event) -> None:
+        self._engine = engine
+        self._slot = slot
+        self._run = run
+        self._spec = spec
+        self._event = event
+        self._call_index = 0
+        self._durable_depth = 0
+        self.emitted: list[Event] = []
+
+    def _check_not_durable(self, what: str) -> None:
+        if self._durable_depth:
+            raise DurableCallError(f"{what} is not allowed inside a durable call (it may be replayed)")
+
+    def send_event(self, event: Event) -> None:
+        self._check_not_durable("send_event")
+        if not isinstance(event, Event):
+            raise TypeError(f"send_event expects an Event, got {type(event).__name__}")
+        event.id = f"{self._run.run_id}.{self._run.next_event_seq + len(self.emitted)}"
+        self.emitted.append(event)
+
+    @property
+    def key(self) -> Any:
+        return self._slot.key
+
+    @property
+    def short_term_memory(self) -> MemoryObject:
+        self._check_not_durable("memory access")
+        return self._slot.memory
+
+    @property
+    def sensory_memory(self) -> MemoryObject:
+        self._check_not_durable("memory access")
+        return self._run.sensory
+
+    def get_resource(self, name: str, type: ResourceType) -> Any:  # noqa: A002
+        return self._engine.plan.get_resource(name, type)
+
+    @property
+    def action_config(self) -> dict[str, Any]:
+        return self._spec.config
+
+    @property
+    def config(self) -> AgentConfiguration:
+        return self._engine.config
+
+    @property
+    def metrics(self) -> MetricsSink:
+        return self._engine.metrics
+
+    @property
+    def event(self) -> Event:
+        return self._event
+
+    def _journal_key(self) -> str:
+        key = f"{self._event.id}:{self._spec.name}:{self._call_index}"
+        self._call_index += 1
+        return key
+
+    def _record(self, key: str, result: Any) -> None:
+        try:
+            codec.check_storable(result, "durable call result")
+        except SerializationError as exc:
+            raise DurableCallError(str(exc)) from None
+        self._run.journal[key] = codec.encode(result)
+        self._slot.version += 1
+
+    def durable_execute(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        key = self._journal_key()
+        if key in self._run.journal:
+            return codec.decode(self._run.journal[key])  # type: ignore[no-any-return]
+        self._durable_depth += 1
+        try:
+            result = fn(*args, **kwargs)
+        finally:
+            self._durable_depth -= 1
+        if inspect.isawaitable(result):
+            raise DurableCallError("durable_execute got a coroutine; use await ctx.durable_execute_async(...)")
+        self._record(key, result)
+        return result
+
+    async def durable_execute_async(self, fn: Callable[..., T | Awaitable[T]], *args: Any, **kwargs: Any) -> T:
+        key = self._journal_key()
+        if key in self._run.journal:
+            return codec.decode(self._run.journal[key])  # type: ignore[no-any-return]
+        self._durable_depth += 1
+        try:
+            if inspect.iscoroutinefunction(fn):
+                result = await fn(*args, **kwargs)
+            else:
+                result = await asyncio.to_thread(fn, *args, **kwargs)
+                if inspect.isawaitable(result):
+                    result = await result
+        finally:
+            self._durable_depth -= 1
+        self._record(key, result)
+        return result  # type: ignore[return-value]

@@ -1,0 +1,1005 @@
+"""OpenAI-compatible chat-completions stub server for tests, benchmarks and local runs.
+
+Real agents talk to an LLM through the ``openai`` client (httpx, pooled keep-alive
+connections). To exercise that exact code path without a network model, this module
+serves ``/v1/chat/completions`` over a small HTTP/1.1 implementation on asyncio, so
+thousands of concurrent slow requests cost a coroutine each rather than a thread.
+
+Replies are deterministic (same request -> same content), latency and random errors
+are tunable at runtime, and faults (429/500/503, hangs, malformed JSON, dropped
+connections, a full outage) can be queued from the test thread to check retry and
+recovery behaviour. Every chat request is logged so tests can assert on what the
+agent actually sent.
+
+Run standalone with ``python -m agentplan.testing.llm_stub --port 8000``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import contextlib
+import dataclasses
+import http
+import json
+import logging
+import math
+import random
+import re
+import signal
+import string
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "FAULTS",
+    "StubLLMServer",
+    "StubReply",
+    "default_responder",
+    "main",
+]
+
+#: Fault kinds accepted by :meth:`StubLLMServer.fail_next`.
+FAULTS: frozenset[str] = frozenset({"429", "500", "503", "timeout", "malformed_json", "disconnect"})
+
+MALFORMED_CONTENT = "this is not json {"
+STUB_MODEL_ID = "stub-model"
+
+_CHAT_PATHS = frozenset({"/v1/chat/completions", "/chat/completions"})
+_MODELS_PATHS = frozenset({"/v1/models", "/models"})
+_MAX_BODY_BYTES = 64 * 1024 * 1024
+_STREAM_LIMIT = 1024 * 1024  # max header block size accepted by the reader
+_BACKLOG = 4096  # large accept queue: benchmarks open 1000+ connections at once
+_START_TIMEOUT_S = 10.0
+_CONTROL_TIMEOUT_S = 5.0
+
+
+@dataclasses.dataclass
+class StubReply:
+    """What a responder wants the assistant message to contain.
+
+    ``tool_calls`` is a list of ``(function_name, arguments)``; when non-empty the
+    completion finishes with ``"tool_calls"``.
+    """
+
+    content: str | None = None
+    tool_calls: list[tuple[str, dict[str, Any]]] = dataclasses.field(default_factory=list)
+
+
+Responder = Callable[[dict[str, Any]], StubReply]
+
+
+# --------------------------------------------------------------------------- default responder
+
+_DECODER = json.JSONDecoder()
+_TOOL_LOOP_RE = re.compile(r"\[\[tool-loop:\s*([A-Za-z0-9_.\-]+)\s*\]\]")
+_TOOL_RE = re.compile(r"\[\[tool:\s*([A-Za-z0-9_.\-]+)")
+_JSON_RE = re.compile(r"\[\[json(?=\s|\{|\[)")
+_SENTIMENT_RE = re.compile(r"sentiment", re.IGNORECASE)
+_INPUT_MARKER = "Input text:"
+
+_POSITIVE_EN = ("love", "amazing", "best", "great", "excellent", "exceeded", "happy")
+_NEGATIVE_EN = ("terrible", "broke", "disappointed", "bad", "worst", "not recommend", "lost")
+_POSITIVE_ZH = ("开心", "高兴", "喜欢")
+_NEGATIVE_ZH = ("丢", "难过", "糟糕")
+
+
+def _english_pattern(word: str) -> re.Pattern[str]:
+    """Whole-word match that tolerates simple inflections (loved, broken, badly)."""
+    body = r"\s+".join(re.escape(part) for part in word.split())
+    return re.compile(rf"\b{body}(?:s|d|ed|ly|ing|n)?\b", re.IGNORECASE)
+
+
+_POSITIVE_PATTERNS = [_english_pattern(w) for w in _POSITIVE_EN] + [
+    re.compile(re.escape(w)) for w in _POSITIVE_ZH
+]
+_NEGATIVE_PATTERNS = [_english_pattern(w) for w in _NEGATIVE_EN] + [
+    re.compile(re.escape(w)) for w in _NEGATIVE_ZH
+]
+
+
+def _text(content: Any) -> str:
+    """Plain text of a message ``content`` (string, ``None`` or a list of content parts)."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        parts: list[str] = []
+        for part in content:
+            if isinstance(part, str):
+                parts.append(part)
+            elif isinstance(part, dict) and isinstance(part.get("text"), str):
+                parts.append(part["text"])
+        return "".join(parts)
+    return str(content)
+
+
+def _skip_ws(text: str, i: int) -> int:
+    while i < len(text) and text[i].isspace():
+        i += 1
+    return i
+
+
+def _tool_directives(text: str) -> list[tuple[str, dict[str, Any]]]:
+    """All ``[[tool:NAME {json-args}]]`` directives in ``text`` (args optional)."""
+    calls: list[tuple[str, dict[str, Any]]] = []
+    for match in _TOOL_RE.finditer(text):
+        i = _skip_ws(text, match.end())
+        args: Any = {}
+        if text.startswith("{", i):
+            try:
+                args, i = _DECODER.raw_decode(text, i)
+            except ValueError:
+                continue
+            if not isinstance(args, dict):
+                continue
+            i = _skip_ws(text, i)
+        if text.startswith("]]", i):
+            calls.append((match.group(1), args))
+    return calls
+
+
+def _json_directive(text: str) -> str | None:
+    """The verbatim JSON text of the first well-formed ``[[json ...]]`` directive."""
+    for match in _JSON_RE.finditer(text):
+        start = _skip_ws(text, match.end())
+        try:
+            _, end = _DECODER.raw_decode(text, start)
+        except ValueError:
+            continue
+        if text.startswith("]]", _skip_ws(text, end)):
+            return text[start:end]
+    return None
+
+
+def _classify_sentiment(text: str) -> dict[str, Any]:
+    """Tiny word-list classifier: enough to make sentiment examples deterministic."""
+    hits: list[tuple[int, str, int]] = []  # (position, matched text, +1/-1)
+    for patterns, sign in ((_POSITIVE_PATTERNS, 1), (_NEGATIVE_PATTERNS, -1)):
+        for pattern in patterns:
+            for m in pattern.finditer(text):
+                hits.append((m.start(), m.group(0), sign))
+    hits.sort()
+    score = sum(sign for _, _, sign in hits)
+    sentiment = "positive" if score > 0 else "negative" if score < 0 else "neutral"
+    phrases: list[str] = []
+    for _, word, _ in hits:
+        if word not in phrases:
+            phrases.append(word)
+    if not phrases:
+        words = (w.strip(string.punctuation) for w in text.split())
+        phrases = [w for w in words if w][:3]
+    return {
+        "sentiment": sentiment,
+        "confidence": 0.6 if sentiment == "neutral" else 0.9,
+        "key_phrases": phrases,
+    }
+
+
+def default_responder(request: dict[str, Any]) -> StubReply:
+    """Deterministic answer for a chat request; custom responders may delegate to it.
+
+    Rules, first match wins: ``[[tool-loop:NAME]]`` in any user message -> call NAME
+    forever; last message is a tool result -> echo it as JSON; ``[[tool:NAME {args}]]``
+    in the last user message (unless already answered by a tool) -> tool call(s);
+    ``[[json ...]]`` -> that JSON verbatim; a prompt mentioning "sentiment" -> a
+    sentiment JSON; otherwise ``"echo: " + last user content``.
+    """
+    messages = [m for m in request.get("messages") or [] if isinstance(m, dict)]
+    user_idx = [i for i, m in enumerate(messages) if m.get("role") == "user"]
+
+    for i in reversed(user_idx):
+        loop = _TOOL_LOOP_RE.search(_text(messages[i].get("content")))
+        if loop:
+            return StubReply(content=None, tool_calls=[(loop.group(1), {})])
+
+    if messages and messages[-1].get("role") == "tool":
+        raw = _text(messages[-1].get("content"))
+        try:
+            parsed = json.loads(raw)
+        except ValueError:
+            parsed = None
+        return StubReply(content=raw if isinstance(parsed, dict) else json.dumps({"result": raw}))
+
+    last_user = _text(messages[user_idx[-1]].get("content")) if user_idx else ""
+    answered_by_tool = bool(user_idx) and any(
+        m.get("role") == "tool" for m in messages[user_idx[-1] + 1 :]
+    )
+    if not answered_by_tool:
+        calls = _tool_directives(last_user)
+        if calls:
+            return StubReply(content=None, tool_calls=calls)
+    verbatim = _json_directive(last_user)
+    if verbatim is not None:
+        return StubReply(content=verbatim)
+
+    if any(_SENTIMENT_RE.search(_text(m.get("content"))) for m in messages):
+        _, marker, after = last_user.rpartition(_INPUT_MARKER)
+        text = (after if marker else last_user).strip()
+        content = json.dumps(_classify_sentiment(text), ensure_ascii=False)
+        if "reasoning" in str(request.get("model", "")):
+            content = "<think>stub reasoning</think>" + content
+        return StubReply(content=content)
+
+    return StubReply(content="echo: " + last_user)
+
+
+# --------------------------------------------------------------------------- HTTP helpers
+
+
+class _BadRequest(Exception):
+    """Unparseable HTTP framing; answered with ``status`` and the connection is closed."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclasses.dataclass
+class _HttpRequest:
+    method: str
+    path: str
+    version: str
+    headers: dict[str, str]
+    body: bytes
+
+    @property
+    def keep_alive(self) -> bool:
+        conn = self.headers.get("connection", "").lower()
+        if self.version == "HTTP/1.0":
+            return "keep-alive" in conn
+        return "close" not in conn
+
+
+def _error_body(message: str, err_type: str, code: str | None = None) -> dict[str, Any]:
+    return {"error": {"message": message, "type": err_type, "param": None, "code": code}}
+
+
+def _encode_json(payload: Any) -> bytes:
+    return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def _head(status: int, headers: dict[str, str]) -> bytes:
+    try:
+        reason = http.HTTPStatus(status).phrase
+    except ValueError:
+        reason = "Unknown"
+    lines = [f"HTTP/1.1 {status} {reason}"]
+    lines.extend(f"{k}: {v}" for k, v in headers.items())
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
+    """Decode a ``Transfer-Encoding: chunked`` request body (trailers are discarded)."""
+    body = bytearray()
+    while True:
+        size_line = (await reader.readuntil(b"\r\n"))[:-2]
+        try:
+            size = int(size_line.split(b";", 1)[0].strip(), 16)
+        except ValueError as exc:
+            raise _BadRequest(400, "invalid chunk size") from exc
+        if size == 0:
+            while (await reader.readuntil(b"\r\n")) != b"\r\n":
+                pass
+            return bytes(body)
+        if len(body) + size > _MAX_BODY_BYTES:
+            raise _BadRequest(413, "request body too large")
+        body += await reader.readexactly(size)
+        if await reader.readexactly(2) != b"\r\n":
+            raise _BadRequest(400, "invalid chunk terminator")
+
+
+async def _read_request(reader: asyncio.StreamReader) -> _HttpRequest | None:
+    """Next request on the connection, or ``None`` when the client closed it cleanly."""
+    try:
+        head = await reader.readuntil(b"\r\n\r\n")
+    except asyncio.IncompleteReadError as exc:
+        if exc.partial.strip():
+            raise _BadRequest(400, "truncated request head") from exc
+        return None
+    except asyncio.LimitOverrunError as exc:
+        raise _BadRequest(431, "request header block too large") from exc
+    lines = head.decode("latin-1").split("\r\n")
+    parts = lines[0].split(" ")
+    if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
+        raise _BadRequest(400, "malformed request line")
+    method, target, version = parts
+    headers: dict[str, str] = {}
+    for line in lines[1:]:
+        if not line:
+            continue
+        name, sep, value = line.partition(":")
+        if not sep:
+            raise _BadRequest(400, "malformed header line")
+        key = name.strip().lower()
+        headers[key] = f"{headers[key]}, {value.strip()}" if key in headers else value.strip()
+    if "chunked" in headers.get("transfer-encoding", "").lower():
+        body = await _read_chunked(reader)
+    else:
+        try:
+            length = int(headers.get("content-length", "0") or "0")
+        except ValueError as exc:
+            raise _BadRequest(400, "invalid Content-Length") from exc
+        if length < 0:
+            raise _BadRequest(400, "invalid Content-Length")
+        if length > _MAX_BODY_BYTES:
+            raise _BadRequest(413, "request body too large")
+        body = await reader.readexactly(length) if length else b""
+    path = target.split("?", 1)[0]
+    if len(path) > 1:
+        path = path.rstrip("/")
+    return _HttpRequest(method.upper(), path, version, headers, body)
+
+
+# --------------------------------------------------------------------------- server
+
+
+class StubLLMServer:
+    """Asyncio HTTP/1.1 server speaking enough of the OpenAI chat API for agents.
+
+    Control methods (faults, latency, outage, log access) are thread-safe and meant
+    to be called from the test thread while the server runs on its own loop thread.
+    """
+
+    def __init__(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        latency_ms: float = 0,
+        error_rate: float = 0.0,
+        seed: int = 0,
+        responder: Responder | None = None,
+        retry_after_s: float = 0.2,
+        timeout_hang_s: float = 30.0,
+    ) -> None:
+        self._host = host
+        self._port = port
+        self._latency_ms = self._check_latency(latency_ms)
+        self._error_rate = self._check_rate(error_rate)
+        self._rng = random.Random(seed)
+        self._responder: Responder = responder or default_responder
+        self.retry_after_s = float(retry_after_s)
+        self.timeout_hang_s = float(timeout_hang_s)
+
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
+        self._faults: collections.deque[str] = collections.deque()
+        self._log: list[dict[str, Any]] = []
+        self._seq = 0
+        self._by_status: collections.Counter[str] = collections.Counter()
+        self._by_fault: collections.Counter[str] = collections.Counter()
+        self._by_endpoint: collections.Counter[str] = collections.Counter()
+        self._in_flight = 0
+
+        # Loop-thread state (only touched from the server's event loop).
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread_id: int | None = None
+        self._stopping: asyncio.Event | None = None
+        self._server: asyncio.Server | None = None
+        self._conns: dict[asyncio.StreamWriter, asyncio.Task[Any]] = {}
+
+        self._thread: threading.Thread | None = None
+        self._ready = threading.Event()
+        self._startup_error: BaseException | None = None
+        self._started = False
+
+    # ------------------------------------------------------------------ validation
+
+    @staticmethod
+    def _check_latency(ms: float) -> float:
+        ms = float(ms)
+        if ms < 0 or math.isnan(ms):
+            raise ValueError(f"latency_ms must be >= 0, got {ms}")
+        return ms
+
+    @staticmethod
+    def _check_rate(rate: float) -> float:
+        rate = float(rate)
+        if not 0.0 <= rate <= 1.0:
+            raise ValueError(f"error_rate must be within [0, 1], got {rate}")
+        return rate
+
+    # ------------------------------------------------------------------ properties
+
+    @property
+    def host(self) -> str:
+        return self._host
+
+    @property
+    def port(self) -> int:
+        """Bound port (the requested one before :meth:`start`)."""
+        return self._port
+
+    @property
+    def base_url(self) -> str:
+        """URL to hand to ``openai.OpenAI(base_url=...)``."""
+        host = "127.0.0.1" if self._host in ("", "0.0.0.0", "::", "localhost") else self._host
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{self._port}/v1"
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> StubLLMServer:
+        """Serve on a daemon thread; returns once the socket is accepting connections."""
+        if self._started:
+            raise RuntimeError("StubLLMServer can only be started once")
+        self._started = True
+        self._thread = threading.Thread(
+            target=self._thread_main, name=f"llm-stub-{self._port or 'auto'}", daemon=True
+        )
+        self._thread.start()
+        if not self._ready.wait(_START_TIMEOUT_S):
+            self.stop()
+            raise RuntimeError(f"llm stub did not start within {_START_TIMEOUT_S}s")
+        if self._startup_error is not None:
+            self._thread.join(_CONTROL_TIMEOUT_S)
+            raise RuntimeError(f"llm stub failed to start: {self._startup_error}") from (
+                self._startup_error
+            )
+        return self
+
+    def serve_forever(self, on_ready: Callable[[StubLLMServer], None] | None = None) -> None:
+        """Serve in the calling thread until SIGINT/SIGTERM or :meth:`stop` (CLI mode)."""
+        if self._started:
+            raise RuntimeError("StubLLMServer can only be started once")
+        self._started = True
+        install = threading.current_thread() is threading.main_thread()
+        asyncio.run(self._main(on_ready=on_ready, install_signals=install))
+
+    def stop(self, timeout: float = _CONTROL_TIMEOUT_S) -> None:
+        """Close the listener and every open connection, then join the loop thread."""
+        loop, stopping = self._loop, self._stopping
+        if loop is not None and stopping is not None:
+            with contextlib.suppress(RuntimeError):  # loop already closed
+                loop.call_soon_threadsafe(stopping.set)
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+            if thread.is_alive():
+                logger.warning("llm stub thread did not exit within %.1fs", timeout)
+
+    def __enter__(self) -> StubLLMServer:
+        return self if self._started else self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def _thread_main(self) -> None:
+        try:
+            asyncio.run(self._main(on_ready=None, install_signals=False))
+        except BaseException as exc:  # noqa: BLE001 - reported to start()
+            if not self._ready.is_set():
+                self._startup_error = exc
+            else:
+                logger.exception("llm stub loop crashed")
+        finally:
+            self._ready.set()
+
+    async def _main(
+        self, *, on_ready: Callable[[StubLLMServer], None] | None, install_signals: bool
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        self._stopping = asyncio.Event()
+        self._loop_thread_id = threading.get_ident()
+        self._loop = loop
+        signals = (signal.SIGINT, signal.SIGTERM) if install_signals else ()
+        for sig in signals:
+            loop.add_signal_handler(sig, self._stopping.set)
+        try:
+            await self._listen()
+            logger.info("llm stub listening on %s", self.base_url)
+            self._ready.set()
+            if on_ready is not None:
+                on_ready(self)
+            await self._stopping.wait()
+        finally:
+            for sig in signals:
+                loop.remove_signal_handler(sig)
+            await self._close_listener_and_connections()
+            logger.info("llm stub on port %s stopped", self._port)
+
+    async def _listen(self) -> None:
+        self._server = await asyncio.start_server(
+            self._handle_connection,
+            host=self._host,
+            port=self._port,
+            reuse_address=True,
+            backlog=_BACKLOG,
+            limit=_STREAM_LIMIT,
+        )
+        self._port = self._server.sockets[0].getsockname()[1]
+
+    async def _close_listener_and_connections(self) -> None:
+        server, self._server = self._server, None
+        if server is not None:
+            server.close()
+        current = asyncio.current_task()
+        tasks: list[asyncio.Task[Any]] = []
+        for writer, task in list(self._conns.items()):
+            writer.transport.abort()
+            if task is not current:
+                task.cancel()
+                tasks.append(task)
+        if tasks:
+            await asyncio.wait(tasks, timeout=_CONTROL_TIMEOUT_S)
+        if server is not None:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(server.wait_closed(), _CONTROL_TIMEOUT_S)
+
+    # ------------------------------------------------------------------ outage control
+
+    def _run_in_loop(self, coro_fn: Callable[[], Any]) -> None:
+        loop = self._loop
+        if loop is None or self._stopping is None or self._stopping.is_set():
+            raise RuntimeError("llm stub is not running")
+        if threading.get_ident() == self._loop_thread_id:
+            loop.create_task(coro_fn())  # called from a responder: cannot block the loop
+            return
+        asyncio.run_coroutine_threadsafe(coro_fn(), loop).result(_CONTROL_TIMEOUT_S)
+
+    def refuse_connections(self) -> None:
+        """Stop listening and drop every open connection: new connects get ECONNREFUSED."""
+        self._run_in_loop(self._close_listener_and_connections)
+        logger.info("llm stub on port %s refusing connections", self._port)
+
+    def accept_connections(self) -> None:
+        """Listen again on the same port after :meth:`refuse_connections`."""
+
+        async def relisten() -> None:
+            if self._server is None:
+                await self._listen()
+
+        self._run_in_loop(relisten)
+        logger.info("llm stub on port %s accepting connections", self._port)
+
+    @contextlib.contextmanager
+    def outage(self) -> Iterator[StubLLMServer]:
+        """``with server.outage(): ...`` - the endpoint is down inside the block."""
+        self.refuse_connections()
+        try:
+            yield self
+        finally:
+            self.accept_connections()
+
+    # ------------------------------------------------------------------ knobs
+
+    def set_latency(self, ms: float) -> None:
+        """Delay applied to every following chat response (non-blocking sleep)."""
+        ms = self._check_latency(ms)
+        with self._lock:
+            self._latency_ms = ms
+
+    def set_error_rate(self, rate: float) -> None:
+        """Fraction of following chat requests answered with a random 500 or 503."""
+        rate = self._check_rate(rate)
+        with self._lock:
+            self._error_rate = rate
+
+    def fail_next(self, n: int, fault: str) -> None:
+        """Apply ``fault`` to the next ``n`` chat requests, in arrival order."""
+        if fault not in FAULTS:
+            raise ValueError(f"unknown fault {fault!r}; expected one of {sorted(FAULTS)}")
+        if n < 0:
+            raise ValueError(f"n must be >= 0, got {n}")
+        with self._lock:
+            self._faults.extend([fault] * n)
+
+    def clear_faults(self) -> None:
+        """Drop queued faults that have not been applied yet."""
+        with self._lock:
+            self._faults.clear()
+
+    @property
+    def pending_faults(self) -> list[str]:
+        with self._lock:
+            return list(self._faults)
+
+    # ------------------------------------------------------------------ request log
+
+    @property
+    def requests(self) -> list[dict[str, Any]]:
+        """Copy of the chat request log (one dict per request, arrival order)."""
+        with self._lock:
+            return [dict(entry) for entry in self._log]
+
+    @property
+    def request_count(self) -> int:
+        """Entries in the log (reset by :meth:`clear_log`; ``seq`` keeps counting)."""
+        with self._lock:
+            return len(self._log)
+
+    def clear_log(self) -> None:
+        with self._lock:
+            self._log.clear()
+
+    def count_matching(self, substring: str, *, ok_only: bool = True) -> int:
+        """Logged requests (status 200 only, unless ``ok_only=False``) mentioning ``substring``."""
+        with self._lock:
+            entries = list(self._log)
+        return sum(
+            1
+            for e in entries
+            if (not ok_only or e["status"] == 200)
+            and any(
+                isinstance(m, dict) and substring in _text(m.get("content")) for m in e["messages"]
+            )
+        )
+
+    def wait_for_requests(self, n: int, timeout: float) -> bool:
+        """Block until the log holds at least ``n`` requests; ``False`` on timeout."""
+        with self._cond:
+            return self._cond.wait_for(lambda: len(self._log) >= n, timeout)
+
+    def stats(self) -> dict[str, Any]:
+        """Counters served at ``GET /stats``."""
+        with self._lock:
+            return {
+                "chat_requests": sum(self._by_status.values()),
+                "by_status": dict(self._by_status),
+                "by_fault": dict(self._by_fault),
+                "by_endpoint": dict(self._by_endpoint),
+                "in_flight": self._in_flight,
+                "open_connections": len(self._conns),
+                "pending_faults": len(self._faults),
+                "latency_ms": self._latency_ms,
+                "error_rate": self._error_rate,
+            }
+
+    # ------------------------------------------------------------------ connection handling
+
+    async def _handle_connection(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        with self._lock:
+            self._conns[writer] = task
+        try:
+            while True:
+                try:
+                    req = await _read_request(reader)
+                except _BadRequest as exc:
+                    await self._send_json(
+                        writer,
+                        exc.status,
+                        _error_body(str(exc), "invalid_request_error"),
+                        keep_alive=False,
+                    )
+                    break
+                if req is None:
+                    break
+                if not await self._dispatch(req, reader, writer):
+                    break
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass  # client went away mid-request; nothing to answer
+        except asyncio.CancelledError:
+            pass  # stop() or refuse_connections()
+        except Exception:  # noqa: BLE001 - one bad connection must not kill the server
+            logger.exception("llm stub connection handler failed")
+        finally:
+            with self._lock:
+                self._conns.pop(writer, None)
+            writer.close()
+
+    async def _dispatch(
+        self, req: _HttpRequest, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> bool:
+        """Answer one request; ``False`` means the connection must be closed."""
+        keep = req.keep_alive
+        with self._lock:
+            self._by_endpoint[f"{req.method} {req.path}"] += 1
+        if req.path in _CHAT_PATHS:
+            if req.method != "POST":
+                return await self._method_not_allowed(writer, req, "POST", keep)
+            with self._lock:
+                self._in_flight += 1
+            try:
+                return await self._chat(req, reader, writer)
+            finally:
+                with self._lock:
+                    self._in_flight -= 1
+        if req.path in _MODELS_PATHS:
+            if req.method != "GET":
+                return await self._method_not_allowed(writer, req, "GET", keep)
+            payload = {
+                "object": "list",
+                "data": [
+                    {"id": STUB_MODEL_ID, "object": "model", "created": 0, "owned_by": "llm-stub"}
+                ],
+            }
+            return await self._send_json(writer, 200, payload, keep_alive=keep)
+        if req.path == "/healthz":
+            return await self._send_json(writer, 200, {"status": "ok"}, keep_alive=keep)
+        if req.path == "/stats":
+            return await self._send_json(writer, 200, self.stats(), keep_alive=keep)
+        return await self._send_json(
+            writer,
+            404,
+            _error_body(f"Invalid URL ({req.method} {req.path})", "invalid_request_error"),
+            keep_alive=keep,
+        )
+
+    async def _method_not_allowed(
+        self, writer: asyncio.StreamWriter, req: _HttpRequest, allow: str, keep: bool
+    ) -> bool:
+        message = f"Method {req.method} not allowed on {req.path}"
+        body = _error_body(message, "invalid_request_error")
+        return await self._send_json(writer, 405, body, keep_alive=keep, headers={"Allow": allow})
+
+    async def _send_json(
+        self,
+        writer: asyncio.StreamWriter,
+        status: int,
+        payload: Any,
+        *,
+        keep_alive: bool,
+        headers: dict[str, str] | None = None,
+    ) -> bool:
+        body = _encode_json(payload)
+        all_headers = {
+            "Content-Type": "application/json",
+            "Content-Length": str(len(body)),
+            "Connection": "keep-alive" if keep_alive else "close",
+            **(headers or {}),
+        }
+        writer.write(_head(status, all_headers) + body)
+        await writer.drain()
+        return keep_alive
+
+    # ------------------------------------------------------------------ chat completions
+
+    def _record(self, entry: dict[str, Any]) -> None:
+        with self._cond:
+            self._log.append(entry)
+            self._by_status[str(entry["status"])] += 1
+            if entry["fault"]:
+                self._by_fault[entry["fault"]] += 1
+            self._cond.notify_all()
+
+    async def _chat(
+        self, req: _HttpRequest, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> bool:
+        keep = req.keep_alive
+        try:
+            body = json.loads(req.body)
+            if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
+                raise ValueError("body must be a JSON object with a 'messages' list")
+        except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError included
+            with self._lock:
+                self._seq += 1
+                seq = self._seq
+            self._record(
+                {"seq": seq, "model": "", "messages": [], "tools": None,
+                 "response_format": None, "fault": None, "status": 400}  # fmt: skip
+            )
+            err = _error_body(f"Invalid request body: {exc}", "invalid_request_error")
+            return await self._send_json(writer, 400, err, keep_alive=keep)
+
+        # Sequence number, fault and latency are fixed at arrival so that queued
+        # faults map onto requests in the order the server received them.
+        with self._lock:
+            self._seq += 1
+            seq = self._seq
+            fault = self._faults.popleft() if self._faults else None
+            if fault is None and self._error_rate > 0 and self._rng.random() < self._error_rate:
+                fault = self._rng.choice(("500", "503"))
+            latency_s = self._latency_ms / 1000.0
+
+        model = str(body.get("model", ""))
+        reply: StubReply | None = None
+        status = 200
+        if fault in ("429", "500", "503"):
+            status = int(fault)
+        elif fault in ("timeout", "disconnect"):
+            status = 0  # no HTTP response is ever sent
+        elif fault == "malformed_json":
+            reply = StubReply(content=MALFORMED_CONTENT)
+        else:
+            try:
+                raw = self._responder(body)
+                reply = StubReply(content=raw) if isinstance(raw, str) else raw
+                if not isinstance(reply, StubReply):
+                    raise TypeError(f"responder returned {type(raw).__name__}, not StubReply")
+            except Exception:  # noqa: BLE001 - surfaced to the client as a 500
+                logger.exception("llm stub responder failed for request %d", seq)
+                status = 500
+        self._record(
+            {
+                "seq": seq,
+                "model": model,
+                "messages": body["messages"],
+                "tools": body.get("tools"),
+                "response_format": body.get("response_format"),
+                "fault": fault,
+                "status": status,
+            }
+        )
+
+        if fault == "timeout":
+            await self._hang(reader)
+            return False
+        if latency_s > 0:
+            await asyncio.sleep(latency_s)
+        if fault == "disconnect":
+            return False
+        if status == 429:
+            headers = {
+                "Retry-After": str(math.ceil(self.retry_after_s)),
+                "retry-after-ms": str(int(round(self.retry_after_s * 1000))),
+                "x-request-id": f"req_stub_{seq}",
+            }
+            err = _error_body(
+                "Rate limit reached (injected by llm stub).", "requests", "rate_limit_exceeded"
+            )
+            return await self._send_json(writer, 429, err, keep_alive=keep, headers=headers)
+        if status != 200 or reply is None:
+            message = (
+                "The server is overloaded or not ready yet (llm stub)."
+                if status == 503
+                else "The server had an error while processing your request (llm stub)."
+            )
+            err = _error_body(message, "server_error")
+            headers = {"x-request-id": f"req_stub_{seq}"}
+            return await self._send_json(writer, status, err, keep_alive=keep, headers=headers)
+
+        completion = self._completion(seq, model, body["messages"], reply)
+        if body.get("stream"):
+            include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+            return await self._stream(writer, completion, include_usage, keep)
+        return await self._send_json(
+            writer, 200, completion, keep_alive=keep, headers={"x-request-id": f"req_stub_{seq}"}
+        )
+
+    async def _hang(self, reader: asyncio.StreamReader) -> None:
+        """Hold the request unanswered until timeout_hang_s, client EOF or stop()."""
+        assert self._stopping is not None
+        waiters = {
+            asyncio.ensure_future(reader.read(1)),
+            asyncio.ensure_future(self._stopping.wait()),
+        }
+        try:
+            await asyncio.wait(
+                waiters, timeout=self.timeout_hang_s, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            for w in waiters:
+                w.cancel()
+
+    @staticmethod
+    def _completion(
+        seq: int, model: str, messages: Sequence[Any], reply: StubReply
+    ) -> dict[str, Any]:
+        message: dict[str, Any] = {"role": "assistant", "content": reply.content}
+        completion_text = reply.content or ""
+        if reply.tool_calls:
+            calls = []
+            for i, (name, args) in enumerate(reply.tool_calls):
+                arguments = json.dumps(args, ensure_ascii=False)
+                completion_text += name + arguments
+                calls.append(
+                    {
+                        "id": f"call_{seq}_{i}",
+                        "type": "function",
+                        "function": {"name": name, "arguments": arguments},
+                    }
+                )
+            message["tool_calls"] = calls
+        prompt_chars = sum(len(_text(m.get("content"))) for m in messages if isinstance(m, dict))
+        prompt_tokens = prompt_chars // 4 + 1
+        completion_tokens = len(completion_text) // 4 + 1
+        return {
+            "id": f"chatcmpl-stub-{seq}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": model,
+            "system_fingerprint": "llm-stub",
+            "choices": [
+                {
+                    "index": 0,
+                    "message": message,
+                    "logprobs": None,
+                    "finish_reason": "tool_calls" if reply.tool_calls else "stop",
+                }
+            ],
+            "usage": {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": completion_tokens,
+                "total_tokens": prompt_tokens + completion_tokens,
+            },
+        }
+
+    async def _stream(
+        self,
+        writer: asyncio.StreamWriter,
+        completion: dict[str, Any],
+        include_usage: bool,
+        keep: bool,
+    ) -> bool:
+        """Send ``completion`` as server-sent ``chat.completion.chunk`` events (chunked body)."""
+        base = {k: completion[k] for k in ("id", "created", "model", "system_fingerprint")}
+        base["object"] = "chat.completion.chunk"
+        choice = completion["choices"][0]
+        message = choice["message"]
+
+        def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+            return {**base, "choices": [{"index": 0, "delta": delta, "logprobs": None,
+                                         "finish_reason": finish}]}  # fmt: skip
+
+        events: list[dict[str, Any]] = [chunk({"role": "assistant", "content": ""})]
+        content = message.get("content") or ""
+        for i in range(0, len(content), 16):
+            events.append(chunk({"content": content[i : i + 16]}))
+        for i, call in enumerate(message.get("tool_calls") or []):
+            events.append(chunk({"tool_calls": [{"index": i, **call}]}))
+        events.append(chunk({}, choice["finish_reason"]))
+        if include_usage:
+            events.append({**base, "choices": [], "usage": completion["usage"]})
+
+        headers = {
+            "Content-Type": "text/event-stream",
+            "Cache-Control": "no-cache",
+            "Transfer-Encoding": "chunked",
+            "Connection": "keep-alive" if keep else "close",
+        }
+        out = bytearray(_head(200, headers))
+        payloads = [b"data: " + _encode_json(e) + b"\n\n" for e in events] + [b"data: [DONE]\n\n"]
+        for data in payloads:
+            out += f"{len(data):x}\r\n".encode("ascii") + data + b"\r\n"
+        out += b"0\r\n\r\n"
+        writer.write(bytes(out))
+        await writer.drain()
+        return keep
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the stub in the foreground until SIGINT/SIGTERM."""
+    parser = argparse.ArgumentParser(
+        prog="python -m agentplan.testing.llm_stub",
+        description="OpenAI-compatible chat-completions stub server.",
+    )
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000, help="0 picks a free port")
+    parser.add_argument("--latency-ms", type=float, default=0.0)
+    parser.add_argument("--error-rate", type=float, default=0.0)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--log-level", default="WARNING")
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+
+    server = StubLLMServer(
+        host=args.host,
+        port=args.port,
+        latency_ms=args.latency_ms,
+        error_rate=args.error_rate,
+        seed=args.seed,
+    )
+
+    def announce(srv: StubLLMServer) -> None:
+        print(f"llm-stub listening on {srv.base_url}", flush=True)
+
+    try:
+        server.serve_forever(on_ready=announce)
+    except KeyboardInterrupt:
+        pass
+    except OSError as exc:
+        print(f"llm-stub: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,104 @@
+"""Tools: plain functions a model may call, described by a JSON schema built from the signature."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import re
+from typing import Any, Callable, get_type_hints
+
+from pydantic import BaseModel, ConfigDict, ValidationError, create_model
+
+from agentplan.exceptions import ResourceError
+from agentplan.resources import ResourceType
+
+_ARG_LINE = re.compile(r"^\s*(\w+)\s*(?:\([^)]*\))?\s*:\s*(.+)$")
+
+
+def _parse_docstring(doc: str | None) -> tuple[str, dict[str, str]]:
+    """Summary and per-argument descriptions from a Google-style docstring."""
+    if not doc:
+        return "", {}
+    lines = inspect.cleandoc(doc).splitlines()
+    summary: list[str] = []
+    args: dict[str, str] = {}
+    section = "summary"
+    current: str | None = None
+    for line in lines:
+        stripped = line.strip()
+        if stripped.lower() in ("args:", "arguments:", "parameters:"):
+            section = "args"
+            continue
+        if stripped.lower() in ("returns:", "raises:", "yields:", "examples:"):
+            section = "other"
+            continue
+        if section == "summary":
+            if not stripped and summary:
+                section = "body"
+            elif stripped:
+                summary.append(stripped)
+        elif section == "args":
+            match = _ARG_LINE.match(line)
+            if match and not line.startswith(" " * 8):
+                current = match.group(1)
+                args[current] = match.group(2).strip()
+            elif current and stripped:
+                args[current] += " " + stripped
+    return " ".join(summary), args
+
+
+class FunctionTool:
+    """A callable tool with a validated argument model."""
+
+    resource_type = ResourceType.TOOL
+
+    def __init__(self, func: Callable[..., Any], name: str | None = None, description: str | None = None) -> None:
+        self.func = func
+        self.name = name or func.__name__
+        summary, arg_docs = _parse_docstring(func.__doc__)
+        self.description = description or summary or self.name
+        self.is_async = inspect.iscoroutinefunction(func)
+        self.args_model = self._build_args_model(func, arg_docs)
+
+    def _build_args_model(self, func: Callable[..., Any], arg_docs: dict[str, str]) -> type[BaseModel]:
+        from pydantic import Field
+
+        try:
+            hints = get_type_hints(func)
+        except Exception:  # unresolvable annotations: fall back to Any
+            hints = {}
+        fields: dict[str, Any] = {}
+        for param in inspect.signature(func).parameters.values():
+            if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+                raise ResourceError(f"tool {self.name!r}: *args/**kwargs parameters cannot be described to a model")
+            annotation = hints.get(param.name, Any)
+            default = ... if param.default is inspect.Parameter.empty else param.default
+            fields[param.name] = (annotation, Field(default, description=arg_docs.get(param.name)))
+        return create_model(  # type: ignore[call-overload,no-any-return]
+            f"{self.name}_args", __config__=ConfigDict(extra="forbid"), **fields
+        )
+
+    def schema(self) -> dict[str, Any]:
+        """The OpenAI ``tools`` entry for this tool."""
+        params = self.args_model.model_json_schema()
+        params.pop("title", None)
+        for prop in params.get("properties", {}).values():
+            prop.pop("title", None)
+        return {
+            "type": "function",
+            "function": {"name": self.name, "description": self.description, "parameters": params},
+        }
+
+    async def call(self, arguments: dict[str, Any]) -> Any:
+        try:
+            validated = self.args_model.model_validate(arguments)
+        except ValidationError as exc:
+            raise ValueError(f"invalid arguments for tool {self.name!r}: {exc.errors(include_url=False)}") from exc
+        kwargs = {name: getattr(validated, name) for name in type(validated).model_fields}
+        if self.is_async:
+            return await self.func(**kwargs)
+        # Sync tools may block on I/O; a thread keeps other keys' runs moving.
+        return await asyncio.to_thread(self.func, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"FunctionTool({self.name})"

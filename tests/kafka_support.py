@@ -1,0 +1,273 @@
+"""A Kafka cluster for integration tests, plus client settings that suit every kind.
+
+Selection order: ``KAFKA_BOOTSTRAP_SERVERS`` (an external cluster), then a
+testcontainers Kafka when a Docker engine answers, then the embedded Tansu broker.
+The embedded broker does not hide aborted transactional records, so tests that
+depend on that check :attr:`KafkaCluster.hides_aborted`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any, Union
+
+from confluent_kafka import OFFSET_BEGINNING, OFFSET_STORED, Consumer, KafkaException, Message, Producer, TopicPartition
+
+from worker.kafka.admin import TopicAdmin
+from worker.kafka.embedded import EmbeddedBroker
+
+__all__ = [
+    "KafkaCluster",
+    "consumer_config",
+    "producer_config",
+    "start_cluster",
+    "docker_available",
+]
+
+logger = logging.getLogger(__name__)
+
+Bytesish = Union[bytes, str, None]
+Headers = Union[Sequence[tuple[str, Union[bytes, str, None]]], Mapping[str, Union[bytes, str, None]]]
+Record = Union[tuple[Bytesish, Bytesish], tuple[Bytesish, Bytesish, Headers]]
+
+# The testcontainers KafkaContainer boots through Confluent image scripts, so the
+# apache/kafka image does not work with it; keep the module's default (cp-kafka 7.6 = Kafka 3.6).
+TESTCONTAINERS_IMAGE: str | None = None
+
+
+# confluent-kafka's own (Python-level) settings, whose names do contain '_'.
+_PYTHON_SETTINGS = frozenset({"error_cb", "throttle_cb", "stats_cb", "oauth_cb", "logger", "on_delivery", "on_commit"})
+
+
+def _settings(overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """Allow ``isolation_level=...`` as well as ``**{"isolation.level": ...}``; librdkafka keys never contain '_'."""
+    return {(key if key in _PYTHON_SETTINGS else key.replace("_", ".")): value for key, value in overrides.items()}
+
+
+def consumer_config(bootstrap: str, group: str, **overrides: Any) -> dict[str, Any]:
+    """Consumer settings that are quick on the embedded broker and valid on Apache Kafka.
+
+    fetch.wait.max.ms keeps fetches from idling; 6000 ms is Kafka's minimum
+    session timeout, and Tansu holds a join for about half of it.
+    """
+    config: dict[str, Any] = {
+        "bootstrap.servers": bootstrap,
+        "group.id": group,
+        "fetch.wait.max.ms": 10,
+        "session.timeout.ms": 6000,
+        "heartbeat.interval.ms": 1000,
+        "auto.offset.reset": "earliest",
+        "enable.auto.commit": False,
+    }
+    config.update(_settings(overrides))
+    return config
+
+
+def producer_config(bootstrap: str, **overrides: Any) -> dict[str, Any]:
+    """Producer settings that deliver at once and give up within a test's lifetime."""
+    config: dict[str, Any] = {
+        "bootstrap.servers": bootstrap,
+        "linger.ms": 0,
+        "acks": "all",
+        "message.timeout.ms": 30000,
+    }
+    config.update(_settings(overrides))
+    return config
+
+
+def docker_available(timeout_s: float = 2.0) -> bool:
+    """True when a Docker engine answers a ping within ``timeout_s``."""
+    try:
+        import docker  # type: ignore[import-untyped]
+    except ImportError:
+        return False
+    try:
+        client = docker.from_env(timeout=timeout_s)
+    except Exception:  # noqa: BLE001 - any failure means "no usable Docker"
+        return False
+    try:
+        return bool(client.ping())
+    except Exception:  # noqa: BLE001
+        return False
+    finally:
+        try:
+            client.close()
+        except Exception:  # noqa: BLE001
+            pass
+
+
+class KafkaCluster:
+    """A running cluster and helpers that create throwaway topics and move records."""
+
+    def __init__(
+        self,
+        bootstrap_servers: str,
+        kind: str,
+        hides_aborted: bool,
+        stop: Callable[[], None] | None = None,
+    ) -> None:
+        self.bootstrap_servers = bootstrap_servers
+        self.kind = kind
+        self.hides_aborted = hides_aborted
+        self.admin = TopicAdmin(bootstrap_servers, timeout_s=15.0)
+        self._stop = stop
+        self._topics: list[str] = []
+        self._producer: Producer | None = None
+
+    def __repr__(self) -> str:
+        return f"KafkaCluster({self.kind}, {self.bootstrap_servers})"
+
+    def new_topic(self, prefix: str, partitions: int = 1, config: Mapping[str, str] | None = None) -> str:
+        """Create a uniquely named topic that is deleted when the session ends."""
+        name = f"{prefix}-{uuid.uuid4().hex[:12]}"
+        self.admin.create_topic(name, partitions, dict(config) if config else None)
+        self._topics.append(name)
+        return name
+
+    def produce(self, topic: str, records: Sequence[Record], partition: int | None = None) -> list[Message]:
+        """Send records as ``(key, value)`` or ``(key, value, headers)``; return delivery reports.
+
+        Flushes before returning and raises on any delivery error, so a test can
+        read back what it wrote right away.
+        """
+        if self._producer is None:
+            self._producer = Producer(producer_config(self.bootstrap_servers))
+        producer = self._producer
+        delivered: list[Message] = []
+        errors: list[str] = []
+
+        def on_delivery(err: Any, msg: Message) -> None:
+            if err is not None:
+                errors.append(str(err))
+            else:
+                delivered.append(msg)
+
+        for record in records:
+            key, value = record[0], record[1]
+            headers = record[2] if len(record) > 2 else None  # type: ignore[misc]
+            kwargs: dict[str, Any] = {"key": key, "value": value, "on_delivery": on_delivery}
+            if headers is not None:
+                kwargs["headers"] = dict(headers) if isinstance(headers, Mapping) else list(headers)
+            if partition is not None:
+                kwargs["partition"] = partition
+            producer.produce(topic, **kwargs)
+        remaining = producer.flush(30)
+        if remaining:
+            raise KafkaException(f"{remaining} record(s) to {topic} not delivered within 30s")
+        if errors:
+            raise KafkaException(f"delivery to {topic} failed: {'; '.join(errors)}")
+        return delivered
+
+    def consume(
+        self,
+        topic: str,
+        n: int,
+        timeout_s: float = 30,
+        isolation: str = "read_committed",
+        group: str | None = None,
+    ) -> list[Message]:
+        """Read up to ``n`` records; returns early once ``n`` arrived, else what came by the deadline.
+
+        Partitions are assigned directly instead of subscribing, which skips the
+        group join (seconds on Tansu). Without ``group`` a fresh group reads from the
+        beginning; with one, reading resumes at that group's committed offsets.
+        Nothing is committed.
+        """
+        deadline = time.monotonic() + timeout_s
+        group_id = group or f"test-consume-{uuid.uuid4().hex[:12]}"
+        consumer = Consumer(consumer_config(self.bootstrap_servers, group_id, isolation_level=isolation))
+        messages: list[Message] = []
+        try:
+            partitions = self.admin.partitions(topic)
+            if partitions is None:
+                raise KafkaException(f"topic {topic} does not exist")
+            start = OFFSET_BEGINNING if group is None else OFFSET_STORED
+            consumer.assign([TopicPartition(topic, p, start) for p in range(partitions)])
+            while len(messages) < n:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                for msg in consumer.consume(num_messages=n - len(messages), timeout=min(remaining, 0.1)):
+                    error = msg.error()
+                    if error is None:
+                        messages.append(msg)
+                    elif error.fatal():
+                        raise KafkaException(error)
+                    else:
+                        logger.debug("consume %s: %s", topic, error)
+        finally:
+            consumer.close()
+        return messages
+
+    def close(self) -> None:
+        """Delete the session's topics and stop whatever this cluster started."""
+        try:
+            if self._producer is not None:
+                self._producer.flush(5)
+                self._producer = None
+            if self._topics:
+                try:
+                    self.admin.delete_topics(self._topics)
+                except Exception as exc:  # noqa: BLE001 - teardown must reach _stop
+                    logger.warning("could not delete test topics: %s", exc)
+                self._topics.clear()
+        finally:
+            if self._stop is not None:
+                stop, self._stop = self._stop, None
+                stop()
+
+
+def _external(bootstrap: str) -> KafkaCluster:
+    cluster = KafkaCluster(bootstrap, "external", hides_aborted=True)
+    cluster.admin.check_reachable()
+    return cluster
+
+
+def _testcontainers() -> KafkaCluster:
+    try:
+        from testcontainers.community.kafka import KafkaContainer
+    except ImportError:  # older testcontainers
+        from testcontainers.kafka import KafkaContainer  # type: ignore[no-redef]
+
+    container = KafkaContainer(TESTCONTAINERS_IMAGE) if TESTCONTAINERS_IMAGE else KafkaContainer()
+    container = container.with_kraft()
+    container.start(timeout=120)
+    try:
+        bootstrap = container.get_bootstrap_server().replace("localhost", "127.0.0.1")
+        cluster = KafkaCluster(bootstrap, "testcontainers", hides_aborted=True, stop=container.stop)
+        cluster.admin.check_reachable()
+        return cluster
+    except BaseException:
+        container.stop()
+        raise
+
+
+def _embedded() -> KafkaCluster:
+    broker = EmbeddedBroker().start()
+    try:
+        return KafkaCluster(broker.bootstrap_servers, "embedded", hides_aborted=False, stop=broker.stop)
+    except BaseException:
+        broker.stop()
+        raise
+
+
+@contextmanager
+def start_cluster() -> Iterator[KafkaCluster]:
+    """Pick and start a cluster (see module docstring); tear it down on exit."""
+    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "").strip()
+    if bootstrap:
+        cluster = _external(bootstrap)
+    elif docker_available():
+        cluster = _testcontainers()
+    else:
+        cluster = _embedded()
+    logger.info("integration tests use %r", cluster)
+    try:
+        yield cluster
+    finally:
+        cluster.close()

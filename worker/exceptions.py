@@ -1,0 +1,42 @@
+"""Exceptions raised by the worker runtime.
+
+Everything derives from :class:`WorkerError` so callers (the CLI, tests) can catch
+the runtime's own failures without swallowing unrelated bugs.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "WorkerError",
+    "ConfigurationError",
+    "BrokerUnavailableError",
+    "EmbeddedBrokerError",
+]
+
+
+class WorkerError(Exception):
+    """Root of every error the worker package raises on purpose."""
+
+
+class ConfigurationError(WorkerError):
+    """A setting is missing or wrong; the message always names the setting.
+
+    Naming the setting lets an operator fix the deployment without reading code.
+    """
+
+    def __init__(self, setting: str, message: str) -> None:
+        self.setting = setting
+        self.message = message
+        super().__init__(f"{setting}: {message}")
+
+    def __reduce__(self) -> tuple[type, tuple[str, str]]:
+        # Keep the two-argument constructor working across pickling (multiprocessing).
+        return (type(self), (self.setting, self.message))
+
+
+class BrokerUnavailableError(ConfigurationError):
+    """No Kafka broker answered at the configured bootstrap servers in time."""
+
+
+class EmbeddedBrokerError(WorkerError):
+    """The embedded (Tansu) broker could not be found, started or stopped."""
