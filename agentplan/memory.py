@@ -10,6 +10,8 @@ from __future__ import annotations
 import copy
 from typing import Any, Callable
 
+from pydantic import BaseModel
+
 from agentplan import codec
 from agentplan.exceptions import MemoryValueError, SerializationError
 
@@ -77,7 +79,7 @@ class MemoryObject:
         value = node[leaf]
         if isinstance(value, _Node):
             return self._child(value)
-        return value
+        return _detached(value)
 
     def set(self, path: str, value: Any) -> None:
         """Store ``value`` at ``path``, creating intermediate objects."""
@@ -92,8 +94,7 @@ class MemoryObject:
         assert node is not None
         if isinstance(node.get(leaf), _Node):
             raise MemoryValueError(f"memory path {path!r} is an object; cannot overwrite it with a value")
-        # Copy containers so later mutation by the caller cannot bypass change tracking.
-        node[leaf] = copy.deepcopy(value) if isinstance(value, (list, dict)) else value
+        node[leaf] = _detached(value)
 
     def new_object(self, path: str, overwrite: bool = False) -> MemoryObject:
         """Create (or with ``overwrite`` replace) an object node at ``path``."""
@@ -164,10 +165,19 @@ class MemoryObject:
         self._node.update(_decode_node(data) if data else _Node())
 
 
+def _detached(value: Any) -> Any:
+    """A copy of a mutable value crossing the API (in through ``set``, out through ``get``).
+
+    Change tracking (rollback of a failed action, snapshots of an in-flight one) only sees
+    ``set``/``delete``; an aliased container or model mutated in place would bypass it.
+    """
+    return copy.deepcopy(value) if isinstance(value, (list, dict, BaseModel)) else value
+
+
 def _to_plain(value: Any) -> Any:
     if isinstance(value, _Node):
         return {k: _to_plain(v) for k, v in value.items()}
-    return value
+    return _detached(value)
 
 
 def _encode_node(node: _Node) -> dict[str, Any]:

@@ -1,0 +1,44 @@
+"""Plain helpers shared by agentplan tests (fixtures live in conftest.py)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+from agentplan import AgentConfiguration, OpenAIChatModelConnection, ResourceDescriptor
+from agentplan.testing.llm_stub import StubLLMServer
+
+T = TypeVar("T")
+
+#: Name under which the stub connection is registered by the ``make_env`` fixture.
+CONNECTION = "llm"
+
+#: Settings that keep retries fast in tests; tests override what they exercise.
+FAST_CONFIG: dict[str, Any] = {"retry_backoff_s": 0.01, "retry_backoff_max_s": 0.5}
+
+
+def run_async(coro: Coroutine[Any, Any, T], timeout: float = 20.0) -> T:
+    """Run ``coro`` on a fresh event loop, failing instead of hanging past ``timeout``."""
+    return asyncio.run(asyncio.wait_for(coro, timeout))
+
+
+def stub_connection(stub: StubLLMServer, *, timeout: float = 10.0) -> ResourceDescriptor:
+    """A connection descriptor pointed at ``stub`` with the client's own retries disabled."""
+    return ResourceDescriptor(clazz=OpenAIChatModelConnection, api_base_url=stub.base_url, api_key="test",
+                              max_retries=0, timeout=timeout)
+
+
+def make_config(**overrides: Any) -> AgentConfiguration:
+    """An explicit configuration (host ``AGENTPLAN_*`` variables must not leak into tests)."""
+    return AgentConfiguration(**{**FAST_CONFIG, **overrides})
+
+
+async def wait_until(predicate: Any, *, timeout: float = 5.0, what: str = "condition") -> None:
+    """Yield to the loop until ``predicate()`` holds (for states that have no event to await)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not predicate():
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.001)

@@ -1,0 +1,132 @@
+"""Start real worker processes against a real broker and observe them."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import Consumer, Message, TopicPartition
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class WorkerProcess:
+    """``agentfleet worker`` as a subprocess with its own metrics port and log file."""
+
+    def __init__(self, bootstrap: str, agent: str, input_topic: str, output_topic: str, app_id: str,
+                 state_dir: Path, instance_id: str, log_dir: Path, env: dict[str, str] | None = None,
+                 extra_args: list[str] | None = None) -> None:
+        self.metrics_port = free_port()
+        self.instance_id = instance_id
+        self.log_path = log_dir / f"worker-{instance_id}-{uuid.uuid4().hex[:6]}.log"
+        self.args = [sys.executable, "-m", "worker.cli", "worker", "--agent", agent, "--input-topic", input_topic,
+                     "--output-topic", output_topic, "--bootstrap-servers", bootstrap, "--app-id", app_id,
+                     "--state-dir", str(state_dir), "--instance-id", instance_id,
+                     "--metrics-host", "127.0.0.1", "--metrics-port", str(self.metrics_port),
+                     "-X", "session.timeout.ms=6000", *(extra_args or [])]
+        self.env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> WorkerProcess:
+        self._log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(self.args, cwd=REPO, env=self.env, stdout=self._log, stderr=subprocess.STDOUT)
+        return self
+
+    def http(self, path: str) -> tuple[int, str]:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}{path}", timeout=2) as resp:
+                return resp.status, resp.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode()
+        except OSError:
+            return 0, ""
+
+    def wait_ready(self, timeout_s: float = 60, min_partitions: int = 1) -> None:
+        """Wait until /readyz reports restored partitions (bounded)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise AssertionError(f"worker exited with {self.proc.returncode}:\n{self.log()}")
+            status, body = self.http("/readyz")
+            if status == 200 and json.loads(body).get("assigned_partitions", 0) >= min_partitions:
+                return
+            time.sleep(0.1)
+        raise AssertionError(f"worker {self.instance_id} not ready in {timeout_s}s:\n{self.log()}")
+
+    def metric(self, name: str) -> float:
+        _status, body = self.http("/metrics")
+        total = 0.0
+        for line in body.splitlines():
+            if line.startswith(name + " ") or line.startswith(name + "{"):
+                total += float(line.rsplit(" ", 1)[1])
+        return total
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-6000:]
+        except OSError:
+            return ""
+
+    def terminate(self, timeout_s: float = 60) -> int:
+        return self._signal(signal.SIGTERM, timeout_s)
+
+    def kill(self) -> int:
+        return self._signal(signal.SIGKILL, 10)
+
+    def _signal(self, sig: int, timeout_s: float) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        self._log.close()
+        return self.proc.returncode
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+
+def read_all(bootstrap: str, topic: str, partitions: int, expected: int, timeout_s: float = 60,
+             isolation: str = "read_committed", stop_when: Any = None) -> list[Message]:
+    """Read a topic from the beginning until ``expected`` records arrived (bounded)."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"reader-{uuid.uuid4().hex}",
+                         "enable.auto.commit": False, "isolation.level": isolation, "fetch.wait.max.ms": 10})
+    try:
+        consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
+        out: list[Message] = []
+        deadline = time.monotonic() + timeout_s
+        while len(out) < expected and time.monotonic() < deadline:
+            if stop_when is not None and stop_when():
+                break
+            for msg in consumer.consume(num_messages=1000, timeout=0.2):
+                if msg.error() is None:
+                    out.append(msg)
+        return out
+    finally:
+        consumer.close()
+
+
+def header(msg: Message, name: str) -> str | None:
+    for key, value in msg.headers() or []:
+        if key == name:
+            return value.decode() if value is not None else None
+    return None

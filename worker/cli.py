@@ -1,0 +1,125 @@
+"""The ``agentfleet`` command line."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from worker.exceptions import ConfigurationError, WorkerError
+
+app = typer.Typer(help="Kafka Agent Fleet: run Flink-Agents-style LLM agents over Kafka.", no_args_is_help=True,
+                  add_completion=False)
+
+E = "AGENTFLEET_"
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+
+
+def _parse_properties(values: list[str]) -> dict[str, str]:
+    out = {}
+    for item in values:
+        if "=" not in item:
+            raise ConfigurationError("kafka-property", f"expected key=value, got {item!r}")
+        key, _, value = item.partition("=")
+        out[key.strip()] = value
+    return out
+
+
+def _parse_resources(values: list[str]) -> dict[str, str]:
+    out = {}
+    for item in values:
+        name, sep, target = item.partition("=")
+        if not sep or ":" not in target:
+            raise ConfigurationError("resource", f"expected NAME=MODULE:ATTR, got {item!r}")
+        out[name.strip()] = target.strip()
+    return out
+
+
+@app.command()
+def worker(
+    agent: Optional[str] = typer.Option(None, help="agent class MODULE:CLASS", envvar=E + "AGENT"),
+    input_topic: Optional[str] = typer.Option(None, help="input topic", envvar=E + "INPUT_TOPIC"),
+    output_topic: Optional[str] = typer.Option(None, help="output topic", envvar=E + "OUTPUT_TOPIC"),
+    bootstrap_servers: Optional[str] = typer.Option(None, help="Kafka bootstrap servers",
+                                                    envvar=E + "BOOTSTRAP_SERVERS"),
+    app_id: Optional[str] = typer.Option(None, help="consumer group / application id", envvar=E + "APP_ID"),
+    input_model: Optional[str] = typer.Option(None, help="pydantic input model MODULE:CLASS",
+                                              envvar=E + "INPUT_MODEL"),
+    key_field: Optional[str] = typer.Option(None, help="JSON field used as key when a record has none",
+                                            envvar=E + "KEY_FIELD"),
+    state_dir: Optional[Path] = typer.Option(None, help="directory of the RocksDB state stores",
+                                             envvar=E + "STATE_DIR"),
+    instance_id: Optional[str] = typer.Option(None, help="stable worker id (default: hostname)",
+                                              envvar=E + "INSTANCE_ID"),
+    max_inflight: Optional[int] = typer.Option(None, help="max records in flight before pausing intake",
+                                               envvar=E + "MAX_INFLIGHT"),
+    commit_interval_ms: Optional[int] = typer.Option(None, help="transaction commit interval",
+                                                     envvar=E + "COMMIT_INTERVAL_MS"),
+    processing_guarantee: Optional[str] = typer.Option(None, help="exactly-once | at-least-once",
+                                                       envvar=E + "PROCESSING_GUARANTEE"),
+    metrics_port: Optional[int] = typer.Option(None, help="port of /metrics /healthz /readyz (-1: off)",
+                                               envvar=E + "METRICS_PORT"),
+    metrics_host: Optional[str] = typer.Option(None, help="bind address of the metrics server",
+                                               envvar=E + "METRICS_HOST"),
+    dlq_topic: Optional[str] = typer.Option(None, help="dead-letter topic (default <input>-dlq)",
+                                            envvar=E + "DLQ_TOPIC"),
+    agent_config: Optional[Path] = typer.Option(None, help="YAML file of agent configuration",
+                                                envvar=E + "AGENT_CONFIG"),
+    resource: list[str] = typer.Option([], "--resource", "-r",
+                                       help="environment resource NAME=MODULE:ATTR (repeatable)"),
+    kafka_property: list[str] = typer.Option([], "--kafka-property", "-X",
+                                             help="extra librdkafka property key=value (repeatable)"),
+    config: Optional[Path] = typer.Option(None, help="YAML file with any of these settings",
+                                          envvar=E + "CONFIG"),
+    log_level: str = typer.Option("INFO", help="log level", envvar=E + "LOG_LEVEL"),
+) -> None:
+    """Join the consumer group and run the agent over the input topic until SIGTERM."""
+    _setup_logging(log_level)
+    from worker.config import WorkerSettings
+    from worker.runtime import Worker
+
+    try:
+        if os.getcwd() not in sys.path:
+            sys.path.insert(0, os.getcwd())  # agents are usually modules of the user's project
+        settings = WorkerSettings.load(
+            config, agent=agent, input_topic=input_topic, output_topic=output_topic,
+            bootstrap_servers=bootstrap_servers, app_id=app_id, input_model=input_model, key_field=key_field,
+            state_dir=state_dir, instance_id=instance_id, max_inflight=max_inflight,
+            commit_interval_ms=commit_interval_ms, processing_guarantee=processing_guarantee,
+            metrics_port=metrics_port, metrics_host=metrics_host, dlq_topic=dlq_topic, agent_config=agent_config,
+            kafka=_parse_properties(kafka_property), resources=_parse_resources(resource))
+        code = Worker(settings).run()
+    except WorkerError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2 if isinstance(exc, ConfigurationError) else 1) from None
+    raise typer.Exit(code)
+
+
+@app.command()
+def broker(port: int = typer.Option(9092, help="port on 127.0.0.1")) -> None:
+    """Run the embedded Kafka-compatible broker (Tansu) in the foreground."""
+    from worker.kafka.embedded import run_foreground
+
+    run_foreground(port)
+
+
+@app.command("llm-stub")
+def llm_stub(port: int = typer.Option(8000, help="port on 127.0.0.1"),
+             latency_ms: float = typer.Option(0.0, help="added latency per request"),
+             error_rate: float = typer.Option(0.0, help="fraction of requests answered 500/503")) -> None:
+    """Run the OpenAI-compatible stub model server in the foreground."""
+    from agentplan.testing.llm_stub import main
+
+    raise typer.Exit(main(["--port", str(port), "--latency-ms", str(latency_ms), "--error-rate", str(error_rate)]))
+
+
+if __name__ == "__main__":
+    app()

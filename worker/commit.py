@@ -1,0 +1,148 @@
+"""The commit protocol: how a batch of effects becomes durable.
+
+Exactly-once (EOS v2): IDLE -> begin -> IN_TRANSACTION -> produce outputs, DLQ and changelog
+records -> flush -> send input offsets with the consumer's group metadata -> commit -> IDLE.
+An abortable error aborts and the same batch is retried; any other error is fatal (the
+process exits and a restarted worker resumes from the last committed transaction).
+
+At-least-once: produce, flush, then commit offsets through the consumer. A crash between the
+two replays records whose outputs were already written.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from typing import Any, Callable
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+
+from worker.exceptions import WorkerError
+
+logger = logging.getLogger(__name__)
+
+MAX_CONSECUTIVE_TIMEOUTS = 3
+
+
+class FatalCommitError(WorkerError):
+    """The producer can no longer commit (fenced, fatal error, repeated time-outs)."""
+
+
+class TxnState(enum.Enum):
+    IDLE = "idle"
+    IN_TRANSACTION = "in-transaction"
+    FAILED = "failed"
+
+
+class CommitProtocol:
+    """Base: ``produce`` during a batch, then ``commit(offsets)``."""
+
+    transactional = False
+
+    def __init__(self, producer: Producer, consumer: Consumer, input_topic: str, timeout_s: float = 30.0) -> None:
+        self.producer = producer
+        self.consumer = consumer
+        self.input_topic = input_topic
+        self.timeout_s = timeout_s
+        self.state = TxnState.IDLE
+
+    def begin(self) -> None:
+        self.state = TxnState.IN_TRANSACTION
+
+    def produce(self, topic: str, value: bytes | None, key: bytes | None = None, partition: int | None = None,
+                headers: list[tuple[str, bytes]] | None = None,
+                on_delivery: Callable[[Any, Any], None] | None = None) -> None:
+        kwargs: dict[str, Any] = {"key": key, "value": value, "headers": headers}
+        if partition is not None:
+            kwargs["partition"] = partition
+        if on_delivery is not None:
+            kwargs["on_delivery"] = on_delivery
+        while True:
+            try:
+                self.producer.produce(topic, **kwargs)
+                return
+            except BufferError:
+                self.producer.poll(0.05)  # local queue full: let deliveries drain
+
+    def _offsets(self, offsets: dict[int, int]) -> list[TopicPartition]:
+        return [TopicPartition(self.input_topic, p, o) for p, o in sorted(offsets.items())]
+
+    def commit(self, offsets: dict[int, int]) -> None:
+        raise NotImplementedError
+
+    def abort(self) -> None:
+        self.state = TxnState.IDLE
+
+
+class TransactionalCommit(CommitProtocol):
+    """Exactly-once: one Kafka transaction per batch."""
+
+    transactional = True
+
+    def __init__(self, producer: Producer, consumer: Consumer, input_topic: str, timeout_s: float = 30.0) -> None:
+        super().__init__(producer, consumer, input_topic, timeout_s)
+        self._timeouts = 0
+
+    def init(self) -> None:
+        """Fences any predecessor with our transactional.id and aborts its open transaction."""
+        self._guard(lambda: self.producer.init_transactions(self.timeout_s), "init_transactions")
+
+    def begin(self) -> None:
+        assert self.state is TxnState.IDLE, self.state
+        self._guard(self.producer.begin_transaction, "begin_transaction")
+        self.state = TxnState.IN_TRANSACTION
+
+    def commit(self, offsets: dict[int, int]) -> None:
+        assert self.state is TxnState.IN_TRANSACTION, self.state
+        remaining = self.producer.flush(self.timeout_s)
+        if remaining:
+            raise self._fail(f"{remaining} records still undelivered after {self.timeout_s}s")
+        if offsets:
+            metadata = self.consumer.consumer_group_metadata()
+            self._guard(lambda: self.producer.send_offsets_to_transaction(
+                self._offsets(offsets), metadata, self.timeout_s), "send_offsets_to_transaction")
+        self._guard(lambda: self.producer.commit_transaction(self.timeout_s), "commit_transaction")
+        self._timeouts = 0
+        self.state = TxnState.IDLE
+
+    def abort(self) -> None:
+        if self.state is TxnState.IN_TRANSACTION:
+            self._guard(lambda: self.producer.abort_transaction(self.timeout_s), "abort_transaction")
+        self.state = TxnState.IDLE
+
+    def _fail(self, message: str) -> FatalCommitError:
+        self.state = TxnState.FAILED
+        return FatalCommitError(message)
+
+    def _guard(self, call: Callable[[], Any], what: str) -> None:
+        """Run a transactional call; classify its failure."""
+        try:
+            call()
+        except KafkaException as exc:
+            error: KafkaError = exc.args[0]
+            if error.code() == KafkaError._TIMED_OUT:
+                # A zombie on some brokers sees time-outs instead of fencing: repeated = fatal.
+                self._timeouts += 1
+                if self._timeouts >= MAX_CONSECUTIVE_TIMEOUTS:
+                    raise self._fail(f"{what} timed out {self._timeouts} times in a row: {error}") from exc
+            if error.txn_requires_abort():
+                raise AbortableCommitError(f"{what}: {error}") from exc
+            if error.retriable() and what in ("commit_transaction", "send_offsets_to_transaction"):
+                raise AbortableCommitError(f"{what} (retriable): {error}") from exc
+            raise self._fail(f"{what} failed: {error}") from exc
+
+
+class AbortableCommitError(WorkerError):
+    """The transaction must be aborted; the same batch can be retried in a new one."""
+
+
+class AtLeastOnceCommit(CommitProtocol):
+    """Outputs first, then offsets; duplicates possible after a crash, never losses."""
+
+    def commit(self, offsets: dict[int, int]) -> None:
+        remaining = self.producer.flush(self.timeout_s)
+        if remaining:
+            raise FatalCommitError(f"{remaining} records still undelivered after {self.timeout_s}s")
+        if offsets:
+            self.consumer.commit(offsets=self._offsets(offsets), asynchronous=False)
+        self.state = TxnState.IDLE

@@ -1,0 +1,126 @@
+"""Worker settings: every option in one place, with its guarantee-relevant defaults.
+
+Sources, lowest to highest precedence: defaults, ``--config`` YAML file, ``AGENTFLEET_*``
+environment variables, command-line flags. librdkafka properties (SASL/SSL, tuning) pass
+through from the file's ``kafka:`` mapping, ``AGENTFLEET_KAFKA_<PROPERTY>`` variables
+(``_`` for ``.``) and repeated ``--kafka-property key=value`` flags.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import socket
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from worker.exceptions import ConfigurationError
+
+ENV_PREFIX = "AGENTFLEET_"
+KAFKA_ENV_PREFIX = "AGENTFLEET_KAFKA_"
+
+# Properties the runtime owns: letting users override them would break a stated guarantee.
+RESERVED_KAFKA_PROPERTIES = frozenset({
+    "enable.auto.commit", "isolation.level", "transactional.id", "enable.idempotence", "group.id",
+    "partition.assignment.strategy", "enable.auto.offset.store",
+})
+SECRET_PROPERTIES = ("password", "secret", "token", "key")
+
+
+class ProcessingGuarantee(str, enum.Enum):
+    EXACTLY_ONCE = "exactly-once"
+    AT_LEAST_ONCE = "at-least-once"
+
+
+class WorkerSettings(BaseModel):
+    """All worker options. Field descriptions are the configuration reference."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    agent: str = Field(description="the agent class, MODULE:CLASS")
+    input_topic: str = Field(description="keyed input topic (JSON values)")
+    output_topic: str = Field(description="topic receiving OutputEvent payloads as JSON")
+    bootstrap_servers: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers")
+    app_id: str = Field("agentfleet", description="consumer group id; prefix of the changelog topic")
+    input_model: str | None = Field(None, description="pydantic model MODULE:CLASS that input values must match")
+    key_field: str | None = Field(None, description="JSON field used as the key when records have none")
+    state_dir: Path = Field(Path("./state"), description="RocksDB stores, one per assigned partition")
+    instance_id: str = Field(default_factory=socket.gethostname,
+                             description="stable per worker; part of transactional.id")
+    max_inflight: int = Field(1024, ge=1, description="records consumed but not yet committed; pause above")
+    commit_interval_ms: int = Field(100, ge=1, description="how often a transaction commits")
+    processing_guarantee: ProcessingGuarantee = ProcessingGuarantee.EXACTLY_ONCE
+    metrics_host: str = Field("0.0.0.0", description="bind address of /metrics, /healthz, /readyz")
+    metrics_port: int = Field(9400, ge=-1, description="port of /metrics, /healthz, /readyz; -1 disables")
+    dlq_topic: str | None = Field(None, description="dead-letter topic; default <input-topic>-dlq")
+    max_record_bytes: int = Field(1_048_576, ge=1, description="larger input values go to the DLQ")
+    transaction_timeout_ms: int = Field(10_000, ge=1000, description="broker aborts a transaction left open longer")
+    session_timeout_ms: int = Field(10_000, ge=1000, description="consumer group session timeout")
+    shutdown_grace_s: float = Field(30.0, ge=0, description="SIGTERM: time to finish in-flight runs")
+    startup_timeout_s: float = Field(30.0, gt=0, description="time to reach the broker at start-up")
+    agent_config: Path | None = Field(None, description="YAML file of AgentConfiguration settings")
+    resources: dict[str, str] = Field(default_factory=dict,
+                                      description="environment resources NAME -> MODULE:ATTR (e.g. a connection "
+                                                  "ResourceDescriptor), as env.add_resource does in code")
+    kafka: dict[str, Any] = Field(default_factory=dict, description="extra librdkafka properties")
+
+    @property
+    def changelog_topic(self) -> str:
+        return f"{self.app_id}-state-changelog"
+
+    @property
+    def dead_letter_topic(self) -> str:
+        return self.dlq_topic or f"{self.input_topic}-dlq"
+
+    @property
+    def transactional_id(self) -> str:
+        return f"{self.app_id}-{self.instance_id}"
+
+    @classmethod
+    def load(cls, config_file: str | Path | None = None, env: dict[str, str] | None = None,
+             **overrides: Any) -> WorkerSettings:
+        """Merge file, environment and explicit values (``None`` values are ignored)."""
+        environ = os.environ if env is None else env
+        data: dict[str, Any] = {}
+        file = config_file or environ.get(ENV_PREFIX + "CONFIG")
+        if file:
+            try:
+                loaded = yaml.safe_load(Path(file).read_text()) or {}
+            except (OSError, yaml.YAMLError) as exc:
+                raise ConfigurationError("config", f"cannot read {file}: {exc}") from exc
+            if not isinstance(loaded, dict):
+                raise ConfigurationError("config", f"{file} must hold a mapping")
+            data.update({str(k).replace("-", "_"): v for k, v in loaded.items()})
+        for name in cls.model_fields:
+            raw = environ.get(ENV_PREFIX + name.upper())
+            if raw is not None and name not in ("kafka", "resources"):
+                data[name] = raw
+        kafka = dict(data.get("kafka") or {})
+        for var, value in environ.items():
+            if var.startswith(KAFKA_ENV_PREFIX):
+                kafka[var[len(KAFKA_ENV_PREFIX):].lower().replace("_", ".")] = value
+        resources = dict(data.get("resources") or {})
+        for item in filter(None, (environ.get(ENV_PREFIX + "RESOURCES") or "").split(",")):
+            name, _, target = item.partition("=")
+            resources[name.strip()] = target.strip()
+        resources.update(overrides.pop("resources", None) or {})
+        data["resources"] = resources
+        extra_kafka = overrides.pop("kafka", None) or {}
+        kafka.update(extra_kafka)
+        data.update({k: v for k, v in overrides.items() if v is not None})
+        data["kafka"] = kafka
+        for prop in kafka:
+            if prop in RESERVED_KAFKA_PROPERTIES:
+                raise ConfigurationError(f"kafka.{prop}", "is set by the worker to keep its guarantees; remove it")
+        try:
+            return cls(**data)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            setting = ".".join(str(p) for p in first["loc"]) or "settings"
+            raise ConfigurationError(setting.replace("_", "-"), first["msg"]) from None
+
+    def redacted_kafka(self) -> dict[str, Any]:
+        return {k: ("***" if any(s in k for s in SECRET_PROPERTIES) else v) for k, v in self.kafka.items()}

@@ -1,0 +1,123 @@
+"""Input decoding, output encoding and dead-letter records.
+
+Every way an input can be unusable has a reason code that goes into the DLQ headers.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+HEADER_PREFIX = "agentfleet."
+MAX_HEADER_TEXT = 1024  # error messages are truncated so DLQ headers never carry whole payloads
+MAX_JSON_DEPTH = 64
+
+
+class DecodeFailure(Exception):
+    """An input that cannot become an InputEvent; ``reason`` is the DLQ reason code."""
+
+    def __init__(self, reason: str, message: str, cause: BaseException | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.cause = cause
+
+
+@dataclass(slots=True)
+class RecordMeta:
+    """Where an input came from; travels with its run to the commit."""
+
+    partition: int
+    offset: int
+    timestamp_ms: int
+    key: bytes
+
+
+def _depth(value: Any, limit: int) -> int:
+    stack = [(value, 1)]
+    deepest = 0
+    while stack:
+        item, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if deepest > limit:
+            return deepest
+        if isinstance(item, dict):
+            stack.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item)
+    return deepest
+
+
+class InputDecoder:
+    """bytes -> the agent's input value (a pydantic model instance or plain JSON data)."""
+
+    def __init__(self, input_model: type[BaseModel] | None, max_bytes: int, key_field: str | None = None) -> None:
+        self.input_model = input_model
+        self.max_bytes = max_bytes
+        self.key_field = key_field
+
+    def decode(self, key: bytes | None, value: bytes | None) -> tuple[bytes, Any]:
+        if value is None or len(value) == 0:
+            raise DecodeFailure("empty", "record has no value")
+        if len(value) > self.max_bytes:
+            raise DecodeFailure("oversized", f"value is {len(value)} bytes; max-record-bytes is {self.max_bytes}")
+        try:
+            text = value.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise DecodeFailure("invalid-utf8", f"value is not UTF-8: {exc}", exc) from exc
+        try:
+            data = json.loads(text)
+        except (json.JSONDecodeError, RecursionError) as exc:
+            raise DecodeFailure("invalid-json", f"value is not JSON: {exc}", exc if isinstance(exc, ValueError) else None) from exc
+        if _depth(data, MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
+            raise DecodeFailure("too-deep", f"JSON nesting exceeds {MAX_JSON_DEPTH} levels")
+        if not key:
+            if self.key_field and isinstance(data, dict) and data.get(self.key_field) not in (None, ""):
+                key = str(data[self.key_field]).encode()
+            else:
+                hint = f" and has no '{self.key_field}' field" if self.key_field else "; set --key-field"
+                raise DecodeFailure("null-key", f"record has no key{hint}")
+        if self.input_model is not None:
+            try:
+                data = self.input_model.model_validate(data)
+            except ValidationError as exc:
+                raise DecodeFailure("schema-invalid", f"does not match {self.input_model.__name__}: "
+                                    f"{exc.errors(include_url=False, include_input=False)}", exc) from exc
+        return key, data
+
+
+def encode_output(value: Any) -> bytes:
+    if isinstance(value, BaseModel):
+        return value.model_dump_json().encode()
+    return json.dumps(value, ensure_ascii=False, default=_default).encode()
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    return str(value)
+
+
+def truncate(text: str, limit: int = MAX_HEADER_TEXT) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def source_headers(topic: str, meta: RecordMeta, app_id: str, txn: str) -> list[tuple[str, bytes]]:
+    return [
+        (HEADER_PREFIX + "source.topic", topic.encode()),
+        (HEADER_PREFIX + "source.partition", str(meta.partition).encode()),
+        (HEADER_PREFIX + "source.offset", str(meta.offset).encode()),
+        (HEADER_PREFIX + "app.id", app_id.encode()),
+        (HEADER_PREFIX + "txn", txn.encode()),
+    ]
+
+
+def dlq_headers(topic: str, meta: RecordMeta, app_id: str, txn: str, reason: str,
+                error: BaseException) -> list[tuple[str, bytes]]:
+    return source_headers(topic, meta, app_id, txn) + [
+        (HEADER_PREFIX + "dlq.reason", reason.encode()),
+        (HEADER_PREFIX + "dlq.exception", type(error).__name__.encode()),
+        (HEADER_PREFIX + "dlq.error", truncate(str(error)).encode()),
+    ]

@@ -1,0 +1,508 @@
+"""The worker: a consumer-group member that drives the agent engine and commits its effects.
+
+One asyncio loop owns everything Kafka-facing (consumer, producer, engine), so rebalance
+callbacks, commits and actions never race. Partition restores run in threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Hashable
+
+from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
+
+from agentplan import Agent, AgentConfiguration, AgentPlan, AgentPlanError, Engine, KeyDelta
+from agentplan.codec import resolve_path
+from worker.commit import (AbortableCommitError, AtLeastOnceCommit, CommitProtocol, FatalCommitError,
+                           TransactionalCommit)
+from worker.config import ProcessingGuarantee, WorkerSettings
+from worker.exceptions import ConfigurationError, WorkerError
+from worker.kafka.admin import TopicAdmin
+from worker.observability.health import ObservabilityServer
+from worker.observability.metrics import WorkerMetrics
+from worker.offsets import OffsetTracker
+from worker.records import DecodeFailure, InputDecoder, RecordMeta, dlq_headers, encode_output, source_headers
+from worker.state.restore import restore_partition
+from worker.state.store import PartitionStore
+
+logger = logging.getLogger(__name__)
+
+IDLE_POLL_S = 0.002
+LAG_REFRESH_S = 2.0
+RESUME_FRACTION = 0.75
+
+
+@dataclass
+class _Partition:
+    number: int
+    store: PartitionStore | None = None
+    ready: bool = False
+    buffered: list[Message] = field(default_factory=list)
+    cancelled: threading.Event = field(default_factory=threading.Event)
+
+
+def load_agent(path: str) -> Agent:
+    """``module:Class`` -> an Agent instance; errors name the setting."""
+    try:
+        target = resolve_path(path)
+    except Exception as exc:
+        raise ConfigurationError("agent", f"cannot import {path!r}: {exc}") from exc
+    agent = target() if isinstance(target, type) else target
+    if not isinstance(agent, Agent):
+        raise ConfigurationError("agent", f"{path!r} is not an Agent subclass or instance")
+    return agent
+
+
+def compile_plan(agent: Agent, config: AgentConfiguration, resources: dict[str, str]) -> AgentPlan:
+    """The agent plus environment resources given by import path; compile errors name the setting."""
+    from agentplan.agent import infer_resource_type
+
+    extra = {}
+    for name, target in resources.items():
+        try:
+            value = resolve_path(target)
+            extra[name] = (infer_resource_type(value), value)
+        except Exception as exc:
+            raise ConfigurationError("resource", f"{name}={target}: {exc}") from exc
+    try:
+        return AgentPlan.from_agent(agent, config, extra)
+    except AgentPlanError as exc:
+        raise ConfigurationError("agent", str(exc)) from exc
+
+
+def load_model(path: str | None) -> type | None:
+    if path is None:
+        return None
+    from pydantic import BaseModel
+
+    try:
+        model = resolve_path(path)
+    except Exception as exc:
+        raise ConfigurationError("input-model", f"cannot import {path!r}: {exc}") from exc
+    if not (isinstance(model, type) and issubclass(model, BaseModel)):
+        raise ConfigurationError("input-model", f"{path!r} is not a pydantic model class")
+    return model
+
+
+class Worker:
+    """Runs one agent over ``settings.input_topic`` as a member of group ``settings.app_id``."""
+
+    def __init__(self, settings: WorkerSettings, agent: Agent | None = None,
+                 agent_config: AgentConfiguration | None = None, metrics: WorkerMetrics | None = None) -> None:
+        self.settings = settings
+        self.agent = agent if agent is not None else load_agent(settings.agent)
+        if agent_config is None:
+            agent_config = AgentConfiguration.load(settings.agent_config)
+        self.plan = compile_plan(self.agent, agent_config, settings.resources)
+        self.decoder = InputDecoder(load_model(settings.input_model), settings.max_record_bytes, settings.key_field)
+        self.metrics = metrics or WorkerMetrics(app_id=settings.app_id, instance_id=settings.instance_id)
+        self.tracker = OffsetTracker()
+        self.partitions: dict[int, _Partition] = {}
+        # (source, reason, error, original key, original value) awaiting the next transaction
+        self._pending_dlq: list[tuple[RecordMeta, str, BaseException, bytes | None, bytes | None]] = []
+        self._retry: list[KeyDelta] = []
+        self._stopping: asyncio.Event | None = None  # created inside the running loop
+        self._paused = False
+        self._txn_seq = 0
+        self._txn_prefix = f"{settings.transactional_id}@{int(time.time() * 1000)}"
+        self._last_commit = time.monotonic()
+        self._last_lag = 0.0
+        self._alive = True
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.engine: Engine | None = None
+        self.consumer: Consumer | None = None
+        self.producer: Producer | None = None
+        self.protocol: CommitProtocol | None = None
+        self.server: ObservabilityServer | None = None
+        self.committed_transactions = 0
+
+    # -- configuration of clients -----------------------------------------------------------------
+    def _base_config(self) -> dict[str, Any]:
+        return {"bootstrap.servers": self.settings.bootstrap_servers, **self.settings.kafka}
+
+    def _consumer_config(self) -> dict[str, Any]:
+        return {
+            "fetch.wait.max.ms": 10,
+            "session.timeout.ms": self.settings.session_timeout_ms,
+            "heartbeat.interval.ms": max(500, self.settings.session_timeout_ms // 5),
+            **self._base_config(),
+            "group.id": self.settings.app_id,
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "auto.offset.reset": "earliest",
+            "isolation.level": "read_committed",
+            "partition.assignment.strategy": "cooperative-sticky",
+        }
+
+    def _producer_config(self) -> dict[str, Any]:
+        config = {"linger.ms": 5, **self._base_config(), "enable.idempotence": True}
+        if self.settings.processing_guarantee is ProcessingGuarantee.EXACTLY_ONCE:
+            config["transactional.id"] = self.settings.transactional_id
+            config["transaction.timeout.ms"] = self.settings.transaction_timeout_ms
+        return config
+
+    # -- start-up checks ------------------------------------------------------------------------
+    def check_topics(self) -> int:
+        """Fail fast on an unreachable broker or missing topics; create changelog and DLQ topics."""
+        s = self.settings
+        admin = TopicAdmin(s.bootstrap_servers, dict(s.kafka), timeout_s=s.startup_timeout_s)
+        admin.check_reachable()
+        partitions = admin.partitions(s.input_topic)
+        if partitions is None:
+            raise ConfigurationError("input-topic", f"topic {s.input_topic!r} does not exist")
+        if admin.partitions(s.output_topic) is None:
+            raise ConfigurationError("output-topic", f"topic {s.output_topic!r} does not exist")
+        changelog = admin.ensure_topic(s.changelog_topic, partitions, {"cleanup.policy": "compact"})
+        if changelog != partitions:
+            raise ConfigurationError("app-id", f"changelog topic {s.changelog_topic!r} has {changelog} partitions "
+                                               f"but {s.input_topic!r} has {partitions}; they must match")
+        admin.ensure_topic(s.dead_letter_topic, partitions)
+        return partitions
+
+    # -- entry points -------------------------------------------------------------------------------
+    def run(self) -> int:
+        """Run until SIGTERM/SIGINT; returns the process exit code."""
+        try:
+            asyncio.run(self.run_async())
+        except WorkerError as exc:
+            logger.error("%s", exc)
+            return 2 if isinstance(exc, ConfigurationError) else 1
+        return 0
+
+    async def run_async(self, install_signal_handlers: bool = True) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stopping = asyncio.Event()
+        if install_signal_handlers:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._loop.add_signal_handler(sig, self.stop)
+        await asyncio.to_thread(self.check_topics)
+        self.engine = Engine(self.plan, state_loader=self._load_state, metrics=self.metrics)
+        self.metrics.inflight_limit.set(self.settings.max_inflight)
+        if self.settings.metrics_port >= 0:
+            self.server = ObservabilityServer(self.metrics.registry, self.settings.metrics_host,
+                                              self.settings.metrics_port, liveness=lambda: self._alive,
+                                              readiness=self._readiness).start()
+            logger.info("metrics on http://%s:%d/metrics", self.settings.metrics_host, self.server.port)
+        self.producer = Producer(self._producer_config())
+        self.consumer = Consumer(self._consumer_config())
+        if self.settings.processing_guarantee is ProcessingGuarantee.EXACTLY_ONCE:
+            protocol = TransactionalCommit(self.producer, self.consumer, self.settings.input_topic)
+            await asyncio.to_thread(protocol.init)
+            self.protocol = protocol
+        else:
+            self.protocol = AtLeastOnceCommit(self.producer, self.consumer, self.settings.input_topic)
+        self.consumer.subscribe([self.settings.input_topic], on_assign=self._on_assign,
+                                on_revoke=self._on_revoke, on_lost=self._on_lost)
+        logger.info("worker %s joined group %s on %s (%s)", self.settings.instance_id, self.settings.app_id,
+                    self.settings.input_topic, self.settings.processing_guarantee.value)
+        try:
+            await self._main_loop()
+            await self._shutdown()
+        finally:
+            self._alive = False
+            if self.server is not None:
+                self.server.stop()
+
+    def stop(self) -> None:
+        """Begin a graceful shutdown (safe from signal handlers and other threads)."""
+        if self._loop is not None and self._stopping is not None:
+            self._loop.call_soon_threadsafe(self._stopping.set)
+
+    # -- the loop ------------------------------------------------------------------------------------
+    async def _main_loop(self) -> None:
+        assert self.consumer is not None and self._stopping is not None
+        interval = self.settings.commit_interval_ms / 1000
+        while not self._stopping.is_set():
+            messages = self.consumer.consume(num_messages=500, timeout=0)
+            for message in messages:
+                self._on_message(message)
+            self._apply_backpressure()
+            now = time.monotonic()
+            if now - self._last_commit >= interval:
+                self._commit()
+                self._last_commit = now
+            if now - self._last_lag >= LAG_REFRESH_S:
+                self._refresh_gauges()
+                self._last_lag = now
+            await asyncio.sleep(0 if messages else IDLE_POLL_S)
+
+    async def _shutdown(self) -> None:
+        """Stop intake, let in-flight runs finish within the grace period, commit, leave."""
+        assert self.consumer is not None and self.engine is not None and self.producer is not None
+        logger.info("shutting down: draining %d in-flight records", self.tracker.pending)
+        assigned = self.consumer.assignment()
+        if assigned:
+            self.consumer.pause(assigned)
+        try:
+            await asyncio.wait_for(self.engine.wait_idle(), timeout=self.settings.shutdown_grace_s)
+        except asyncio.TimeoutError:
+            logger.warning("grace period over; unfinished runs resume on the next owner from their journal")
+        self._commit()
+        for part in self.partitions.values():
+            part.cancelled.set()
+        self.consumer.close()  # leaves the group; on_revoke commits and closes stores
+        self.producer.flush(10)
+        for part in list(self.partitions.values()):
+            self._close_partition(part)
+        await self.engine.close()
+        logger.info("worker %s stopped after %d transactions", self.settings.instance_id,
+                    self.committed_transactions)
+
+    # -- intake ----------------------------------------------------------------------------------
+    def _on_message(self, message: Message) -> None:
+        error = message.error()
+        if error is not None:
+            if error.code() == KafkaError._PARTITION_EOF:
+                return
+            if error.fatal():
+                raise WorkerError(f"consumer error: {error}")
+            logger.warning("consumer error: %s", error)
+            return
+        part = self.partitions.get(message.partition())
+        if part is None:
+            return  # fetched before a revoke
+        self.tracker.add(message.partition(), message.offset())
+        self.metrics.records_in_total.labels(message.topic(), str(message.partition())).inc()
+        if not part.ready:
+            part.buffered.append(message)
+            return
+        self._dispatch(message)
+
+    def _dispatch(self, message: Message) -> None:
+        assert self.engine is not None
+        timestamp = message.timestamp()[1]
+        raw_key = message.key()
+        meta = RecordMeta(message.partition(), message.offset(), timestamp, raw_key or b"")
+        try:
+            key, value = self.decoder.decode(raw_key, message.value())
+        except DecodeFailure as failure:
+            self._pending_dlq.append((meta, failure.reason, failure, raw_key, message.value()))
+            return
+        meta.key = key
+        self.engine.submit((meta.partition, key), value, position=meta.offset, meta=meta)
+
+    def _load_state(self, engine_key: Hashable) -> bytes | None:
+        partition, key = engine_key  # type: ignore[misc]
+        part = self.partitions.get(partition)
+        if part is None or part.store is None:
+            return None
+        return part.store.get(key)
+
+    def _apply_backpressure(self) -> None:
+        assert self.consumer is not None
+        pending = self.tracker.pending
+        limit = self.settings.max_inflight
+        if not self._paused and pending >= limit:
+            assigned = self.consumer.assignment()
+            if assigned:
+                self.consumer.pause(assigned)
+            self._paused = True
+            self.metrics.paused_partitions.set(len(assigned))
+        elif self._paused and pending <= limit * RESUME_FRACTION:
+            self._resume_ready()
+            self._paused = False
+            self.metrics.paused_partitions.set(0)
+
+    def _resume_ready(self) -> None:
+        assert self.consumer is not None
+        ready = [TopicPartition(self.settings.input_topic, p) for p, part in self.partitions.items() if part.ready]
+        if ready:
+            self.consumer.resume(ready)
+
+    # -- commit ----------------------------------------------------------------------------------
+    def _commit(self) -> None:
+        """Commit every finished effect: outputs, DLQ, changelog and offsets in one transaction."""
+        assert self.engine is not None and self.protocol is not None and self.producer is not None
+        deltas = self._retry + self.engine.collect()
+        self._retry = []
+        dlq = self._pending_dlq
+        self._pending_dlq = []
+        for delta in deltas:
+            for meta in delta.finished:
+                if meta is not None:
+                    self.tracker.finish(meta.partition, meta.offset)
+        for meta, *_ in dlq:
+            self.tracker.finish(meta.partition, meta.offset)
+        offsets = self.tracker.changed()
+        if not deltas and not dlq and not offsets:
+            return
+        s = self.settings
+        self._txn_seq += 1
+        txn = f"{self._txn_prefix}#{self._txn_seq}"
+        changelog_offsets: dict[int, int] = {}
+
+        def delivered(err: Any, msg: Message) -> None:
+            if err is None:
+                p = msg.partition()
+                changelog_offsets[p] = max(changelog_offsets.get(p, -1), msg.offset())
+
+        started = time.monotonic()
+        outputs = 0
+        try:
+            self.protocol.begin()
+            for delta in deltas:
+                partition, key = delta.key  # type: ignore[misc]
+                for meta, output in delta.outputs:
+                    self.protocol.produce(s.output_topic, encode_output(output), key=key,
+                                          headers=source_headers(s.input_topic, meta, s.app_id, txn))
+                    outputs += 1
+                for meta, value, error in delta.failures:
+                    self.protocol.produce(s.dead_letter_topic, encode_output(value), key=key,
+                                          headers=dlq_headers(s.input_topic, meta, s.app_id, txn, "run-failed", error))
+                self.protocol.produce(s.changelog_topic, delta.state, key=key, partition=partition,
+                                      on_delivery=delivered)
+            for meta, reason, error, raw_key, raw_value in dlq:
+                self.protocol.produce(s.dead_letter_topic, raw_value, key=raw_key,
+                                      headers=dlq_headers(s.input_topic, meta, s.app_id, txn, reason, error))
+            self.protocol.commit(offsets)
+        except AbortableCommitError as exc:
+            logger.warning("transaction %s aborted, retrying its batch: %s", txn, exc)
+            self.metrics.transactions_aborted_total.inc()
+            self.protocol.abort()
+            self._retry = deltas
+            self._pending_dlq = dlq + self._pending_dlq
+            return
+        except FatalCommitError:
+            self.metrics.transactions_aborted_total.inc()
+            raise
+        duration = time.monotonic() - started
+        self.tracker.mark_committed(offsets)
+        self._apply_to_stores(deltas, changelog_offsets)
+        self.engine.release(deltas)
+        self.committed_transactions += 1
+        now_ms = time.time() * 1000
+        m = self.metrics
+        m.transactions_committed_total.inc()
+        m.commit_duration_seconds.observe(duration)
+        m.last_commit_timestamp_seconds.set(now_ms / 1000)
+        if outputs:
+            m.records_out_total.labels(s.output_topic).inc(outputs)
+        for _meta, reason, *_rest in dlq:
+            m.dlq_records_total.labels(reason).inc()
+        for delta in deltas:
+            if delta.failures:
+                m.dlq_records_total.labels("run-failed").inc(len(delta.failures))
+            if delta.skipped:
+                m.records_skipped_total.labels("already-finished").inc(len(delta.skipped))
+            for meta in delta.finished:
+                if meta is not None and meta.timestamp_ms > 0:
+                    m.end_to_end_latency_seconds.observe(max(0.0, (now_ms - meta.timestamp_ms) / 1000))
+        logger.debug("committed %s: %d keys, %d outputs, %d dlq, offsets %s", txn, len(deltas), outputs,
+                     len(dlq), offsets)
+
+    def _apply_to_stores(self, deltas: list[KeyDelta], changelog_offsets: dict[int, int]) -> None:
+        by_partition: dict[int, dict[bytes, bytes | None]] = {}
+        for delta in deltas:
+            partition, key = delta.key  # type: ignore[misc]
+            by_partition.setdefault(partition, {})[key] = delta.state
+        for partition, states in by_partition.items():
+            part = self.partitions.get(partition)
+            if part is None or part.store is None or partition not in changelog_offsets:
+                continue
+            part.store.apply(states, changelog_offsets[partition])
+
+    # -- rebalancing ---------------------------------------------------------------------------------
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self.metrics.rebalances_total.labels("assigned").inc()
+        if not partitions:
+            return
+        consumer.pause(partitions)  # resumed once each partition's state is restored
+        for tp in partitions:
+            part = _Partition(tp.partition)
+            self.partitions[tp.partition] = part
+            assert self._loop is not None
+            self._loop.create_task(self._restore(part))
+        self.metrics.assigned_partitions.set(len(self.partitions))
+        logger.info("assigned partitions %s", [tp.partition for tp in partitions])
+
+    async def _restore(self, part: _Partition) -> None:
+        s = self.settings
+        path = s.state_dir / s.app_id / str(part.number)
+        restore_config = {**self._base_config(), "group.id": f"{s.app_id}-restore", "fetch.wait.max.ms": 10}
+        self.metrics.restoring_partitions.inc()
+        try:
+            result = await asyncio.to_thread(restore_partition, path, s.changelog_topic, part.number,
+                                             restore_config, 600.0, part.cancelled)
+        except Exception:
+            logger.exception("restore of partition %d failed", part.number)
+            self._alive = False
+            if self._stopping is not None:
+                self._stopping.set()
+            return
+        finally:
+            self.metrics.restoring_partitions.dec()
+        if self.partitions.get(part.number) is not part or part.cancelled.is_set():
+            result.store.close()  # revoked while restoring
+            return
+        part.store = result.store
+        part.ready = True
+        self.metrics.restore_records_total.inc(result.records)
+        self.metrics.restore_duration_seconds.observe(result.seconds)
+        logger.info("partition %d ready: restored %d changelog records in %.2fs%s", part.number, result.records,
+                    result.seconds, " (store rebuilt)" if result.rebuilt else "")
+        buffered, part.buffered = part.buffered, []
+        for message in buffered:
+            self._dispatch(message)
+        if not self._paused and self.consumer is not None:
+            self.consumer.resume([TopicPartition(s.input_topic, part.number)])
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self.metrics.rebalances_total.labels("revoked").inc()
+        numbers = {tp.partition for tp in partitions}
+        logger.info("revoking partitions %s", sorted(numbers))
+        try:
+            self._commit()  # hand over everything that finished
+        except FatalCommitError:
+            logger.exception("final commit before revocation failed")
+        self._drop_partitions(numbers)
+
+    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self.metrics.rebalances_total.labels("lost").inc()
+        numbers = {tp.partition for tp in partitions}
+        logger.warning("lost partitions %s; their uncommitted work is dropped", sorted(numbers))
+        self._drop_partitions(numbers)
+
+    def _drop_partitions(self, numbers: set[int]) -> None:
+        assert self.engine is not None
+        self.engine.cancel_keys(lambda key: key[0] in numbers)  # type: ignore[index]
+        self._retry = [d for d in self._retry if d.key[0] not in numbers]  # type: ignore[index]
+        self._pending_dlq = [entry for entry in self._pending_dlq if entry[0].partition not in numbers]
+        for number in numbers:
+            self.tracker.drop(number)
+            part = self.partitions.pop(number, None)
+            if part is not None:
+                part.cancelled.set()
+                self._close_partition(part)
+        self.metrics.assigned_partitions.set(len(self.partitions))
+
+    def _close_partition(self, part: _Partition) -> None:
+        if part.store is not None:
+            part.store.close()
+            part.store = None
+
+    # -- observability -----------------------------------------------------------------------------
+    def _readiness(self) -> tuple[bool, dict[str, Any]]:
+        restoring = sum(1 for p in self.partitions.values() if not p.ready)
+        return (self._alive and restoring == 0 and self.consumer is not None,
+                {"assigned_partitions": len(self.partitions), "restoring_partitions": restoring})
+
+    def _refresh_gauges(self) -> None:
+        assert self.engine is not None and self.consumer is not None
+        m = self.metrics
+        m.inflight_records.set(self.tracker.pending)
+        m.key_queue_depth.set(self.engine.queued_inputs)
+        m.active_keys.set(self.engine.active_keys)
+        topic = self.settings.input_topic
+        for partition in list(self.partitions):
+            try:
+                _low, high = self.consumer.get_watermark_offsets(TopicPartition(topic, partition), cached=True)
+            except Exception:  # noqa: BLE001 - lag is best effort
+                continue
+            committed = self.tracker.committable(partition)
+            if high is not None and high >= 0 and committed is not None:
+                m.consumer_lag.labels(topic, str(partition)).set(max(0, high - committed))

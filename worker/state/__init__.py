@@ -1,0 +1,1 @@
+"""Per-partition key state: RocksDB stores mirroring the changelog topic."""
