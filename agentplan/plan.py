@@ -19,7 +19,8 @@ from agentplan.prompts import Prompt
 from agentplan.resources import ResourceDescriptor, ResourceType
 from agentplan.tools import FunctionTool
 
-SECRET_NAME = re.compile(r"(api[_-]?key|password|secret|token|credential)", re.IGNORECASE)
+SECRET_NAME = re.compile(r"(api[_-]?key|password|secret|token|credential|authorization)",
+                         re.IGNORECASE)
 REDACTED = "***"
 
 
@@ -104,13 +105,13 @@ class AgentPlan:
 
     def get_resource(self, name: str, kind: ResourceType) -> Any:
         """The built resource (cached; descriptors are constructed at first use)."""
+        entry = self.resource_providers.get(name)
+        if entry is None or entry[0] is not kind:  # checked before the cache: the kind must match too
+            known = sorted(n for n, (k, _) in self.resource_providers.items() if k is kind)
+            raise ResourceError(f"no {kind.value} resource named {name!r} (known: {known})")
         built = self._built.get(name)
         if built is not None:
             return built
-        entry = self.resource_providers.get(name)
-        if entry is None or entry[0] is not kind:
-            known = sorted(n for n, (k, _) in self.resource_providers.items() if k is kind)
-            raise ResourceError(f"no {kind.value} resource named {name!r} (known: {known})")
         provider = entry[1]
         if isinstance(provider, ResourceDescriptor):
             built = provider.build(self.get_resource)
