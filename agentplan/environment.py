@@ -113,6 +113,8 @@ class LocalExecutionEnvironment(AgentsExecutionEnvironment):
         failures.sort(key=lambda entry: entry[0])
         for _meta, key, value, error in failures:
             self.dead_letters.append({"key": key, "value": value, "error": str(error)})
-        if failures and self.config.error_handling_strategy is ErrorHandlingStrategy.FAIL:
+        # retry fails like fail once its retries are spent; only dead-letter collects quietly.
+        if failures and self.config.error_handling_strategy in (ErrorHandlingStrategy.FAIL,
+                                                               ErrorHandlingStrategy.RETRY):
             _meta, key, _value, error = failures[0]
             raise AgentRunError(key, error.cause if hasattr(error, "cause") else error) from error

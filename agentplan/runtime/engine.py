@@ -382,6 +382,9 @@ class Engine:
                 self._rollback(slot, run)
                 strategy = self.config.error_handling_strategy
                 if strategy is ErrorHandlingStrategy.RETRY and attempt < self.config.max_retries:
+                    # A retry re-executes durable calls: the failed attempt's results may be the
+                    # reason it failed. (Transient retries keep them: the failing call recorded nothing.)
+                    run.journal = {}
                     delay = self.config.backoff(attempt)
                     attempt += 1
                     logger.info("key %r: action %s failed (%r); retry %d in %.2fs",
@@ -488,6 +491,8 @@ class _ActionContext(RunnerContext):
         finally:
             self._durable_depth -= 1
         if inspect.isawaitable(result):
+            if inspect.iscoroutine(result):
+                result.close()  # never awaited by design; avoids a "never awaited" warning on top
             raise DurableCallError("durable_execute got a coroutine; use await ctx.durable_execute_async(...)")
         self._record(key, result)
         return result

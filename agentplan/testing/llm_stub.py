@@ -190,7 +190,9 @@ def default_responder(request: dict[str, Any]) -> StubReply:
     forever; last message is a tool result -> echo it as JSON; ``[[tool:NAME {args}]]``
     in the last user message (unless already answered by a tool) -> tool call(s);
     ``[[json ...]]`` -> that JSON verbatim; a prompt mentioning "sentiment" -> a
-    sentiment JSON; otherwise ``"echo: " + last user content``.
+    sentiment JSON; otherwise ``"echo: " + last user content``. The ``[[json]]`` directive
+    and the sentiment ``Input text:`` come from the latest user message that has them, so
+    a follow-up turn (e.g. an agent re-asking after unparseable output) gets the answer again.
     """
     messages = [m for m in request.get("messages") or [] if isinstance(m, dict)]
     user_idx = [i for i, m in enumerate(messages) if m.get("role") == "user"]
@@ -216,13 +218,16 @@ def default_responder(request: dict[str, Any]) -> StubReply:
         calls = _tool_directives(last_user)
         if calls:
             return StubReply(content=None, tool_calls=calls)
-    verbatim = _json_directive(last_user)
-    if verbatim is not None:
-        return StubReply(content=verbatim)
+    user_texts = [_text(messages[i].get("content")) for i in reversed(user_idx)]
+    for text in user_texts:
+        verbatim = _json_directive(text)
+        if verbatim is not None:
+            return StubReply(content=verbatim)
 
     if any(_SENTIMENT_RE.search(_text(m.get("content"))) for m in messages):
-        _, marker, after = last_user.rpartition(_INPUT_MARKER)
-        text = (after if marker else last_user).strip()
+        marked = next((t for t in user_texts if _INPUT_MARKER in t), last_user)
+        _, marker, after = marked.rpartition(_INPUT_MARKER)
+        text = (after if marker else marked).strip()
         content = json.dumps(_classify_sentiment(text), ensure_ascii=False)
         if "reasoning" in str(request.get("model", "")):
             content = "<think>stub reasoning</think>" + content

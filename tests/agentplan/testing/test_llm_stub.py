@@ -499,3 +499,17 @@ def test_cli_prints_ready_line_and_serves() -> None:
                 _, stderr = proc.communicate(timeout=10)
             reader.join(10)
     assert proc.returncode == 0, stderr
+
+
+def test_follow_up_turn_repeats_json_and_sentiment_answers() -> None:
+    """An agent re-asking after unparseable output gets the directive's answer again."""
+    retry = {"role": "user", "content": "That reply was not valid. Reply again with only the JSON object."}
+    json_request = {"messages": [
+        {"role": "user", "content": 'Judge [[json {"label": "ok"}]]'},
+        {"role": "assistant", "content": MALFORMED_CONTENT}, retry]}
+    assert default_responder(json_request).content == '{"label": "ok"}'
+    sentiment_request = {"messages": [
+        {"role": "system", "content": "Classify the sentiment."},
+        {"role": "user", "content": "Input text: I love it"},
+        {"role": "assistant", "content": MALFORMED_CONTENT}, retry]}
+    assert json.loads(default_responder(sentiment_request).content or "")["key_phrases"] == ["love"]

@@ -29,7 +29,7 @@ class CountingAgent(Agent):
     def ask(event: InputEvent, ctx: RunnerContext) -> None:
         ctx.sensory_memory.set("seq", event.input["seq"])
         ctx.sensory_memory.set("key", event.input["key"])
-        text = f"count {event.input['key']} #{event.input['seq']}"
+        text = f"count <{event.input['key']}|{event.input['seq']}>"
         ctx.send_event(ChatRequestEvent(model="model", messages=[ChatMessage(role=MessageRole.USER, content=text)]))
 
     @action(ChatResponseEvent)
