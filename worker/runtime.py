@@ -218,10 +218,13 @@ class Worker:
         assert self.consumer is not None and self._stopping is not None
         interval = self.settings.commit_interval_ms / 1000
         while not self._stopping.is_set():
-            messages = self.consumer.consume(num_messages=500, timeout=0)
+            # Never take more than the in-flight budget allows, so the bound holds exactly.
+            budget = max(1, min(500, self.settings.max_inflight - self.tracker.pending))
+            messages = self.consumer.consume(num_messages=budget, timeout=0)
             for message in messages:
                 self._on_message(message)
             self._apply_backpressure()
+            self.metrics.inflight_records.set(self.tracker.pending)
             now = time.monotonic()
             if now - self._last_commit >= interval:
                 self._commit()

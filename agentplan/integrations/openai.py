@@ -106,6 +106,14 @@ class OpenAIChatModelConnection(BaseChatModelConnection):
 
         openai 1.x/2.x build on ``httpx``, 3.x on ``httpx2``; both share the Limits API.
         """
+        if os.environ.get("AGENTPLAN_HTTP_CLIENT", "aiohttp") == "aiohttp" and hasattr(openai, "DefaultAioHttpClient"):
+            try:
+                import aiohttp  # noqa: F401
+            except ImportError:
+                pass
+            else:
+                # httpx's pool bookkeeping grows with pool size; aiohttp stays flat at 1000+ in flight.
+                return openai.DefaultAioHttpClient(timeout=self.timeout)
         try:
             import httpx2 as httpx_module  # type: ignore[import-not-found]
         except ImportError:

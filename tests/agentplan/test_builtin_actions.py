@@ -13,11 +13,13 @@ from pydantic import BaseModel
 
 from agentplan import (
     Agent,
+    AgentPlan,
     AgentRunError,
     ChatMessage,
     ChatModelError,
     ChatRequestEvent,
     ChatResponseEvent,
+    Engine,
     InputEvent,
     LocalExecutionEnvironment,
     MessageRole,
@@ -26,6 +28,7 @@ from agentplan import (
     Prompt,
     ResourceDescriptor,
     ResourceError,
+    ResourceType,
     RunnerContext,
     ToolCallLimitExceeded,
     tool,
@@ -34,7 +37,7 @@ from agentplan.builtin_actions import parse_structured
 from agentplan.metrics import RecordingMetrics
 from agentplan.testing.llm_stub import MALFORMED_CONTENT, StubLLMServer
 from tests.agentplan.conftest import EnvFactory
-from tests.agentplan.support import CONNECTION, run_async
+from tests.agentplan.support import CONNECTION, make_config, run_async, stub_connection
 
 PRICES = {"KB-1": 49.5, "MS-2": 19.0}
 
@@ -363,3 +366,76 @@ def test_extract_reasoning_strips_think(make_env: EnvFactory) -> None:
     assert on["reasoning"] == "stub reasoning"
     assert off["content"].startswith("<think>stub reasoning</think>")
     assert off["reasoning"] is None
+
+
+# -- checkpoints inside the tool loop ---------------------------------------------------------------------
+
+
+class Price(BaseModel):
+    sku: str
+    price: float
+
+
+class Gate:
+    calls = 0
+    entered: asyncio.Event
+    release: asyncio.Event
+
+
+class SlowToolAgent(ChatAgent):
+    @tool
+    @staticmethod
+    async def slow_lookup(sku: str) -> dict[str, Any]:
+        """Price of a product, slowly.
+
+        Args:
+            sku: The product id.
+        """
+        Gate.calls += 1
+        Gate.entered.set()
+        await Gate.release.wait()
+        return {"sku": sku, "price": PRICES[sku]}
+
+    @tool
+    @staticmethod
+    def today() -> Any:
+        """A value that is not JSON: sent to the model as text."""
+        import datetime
+
+        return datetime.date(2024, 1, 2)
+
+
+def test_a_restart_mid_tool_call_does_not_repeat_the_model_call(stub_llm: StubLLMServer) -> None:
+    plan = AgentPlan.from_agent(SlowToolAgent(output_schema=Price, model={"tools": ["slow_lookup"]}), make_config(),
+                                {CONNECTION: (ResourceType.CHAT_MODEL_CONNECTION, stub_connection(stub_llm))})
+    value = {"content": '[[tool:slow_lookup {"sku": "KB-1"}]]'}
+
+    async def main() -> Any:
+        Gate.calls = 0
+        Gate.entered, Gate.release = asyncio.Event(), asyncio.Event()
+        first = Engine(plan)
+        first.submit("k", value, position=0)
+        await Gate.entered.wait()  # the model asked for the tool; the tool is running
+        blob = first.collect()[0].state
+        await first.close()
+        assert stub_llm.request_count == 1
+
+        Gate.release.set()
+        second = Engine(plan, state_loader={"k": blob}.get)
+        second.submit("k", value, position=0, meta="resumed")
+        await second.wait_idle()
+        return second.collect()[0]
+
+    delta = run_async(main())
+    ((meta, result),) = delta.outputs
+    assert meta == "resumed"
+    assert result["structured"] == Price(sku="KB-1", price=49.5)
+    assert result["request_matches"] is True  # sensory memory and event ids survived the restart
+    assert stub_llm.request_count == 2  # the first model call was not repeated
+    assert Gate.calls == 2  # the unfinished tool call was
+
+
+def test_a_non_json_tool_result_reaches_the_model_as_text(stub_llm: StubLLMServer, make_env: EnvFactory) -> None:
+    (result,) = run(make_env(), SlowToolAgent(model={"tools": ["today"]}), {"content": "[[tool:today]]"})
+    assert stub_llm.requests[1]["messages"][-1]["content"] == "2024-01-02"
+    assert json.loads(result["content"]) == {"result": "2024-01-02"}

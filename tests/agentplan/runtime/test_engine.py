@@ -26,16 +26,18 @@ from agentplan import (
     Event,
     InputEvent,
     KeyDelta,
+    LocalExecutionEnvironment,
     OpenAIChatModelSetup,
     OutputEvent,
     ResourceDescriptor,
+    ResourceType,
     RunnerContext,
     TransientError,
 )
 from agentplan.metrics import RecordingMetrics
-from agentplan.testing.llm_stub import StubLLMServer
+from agentplan.testing.llm_stub import StubLLMServer, StubReply, default_responder
 from tests.agentplan.conftest import EnvFactory
-from tests.agentplan.support import CONNECTION, make_config, run_async
+from tests.agentplan.support import CONNECTION, make_config, run_async, stub_connection
 
 Action = Callable[[Event, RunnerContext], Any]
 
@@ -219,19 +221,13 @@ def test_released_keys_reload_their_state() -> None:
 # -- concurrency ------------------------------------------------------------------------------------
 
 
-class TimedChat(Agent):
-    @staticmethod
-    def setup() -> ResourceDescriptor:
-        return ResourceDescriptor(clazz=OpenAIChatModelSetup, connection=CONNECTION, model="stub")
-
-
 def timed_start(event: InputEvent, ctx: RunnerContext) -> None:
     ctx.sensory_memory.set("started", time.monotonic())
     ctx.send_event(ChatRequestEvent(model="model", messages=[ChatMessage(content=f"hello {event.input}")]))
 
 
 def timed_end(event: ChatResponseEvent, ctx: RunnerContext) -> None:
-    ctx.send_event(OutputEvent(output={"input": ctx.sensory_memory.get("started") and event.response.content,
+    ctx.send_event(OutputEvent(output={"input": event.response.content,
                                        "start": ctx.sensory_memory.get("started"), "end": time.monotonic()}))
 
 
@@ -296,6 +292,30 @@ def test_max_concurrent_runs_bounds_runs_in_flight() -> None:
     deltas = run_async(main())
     assert state["max"] == limit
     assert sorted(v for outs in outputs_of(deltas).values() for v in outs) == list(range(keys))
+
+
+def test_max_concurrent_runs_bounds_model_calls_in_flight() -> None:
+    limit, keys, latency_s = 4, 12, 0.1
+    peaks: list[int] = []
+    server: StubLLMServer
+
+    def responder(request: dict[str, Any]) -> StubReply:
+        peaks.append(server.stats()["in_flight"])  # this request included
+        return default_responder(request)
+
+    server = StubLLMServer(responder=responder, latency_ms=latency_s * 1000).start()
+    try:
+        env = LocalExecutionEnvironment(config=make_config(max_concurrent_runs=limit))
+        env.add_resource(CONNECTION, ResourceType.CHAT_MODEL_CONNECTION, stub_connection(server))
+        output = env.from_list([{"key": i, "value": i} for i in range(keys)]).apply(timed_agent()).to_list()
+        started = time.monotonic()
+        env.execute()
+        elapsed = time.monotonic() - started
+    finally:
+        server.stop()
+    assert len(output) == keys
+    assert max(peaks) == limit
+    assert elapsed >= (keys // limit) * latency_s
 
 
 # -- durable calls and replay -------------------------------------------------------------------------

@@ -1,0 +1,53 @@
+"""Deliverable 4g: a slow LLM and a large backlog: in-flight stays at the bound, memory stays bounded."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.worker.integration.harness import read_all
+
+pytestmark = pytest.mark.integration
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+def test_backlog_with_slow_llm_is_bounded(kafka, worker_factory, app_id, stub_llm):
+    partitions, records, limit = 4, 50_000, 400
+    input_topic = kafka.new_topic("bp-in", partitions=partitions)
+    output_topic = kafka.new_topic("bp-out", partitions=partitions)
+    for start in range(0, records, 10_000):
+        kafka.produce(input_topic, [(f"k{i % 5000}", json.dumps({"key": f"k{i % 5000}", "seq": i // 5000}))
+                                    for i in range(start, start + 10_000)])
+    stub_llm.set_latency(300)
+    worker = worker_factory("tests.worker.integration.agents:CountingAgent", input_topic, output_topic, app_id,
+                            extra_args=["--max-inflight", str(limit)])
+    worker.wait_ready(min_partitions=partitions)
+    samples, rss = [], []
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        samples.append(worker.metric("agentfleet_inflight_records"))
+        rss.append(rss_mb(worker.proc.pid))
+        time.sleep(0.25)
+    assert max(samples) <= limit, (max(samples), worker.log())
+    assert max(samples) >= limit * 0.5, samples  # it does fill the window against a slow model
+    assert worker.metric("agentfleet_records_in_total") < records  # the backlog stays in Kafka
+    assert max(rss) < 400, rss
+    # The second half of the window does not keep growing: memory is bounded, not leaking per record.
+    half = len(rss) // 2
+    assert max(rss[half:]) < max(rss[:half]) + 40, rss
+    # SIGTERM with a full window drains in-flight runs, commits them and exits cleanly.
+    stub_llm.set_latency(0)
+    assert worker.terminate() == 0, worker.log()
+    outputs = read_all(kafka.bootstrap_servers, output_topic, partitions, expected=records, timeout_s=5)
+    assert 0 < len(outputs) < records
+    seen = {(json.loads(m.value())["key"], json.loads(m.value())["seq"]) for m in outputs}
+    assert len(seen) == len(outputs)  # no duplicates on the graceful path
