@@ -60,7 +60,7 @@ class WorkerSettings(BaseModel):
     transaction_timeout_ms: int = Field(10_000, ge=1000, description="broker aborts a transaction left open longer")
     session_timeout_ms: int = Field(10_000, ge=1000, description="consumer group session timeout")
     shutdown_grace_s: float = Field(30.0, ge=0, description="SIGTERM: time to finish in-flight runs")
-    startup_timeout_s: float = Field(30.0, gt=0, description="time to reach the broker at start-up")
+    startup_timeout_s: float = Field(10.0, gt=0, description="time to reach the broker at start-up")
     agent_config: Path | None = Field(None, description="YAML file of AgentConfiguration settings")
     resources: dict[str, str] = Field(default_factory=dict,
                                       description="environment resources NAME -> MODULE:ATTR (e.g. a connection "

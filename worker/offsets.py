@@ -6,36 +6,42 @@ import heapq
 
 
 class OffsetTracker:
-    """Per partition: offsets consumed but unfinished, and the next offset to commit."""
+    """Per partition: offsets consumed but unfinished, and the next offset to commit.
+
+    Finishing is idempotent: a batch retried after an aborted transaction finishes its
+    records again without disturbing the count.
+    """
 
     def __init__(self) -> None:
-        self._heaps: dict[int, list[int]] = {}
-        self._done: dict[int, set[int]] = {}
+        self._heaps: dict[int, list[int]] = {}  # min-heap over open offsets (lazy deletion)
+        self._open: dict[int, set[int]] = {}
         self._next: dict[int, int] = {}  # highest consumed + 1
         self._committed: dict[int, int] = {}
         self.pending = 0
 
     def add(self, partition: int, offset: int) -> None:
+        open_offsets = self._open.setdefault(partition, set())
+        if offset in open_offsets:
+            return
+        open_offsets.add(offset)
         heapq.heappush(self._heaps.setdefault(partition, []), offset)
-        self._done.setdefault(partition, set())
         self._next[partition] = max(self._next.get(partition, 0), offset + 1)
         self.pending += 1
 
     def finish(self, partition: int, offset: int) -> None:
-        done = self._done.get(partition)
-        if done is None or offset in done:
-            return
-        done.add(offset)
-        self.pending -= 1
+        open_offsets = self._open.get(partition)
+        if open_offsets is not None and offset in open_offsets:
+            open_offsets.remove(offset)
+            self.pending -= 1
 
     def committable(self, partition: int) -> int | None:
         """The lowest unfinished offset, or next-to-consume when all are finished."""
         heap = self._heaps.get(partition)
         if heap is None:
             return None
-        done = self._done[partition]
-        while heap and heap[0] in done:
-            done.discard(heapq.heappop(heap))
+        open_offsets = self._open[partition]
+        while heap and heap[0] not in open_offsets:
+            heapq.heappop(heap)
         return heap[0] if heap else self._next[partition]
 
     def changed(self) -> dict[int, int]:
@@ -51,9 +57,8 @@ class OffsetTracker:
         self._committed.update(offsets)
 
     def drop(self, partition: int) -> None:
-        heap = self._heaps.pop(partition, [])
-        done = self._done.pop(partition, set())
-        self.pending -= len(heap) - len(done & set(heap))
+        self.pending -= len(self._open.pop(partition, set()))
+        self._heaps.pop(partition, None)
         self._next.pop(partition, None)
         self._committed.pop(partition, None)
 

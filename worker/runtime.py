@@ -93,12 +93,13 @@ class Worker:
     """Runs one agent over ``settings.input_topic`` as a member of group ``settings.app_id``."""
 
     def __init__(self, settings: WorkerSettings, agent: Agent | None = None,
-                 agent_config: AgentConfiguration | None = None, metrics: WorkerMetrics | None = None) -> None:
+                 agent_config: AgentConfiguration | None = None, metrics: WorkerMetrics | None = None,
+                 plan: AgentPlan | None = None) -> None:
         self.settings = settings
         self.agent = agent if agent is not None else load_agent(settings.agent)
         if agent_config is None:
             agent_config = AgentConfiguration.load(settings.agent_config)
-        self.plan = compile_plan(self.agent, agent_config, settings.resources)
+        self.plan = plan or compile_plan(self.agent, agent_config, settings.resources)
         self.decoder = InputDecoder(load_model(settings.input_model), settings.max_record_bytes, settings.key_field)
         self.metrics = metrics or WorkerMetrics(app_id=settings.app_id, instance_id=settings.instance_id)
         self.tracker = OffsetTracker()

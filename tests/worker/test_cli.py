@@ -1,0 +1,51 @@
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def run_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "worker.cli", *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def test_help_lists_commands():
+    out = run_cli("--help")
+    assert out.returncode == 0
+    for command in ("worker", "broker", "llm-stub"):
+        assert command in out.stdout
+
+
+def test_bad_agent_path_fails_fast_naming_the_setting():
+    out = run_cli("worker", "--agent", "no.such.module:Agent", "--input-topic", "i", "--output-topic", "o")
+    assert out.returncode == 2
+    assert "agent: cannot import 'no.such.module:Agent'" in out.stderr
+
+
+def test_bad_guarantee_and_property():
+    out = run_cli("worker", "--agent", "m:A", "--input-topic", "i", "--output-topic", "o",
+                  "--processing-guarantee", "twice")
+    assert out.returncode == 2 and "processing-guarantee" in out.stderr
+    out = run_cli("worker", "--agent", "m:A", "--input-topic", "i", "--output-topic", "o", "-X", "novalue")
+    assert out.returncode == 2 and "kafka-property" in out.stderr
+
+
+def test_unreachable_broker_fails_fast():
+    out = run_cli("worker", "--agent", "examples.sentiment.sentiment_agent:SentimentAnalysisAgent",
+                  "--resource", "local_llm=examples.sentiment.custom_types:local_llm_descriptor",
+                  "--input-topic", "i", "--output-topic", "o", "--bootstrap-servers", "127.0.0.1:1",
+                  "--metrics-port", "-1", timeout=60)
+    assert out.returncode == 2
+    assert "bootstrap.servers: cannot reach Kafka" in out.stderr
+
+
+@pytest.mark.integration
+def test_missing_input_topic_fails_fast(kafka):
+    out = run_cli("worker", "--agent", "tests.worker.integration.agents:PoisonAgent", "--input-topic",
+                  "does-not-exist", "--output-topic", "o", "--bootstrap-servers", kafka.bootstrap_servers,
+                  "--metrics-port", "-1")
+    assert out.returncode == 2
+    assert "input-topic: topic 'does-not-exist' does not exist" in out.stderr

@@ -1,0 +1,42 @@
+import json
+
+import pytest
+from pydantic import BaseModel
+
+from worker.records import DecodeFailure, InputDecoder, RecordMeta, dlq_headers, encode_output
+
+
+class Item(BaseModel):
+    id: str
+    n: int
+
+
+@pytest.mark.parametrize("key,value,reason", [
+    (b"k", None, "empty"),
+    (b"k", b"", "empty"),
+    (b"k", b"x" * 501, "oversized"),
+    (b"k", b"\xff", "invalid-utf8"),
+    (b"k", b"{nope", "invalid-json"),
+    (b"k", ("[" * 100 + "]" * 100).encode(), "too-deep"),
+    (None, b'{"id": "1", "n": 1}', "null-key"),
+    (b"k", b'{"id": "1", "n": "many"}', "schema-invalid"),
+])
+def test_bad_inputs_have_reasons(key, value, reason):
+    decoder = InputDecoder(Item, max_bytes=500)
+    with pytest.raises(DecodeFailure) as info:
+        decoder.decode(key, value)
+    assert info.value.reason == reason
+
+
+def test_key_field_and_model():
+    decoder = InputDecoder(Item, max_bytes=100, key_field="id")
+    key, value = decoder.decode(None, b'{"id": "7", "n": 3}')
+    assert key == b"7" and value == Item(id="7", n=3)
+    assert json.loads(encode_output(value)) == {"id": "7", "n": 3}
+
+
+def test_dlq_headers_truncate():
+    headers = dict(dlq_headers("t", RecordMeta(1, 2, 0, b"k"), "app", "txn", "run-failed", ValueError("x" * 5000)))
+    assert len(headers["agentfleet.dlq.error"]) == 1024
+    assert headers["agentfleet.dlq.reason"] == b"run-failed"
+    assert headers["agentfleet.source.offset"] == b"2"
