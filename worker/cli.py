@@ -104,6 +104,19 @@ def worker(
 
 
 @app.command()
+def demo(count: Optional[int] = typer.Option(None, help="generate N records instead of the seed's 7"),
+         workers: int = typer.Option(2, help="worker processes to start"),
+         timeout_s: float = typer.Option(120.0, help="give up waiting for results after this long")) -> None:
+    """Run the sentiment pipeline on an embedded broker with 2 workers; print results; clean up."""
+    _setup_logging("WARNING")
+    from worker.demo import demo_records, run_demo
+
+    expected = len(demo_records(count))
+    received = run_demo(count, workers, timeout_s, echo=typer.echo)
+    raise typer.Exit(0 if received == expected else 1)
+
+
+@app.command()
 def broker(port: int = typer.Option(9092, help="port on 127.0.0.1")) -> None:
     """Run the embedded Kafka-compatible broker (Tansu) in the foreground."""
     from worker.kafka.embedded import run_foreground

@@ -31,9 +31,36 @@ def _retry_after(exc: openai.APIStatusError) -> float | None:
     return None
 
 
+try:
+    from aiohttp import ClientConnectionError as _AiohttpConnectionError
+except ImportError:  # aiohttp is optional
+    _CONNECTION_FAILURES: tuple[type[BaseException], ...] = (ConnectionError,)
+else:
+    _CONNECTION_FAILURES = (ConnectionError, _AiohttpConnectionError)
+
+
+def _connection_failure(exc: BaseException) -> BaseException | None:
+    """The refused or dropped connection behind a reported timeout, if that is what it was.
+
+    openai's aiohttp transport maps every aiohttp connection error (refused, server
+    disconnected) to ``ConnectTimeout``, so the cause chain decides.
+    """
+    cause = exc.__cause__
+    for _ in range(10):  # bounded: chains are short, and must not loop
+        if cause is None or isinstance(cause, TimeoutError):
+            return None
+        if isinstance(cause, _CONNECTION_FAILURES):
+            return cause
+        cause = cause.__cause__ or cause.__context__
+    return None
+
+
 def classify_error(exc: Exception) -> Exception:
     """Map an ``openai`` exception to TransientError (retry) or ChatModelError (give up)."""
     if isinstance(exc, openai.APITimeoutError):
+        failure = _connection_failure(exc)
+        if failure is not None:
+            return TransientError(f"cannot reach the model server: {failure}", kind="connection")
         return TransientError(f"model request timed out: {exc}", kind="timeout")
     if isinstance(exc, openai.APIConnectionError):
         return TransientError(f"cannot reach the model server: {exc}", kind="connection")

@@ -1,0 +1,116 @@
+"""``agentfleet demo``: the whole pipeline on one machine, no Docker.
+
+Embedded broker, LLM stub (unless OPENAI_BASE_URL is set), topics, two worker processes, the
+seed's sentiment input; prints each result as it is committed, then stops everything it started.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Callable
+
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+from worker.kafka.admin import TopicAdmin
+from worker.kafka.embedded import EmbeddedBroker
+
+REPO = Path(__file__).resolve().parents[1]
+SEED_INPUT = REPO / "examples" / "sentiment" / "resources" / "input.txt"
+AGENT = "examples.sentiment.sentiment_agent:SentimentAnalysisAgent"
+PARTITIONS = 4
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def demo_records(count: int | None) -> list[tuple[str, str]]:
+    if count is None:
+        lines = [line for line in SEED_INPUT.read_text(encoding="utf-8").splitlines() if line.strip()]
+        return [(json.loads(line)["id"], line) for line in lines]
+    texts = ["I love this product!", "Terrible experience, it broke.", "It's okay, nothing special."]
+    return [(str(i), json.dumps({"id": str(i), "text": texts[i % len(texts)]})) for i in range(count)]
+
+
+def run_demo(count: int | None = None, workers: int = 2, timeout_s: float = 120.0,
+             echo: Callable[[str], None] = print) -> int:
+    """Returns the number of results received."""
+    stub = None
+    env = dict(os.environ)
+    if not env.get("OPENAI_BASE_URL"):
+        from agentplan.testing.llm_stub import StubLLMServer
+
+        stub = StubLLMServer().start()
+        env.update(OPENAI_BASE_URL=stub.base_url, OPENAI_API_KEY="stub-key")
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    procs: list[subprocess.Popen[bytes]] = []
+    records = demo_records(count)
+    try:
+        with EmbeddedBroker() as broker, tempfile.TemporaryDirectory(prefix="agentfleet-demo-") as tmp:
+            bootstrap = broker.bootstrap_servers
+            echo(f"embedded Kafka broker on {bootstrap}; LLM at {env['OPENAI_BASE_URL']}")
+            admin = TopicAdmin(bootstrap)
+            admin.create_topic("reviews", PARTITIONS)
+            admin.create_topic("verdicts", PARTITIONS)
+            for i in range(workers):
+                port = _free_port()
+                log = open(Path(tmp) / f"worker-{i}.log", "wb")
+                procs.append(subprocess.Popen(
+                    [sys.executable, "-m", "worker.cli", "worker", "--agent", AGENT,
+                     "--resource", "local_llm=examples.sentiment.custom_types:local_llm_descriptor",
+                     "--input-model", "examples.sentiment.custom_types:TextInput", "--input-topic", "reviews",
+                     "--output-topic", "verdicts", "--bootstrap-servers", bootstrap, "--app-id", "demo",
+                     "--instance-id", f"demo-{i}", "--state-dir", str(Path(tmp) / f"state-{i}"),
+                     "--metrics-host", "127.0.0.1", "--metrics-port", str(port), "-X", "session.timeout.ms=6000"],
+                    cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT))
+                echo(f"worker demo-{i}: pid {procs[-1].pid}, metrics http://127.0.0.1:{port}/metrics")
+            producer = Producer({"bootstrap.servers": bootstrap, "log.connection.close": False})
+            for key, value in records:
+                producer.produce("reviews", key=key, value=value)
+            producer.flush(30)
+            echo(f"produced {len(records)} records to 'reviews'; results from 'verdicts':")
+            received = _print_results(bootstrap, len(records), timeout_s, echo)
+            echo(f"{received}/{len(records)} results")
+            return received
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
+        if stub is not None:
+            stub.stop()
+
+
+def _print_results(bootstrap: str, expected: int, timeout_s: float, echo: Callable[[str], None]) -> int:
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"demo-reader-{uuid.uuid4().hex}",
+                         "isolation.level": "read_committed", "enable.auto.commit": False,
+                         "fetch.wait.max.ms": 10, "log.connection.close": False})
+    consumer.assign([TopicPartition("verdicts", p, 0) for p in range(PARTITIONS)])
+    received = 0
+    deadline = time.monotonic() + timeout_s
+    try:
+        while received < expected and time.monotonic() < deadline:
+            for msg in consumer.consume(num_messages=500, timeout=0.2):
+                if msg.error() is None:
+                    received += 1
+                    if received <= 50:
+                        echo(msg.value().decode())
+    finally:
+        consumer.close()
+    return received
