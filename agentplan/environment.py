@@ -93,10 +93,13 @@ class LocalExecutionEnvironment(AgentsExecutionEnvironment):
         if self._plan is None or self._inputs is None:
             raise AgentPlanError("nothing to execute: use from_list(...).apply(agent) first")
         engine = Engine(self._plan, state_loader=self.state.get, metrics=self.metrics)
-        for index, item in enumerate(self._inputs):
-            key = item.get("key", index)
-            engine.submit(key, item["value"], position=None, meta=index)
-        await engine.wait_idle()
+        try:
+            for index, item in enumerate(self._inputs):
+                key = item.get("key", index)
+                engine.submit(key, item["value"], position=None, meta=index)
+            await engine.wait_idle()
+        finally:
+            await self._plan.aclose()
         deltas = engine.collect()
         for delta in deltas:
             self.state[delta.key] = delta.state

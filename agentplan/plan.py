@@ -125,6 +125,13 @@ class AgentPlan:
         self._built[name] = built
         return built
 
+    async def aclose(self) -> None:
+        """Release what built resources hold on the running event loop (e.g. HTTP clients)."""
+        for resource in list(self._built.values()):
+            close = getattr(resource, "aclose", None)
+            if callable(close):
+                await close()
+
     # -- JSON ---------------------------------------------------------------------------------------
     def to_dict(self, redact_secrets: bool = False) -> dict[str, Any]:
         def func_path(func: Callable[..., Any], what: str) -> str:

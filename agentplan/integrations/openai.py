@@ -107,15 +107,17 @@ class OpenAIChatModelConnection(BaseChatModelConnection):
         self.organization = organization
         self.default_headers = default_headers
         self.max_connections = max_connections
-        self._clients: dict[int, openai.AsyncOpenAI] = {}
+        self._client: openai.AsyncOpenAI | None = None
+        self._client_loop: asyncio.AbstractEventLoop | None = None
 
     def __repr__(self) -> str:  # never show the key
         return f"OpenAIChatModelConnection(api_base_url={self.api_base_url!r})"
 
     def client(self) -> openai.AsyncOpenAI:
-        """One client per event loop: httpx pools must not cross loops."""
-        loop_id = id(asyncio.get_running_loop())
-        client = self._clients.get(loop_id)
+        """One client per event loop: HTTP pools must not cross loops."""
+        loop = asyncio.get_running_loop()
+        # Compared by identity, not id(): a new loop may reuse the id of a collected one.
+        client = self._client if self._client_loop is loop else None
         if client is None:
             if not self.api_key:
                 raise ResourceError("OpenAI connection has no API key: set api_key or OPENAI_API_KEY")
@@ -125,21 +127,28 @@ class OpenAIChatModelConnection(BaseChatModelConnection):
                 default_headers=self.default_headers,
                 http_client=self._http_client(),
             )
-            self._clients = {loop_id: client}
+            self._client, self._client_loop = client, loop
         return client
+
+    async def aclose(self) -> None:
+        """Close the HTTP client of the running event loop; call it before that loop ends."""
+        if self._client is not None and self._client_loop is asyncio.get_running_loop():
+            client, self._client, self._client_loop = self._client, None, None
+            await client.close()
 
     def _http_client(self) -> Any:
         """A pooled HTTP client sized for thousands of in-flight calls (the default pool is 1000).
 
         openai 1.x/2.x build on ``httpx``, 3.x on ``httpx2``; both share the Limits API.
         """
-        if os.environ.get("AGENTPLAN_HTTP_CLIENT", "aiohttp") == "aiohttp" and hasattr(openai, "DefaultAioHttpClient"):
+        if os.environ.get("AGENTPLAN_HTTP_CLIENT", "httpx") == "aiohttp" and hasattr(openai, "DefaultAioHttpClient"):
             try:
                 import aiohttp  # noqa: F401
             except ImportError:
                 pass
             else:
-                # httpx's pool bookkeeping grows with pool size; aiohttp stays flat at 1000+ in flight.
+                # Opt-in: measured 1.5x faster at 500 in flight, but it reports refused connections
+                # as time-outs and leaks sessions when a loop closes.
                 return openai.DefaultAioHttpClient(timeout=self.timeout)
         try:
             import httpx2 as httpx_module  # type: ignore[import-not-found]

@@ -33,12 +33,3 @@ def make_config(**overrides: Any) -> AgentConfiguration:
     """An explicit configuration (host ``AGENTPLAN_*`` variables must not leak into tests)."""
     return AgentConfiguration(**{**FAST_CONFIG, **overrides})
 
-
-async def wait_until(predicate: Any, *, timeout: float = 5.0, what: str = "condition") -> None:
-    """Yield to the loop until ``predicate()`` holds (for states that have no event to await)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.001)

@@ -424,6 +424,7 @@ def test_a_restart_mid_tool_call_does_not_repeat_the_model_call(stub_llm: StubLL
         second = Engine(plan, state_loader={"k": blob}.get)
         second.submit("k", value, position=0, meta="resumed")
         await second.wait_idle()
+        await plan.aclose()
         return second.collect()[0]
 
     delta = run_async(main())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 
 import pytest
 
@@ -11,13 +12,16 @@ from agentplan import (
     AgentsExecutionEnvironment,
     InputEvent,
     LocalExecutionEnvironment,
+    OpenAIChatModelConnection,
     OutputEvent,
     Prompt,
+    ResourceDescriptor,
     ResourceType,
     RunnerContext,
 )
 from agentplan.config import ErrorHandlingStrategy
 from agentplan.metrics import RecordingMetrics
+from agentplan.testing.llm_stub import StubLLMServer
 from examples.sentiment.custom_types import SentimentAnalysisResult, TextInput
 from examples.sentiment.sentiment_agent import SentimentAnalysisAgent
 from tests.agentplan.conftest import EnvFactory
@@ -97,7 +101,7 @@ def test_resources_added_to_the_environment() -> None:
         env.add_resource("what", 3.14)
 
 
-def test_sentiment_agent_runs_locally(stub_llm: object, make_env: EnvFactory) -> None:
+def test_sentiment_agent_runs_locally(stub_llm: StubLLMServer, make_env: EnvFactory) -> None:
     env = make_env()
     env.resources["local_llm"] = env.resources.pop("llm")  # the name the seed agent expects
     records = [TextInput(id="1", text="I love it"), TextInput(id="2", text="It broke, terrible")]
@@ -107,3 +111,25 @@ def test_sentiment_agent_runs_locally(stub_llm: object, make_env: EnvFactory) ->
     assert all(isinstance(r, SentimentAnalysisResult) for r in results)
     assert [(r.id, r.sentiment) for r in results] == [("1", "positive"), ("2", "negative")]
     assert env.metrics.llm_requests == 2
+
+
+class ClosingConnection(OpenAIChatModelConnection):
+    """Records the event loops it was closed on."""
+
+    closed: list[object] = []
+
+    async def aclose(self) -> None:
+        ClosingConnection.closed.append(asyncio.get_running_loop())
+        await super().aclose()
+
+
+def test_execute_closes_connections_before_its_loop_ends(stub_llm: StubLLMServer) -> None:
+    ClosingConnection.closed = []
+    env = LocalExecutionEnvironment(config=make_config())
+    env.add_resource("local_llm", ResourceDescriptor(clazz=ClosingConnection, api_base_url=stub_llm.base_url,
+                                                     api_key="test"))
+    output = env.from_list([{"value": TextInput(id="1", text="great")}]).apply(SentimentAnalysisAgent()).to_list()
+    env.execute()
+    env.execute()
+    assert len(output) == 2
+    assert len(ClosingConnection.closed) == 2 and ClosingConnection.closed[0] is not ClosingConnection.closed[1]

@@ -104,6 +104,7 @@ def test_round_tripped_plan_runs(stub_llm: StubLLMServer) -> None:
         engine = Engine(plan)
         engine.submit("1", TextInput(id="1", text="I love this product!"), position=0, meta="m")
         await engine.wait_idle()
+        await plan.aclose()
         return [output for delta in engine.collect() for output in delta.outputs]
 
     outputs = run_async(main())

@@ -24,16 +24,29 @@ from agentplan.testing.llm_stub import StubLLMServer
 from tests.agentplan.support import run_async
 
 
+@pytest.fixture(params=["aiohttp", "httpx"])
+def transport(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Runs a test over both HTTP transports the connection can use."""
+    monkeypatch.setenv("AGENTPLAN_HTTP_CLIENT", request.param)
+    return str(request.param)
+
+
 def connection(stub: StubLLMServer, **kwargs: Any) -> OpenAIChatModelConnection:
     return OpenAIChatModelConnection(api_base_url=stub.base_url, api_key="test", max_retries=0,
                                      **{"timeout": 5.0, **kwargs})
 
 
-def chat(conn: OpenAIChatModelConnection, content: str, **kwargs: Any) -> Any:
-    return run_async(conn.chat([ChatMessage(role=MessageRole.USER, content=content)], model="m", **kwargs))
+def chat(conn: OpenAIChatModelConnection, content: str, model: str = "m", **kwargs: Any) -> Any:
+    async def call() -> Any:
+        try:
+            return await conn.chat([ChatMessage(role=MessageRole.USER, content=content)], model=model, **kwargs)
+        finally:
+            await conn.aclose()
+
+    return run_async(call())
 
 
-def test_plain_answer_and_usage(stub_llm: StubLLMServer) -> None:
+def test_plain_answer_and_usage(stub_llm: StubLLMServer, transport: str) -> None:
     result = chat(connection(stub_llm), "hello there", temperature=0.2)
     assert result.message.role is MessageRole.ASSISTANT
     assert result.message.content == "echo: hello there"
@@ -67,7 +80,7 @@ def test_messages_are_converted_to_the_openai_shape() -> None:
     "fault, kind",
     [("429", "rate_limit"), ("500", "http_500"), ("503", "http_503"), ("disconnect", "connection")],
 )
-def test_retryable_failures_are_transient(stub_llm: StubLLMServer, fault: str, kind: str) -> None:
+def test_retryable_failures_are_transient(stub_llm: StubLLMServer, transport: str, fault: str, kind: str) -> None:
     stub_llm.retry_after_s = 1.5
     stub_llm.fail_next(1, fault)
     with pytest.raises(TransientError) as info:
@@ -78,14 +91,14 @@ def test_retryable_failures_are_transient(stub_llm: StubLLMServer, fault: str, k
     assert chat(connection(stub_llm), "hi").message.content == "echo: hi"  # recovered
 
 
-def test_timeout_is_transient(stub_llm: StubLLMServer) -> None:
+def test_timeout_is_transient(stub_llm: StubLLMServer, transport: str) -> None:
     stub_llm.fail_next(1, "timeout")
     with pytest.raises(TransientError) as info:
         chat(connection(stub_llm, timeout=0.2), "hi")
     assert info.value.kind == "timeout"
 
 
-def test_refused_connection_is_transient() -> None:
+def test_refused_connection_is_transient(transport: str) -> None:
     with socket.socket() as sock:  # a port nobody listens on
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
@@ -95,7 +108,7 @@ def test_refused_connection_is_transient() -> None:
     assert info.value.kind == "connection"
 
 
-def test_client_errors_are_not_retryable(stub_llm: StubLLMServer) -> None:
+def test_client_errors_are_not_retryable(stub_llm: StubLLMServer, transport: str) -> None:
     conn = OpenAIChatModelConnection(api_base_url=f"http://127.0.0.1:{stub_llm.port}/nowhere/v1", api_key="k")
     with pytest.raises(ChatModelError, match="404") as info:
         chat(conn, "hi")
@@ -109,7 +122,7 @@ def test_environment_fallbacks_and_missing_key(stub_llm: StubLLMServer, monkeypa
     conn = OpenAIChatModelConnection()
     assert conn.api_base_url == stub_llm.base_url and conn.api_key == "from-env"
     assert "from-env" not in repr(conn)
-    result = run_async(conn.chat([ChatMessage(content="x")], model=""))
+    result = chat(conn, "x", model="")
     assert result.model == "env-model"
     setup = OpenAIChatModelSetup(connection=conn, temperature=None, max_tokens=5)
     assert setup.model == "env-model"
@@ -118,21 +131,26 @@ def test_environment_fallbacks_and_missing_key(stub_llm: StubLLMServer, monkeypa
     monkeypatch.delenv("OPENAI_API_KEY")
     keyless = OpenAIChatModelConnection(api_base_url=stub_llm.base_url)
     with pytest.raises(ResourceError, match="no API key"):
-        run_async(keyless.chat([ChatMessage(content="x")], model="m"))
+        chat(keyless, "x")
 
 
 def test_a_connection_serves_successive_event_loops(stub_llm: StubLLMServer) -> None:
     conn = connection(stub_llm)
     clients: list[Any] = []
 
-    async def call() -> str:
+    async def call(close: bool) -> str:
         client = conn.client()
         assert conn.client() is client  # one client per loop
         clients.append(client)
-        return (await conn.chat([ChatMessage(content="x")], model="m")).message.content
+        answer = (await conn.chat([ChatMessage(content="x")], model="m")).message.content
+        if close:
+            await conn.aclose()
+        else:
+            await client.close()  # behind the connection's back: it still holds this client
+        return answer
 
-    assert run_async(call()) == "echo: x"
-    assert run_async(call()) == "echo: x"  # a pooled client of a closed loop would fail here
+    assert run_async(call(close=False)) == "echo: x"
+    assert run_async(call(close=True)) == "echo: x"  # reusing the first loop's client would fail here
     assert clients[0] is not clients[1]
 
 
@@ -140,6 +158,29 @@ def test_setup_with_object_references(stub_llm: StubLLMServer) -> None:
     setup = OpenAIChatModelSetup(connection=connection(stub_llm), model="m", extract_reasoning=True,
                                  additional_kwargs={"seed": 1})
     assert setup.params == {"seed": 1}
-    result = run_async(setup.chat([ChatMessage(content="<x>")]))
+
+    async def call() -> Any:
+        try:
+            return await setup.chat([ChatMessage(content="<x>")])
+        finally:
+            await setup.connection.aclose()
+
+    result = run_async(call())
     assert result.message.content == "echo: <x>"
     assert json.loads(json.dumps(result.model_dump(mode="json")))["message"]["content"] == "echo: <x>"
+
+
+def test_aclose_closes_the_client_of_the_running_loop(stub_llm: StubLLMServer) -> None:
+    conn = connection(stub_llm)
+
+    async def main() -> None:
+        await conn.aclose()  # nothing to close yet
+        await conn.chat([ChatMessage(content="x")], model="m")
+        client = conn.client()
+        await conn.aclose()
+        assert client.is_closed()
+        assert conn.client() is not client  # a later call gets a fresh client
+        assert (await conn.chat([ChatMessage(content="y")], model="m")).message.content == "echo: y"
+        await conn.aclose()
+
+    run_async(main())
