@@ -130,3 +130,13 @@ def header(msg: Message, name: str) -> str | None:
         if key == name:
             return value.decode() if value is not None else None
     return None
+
+
+def wait_for(condition: Any, timeout_s: float = 60.0, interval_s: float = 0.1) -> bool:
+    """Poll an external process's observable state (metrics, logs) until ``condition()`` or the deadline."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(interval_s)
+    return False

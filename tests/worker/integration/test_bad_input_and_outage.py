@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tests.worker.integration.harness import header, read_all
+from tests.worker.integration.harness import header, read_all, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -63,7 +63,7 @@ def test_llm_outage_loses_nothing_and_dead_letters_nothing(kafka, worker_factory
         kafka.produce(input_topic, [(f"k{i % 5}", json.dumps({"key": f"k{i % 5}", "seq": i // 5}))
                                     for i in range(20)])
         # The worker is retrying against a refused port: wait until it has tried and backed off.
-        deadline_ok = _wait(lambda: worker.metric("agentfleet_transient_retries_total") >= 3)
+        deadline_ok = wait_for(lambda: worker.metric("agentfleet_transient_retries_total") >= 3)
         assert deadline_ok, worker.log()
         assert read_all(kafka.bootstrap_servers, output_topic, 2, expected=1, timeout_s=1) == []
     outputs = read_all(kafka.bootstrap_servers, output_topic, 2, expected=20)
@@ -77,13 +77,3 @@ def test_llm_outage_loses_nothing_and_dead_letters_nothing(kafka, worker_factory
     assert all(entries == [(s, s + 1) for s in range(4)] for entries in by_key.values()), by_key
     assert worker.terminate() == 0
 
-
-def _wait(condition, timeout_s: float = 30.0) -> bool:
-    import time
-
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.1)
-    return False

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import time
 from collections import Counter, defaultdict
 
 import pytest
 
-from tests.worker.integration.harness import header, read_all
+from tests.worker.integration.harness import header, read_all, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -18,15 +17,6 @@ AGENT = "tests.worker.integration.agents:CountingAgent"
 def produce_stream(kafka, topic, records, keys):
     batch = [(f"k{i % keys}", json.dumps({"key": f"k{i % keys}", "seq": i // keys})) for i in range(records)]
     kafka.produce(topic, batch)
-
-
-def wait_for(condition, timeout_s=60.0):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.1)
-    return False
 
 
 def test_scale_out_and_in_under_load_is_exactly_once(kafka, worker_factory, app_id, stub_llm):
