@@ -92,7 +92,13 @@ async def chat_model_action(event: ChatRequestEvent | ToolResponseEvent, ctx: Ru
         setup = ctx.get_resource(event.model, ResourceType.CHAT_MODEL)
         messages = setup.prepare_messages(event.messages)
         if event.output_schema is not None:
-            messages.append(schema_instruction(event.output_schema))
+            # Many chat templates accept a system message only in first place: merge into it.
+            instruction = schema_instruction(event.output_schema)
+            if messages and messages[0].role is MessageRole.SYSTEM:
+                first = messages[0]
+                messages[0] = first.model_copy(update={"content": f"{first.content}\n\n{instruction.content}"})
+            else:
+                messages.insert(0, instruction)
         state: dict[str, Any] = {"request_id": event.id, "model": event.model, "rounds": 0, "repairs": 0,
                                  "schema": event.output_schema, "messages": messages}
     else:

@@ -254,6 +254,7 @@ class Worker:
         for part in list(self.partitions.values()):
             self._close_partition(part)
         await self.engine.close()
+        await self.plan.aclose()  # HTTP clients belong to this loop
         logger.info("worker %s stopped after %d transactions", self.settings.instance_id,
                     self.committed_transactions)
 

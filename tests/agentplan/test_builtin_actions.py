@@ -224,8 +224,9 @@ def test_malformed_structured_output_is_repaired(stub_llm: StubLLMServer, make_e
     assert result["structured"] == Verdict(label="fine", score=0.75)
     first, second = stub_llm.requests
     assert first["fault"] == "malformed_json"
-    instruction = first["messages"][-1]
+    instruction = first["messages"][0]  # first place: many chat templates reject a later system message
     assert instruction["role"] == "system" and '"label"' in instruction["content"]
+    assert [m["role"] for m in first["messages"]].count("system") == 1
     assert second["messages"][-2] == {"role": "assistant", "content": MALFORMED_CONTENT}
     assert second["messages"][-1]["role"] == "user"
     assert "not valid for the schema" in second["messages"][-1]["content"]

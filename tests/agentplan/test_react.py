@@ -41,7 +41,7 @@ def test_tool_then_structured_output(stub_llm: StubLLMServer, make_env: EnvFacto
     first, second = stub_llm.requests
     # The prompt's {question} placeholder was filled from the input's fields; the schema was requested.
     assert first["messages"][1] == {"role": "user", "content": request.question}
-    assert "JSON schema" in first["messages"][-1]["content"]
+    assert first["messages"][0]["role"] == "system" and "JSON schema" in first["messages"][0]["content"]
     assert [t["function"]["name"] for t in first["tools"]] == ["assess_product"]
     assert second["messages"][-1]["role"] == "tool"
 
