@@ -39,10 +39,9 @@ class CommitProtocol:
 
     transactional = False
 
-    def __init__(self, producer: Producer, consumer: Consumer, input_topic: str, timeout_s: float = 30.0) -> None:
+    def __init__(self, producer: Producer, consumer: Consumer, timeout_s: float = 30.0) -> None:
         self.producer = producer
         self.consumer = consumer
-        self.input_topic = input_topic
         self.timeout_s = timeout_s
         self.state = TxnState.IDLE
 
@@ -64,10 +63,11 @@ class CommitProtocol:
             except BufferError:
                 self.producer.poll(0.05)  # local queue full: let deliveries drain
 
-    def _offsets(self, offsets: dict[int, int]) -> list[TopicPartition]:
-        return [TopicPartition(self.input_topic, p, o) for p, o in sorted(offsets.items())]
+    @staticmethod
+    def _offsets(offsets: dict[tuple[str, int], int]) -> list[TopicPartition]:
+        return [TopicPartition(topic, p, o) for (topic, p), o in sorted(offsets.items())]
 
-    def commit(self, offsets: dict[int, int]) -> None:
+    def commit(self, offsets: dict[tuple[str, int], int]) -> None:
         raise NotImplementedError
 
     def abort(self) -> None:
@@ -79,8 +79,8 @@ class TransactionalCommit(CommitProtocol):
 
     transactional = True
 
-    def __init__(self, producer: Producer, consumer: Consumer, input_topic: str, timeout_s: float = 30.0) -> None:
-        super().__init__(producer, consumer, input_topic, timeout_s)
+    def __init__(self, producer: Producer, consumer: Consumer, timeout_s: float = 30.0) -> None:
+        super().__init__(producer, consumer, timeout_s)
         self._timeouts = 0
 
     def init(self) -> None:
@@ -92,7 +92,7 @@ class TransactionalCommit(CommitProtocol):
         self._guard(self.producer.begin_transaction, "begin_transaction")
         self.state = TxnState.IN_TRANSACTION
 
-    def commit(self, offsets: dict[int, int]) -> None:
+    def commit(self, offsets: dict[tuple[str, int], int]) -> None:
         assert self.state is TxnState.IN_TRANSACTION, self.state
         remaining = self.producer.flush(self.timeout_s)
         if remaining:
@@ -139,7 +139,7 @@ class AbortableCommitError(WorkerError):
 class AtLeastOnceCommit(CommitProtocol):
     """Outputs first, then offsets; duplicates possible after a crash, never losses."""
 
-    def commit(self, offsets: dict[int, int]) -> None:
+    def commit(self, offsets: dict[tuple[str, int], int]) -> None:
         remaining = self.producer.flush(self.timeout_s)
         if remaining:
             raise FatalCommitError(f"{remaining} records still undelivered after {self.timeout_s}s")

@@ -46,7 +46,8 @@ class WorkerSettings(BaseModel):
     bootstrap_servers: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers")
     app_id: str = Field("agentfleet", description="consumer group id; prefix of the changelog topic")
     input_model: str | None = Field(None, description="pydantic model MODULE:CLASS that input values must match")
-    key_field: str | None = Field(None, description="JSON field used as the key when records have none")
+    key_field: str | None = Field(None, description="JSON field that keys records, re-keyed through "
+                                                    "<app-id>-repartition so a key always lands on one partition")
     state_dir: Path = Field(Path("./state"), description="RocksDB stores, one per assigned partition")
     instance_id: str = Field(default_factory=socket.gethostname,
                              description="stable per worker; part of transactional.id")
@@ -70,6 +71,16 @@ class WorkerSettings(BaseModel):
     @property
     def changelog_topic(self) -> str:
         return f"{self.app_id}-state-changelog"
+
+    @property
+    def repartition_topic(self) -> str:
+        """Internal topic that re-keys records by ``key_field`` (used only when it is set)."""
+        return f"{self.app_id}-repartition"
+
+    @property
+    def state_topic(self) -> str:
+        """The topic whose partitions own key state: the repartition topic when re-keying."""
+        return self.repartition_topic if self.key_field else self.input_topic
 
     @property
     def dead_letter_topic(self) -> str:

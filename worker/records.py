@@ -29,6 +29,7 @@ class DecodeFailure(Exception):
 class RecordMeta:
     """Where an input came from; travels with its run to the commit."""
 
+    topic: str
     partition: int
     offset: int
     timestamp_ms: int
@@ -104,9 +105,9 @@ def truncate(text: str, limit: int = MAX_HEADER_TEXT) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def source_headers(topic: str, meta: RecordMeta, app_id: str, txn: str) -> list[tuple[str, bytes]]:
+def source_headers(meta: RecordMeta, app_id: str, txn: str) -> list[tuple[str, bytes]]:
     return [
-        (HEADER_PREFIX + "source.topic", topic.encode()),
+        (HEADER_PREFIX + "source.topic", meta.topic.encode()),
         (HEADER_PREFIX + "source.partition", str(meta.partition).encode()),
         (HEADER_PREFIX + "source.offset", str(meta.offset).encode()),
         (HEADER_PREFIX + "app.id", app_id.encode()),
@@ -114,9 +115,9 @@ def source_headers(topic: str, meta: RecordMeta, app_id: str, txn: str) -> list[
     ]
 
 
-def dlq_headers(topic: str, meta: RecordMeta, app_id: str, txn: str, reason: str,
+def dlq_headers(meta: RecordMeta, app_id: str, txn: str, reason: str,
                 error: BaseException) -> list[tuple[str, bytes]]:
-    return source_headers(topic, meta, app_id, txn) + [
+    return source_headers(meta, app_id, txn) + [
         (HEADER_PREFIX + "dlq.reason", reason.encode()),
         (HEADER_PREFIX + "dlq.exception", type(error).__name__.encode()),
         (HEADER_PREFIX + "dlq.error", truncate(str(error)).encode()),

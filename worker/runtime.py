@@ -37,9 +37,14 @@ LAG_REFRESH_S = 2.0
 RESUME_FRACTION = 0.75
 
 
+TopicPart = tuple[str, int]
+
+
 @dataclass
 class _Partition:
+    topic: str
     number: int
+    stateful: bool = True
     store: PartitionStore | None = None
     ready: bool = False
     buffered: list[Message] = field(default_factory=list)
@@ -103,9 +108,11 @@ class Worker:
         self.decoder = InputDecoder(load_model(settings.input_model), settings.max_record_bytes, settings.key_field)
         self.metrics = metrics or WorkerMetrics(app_id=settings.app_id, instance_id=settings.instance_id)
         self.tracker = OffsetTracker()
-        self.partitions: dict[int, _Partition] = {}
+        self.partitions: dict[TopicPart, _Partition] = {}
         # (source, reason, error, original key, original value) awaiting the next transaction
         self._pending_dlq: list[tuple[RecordMeta, str, BaseException, bytes | None, bytes | None]] = []
+        # (source, new key, value, headers) to re-key through the repartition topic
+        self._pending_repartition: list[tuple[RecordMeta, bytes, bytes, Any]] = []
         self._retry: list[KeyDelta] = []
         self._stopping: asyncio.Event | None = None  # created inside the running loop
         self._paused = False
@@ -163,6 +170,11 @@ class Worker:
             raise ConfigurationError("app-id", f"changelog topic {s.changelog_topic!r} has {changelog} partitions "
                                                f"but {s.input_topic!r} has {partitions}; they must match")
         admin.ensure_topic(s.dead_letter_topic, partitions)
+        if s.key_field:
+            repartition = admin.ensure_topic(s.repartition_topic, partitions)
+            if repartition != partitions:
+                raise ConfigurationError("key-field", f"repartition topic {s.repartition_topic!r} has {repartition} "
+                                                      f"partitions but {s.input_topic!r} has {partitions}")
         return partitions
 
     # -- entry points -------------------------------------------------------------------------------
@@ -192,12 +204,15 @@ class Worker:
         self.producer = Producer(self._producer_config())
         self.consumer = Consumer(self._consumer_config())
         if self.settings.processing_guarantee is ProcessingGuarantee.EXACTLY_ONCE:
-            protocol = TransactionalCommit(self.producer, self.consumer, self.settings.input_topic)
+            protocol = TransactionalCommit(self.producer, self.consumer)
             await asyncio.to_thread(protocol.init)
             self.protocol = protocol
         else:
-            self.protocol = AtLeastOnceCommit(self.producer, self.consumer, self.settings.input_topic)
-        self.consumer.subscribe([self.settings.input_topic], on_assign=self._on_assign,
+            self.protocol = AtLeastOnceCommit(self.producer, self.consumer)
+        topics = [self.settings.input_topic]
+        if self.settings.key_field:
+            topics.append(self.settings.repartition_topic)
+        self.consumer.subscribe(topics, on_assign=self._on_assign,
                                 on_revoke=self._on_revoke, on_lost=self._on_lost)
         logger.info("worker %s joined group %s on %s (%s)", self.settings.instance_id, self.settings.app_id,
                     self.settings.input_topic, self.settings.processing_guarantee.value)
@@ -268,10 +283,10 @@ class Worker:
                 raise WorkerError(f"consumer error: {error}")
             logger.warning("consumer error: %s", error)
             return
-        part = self.partitions.get(message.partition())
+        part = self.partitions.get((message.topic(), message.partition()))
         if part is None:
             return  # fetched before a revoke
-        self.tracker.add(message.partition(), message.offset())
+        self.tracker.add((message.topic(), message.partition()), message.offset())
         self.metrics.records_in_total.labels(message.topic(), str(message.partition())).inc()
         if not part.ready:
             part.buffered.append(message)
@@ -282,18 +297,23 @@ class Worker:
         assert self.engine is not None
         timestamp = message.timestamp()[1]
         raw_key = message.key()
-        meta = RecordMeta(message.partition(), message.offset(), timestamp, raw_key or b"")
+        meta = RecordMeta(message.topic(), message.partition(), message.offset(), timestamp, raw_key or b"")
+        repartition = self.settings.key_field is not None and meta.topic == self.settings.input_topic
         try:
-            key, value = self.decoder.decode(raw_key, message.value())
+            # Re-keyed records take their key from the field, whatever key they arrived with.
+            key, value = self.decoder.decode(None if repartition else raw_key, message.value())
         except DecodeFailure as failure:
             self._pending_dlq.append((meta, failure.reason, failure, raw_key, message.value()))
             return
         meta.key = key
+        if repartition:
+            self._pending_repartition.append((meta, key, message.value(), message.headers()))
+            return
         self.engine.submit((meta.partition, key), value, position=meta.offset, meta=meta)
 
     def _load_state(self, engine_key: Hashable) -> bytes | None:
         partition, key = engine_key  # type: ignore[misc]
-        part = self.partitions.get(partition)
+        part = self.partitions.get((self.settings.state_topic, partition))
         if part is None or part.store is None:
             return None
         return part.store.get(key)
@@ -315,7 +335,7 @@ class Worker:
 
     def _resume_ready(self) -> None:
         assert self.consumer is not None
-        ready = [TopicPartition(self.settings.input_topic, p) for p, part in self.partitions.items() if part.ready]
+        ready = [TopicPartition(topic, p) for (topic, p), part in self.partitions.items() if part.ready]
         if ready:
             self.consumer.resume(ready)
 
@@ -327,14 +347,16 @@ class Worker:
         self._retry = []
         dlq = self._pending_dlq
         self._pending_dlq = []
+        rekeyed = self._pending_repartition
+        self._pending_repartition = []
         for delta in deltas:
             for meta in delta.finished:
                 if meta is not None:
-                    self.tracker.finish(meta.partition, meta.offset)
-        for meta, *_ in dlq:
-            self.tracker.finish(meta.partition, meta.offset)
+                    self.tracker.finish((meta.topic, meta.partition), meta.offset)
+        for meta, *_ in dlq + rekeyed:
+            self.tracker.finish((meta.topic, meta.partition), meta.offset)
         offsets = self.tracker.changed()
-        if not deltas and not dlq and not offsets:
+        if not deltas and not dlq and not rekeyed and not offsets:
             return
         s = self.settings
         self._txn_seq += 1
@@ -354,16 +376,18 @@ class Worker:
                 partition, key = delta.key  # type: ignore[misc]
                 for meta, output in delta.outputs:
                     self.protocol.produce(s.output_topic, encode_output(output), key=key,
-                                          headers=source_headers(s.input_topic, meta, s.app_id, txn))
+                                          headers=source_headers(meta, s.app_id, txn))
                     outputs += 1
                 for meta, value, error in delta.failures:
                     self.protocol.produce(s.dead_letter_topic, encode_output(value), key=key,
-                                          headers=dlq_headers(s.input_topic, meta, s.app_id, txn, "run-failed", error))
+                                          headers=dlq_headers(meta, s.app_id, txn, "run-failed", error))
                 self.protocol.produce(s.changelog_topic, delta.state, key=key, partition=partition,
                                       on_delivery=delivered)
             for meta, reason, error, raw_key, raw_value in dlq:
                 self.protocol.produce(s.dead_letter_topic, raw_value, key=raw_key,
-                                      headers=dlq_headers(s.input_topic, meta, s.app_id, txn, reason, error))
+                                      headers=dlq_headers(meta, s.app_id, txn, reason, error))
+            for _meta, key, value, headers in rekeyed:
+                self.protocol.produce(s.repartition_topic, value, key=key, headers=headers)
             self.protocol.commit(offsets)
         except AbortableCommitError as exc:
             logger.warning("transaction %s aborted, retrying its batch: %s", txn, exc)
@@ -371,6 +395,7 @@ class Worker:
             self.protocol.abort()
             self._retry = deltas
             self._pending_dlq = dlq + self._pending_dlq
+            self._pending_repartition = rekeyed + self._pending_repartition
             return
         except FatalCommitError:
             self.metrics.transactions_aborted_total.inc()
@@ -406,7 +431,7 @@ class Worker:
             partition, key = delta.key  # type: ignore[misc]
             by_partition.setdefault(partition, {})[key] = delta.state
         for partition, states in by_partition.items():
-            part = self.partitions.get(partition)
+            part = self.partitions.get((self.settings.state_topic, partition))
             if part is None or part.store is None or partition not in changelog_offsets:
                 continue
             part.store.apply(states, changelog_offsets[partition])
@@ -416,14 +441,19 @@ class Worker:
         self.metrics.rebalances_total.labels("assigned").inc()
         if not partitions:
             return
-        consumer.pause(partitions)  # resumed once each partition's state is restored
+        stateful = [tp for tp in partitions if tp.topic == self.settings.state_topic]
+        if stateful:
+            consumer.pause(stateful)  # resumed once each partition's state is restored
         for tp in partitions:
-            part = _Partition(tp.partition)
-            self.partitions[tp.partition] = part
-            assert self._loop is not None
-            self._loop.create_task(self._restore(part))
+            part = _Partition(tp.topic, tp.partition, stateful=tp.topic == self.settings.state_topic)
+            self.partitions[(tp.topic, tp.partition)] = part
+            if part.stateful:
+                assert self._loop is not None
+                self._loop.create_task(self._restore(part))
+            else:
+                part.ready = True  # re-keying needs no state
         self.metrics.assigned_partitions.set(len(self.partitions))
-        logger.info("assigned partitions %s", [tp.partition for tp in partitions])
+        logger.info("assigned %s", [f"{tp.topic}[{tp.partition}]" for tp in partitions])
 
     async def _restore(self, part: _Partition) -> None:
         s = self.settings
@@ -441,7 +471,7 @@ class Worker:
             return
         finally:
             self.metrics.restoring_partitions.dec()
-        if self.partitions.get(part.number) is not part or part.cancelled.is_set():
+        if self.partitions.get((part.topic, part.number)) is not part or part.cancelled.is_set():
             result.store.close()  # revoked while restoring
             return
         part.store = result.store
@@ -454,12 +484,12 @@ class Worker:
         for message in buffered:
             self._dispatch(message)
         if not self._paused and self.consumer is not None:
-            self.consumer.resume([TopicPartition(s.input_topic, part.number)])
+            self.consumer.resume([TopicPartition(part.topic, part.number)])
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self.metrics.rebalances_total.labels("revoked").inc()
-        numbers = {tp.partition for tp in partitions}
-        logger.info("revoking partitions %s", sorted(numbers))
+        numbers = {(tp.topic, tp.partition) for tp in partitions}
+        logger.info("revoking %s", sorted(numbers))
         try:
             self._commit()  # hand over everything that finished
         except FatalCommitError:
@@ -468,15 +498,18 @@ class Worker:
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self.metrics.rebalances_total.labels("lost").inc()
-        numbers = {tp.partition for tp in partitions}
-        logger.warning("lost partitions %s; their uncommitted work is dropped", sorted(numbers))
+        numbers = {(tp.topic, tp.partition) for tp in partitions}
+        logger.warning("lost %s; their uncommitted work is dropped", sorted(numbers))
         self._drop_partitions(numbers)
 
-    def _drop_partitions(self, numbers: set[int]) -> None:
+    def _drop_partitions(self, numbers: set[TopicPart]) -> None:
         assert self.engine is not None
-        self.engine.cancel_keys(lambda key: key[0] in numbers)  # type: ignore[index]
-        self._retry = [d for d in self._retry if d.key[0] not in numbers]  # type: ignore[index]
-        self._pending_dlq = [entry for entry in self._pending_dlq if entry[0].partition not in numbers]
+        state_parts = {p for topic, p in numbers if topic == self.settings.state_topic}
+        self.engine.cancel_keys(lambda key: key[0] in state_parts)  # type: ignore[index]
+        self._retry = [d for d in self._retry if d.key[0] not in state_parts]  # type: ignore[index]
+        self._pending_dlq = [e for e in self._pending_dlq if (e[0].topic, e[0].partition) not in numbers]
+        self._pending_repartition = [e for e in self._pending_repartition
+                                     if (e[0].topic, e[0].partition) not in numbers]
         for number in numbers:
             self.tracker.drop(number)
             part = self.partitions.pop(number, None)
@@ -502,12 +535,11 @@ class Worker:
         m.inflight_records.set(self.tracker.pending)
         m.key_queue_depth.set(self.engine.queued_inputs)
         m.active_keys.set(self.engine.active_keys)
-        topic = self.settings.input_topic
-        for partition in list(self.partitions):
+        for topic, partition in list(self.partitions):
             try:
                 _low, high = self.consumer.get_watermark_offsets(TopicPartition(topic, partition), cached=True)
             except Exception:  # noqa: BLE001 - lag is best effort
                 continue
-            committed = self.tracker.committable(partition)
+            committed = self.tracker.committable((topic, partition))
             if high is not None and high >= 0 and committed is not None:
                 m.consumer_lag.labels(topic, str(partition)).set(max(0, high - committed))

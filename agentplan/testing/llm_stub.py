@@ -25,6 +25,7 @@ import http
 import json
 import logging
 import math
+import os
 import random
 import re
 import signal
@@ -1008,3 +1009,20 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+@contextlib.contextmanager
+def model_endpoint() -> Iterator[str]:
+    """The OpenAI-compatible endpoint examples should use: ``OPENAI_BASE_URL`` when set,
+    else a stub started for the duration (and ``OPENAI_BASE_URL``/``OPENAI_API_KEY`` pointed at it)."""
+    configured = os.environ.get("OPENAI_BASE_URL")
+    if configured:
+        yield configured
+        return
+    with StubLLMServer() as stub:
+        os.environ["OPENAI_BASE_URL"] = stub.base_url
+        os.environ.setdefault("OPENAI_API_KEY", "stub-key")
+        try:
+            yield stub.base_url
+        finally:
+            os.environ.pop("OPENAI_BASE_URL", None)

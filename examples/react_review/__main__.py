@@ -11,14 +11,9 @@ from pathlib import Path
 
 
 def main() -> int:
-    stub = None
-    if not os.environ.get("OPENAI_BASE_URL"):
-        from agentplan.testing.llm_stub import StubLLMServer
+    from agentplan.testing.llm_stub import model_endpoint
 
-        stub = StubLLMServer().start()
-        os.environ["OPENAI_BASE_URL"] = stub.base_url
-        os.environ.setdefault("OPENAI_API_KEY", "stub-key")
-    try:
+    with model_endpoint():
         from agentplan import AgentsExecutionEnvironment, OpenAIChatModelConnection, ResourceDescriptor
         from examples.react_review.review_agent import ReviewRequest, build_agent
 
@@ -42,9 +37,6 @@ def main() -> int:
             for decision in entry.values():
                 print(decision.model_dump_json())
         return 0
-    finally:
-        if stub is not None:
-            stub.stop()
 
 
 if __name__ == "__main__":

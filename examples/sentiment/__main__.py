@@ -4,20 +4,14 @@ Uses OPENAI_BASE_URL / OPENAI_API_KEY / OPENAI_MODEL when OPENAI_BASE_URL is set
 the bundled OpenAI-compatible stub on 127.0.0.1 so the example runs anywhere.
 """
 
-import os
 import sys
 from pathlib import Path
 
 
 def main() -> int:
-    stub = None
-    if not os.environ.get("OPENAI_BASE_URL"):
-        from agentplan.testing.llm_stub import StubLLMServer
+    from agentplan.testing.llm_stub import model_endpoint
 
-        stub = StubLLMServer().start()
-        os.environ["OPENAI_BASE_URL"] = stub.base_url
-        os.environ.setdefault("OPENAI_API_KEY", "stub-key")
-    try:
+    with model_endpoint():
         from agentplan import AgentsExecutionEnvironment
         from examples.sentiment.custom_types import TextInput, local_llm_descriptor
         from examples.sentiment.sentiment_agent import SentimentAnalysisAgent
@@ -36,9 +30,6 @@ def main() -> int:
             for result in entry.values():
                 print(result.model_dump_json())
         return 0
-    finally:
-        if stub is not None:
-            stub.stop()
 
 
 if __name__ == "__main__":

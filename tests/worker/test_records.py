@@ -36,7 +36,8 @@ def test_key_field_and_model():
 
 
 def test_dlq_headers_truncate():
-    headers = dict(dlq_headers("t", RecordMeta(1, 2, 0, b"k"), "app", "txn", "run-failed", ValueError("x" * 5000)))
+    headers = dict(dlq_headers(RecordMeta("t", 1, 2, 0, b"k"), "app", "txn", "run-failed", ValueError("x" * 5000)))
     assert len(headers["agentfleet.dlq.error"]) == 1024
     assert headers["agentfleet.dlq.reason"] == b"run-failed"
     assert headers["agentfleet.source.offset"] == b"2"
+    assert headers["agentfleet.source.topic"] == b"t"
