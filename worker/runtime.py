@@ -322,15 +322,25 @@ class Worker:
         assert self.consumer is not None
         pending = self.tracker.pending
         limit = self.settings.max_inflight
+        if not self._paused and pending >= limit and self.engine is not None \
+                and self.engine.inflight_runs + self.engine.queued_inputs < pending:
+            # Part of the window is finished runs waiting for the commit interval: commit now rather
+            # than pause, since every pause/resume cycle costs a fetch round trip (~0.9 s measured on
+            # the embedded broker).
+            self._commit()
+            self._last_commit = time.monotonic()
+            pending = self.tracker.pending
         if not self._paused and pending >= limit:
             assigned = self.consumer.assignment()
             if assigned:
                 self.consumer.pause(assigned)
             self._paused = True
             self.metrics.paused_partitions.set(len(assigned))
+            logger.debug("in-flight %d >= %d: paused intake", pending, limit)
         elif self._paused and pending <= limit * RESUME_FRACTION:
             self._resume_ready()
             self._paused = False
+            logger.debug("in-flight %d: resumed intake", pending)
             self.metrics.paused_partitions.set(0)
 
     def _resume_ready(self) -> None:
@@ -422,7 +432,7 @@ class Worker:
             for meta in delta.finished:
                 if meta is not None and meta.timestamp_ms > 0:
                     m.end_to_end_latency_seconds.observe(max(0.0, (now_ms - meta.timestamp_ms) / 1000))
-        logger.debug("committed %s: %d keys, %d outputs, %d dlq, offsets %s", txn, len(deltas), outputs,
+        logger.debug("committed %s in %.3fs: %d keys, %d outputs, %d dlq, offsets %s", txn, duration, len(deltas), outputs,
                      len(dlq), offsets)
 
     def _apply_to_stores(self, deltas: list[KeyDelta], changelog_offsets: dict[int, int]) -> None:
