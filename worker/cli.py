@@ -134,5 +134,163 @@ def llm_stub(port: int = typer.Option(8000, help="port on 127.0.0.1"),
     raise typer.Exit(main(["--port", str(port), "--latency-ms", str(latency_ms), "--error-rate", str(error_rate)]))
 
 
+topics_app = typer.Typer(help="Create, describe and delete topics.", no_args_is_help=True)
+state_app = typer.Typer(help="Inspect or reset per-key state (offline: stop the workers first).",
+                        no_args_is_help=True)
+plan_app = typer.Typer(help="Show compiled agent plans.", no_args_is_help=True)
+app.add_typer(topics_app, name="topics")
+app.add_typer(state_app, name="state")
+app.add_typer(plan_app, name="plan")
+
+BOOTSTRAP = typer.Option("127.0.0.1:9092", "--bootstrap-servers", envvar=E + "BOOTSTRAP_SERVERS",
+                         help="Kafka bootstrap servers")
+PROPS = typer.Option([], "--kafka-property", "-X", help="extra librdkafka property key=value (repeatable)")
+
+
+def _fail(exc: Exception) -> None:
+    typer.echo(f"error: {exc}", err=True)
+    raise typer.Exit(2)
+
+
+@plan_app.command("show")
+def plan_show(agent: str = typer.Argument(..., help="agent class MODULE:CLASS"),
+              resource: list[str] = typer.Option([], "--resource", "-r", help="NAME=MODULE:ATTR (repeatable)")) -> None:
+    """Print the compiled AgentPlan as JSON (API keys and passwords redacted)."""
+    from worker.operator_tools import plan_json
+
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        typer.echo(plan_json(agent, _parse_resources(resource)))
+    except WorkerError as exc:
+        _fail(exc)
+
+
+@topics_app.command("create")
+def topics_create(names: list[str] = typer.Argument(..., help="topic names"),
+                  partitions: int = typer.Option(12, min=1, help="partition count"),
+                  compact: bool = typer.Option(False, help="cleanup.policy=compact"),
+                  bootstrap_servers: str = BOOTSTRAP, kafka_property: list[str] = PROPS) -> None:
+    """Create topics (no-op for existing ones with the same partition count)."""
+    from worker.kafka.admin import TopicAdmin
+
+    try:
+        admin = TopicAdmin(bootstrap_servers, _parse_properties(kafka_property))
+        admin.check_reachable()
+        for name in names:
+            created = admin.create_topic(name, partitions, {"cleanup.policy": "compact"} if compact else None)
+            typer.echo(f"{name}: {'created' if created else 'exists'} ({partitions} partitions)")
+    except WorkerError as exc:
+        _fail(exc)
+
+
+@topics_app.command("describe")
+def topics_describe(names: list[str] = typer.Argument(..., help="topic names"),
+                    bootstrap_servers: str = BOOTSTRAP, kafka_property: list[str] = PROPS) -> None:
+    """Print partition counts; exit 1 when a topic is missing."""
+    from worker.kafka.admin import TopicAdmin
+
+    missing = False
+    try:
+        admin = TopicAdmin(bootstrap_servers, _parse_properties(kafka_property))
+        admin.check_reachable()
+        for name in names:
+            count = admin.partitions(name)
+            missing |= count is None
+            typer.echo(f"{name}: " + ("missing" if count is None else f"{count} partitions"))
+    except WorkerError as exc:
+        _fail(exc)
+    raise typer.Exit(1 if missing else 0)
+
+
+@topics_app.command("delete")
+def topics_delete(names: list[str] = typer.Argument(..., help="topic names"),
+                  bootstrap_servers: str = BOOTSTRAP, kafka_property: list[str] = PROPS) -> None:
+    """Delete topics (unknown ones are ignored)."""
+    from worker.kafka.admin import TopicAdmin
+
+    try:
+        admin = TopicAdmin(bootstrap_servers, _parse_properties(kafka_property))
+        admin.check_reachable()
+        typer.echo(f"deleted: {admin.delete_topics(names) or 'none'}")
+    except WorkerError as exc:
+        _fail(exc)
+
+
+@app.command()
+def produce(topic: str = typer.Argument(..., help="target topic"),
+            file: Optional[typer.FileText] = typer.Option(None, "--file", "-f", help="JSON lines (default: stdin)"),
+            key_field: Optional[str] = typer.Option(None, help="JSON field used as the record key"),
+            bootstrap_servers: str = BOOTSTRAP, kafka_property: list[str] = PROPS) -> None:
+    """Produce JSON lines from a file or stdin."""
+    from worker.operator_tools import produce_lines
+
+    try:
+        count = produce_lines(bootstrap_servers, topic, file or sys.stdin, key_field,
+                              _parse_properties(kafka_property))
+    except WorkerError as exc:
+        _fail(exc)
+    typer.echo(f"produced {count} records to {topic}", err=True)
+
+
+@app.command()
+def consume(topic: str = typer.Argument(..., help="topic to read (read_committed)"),
+            from_beginning: bool = typer.Option(False, "--from-beginning", help="start at the earliest offset"),
+            max_records: Optional[int] = typer.Option(None, "--max", min=1, help="stop after N records"),
+            idle_timeout_s: float = typer.Option(5.0, help="stop after this long without records"),
+            bootstrap_servers: str = BOOTSTRAP, kafka_property: list[str] = PROPS) -> None:
+    """Print committed records as JSON lines."""
+    import json
+
+    from worker.operator_tools import consume_records
+
+    try:
+        for record in consume_records(bootstrap_servers, topic, from_beginning, max_records, idle_timeout_s,
+                                      _parse_properties(kafka_property)):
+            typer.echo(json.dumps(record, ensure_ascii=False))
+    except WorkerError as exc:
+        _fail(exc)
+
+
+@state_app.command("inspect")
+def state_inspect(key: Optional[str] = typer.Option(None, help="the key to show; omit to list keys"),
+                  app_id: str = typer.Option("agentfleet", envvar=E + "APP_ID", help="application id"),
+                  state_dir: Path = typer.Option(Path("./state"), envvar=E + "STATE_DIR", help="state directory")
+                  ) -> None:
+    """Show one key's stored state (memory, progress, unfinished run) or list stored keys."""
+    import json
+
+    from worker.operator_tools import inspect_key, list_keys
+
+    try:
+        if key is None:
+            for name in list_keys(state_dir, app_id):
+                typer.echo(name)
+            return
+        found = inspect_key(state_dir, app_id, key)
+    except WorkerError as exc:
+        _fail(exc)
+    if found is None:
+        typer.echo(f"error: key {key!r} has no stored state", err=True)
+        raise typer.Exit(1)
+    typer.echo(json.dumps(found, indent=2, ensure_ascii=False))
+
+
+@state_app.command("reset")
+def state_reset(app_id: str = typer.Option(..., envvar=E + "APP_ID", help="application id to reset"),
+                state_dir: Path = typer.Option(Path("./state"), envvar=E + "STATE_DIR", help="state directory"),
+                yes: bool = typer.Option(False, "--yes", help="do not ask for confirmation"),
+                bootstrap_servers: str = BOOTSTRAP, kafka_property: list[str] = PROPS) -> None:
+    """Delete the app's changelog, repartition topic, group offsets and local stores (workers stopped)."""
+    from worker.operator_tools import reset_app
+
+    if not yes and not typer.confirm(f"Reset all state of app {app_id!r}? Inputs will be reprocessed"):
+        raise typer.Exit(1)
+    try:
+        reset_app(bootstrap_servers, app_id, state_dir, _parse_properties(kafka_property), typer.echo)
+    except WorkerError as exc:
+        _fail(exc)
+
+
 if __name__ == "__main__":
     app()
