@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, Callable
 
 from agentplan.decorators import ACTION_MARK, RESOURCE_MARK
@@ -13,7 +14,7 @@ from agentplan.resources import ResourceDescriptor, ResourceType
 class ActionSpec:
     """An action: name, triggering event types, function and its per-action config."""
 
-    __slots__ = ("name", "events", "func", "config")
+    __slots__ = ("name", "events", "func", "config", "is_async")
 
     def __init__(self, name: str, events: tuple[type[Event], ...], func: Callable[..., Any],
                  config: dict[str, Any] | None = None) -> None:
@@ -23,6 +24,7 @@ class ActionSpec:
         self.events = events
         self.func = func
         self.config = dict(config or {})
+        self.is_async = inspect.iscoroutinefunction(func)  # fixed per action; checked once
 
 
 def infer_resource_type(instance: Any) -> ResourceType:

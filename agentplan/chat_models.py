@@ -10,7 +10,7 @@ import re
 from abc import abstractmethod
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel
 
 from agentplan.chat_message import ChatMessage, MessageRole
 from agentplan.exceptions import ResourceError
@@ -112,9 +112,3 @@ def schema_instruction(schema: type[BaseModel] | dict[str, Any]) -> ChatMessage:
                        content="Reply with only a JSON object (no prose, no code fences) that matches this "
                                f"JSON schema:\n{json.dumps(as_json)}")
 
-
-class ToolMessage(BaseModel):
-    """Helper shape for tool results fed back to the model."""
-
-    tool_call_id: str
-    content: str = Field(default="")

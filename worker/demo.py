@@ -9,30 +9,22 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
-import uuid
 from pathlib import Path
 from typing import Callable
 
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Producer
 
 from worker.kafka.admin import TopicAdmin
-from worker.kafka.embedded import EmbeddedBroker
+from worker.kafka.embedded import EmbeddedBroker, free_port
+from worker.operator_tools import consume_records
 
 REPO = Path(__file__).resolve().parents[1]
 SEED_INPUT = REPO / "examples" / "sentiment" / "resources" / "input.txt"
 AGENT = "examples.sentiment.sentiment_agent:SentimentAnalysisAgent"
 PARTITIONS = 4
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def demo_records(count: int | None) -> list[tuple[str, str]]:
@@ -64,7 +56,7 @@ def run_demo(count: int | None = None, workers: int = 2, timeout_s: float = 120.
             admin.create_topic("reviews", PARTITIONS)
             admin.create_topic("verdicts", PARTITIONS)
             for i in range(workers):
-                port = _free_port()
+                port = free_port()
                 log = open(Path(tmp) / f"worker-{i}.log", "wb")
                 procs.append(subprocess.Popen(
                     [sys.executable, "-m", "worker.cli", "worker", "--agent", AGENT,
@@ -98,19 +90,10 @@ def run_demo(count: int | None = None, workers: int = 2, timeout_s: float = 120.
 
 
 def _print_results(bootstrap: str, expected: int, timeout_s: float, echo: Callable[[str], None]) -> int:
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"demo-reader-{uuid.uuid4().hex}",
-                         "isolation.level": "read_committed", "enable.auto.commit": False,
-                         "fetch.wait.max.ms": 10, "log.connection.close": False})
-    consumer.assign([TopicPartition("verdicts", p, 0) for p in range(PARTITIONS)])
     received = 0
-    deadline = time.monotonic() + timeout_s
-    try:
-        while received < expected and time.monotonic() < deadline:
-            for msg in consumer.consume(num_messages=500, timeout=0.2):
-                if msg.error() is None:
-                    received += 1
-                    if received <= 50:
-                        echo(msg.value().decode())
-    finally:
-        consumer.close()
+    for record in consume_records(bootstrap, "verdicts", from_beginning=True, max_records=expected,
+                                  idle_timeout_s=timeout_s, config={"log.connection.close": False}):
+        received += 1
+        if received <= 50:
+            echo(json.dumps(record["value"], ensure_ascii=False))
     return received

@@ -71,7 +71,7 @@ class InputDecoder:
         try:
             data = json.loads(text)
         except (json.JSONDecodeError, RecursionError) as exc:
-            raise DecodeFailure("invalid-json", f"value is not JSON: {exc}", exc if isinstance(exc, ValueError) else None) from exc
+            raise DecodeFailure("invalid-json", f"value is not JSON: {exc}", exc) from exc
         if _depth(data, MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
             raise DecodeFailure("too-deep", f"JSON nesting exceeds {MAX_JSON_DEPTH} levels")
         if not key:

@@ -124,7 +124,6 @@ class Engine:
         self._idle: asyncio.Event | None = None
         self.queued_inputs = 0  # submitted, run not started yet
         self.inflight_runs = 0
-        self.backing_off = 0  # actions sleeping before a transient retry
 
     # -- driver API ----------------------------------------------------------------------------
     def submit(self, key: Hashable, value: Any, position: int | None = None, meta: Any = None) -> None:
@@ -184,6 +183,7 @@ class Engine:
         return self._busy_keys
 
     def key_count(self) -> int:
+        """Keys held in memory (busy, or changed since the driver last released them)."""
         return len(self._slots)
 
     async def close(self) -> None:
@@ -196,48 +196,38 @@ class Engine:
         raw = self._load_state(key) if self._load_state is not None else None
         if raw is not None:
             self._decode_state(slot, raw)
-        self._attach_memory(slot)
+        slot.memory = self._tracked(slot, slot.memory, "memory_backup")
+        if slot.run is not None:
+            slot.run.sensory = self._tracked(slot, slot.run.sensory, "sensory_backup")
         self._slots[key] = slot
         return slot
 
-    def _attach_memory(self, slot: _Slot) -> None:
-        """Give the slot's memories the engine's hooks (durable-call guard, rollback snapshot)."""
-        slot.memory = MemoryObject(slot.memory._node, self._guard_for(slot), self._memory_hook(slot))
-        if slot.run is not None:
-            slot.run.sensory = self._new_sensory(slot, slot.run.sensory)
-
     @staticmethod
-    def _guard_for(slot: _Slot) -> Callable[[], None]:
+    def _tracked(slot: _Slot, source: MemoryObject | None, backup: str) -> MemoryObject:
+        """``source``'s tree with the engine's hooks: no access inside durable calls, and a snapshot
+        (into ``slot.<backup>``) before the first write of an action, for rollback and checkpoints."""
         def guard() -> None:
             if slot.ctx is not None and slot.ctx._durable_depth:
                 raise DurableCallError("memory is not accessible inside a durable call (it may be replayed)")
-        return guard
 
-    @staticmethod
-    def _memory_hook(slot: _Slot) -> Callable[[], None]:
         def before_write() -> None:
-            if slot.in_action and slot.memory_backup is None:
-                slot.memory_backup = slot.memory.to_data()
-        return before_write
+            if slot.in_action and getattr(slot, backup) is None:
+                setattr(slot, backup, memory.to_data())
 
-    def _new_sensory(self, slot: _Slot, existing: MemoryObject | None = None) -> MemoryObject:
-        def before_write() -> None:
-            if slot.in_action and slot.sensory_backup is None and slot.run is not None:
-                slot.sensory_backup = slot.run.sensory.to_data()
-        node = existing._node if existing is not None else None
-        return MemoryObject(node, self._guard_for(slot), before_write)
+        memory = MemoryObject(source._node if source is not None else None, guard, before_write)
+        return memory
 
     def _encode_state(self, slot: _Slot) -> bytes:
-        memory = slot.memory_backup if (slot.in_action and slot.memory_backup is not None) else slot.memory.to_data()
+        # Backups exist only while an action runs: then the state from before it is the consistent one.
+        memory = slot.memory_backup if slot.memory_backup is not None else slot.memory.to_data()
         data: dict[str, Any] = {"m": memory, "p": slot.progress}
         run = slot.run
         if run is not None:
-            sensory = slot.sensory_backup if (slot.in_action and slot.sensory_backup is not None) \
-                else run.sensory.to_data()
+            sensory = slot.sensory_backup if slot.sensory_backup is not None else run.sensory.to_data()
             data["r"] = {
                 "id": run.run_id, "pos": run.position, "in": codec.encode(run.input),
                 "pending": [e.to_record() for e in run.pending], "cur": run.cursor, "s": sensory,
-                "j": run.journal if slot.in_action else {}, "n": run.next_event_seq,
+                "j": run.journal, "n": run.next_event_seq,
             }
         return json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
 
@@ -286,7 +276,7 @@ class Engine:
                     slot.run_counter += 1
                     run_id = f"p{item.position}" if item.position is not None else f"r{slot.run_counter}"
                     run = slot.run = _Run(run_id, item.position, item.meta, item.value)
-                    run.sensory = self._new_sensory(slot)
+                    run.sensory = self._tracked(slot, None, "sensory_backup")
                     first = InputEvent(input=item.value)
                     first.id = f"{run_id}.0"
                     run.next_event_seq = 1
@@ -342,7 +332,6 @@ class Engine:
         self.metrics.run_finished(time.monotonic() - run.started)
 
     async def _execute_action(self, slot: _Slot, run: _Run, spec: ActionSpec, event: Event) -> list[Event]:
-        is_async = inspect.iscoroutinefunction(spec.func)
         attempt = 0
         transient_attempt = 0
         while True:
@@ -351,7 +340,7 @@ class Engine:
             slot.in_action = True
             started = time.monotonic()
             try:
-                if is_async:
+                if spec.is_async:
                     await spec.func(event, ctx)
                 else:
                     spec.func(event, ctx)
@@ -372,11 +361,7 @@ class Engine:
                 self.metrics.transient_retry(exc.kind)
                 logger.info("key %r: action %s hit a transient failure (%s); retry %d in %.2fs",
                             slot.key, spec.name, exc, transient_attempt, delay)
-                self.backing_off += 1
-                try:
-                    await asyncio.sleep(delay)
-                finally:
-                    self.backing_off -= 1
+                await asyncio.sleep(delay)
             except Exception as exc:  # noqa: BLE001 - user code may raise anything
                 self.metrics.action_finished(spec.name, time.monotonic() - started, exc)
                 self._rollback(slot, run)

@@ -76,7 +76,7 @@ def _ensure_executable(binary: Path) -> None:
         raise EmbeddedBrokerError(f"{binary} is not executable and chmod failed: {exc}") from exc
 
 
-def _free_port(host: str) -> int:
+def free_port(host: str = "127.0.0.1") -> int:
     """Ask the kernel for an unused port (there is a small race until the broker binds it)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
@@ -161,7 +161,7 @@ class EmbeddedBroker:
             attempts = 1 if self._requested_port is not None else 3
             last_error: EmbeddedBrokerError | None = None
             for _ in range(attempts):
-                self._port = self._requested_port or _free_port(self._host)
+                self._port = self._requested_port or free_port(self._host)
                 if self._requested_port is not None and _port_in_use(self._host, self._port):
                     self._port = self._requested_port
                     raise EmbeddedBrokerError(f"cannot start the embedded broker: {self._host}:{self._port} is in use")
