@@ -12,7 +12,7 @@ import enum
 import os
 import socket
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -28,6 +28,32 @@ RESERVED_KAFKA_PROPERTIES = frozenset({
     "partition.assignment.strategy", "enable.auto.offset.store",
 })
 SECRET_PROPERTIES = ("password", "secret", "token", "key")
+
+
+#: ``instance_id`` value that asks for the container's DNS name (see ``resolve_instance_id``).
+REVERSE_DNS = "reverse-dns"
+
+
+def resolve_instance_id(value: str, lookup: Callable[[str], tuple[str, Any, Any]] = socket.gethostbyaddr) -> str:
+    """Turn ``reverse-dns`` into this host's DNS name; other values pass through.
+
+    Docker Compose replicas share one service definition, so no per-replica value can be
+    written into it. Docker's embedded DNS answers the reverse lookup of a container's
+    address with its container name (``<project>-worker-3.<network>``), which is stable
+    across restarts and distinct per replica: exactly what a transactional.id needs.
+    """
+    if value != REVERSE_DNS:
+        return value
+    try:
+        address = socket.gethostbyname(socket.gethostname())
+        full_name = lookup(address)[0]
+    except OSError as exc:
+        raise ConfigurationError("instance-id", f"{REVERSE_DNS}: no reverse-DNS name for this host: {exc}") from None
+    name = full_name.split(".")[0]
+    if not name or full_name == address or name == "localhost":
+        raise ConfigurationError("instance-id", f"{REVERSE_DNS}: address {address} has no DNS name of its own "
+                                                f"(got {full_name!r}); set a distinct id per worker")
+    return name
 
 
 class ProcessingGuarantee(str, enum.Enum):
@@ -50,7 +76,9 @@ class WorkerSettings(BaseModel):
                                                     "<app-id>-repartition so a key always lands on one partition")
     state_dir: Path = Field(Path("./state"), description="RocksDB stores, one per assigned partition")
     instance_id: str = Field(default_factory=socket.gethostname,
-                             description="stable per worker; part of transactional.id")
+                             description="stable per worker; part of transactional.id. "
+                                         f"{REVERSE_DNS!r} takes the first label of this host's reverse-DNS "
+                                         "name (docker compose replicas: <project>-worker-<n>)")
     max_inflight: int = Field(1024, ge=1, description="records consumed but not yet committed; pause above")
     commit_interval_ms: int = Field(100, ge=1, description="how often a transaction commits")
     processing_guarantee: ProcessingGuarantee = ProcessingGuarantee.EXACTLY_ONCE
@@ -126,6 +154,8 @@ class WorkerSettings(BaseModel):
         for prop in kafka:
             if prop in RESERVED_KAFKA_PROPERTIES:
                 raise ConfigurationError(f"kafka.{prop}", "is set by the worker to keep its guarantees; remove it")
+        if "instance_id" in data:
+            data["instance_id"] = resolve_instance_id(str(data["instance_id"]))
         try:
             return cls(**data)
         except ValidationError as exc:

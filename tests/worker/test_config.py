@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from worker.config import ProcessingGuarantee, WorkerSettings
+from worker.config import REVERSE_DNS, ProcessingGuarantee, WorkerSettings, resolve_instance_id
 from worker.exceptions import ConfigurationError
 
 REQUIRED = {"agent": "m:A", "input_topic": "in", "output_topic": "out"}
@@ -39,3 +39,23 @@ def test_secrets_redacted():
 def test_resources_from_env_and_explicit():
     s = WorkerSettings.load(env={"AGENTFLEET_RESOURCES": "a=m:x, b=m:y"}, resources={"b": "m:z"}, **REQUIRED)
     assert s.resources == {"a": "m:x", "b": "m:z"}
+
+
+def test_reverse_dns_instance_id_takes_the_container_name():
+    # Docker's embedded DNS answers a replica's address with <project>-<service>-<n>.<network>.
+    resolved = resolve_instance_id(REVERSE_DNS, lambda address: ("fleet-worker-3.fleet_default", [], [address]))
+    assert resolved == "fleet-worker-3"
+    assert resolve_instance_id("worker-a") == "worker-a"
+
+
+@pytest.mark.parametrize("answer", [OSError("no PTR record"), "localhost", "ADDRESS"])
+def test_reverse_dns_without_a_name_fails_fast_naming_the_setting(answer: object):
+    def lookup(address: str) -> tuple[str, list[str], list[str]]:
+        if isinstance(answer, Exception):
+            raise answer
+        return (address if answer == "ADDRESS" else str(answer), [], [address])
+
+    with pytest.raises(ConfigurationError, match="instance-id") as caught:
+        resolve_instance_id(REVERSE_DNS, lookup)
+    assert "reverse-dns" in str(caught.value)
+
