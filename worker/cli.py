@@ -125,13 +125,16 @@ def broker(port: int = typer.Option(9092, help="port on 127.0.0.1")) -> None:
 
 
 @app.command("llm-stub")
-def llm_stub(port: int = typer.Option(8000, help="port on 127.0.0.1"),
-             latency_ms: float = typer.Option(0.0, help="added latency per request"),
-             error_rate: float = typer.Option(0.0, help="fraction of requests answered 500/503")) -> None:
+def llm_stub(port: int = typer.Option(8000, help="port to listen on"),
+             host: str = typer.Option("127.0.0.1", help="bind address (0.0.0.0 inside a container)"),
+             latency_ms: float = typer.Option(0.0, min=0, help="added latency per request"),
+             error_rate: float = typer.Option(0.0, min=0, max=1, help="fraction of requests answered 500/503")
+             ) -> None:
     """Run the OpenAI-compatible stub model server in the foreground."""
     from agentplan.testing.llm_stub import main
 
-    raise typer.Exit(main(["--port", str(port), "--latency-ms", str(latency_ms), "--error-rate", str(error_rate)]))
+    raise typer.Exit(main(["--host", host, "--port", str(port), "--latency-ms", str(latency_ms),
+                           "--error-rate", str(error_rate)]))
 
 
 topics_app = typer.Typer(help="Create, describe and delete topics.", no_args_is_help=True)
