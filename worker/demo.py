@@ -20,6 +20,7 @@ from confluent_kafka import Producer
 from worker.kafka.admin import TopicAdmin
 from worker.kafka.embedded import EmbeddedBroker, free_port
 from worker.operator_tools import consume_records
+from worker.progress import progress
 
 REPO = Path(__file__).resolve().parents[1]
 SEED_INPUT = REPO / "examples" / "sentiment" / "resources" / "input.txt"
@@ -91,9 +92,11 @@ def run_demo(count: int | None = None, workers: int = 2, timeout_s: float = 120.
 
 def _print_results(bootstrap: str, expected: int, timeout_s: float, echo: Callable[[str], None]) -> int:
     received = 0
-    for record in consume_records(bootstrap, "verdicts", from_beginning=True, max_records=expected,
-                                  idle_timeout_s=timeout_s, config={"log.connection.close": False}):
-        received += 1
-        if received <= 50:
-            echo(json.dumps(record["value"], ensure_ascii=False))
+    with progress("results", total=expected) as advance:
+        for record in consume_records(bootstrap, "verdicts", from_beginning=True, max_records=expected,
+                                      idle_timeout_s=timeout_s, config={"log.connection.close": False}):
+            received += 1
+            advance(1)
+            if received <= 50:
+                echo(json.dumps(record["value"], ensure_ascii=False))
     return received

@@ -13,6 +13,7 @@ from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 
 from worker.exceptions import ConfigurationError
 from worker.kafka.admin import TopicAdmin
+from worker.progress import progress
 from worker.state.store import OFFSET_KEY, PartitionStore
 
 
@@ -34,6 +35,16 @@ def produce_lines(bootstrap: str, topic: str, lines: IO[str], key_field: str | N
         raise ConfigurationError("topic", f"topic {topic!r} does not exist")
     producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, **config})
     errors: list[str] = []
+    with progress(f"producing to {topic}") as advance:
+        count = _produce_each(producer, topic, lines, key_field, errors, advance)
+    producer.flush(30)
+    if errors:
+        raise ConfigurationError("topic", f"{len(errors)} records not delivered: {errors[0]}")
+    return count
+
+
+def _produce_each(producer: Producer, topic: str, lines: IO[str], key_field: str | None, errors: list[str],
+                  advance: Callable[[int], None]) -> int:
     count = 0
     for number, line in enumerate(lines, start=1):
         if not line.strip():
@@ -47,13 +58,16 @@ def produce_lines(bootstrap: str, topic: str, lines: IO[str], key_field: str | N
             if not isinstance(value, dict) or key_field not in value:
                 raise ConfigurationError("key-field", f"line {number} has no field {key_field!r}")
             key = str(value[key_field])
-        producer.produce(topic, key=key, value=line.strip().encode(),
-                         on_delivery=lambda err, _msg: errors.append(str(err)) if err else None)
+        while True:
+            try:
+                producer.produce(topic, key=key, value=line.strip().encode(),
+                                 on_delivery=lambda err, _msg: errors.append(str(err)) if err else None)
+                break
+            except BufferError:  # local queue full (large inputs): wait for deliveries, then retry
+                producer.poll(0.5)
         producer.poll(0)
         count += 1
-    producer.flush(30)
-    if errors:
-        raise ConfigurationError("topic", f"{len(errors)} records not delivered: {errors[0]}")
+        advance(1)
     return count
 
 
