@@ -11,6 +11,8 @@ __all__ = [
     "ConfigurationError",
     "BrokerUnavailableError",
     "EmbeddedBrokerError",
+    "StateStoreError",
+    "BrokerUnreachableError",
 ]
 
 
@@ -40,3 +42,15 @@ class BrokerUnavailableError(ConfigurationError):
 
 class EmbeddedBrokerError(WorkerError):
     """The embedded (Tansu) broker could not be found, started or stopped."""
+
+
+class StateStoreError(WorkerError):
+    """The local state directory cannot be written (disk full, I/O error, store locked).
+
+    Committed state is safe in the changelog; the worker exits rather than running on a store
+    it cannot keep in step, and a restart (or another worker) restores the missing tail.
+    """
+
+
+class BrokerUnreachableError(WorkerError):
+    """Kafka stayed unreachable mid-run for longer than ``broker-unreachable-timeout-s``."""

@@ -21,14 +21,15 @@ from agentplan.codec import resolve_path
 from worker.commit import (AbortableCommitError, AtLeastOnceCommit, CommitProtocol, FatalCommitError,
                            TransactionalCommit)
 from worker.config import ProcessingGuarantee, WorkerSettings
-from worker.exceptions import ConfigurationError, WorkerError
+from worker.exceptions import BrokerUnreachableError, ConfigurationError, WorkerError
 from worker.kafka.admin import TopicAdmin
+from worker.kafka.outage import BrokerWatch
 from worker.observability.health import ObservabilityServer
 from worker.observability.metrics import WorkerMetrics
 from worker.offsets import OffsetTracker
 from worker.records import DecodeFailure, InputDecoder, RecordMeta, dlq_headers, encode_output, source_headers
 from worker.state.restore import restore_partition
-from worker.state.store import PartitionStore
+from worker.state.store import PartitionStore, ensure_writable
 
 logger = logging.getLogger(__name__)
 
@@ -129,10 +130,13 @@ class Worker:
         self.protocol: CommitProtocol | None = None
         self.server: ObservabilityServer | None = None
         self.committed_transactions = 0
+        self.broker = BrokerWatch(settings.bootstrap_servers, settings.broker_unreachable_timeout_s, self._probe_broker)
+        self._fatal: WorkerError | None = None  # raised after the graceful shutdown it triggered
 
     # -- configuration of clients -----------------------------------------------------------------
     def _base_config(self) -> dict[str, Any]:
-        return {"bootstrap.servers": self.settings.bootstrap_servers, **self.settings.kafka}
+        return {"bootstrap.servers": self.settings.bootstrap_servers, **self.settings.kafka,
+                "error_cb": self.broker.on_client_error}
 
     def _consumer_config(self) -> dict[str, Any]:
         return {
@@ -194,6 +198,7 @@ class Worker:
         if install_signal_handlers:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 self._loop.add_signal_handler(sig, self.stop)
+        ensure_writable(self.settings.state_dir / self.settings.app_id)
         await asyncio.to_thread(self.check_topics)
         self.engine = Engine(self.plan, state_loader=self._load_state, metrics=self.metrics)
         self.metrics.inflight_limit.set(self.settings.max_inflight)
@@ -220,6 +225,8 @@ class Worker:
         try:
             await self._main_loop()
             await self._shutdown()
+            if self._fatal is not None:
+                raise self._fatal
         finally:
             self._alive = False
             if self.server is not None:
@@ -241,7 +248,9 @@ class Worker:
             for message in messages:
                 self._on_message(message)
             now = time.monotonic()
-            if now - self._last_commit >= interval or self._window_full_of_finished_work():
+            if self.broker.down:
+                self.broker.check()  # commits wait for the broker; raises past the deadline
+            elif now - self._last_commit >= interval or self._window_full_of_finished_work():
                 self._commit()
                 self._last_commit = now
             self._apply_backpressure()
@@ -415,8 +424,12 @@ class Worker:
             self._pending_dlq = dlq + self._pending_dlq
             self._pending_repartition = rekeyed + self._pending_repartition
             return
-        except FatalCommitError:
+        except FatalCommitError as exc:
             self.metrics.transactions_aborted_total.inc()
+            if self.broker.down:
+                raise BrokerUnreachableError(f"Kafka at {s.bootstrap_servers} became unreachable during transaction "
+                                             f"{txn}, which cannot complete: {exc}. Exiting; a restarted worker "
+                                             "resumes from the last committed transaction") from exc
             raise
         duration = time.monotonic() - started
         self.tracker.mark_committed(offsets)
@@ -482,8 +495,10 @@ class Worker:
         try:
             result = await asyncio.to_thread(restore_partition, path, s.changelog_topic, part.number,
                                              restore_config, 600.0, part.cancelled)
-        except Exception:
+        except Exception as exc:
             logger.exception("restore of partition %d failed", part.number)
+            self._fatal = exc if isinstance(exc, WorkerError) else WorkerError(
+                f"restore of partition {part.number} failed: {exc}")
             self._alive = False
             if self._stopping is not None:
                 self._stopping.set()
@@ -541,6 +556,11 @@ class Worker:
         if part.store is not None:
             part.store.close()
             part.store = None
+
+    def _probe_broker(self) -> None:
+        """Raises unless a broker answers a metadata request (runs in a thread while Kafka is down)."""
+        assert self.producer is not None
+        self.producer.list_topics(timeout=2.0)
 
     # -- observability -----------------------------------------------------------------------------
     def _readiness(self) -> tuple[bool, dict[str, Any]]:
