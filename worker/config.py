@@ -90,6 +90,9 @@ class WorkerSettings(BaseModel):
     session_timeout_ms: int = Field(10_000, ge=1000, description="consumer group session timeout")
     shutdown_grace_s: float = Field(30.0, ge=0, description="SIGTERM: time to finish in-flight runs")
     startup_timeout_s: float = Field(10.0, gt=0, description="time to reach the broker at start-up")
+    broker_unreachable_timeout_s: float = Field(
+        300.0, gt=0, description="mid-run: how long Kafka may stay unreachable (commits held, connections "
+                                 "retried with back-off) before the worker exits with code 1")
     agent_config: Path | None = Field(None, description="YAML file of AgentConfiguration settings")
     resources: dict[str, str] = Field(default_factory=dict,
                                       description="environment resources NAME -> MODULE:ATTR (e.g. a connection "
