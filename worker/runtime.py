@@ -21,7 +21,7 @@ from agentplan.codec import resolve_path
 from worker.commit import (AbortableCommitError, AtLeastOnceCommit, CommitProtocol, FatalCommitError,
                            TransactionalCommit)
 from worker.config import ProcessingGuarantee, WorkerSettings
-from worker.exceptions import BrokerUnreachableError, ConfigurationError, WorkerError
+from worker.exceptions import BrokerUnavailableError, BrokerUnreachableError, ConfigurationError, WorkerError
 from worker.kafka.admin import TopicAdmin
 from worker.kafka.outage import BrokerWatch
 from worker.observability.health import ObservabilityServer
@@ -164,7 +164,11 @@ class Worker:
         """Fail fast on an unreachable broker or missing topics; create changelog and DLQ topics."""
         s = self.settings
         admin = TopicAdmin(s.bootstrap_servers, dict(s.kafka), timeout_s=s.startup_timeout_s)
-        admin.check_reachable()
+        try:
+            admin.check_reachable()  # librdkafka keeps reconnecting with back-off until the deadline
+        except BrokerUnavailableError as exc:
+            raise BrokerUnavailableError(exc.setting, f"{exc.message} (the start-up deadline is "
+                                                      "startup-timeout-s / AGENTFLEET_STARTUP_TIMEOUT_S)") from None
         partitions = admin.partitions(s.input_topic)
         if partitions is None:
             raise ConfigurationError("input-topic", f"topic {s.input_topic!r} does not exist")

@@ -105,7 +105,10 @@ class EmbeddedBroker:
     Use as a context manager, or call :meth:`start` and :meth:`stop`.
     """
 
-    def __init__(self, port: int | None = None, host: str = "127.0.0.1") -> None:
+    def __init__(self, port: int | None = None, host: str = "127.0.0.1", advertised_port: int | None = None) -> None:
+        """``advertised_port``: the port clients are told to connect to, when something (a TCP proxy
+        that simulates network faults) forwards it to ``port``; default ``port`` itself."""
+        self._advertised_port = advertised_port
         self._requested_port = port
         self._port = port
         self._host = host
@@ -216,7 +219,7 @@ class EmbeddedBroker:
             "--listener-url",
             url,
             "--advertised-listener-url",
-            url,
+            f"tcp://{self._host}:{self._advertised_port or self._port}",
             "--storage-engine",
             "memory://tansu/",
             "--silent",
