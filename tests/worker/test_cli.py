@@ -49,3 +49,33 @@ def test_missing_input_topic_fails_fast(kafka):
                   "--metrics-port", "-1")
     assert out.returncode == 2
     assert "input-topic: topic 'does-not-exist' does not exist" in out.stderr
+
+
+def test_every_command_has_help():
+    import typer.main
+    from typer.testing import CliRunner
+
+    from worker.cli import app
+
+    def walk(command, path: list[str]) -> list[list[str]]:
+        subcommands = getattr(command, "commands", None)
+        return [path] if not subcommands else [p for n, c in subcommands.items() for p in walk(c, [*path, n])]
+
+    paths = walk(typer.main.get_command(app), [])
+    assert len(paths) >= 14
+    for path in paths:
+        out = CliRunner().invoke(app, [*path, "--help"])
+        assert out.exit_code == 0 and "Usage" in out.output, path
+
+
+@pytest.mark.parametrize("args,named", [
+    (["llm-stub", "--error-rate", "2"], "--error-rate"),
+    (["llm-stub", "--latency-ms", "-5"], "--latency-ms"),
+    (["topics", "create", "t", "--partitions", "0"], "--partitions"),
+    (["consume", "t", "--max", "0"], "--max"),
+    (["demo", "--count", "many"], "--count"),
+])
+def test_bad_option_values_exit_2_naming_the_option(args: list[str], named: str):
+    out = run_cli(*args, timeout=30)
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert named in out.stderr
