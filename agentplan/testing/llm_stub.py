@@ -2,8 +2,10 @@
 
 Real agents talk to an LLM through the ``openai`` client (httpx, pooled keep-alive
 connections). To exercise that exact code path without a network model, this module
-serves ``/v1/chat/completions`` over a small HTTP/1.1 implementation on asyncio, so
-thousands of concurrent slow requests cost a coroutine each rather than a thread.
+serves ``/v1/chat/completions`` over a small HTTP/1.1 implementation on asyncio protocols:
+a reply that needs no waiting is written straight from ``data_received`` (no task, no
+stream reader), and a delayed one costs a timer, so thousands of concurrent slow requests
+are cheap. ``--workers N`` runs N processes on one port (SO_REUSEPORT) for benchmarks.
 
 Replies are deterministic (same request -> same content), latency and random errors
 are tunable at runtime, and faults (429/500/503, hangs, malformed JSON, dropped
@@ -11,7 +13,7 @@ connections, a full outage) can be queued from the test thread to check retry an
 recovery behaviour. Every chat request is logged so tests can assert on what the
 agent actually sent.
 
-Run standalone with ``python -m agentplan.testing.llm_stub --port 8000``.
+Run standalone with ``python -m agentplan.testing.llm_stub --port 8000 [--workers N]``.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import asyncio
 import collections
 import contextlib
 import dataclasses
+import functools
 import http
 import json
 import logging
@@ -30,6 +33,7 @@ import random
 import re
 import signal
 import string
+import subprocess
 import sys
 import threading
 import time
@@ -160,6 +164,12 @@ def _json_directive(text: str) -> str | None:
     return None
 
 
+@functools.lru_cache(maxsize=4096)
+def _classify_sentiment_json(text: str) -> str:
+    """Benchmarks send the same few texts over and over: classify each once."""
+    return json.dumps(_classify_sentiment(text), ensure_ascii=False)
+
+
 def _classify_sentiment(text: str) -> dict[str, Any]:
     """Tiny word-list classifier: enough to make sentiment examples deterministic."""
     hits: list[tuple[int, str, int]] = []  # (position, matched text, +1/-1)
@@ -229,7 +239,7 @@ def default_responder(request: dict[str, Any]) -> StubReply:
         marked = next((t for t in user_texts if _INPUT_MARKER in t), last_user)
         _, marker, after = marked.rpartition(_INPUT_MARKER)
         text = (after if marker else marked).strip()
-        content = json.dumps(_classify_sentiment(text), ensure_ascii=False)
+        content = _classify_sentiment_json(text)
         if "reasoning" in str(request.get("model", "")):
             content = "<think>stub reasoning</think>" + content
         return StubReply(content=content)
@@ -237,7 +247,7 @@ def default_responder(request: dict[str, Any]) -> StubReply:
     return StubReply(content="echo: " + last_user)
 
 
-# --------------------------------------------------------------------------- HTTP helpers
+# --------------------------------------------------------------------------- HTTP framing
 
 
 class _BadRequest(Exception):
@@ -272,51 +282,27 @@ def _encode_json(payload: Any) -> bytes:
     return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
+_REASONS = {status.value: status.phrase for status in http.HTTPStatus}
+
+
 def _head(status: int, headers: dict[str, str]) -> bytes:
-    try:
-        reason = http.HTTPStatus(status).phrase
-    except ValueError:
-        reason = "Unknown"
-    lines = [f"HTTP/1.1 {status} {reason}"]
+    lines = [f"HTTP/1.1 {status} {_REASONS.get(status, 'Unknown')}"]
     lines.extend(f"{k}: {v}" for k, v in headers.items())
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
 
-async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
-    """Decode a ``Transfer-Encoding: chunked`` request body (trailers are discarded)."""
-    body = bytearray()
-    while True:
-        size_line = (await reader.readuntil(b"\r\n"))[:-2]
-        try:
-            size = int(size_line.split(b";", 1)[0].strip(), 16)
-        except ValueError as exc:
-            raise _BadRequest(400, "invalid chunk size") from exc
-        if size == 0:
-            while (await reader.readuntil(b"\r\n")) != b"\r\n":
-                pass
-            return bytes(body)
-        if len(body) + size > _MAX_BODY_BYTES:
-            raise _BadRequest(413, "request body too large")
-        body += await reader.readexactly(size)
-        if await reader.readexactly(2) != b"\r\n":
-            raise _BadRequest(400, "invalid chunk terminator")
+# The common answer (200, JSON, keep-alive) is a template: formatting it is most of a fast reply.
+_OK_JSON_HEAD = (
+    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
+    b"Connection: keep-alive\r\nx-request-id: req_stub_%d\r\n\r\n"
+)
 
 
-async def _read_request(reader: asyncio.StreamReader) -> _HttpRequest | None:
-    """Next request on the connection, or ``None`` when the client closed it cleanly."""
-    try:
-        head = await reader.readuntil(b"\r\n\r\n")
-    except asyncio.IncompleteReadError as exc:
-        if exc.partial.strip():
-            raise _BadRequest(400, "truncated request head") from exc
-        return None
-    except asyncio.LimitOverrunError as exc:
-        raise _BadRequest(431, "request header block too large") from exc
-    lines = head.decode("latin-1").split("\r\n")
+def _parse_head(block: bytes) -> tuple[str, str, str, dict[str, str]]:
+    lines = block.decode("latin-1").split("\r\n")
     parts = lines[0].split(" ")
     if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
         raise _BadRequest(400, "malformed request line")
-    method, target, version = parts
     headers: dict[str, str] = {}
     for line in lines[1:]:
         if not line:
@@ -326,22 +312,260 @@ async def _read_request(reader: asyncio.StreamReader) -> _HttpRequest | None:
             raise _BadRequest(400, "malformed header line")
         key = name.strip().lower()
         headers[key] = f"{headers[key]}, {value.strip()}" if key in headers else value.strip()
-    if "chunked" in headers.get("transfer-encoding", "").lower():
-        body = await _read_chunked(reader)
-    else:
+    return parts[0], parts[1], parts[2], headers
+
+
+def _chunked_body(buf: bytearray, start: int) -> tuple[bytes, int] | None:
+    """Decode a ``Transfer-Encoding: chunked`` body at ``start``: (body, end) or ``None`` if incomplete.
+
+    Trailers are discarded.
+    """
+    body = bytearray()
+    i = start
+    while True:
+        eol = buf.find(b"\r\n", i)
+        if eol < 0:
+            return None
         try:
-            length = int(headers.get("content-length", "0") or "0")
+            size = int(bytes(buf[i:eol]).split(b";", 1)[0].strip(), 16)
         except ValueError as exc:
-            raise _BadRequest(400, "invalid Content-Length") from exc
-        if length < 0:
-            raise _BadRequest(400, "invalid Content-Length")
-        if length > _MAX_BODY_BYTES:
+            raise _BadRequest(400, "invalid chunk size") from exc
+        i = eol + 2
+        if size == 0:
+            while True:
+                eol = buf.find(b"\r\n", i)
+                if eol < 0:
+                    return None
+                if eol == i:
+                    return bytes(body), eol + 2
+                i = eol + 2
+        if len(body) + size > _MAX_BODY_BYTES:
             raise _BadRequest(413, "request body too large")
-        body = await reader.readexactly(length) if length else b""
-    path = target.split("?", 1)[0]
-    if len(path) > 1:
-        path = path.rstrip("/")
-    return _HttpRequest(method.upper(), path, version, headers, body)
+        if len(buf) < i + size + 2:
+            return None
+        body += buf[i : i + size]
+        if buf[i + size : i + size + 2] != b"\r\n":
+            raise _BadRequest(400, "invalid chunk terminator")
+        i += size + 2
+
+
+class _RequestParser:
+    """Incremental HTTP/1.1 request framing over the bytes of one connection (pipelining allowed)."""
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+        # (method, target, version, headers, body start, content length or -1 when chunked)
+        self._head: tuple[str, str, str, dict[str, str], int, int] | None = None
+
+    @property
+    def partial(self) -> bool:
+        """Bytes of an unfinished request are buffered (a clean close has none)."""
+        return self._head is not None or bool(self._buf.strip())
+
+    def feed(self, data: bytes) -> list[_HttpRequest]:
+        """Complete requests now available; raises :class:`_BadRequest` on broken framing."""
+        self._buf += data
+        requests = []
+        while True:
+            request = self._next()
+            if request is None:
+                return requests
+            requests.append(request)
+
+    def _next(self) -> _HttpRequest | None:
+        buf = self._buf
+        if self._head is None:
+            end = buf.find(b"\r\n\r\n")
+            if end < 0 or end > _STREAM_LIMIT:
+                if len(buf) > _STREAM_LIMIT:
+                    raise _BadRequest(431, "request header block too large")
+                return None
+            method, target, version, headers = _parse_head(bytes(buf[:end]))
+            if "chunked" in headers.get("transfer-encoding", "").lower():
+                length = -1
+            else:
+                try:
+                    length = int(headers.get("content-length", "0") or "0")
+                except ValueError as exc:
+                    raise _BadRequest(400, "invalid Content-Length") from exc
+                if length < 0:
+                    raise _BadRequest(400, "invalid Content-Length")
+                if length > _MAX_BODY_BYTES:
+                    raise _BadRequest(413, "request body too large")
+            self._head = (method, target, version, headers, end + 4, length)
+        method, target, version, headers, start, length = self._head
+        if length >= 0:
+            stop = start + length
+            if len(buf) < stop:
+                return None
+            body = bytes(buf[start:stop])
+        else:
+            decoded = _chunked_body(buf, start)
+            if decoded is None:
+                return None
+            body, stop = decoded
+        del buf[:stop]
+        self._head = None
+        path = target.split("?", 1)[0]
+        if len(path) > 1:
+            path = path.rstrip("/")
+        return _HttpRequest(method.upper(), path, version, headers, body)
+
+
+@dataclasses.dataclass
+class _Reply:
+    """How to answer one request: bytes to write (``None``: close without answering), when, and then
+    whether to keep the connection."""
+
+    data: bytes | None
+    keep_alive: bool
+    delay_s: float = 0.0
+    hang: bool = False  # hold the request unanswered, then close (the "timeout" fault)
+    chat: bool = False  # counted in ``in_flight`` until answered
+
+    @property
+    def immediate(self) -> bool:
+        return self.delay_s <= 0 and not self.hang
+
+
+class _Connection(asyncio.Protocol):
+    """One client connection. Replies that need no waiting are written from ``data_received``
+    itself; a delayed or hanging reply moves the rest of the connection's queue to a task, so
+    responses keep request order."""
+
+    def __init__(self, server: StubLLMServer) -> None:
+        self._server = server
+        self._parser = _RequestParser()
+        self._queue: collections.deque[_HttpRequest | _BadRequest] = collections.deque()
+        self.transport: asyncio.Transport | None = None
+        self.task: asyncio.Task[None] | None = None  # a hanging reply
+        self._timer: asyncio.TimerHandle | None = None  # a delayed reply
+        self._delayed: _Reply | None = None
+        self._closed = False
+        self._eof = False
+        self._wake: asyncio.Future[None] | None = None
+
+    # -- asyncio callbacks
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self._server._connection_opened(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closed = True
+        self._server._connection_closed(self)
+        self._wake_up()
+        self._cancel_pending()
+
+    def data_received(self, data: bytes) -> None:
+        self._wake_up()
+        if self._closed:
+            return
+        try:
+            self._queue.extend(self._parser.feed(data))
+        except _BadRequest as exc:
+            self._queue.append(exc)
+            self._parser = _RequestParser()
+        self._pump()
+
+    def eof_received(self) -> bool:
+        self._eof = True
+        self._wake_up()
+        if self._parser.partial:
+            self._queue.append(_BadRequest(400, "truncated request head"))
+        self._pump()
+        return True  # keep the transport open until queued replies are written
+
+    # -- replying
+    @property
+    def _waiting(self) -> bool:
+        return self.task is not None or self._timer is not None
+
+    def _pump(self) -> None:
+        while not self._waiting and self._queue and not self._closed:
+            reply = self._server._answer(self._queue.popleft())
+            if reply.hang:
+                self.task = asyncio.get_running_loop().create_task(self._hang_then_close(reply))
+                return
+            if reply.delay_s > 0:
+                # A timer, not a task: thousands of delayed replies must stay cheap.
+                self._delayed = reply
+                self._timer = asyncio.get_running_loop().call_later(reply.delay_s, self._send_delayed)
+                return
+            if not self._send(reply):
+                return
+        if self._eof and not self._waiting and not self._queue:
+            self.close()
+
+    def _send_delayed(self) -> None:
+        reply, self._delayed, self._timer = self._delayed, None, None
+        if reply is not None and self._send(reply):
+            self._pump()
+
+    def _cancel_pending(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        reply, self._delayed = self._delayed, None
+        if reply is not None and reply.chat:
+            reply.chat = False
+            self._server._chat_done()
+        if self.task is not None:
+            self.task.cancel()
+
+    def _send(self, reply: _Reply) -> bool:
+        """Write ``reply``; ``False`` when the connection is closed after it."""
+        if reply.chat:
+            self._server._chat_done()
+            reply.chat = False
+        assert self.transport is not None
+        if reply.data is not None and not self._closed:
+            self.transport.write(reply.data)
+        if reply.data is None or not reply.keep_alive:
+            self.close()
+            return False
+        return True
+
+    async def _hang_then_close(self, reply: _Reply) -> None:
+        try:
+            await self._hang()
+            reply.data = None
+            self._send(reply)
+        except asyncio.CancelledError:
+            pass  # connection lost or server stopping
+        finally:
+            if reply.chat:
+                reply.chat = False
+                self._server._chat_done()
+            self.task = None
+
+    async def _hang(self) -> None:
+        """Until timeout_hang_s, the client sending anything or closing, or stop()."""
+        stopping = self._server._stopping
+        assert stopping is not None
+        self._wake = asyncio.get_running_loop().create_future()
+        stopped = asyncio.ensure_future(stopping.wait())
+        try:
+            await asyncio.wait({self._wake, stopped}, timeout=self._server.timeout_hang_s,
+                               return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopped.cancel()
+            self._wake = None
+
+    def _wake_up(self) -> None:
+        if self._wake is not None and not self._wake.done():
+            self._wake.set_result(None)
+
+    def close(self) -> None:
+        self._closed = True
+        if self.transport is not None:
+            self.transport.close()
+
+    def abort(self) -> None:
+        self._closed = True
+        if self.transport is not None:
+            self.transport.abort()
+        self._cancel_pending()
 
 
 # --------------------------------------------------------------------------- server
@@ -365,6 +589,8 @@ class StubLLMServer:
         responder: Responder | None = None,
         retry_after_s: float = 0.2,
         timeout_hang_s: float = 30.0,
+        record_requests: bool = True,
+        reuse_port: bool = False,
     ) -> None:
         self._host = host
         self._port = port
@@ -374,6 +600,10 @@ class StubLLMServer:
         self._responder: Responder = responder or default_responder
         self.retry_after_s = float(retry_after_s)
         self.timeout_hang_s = float(timeout_hang_s)
+        # Off for long benchmarks: the log keeps every request body. Counters still count.
+        self._record_requests = record_requests
+        # SO_REUSEPORT lets several stub processes share one port (``--workers``).
+        self._reuse_port = reuse_port
 
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
@@ -390,7 +620,7 @@ class StubLLMServer:
         self._loop_thread_id: int | None = None
         self._stopping: asyncio.Event | None = None
         self._server: asyncio.Server | None = None
-        self._conns: dict[asyncio.StreamWriter, asyncio.Task[Any]] = {}
+        self._conns: dict[_Connection, None] = {}
 
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
@@ -514,13 +744,14 @@ class StubLLMServer:
             logger.info("llm stub on port %s stopped", self._port)
 
     async def _listen(self) -> None:
-        self._server = await asyncio.start_server(
-            self._handle_connection,
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            lambda: _Connection(self),
             host=self._host,
             port=self._port,
             reuse_address=True,
+            reuse_port=self._reuse_port or None,
             backlog=_BACKLOG,
-            limit=_STREAM_LIMIT,
         )
         self._port = self._server.sockets[0].getsockname()[1]
 
@@ -529,11 +760,13 @@ class StubLLMServer:
         if server is not None:
             server.close()
         current = asyncio.current_task()
+        with self._lock:
+            conns = list(self._conns)
         tasks: list[asyncio.Task[Any]] = []
-        for writer, task in list(self._conns.items()):
-            writer.transport.abort()
-            if task is not current:
-                task.cancel()
+        for conn in conns:
+            task = conn.task
+            conn.abort()
+            if task is not None and task is not current:
                 tasks.append(task)
         if tasks:
             await asyncio.wait(tasks, timeout=_CONTROL_TIMEOUT_S)
@@ -649,6 +882,7 @@ class StubLLMServer:
         """Counters served at ``GET /stats``."""
         with self._lock:
             return {
+                "pid": os.getpid(),  # tells apart the processes of ``--workers N``
                 "chat_requests": sum(self._by_status.values()),
                 "by_status": dict(self._by_status),
                 "by_fault": dict(self._by_fault),
@@ -662,94 +896,74 @@ class StubLLMServer:
 
     # ------------------------------------------------------------------ connection handling
 
-    async def _handle_connection(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        with self._lock:
-            self._conns[writer] = task
-        try:
-            while True:
-                try:
-                    req = await _read_request(reader)
-                except _BadRequest as exc:
-                    await self._send_json(
-                        writer,
-                        exc.status,
-                        _error_body(str(exc), "invalid_request_error"),
-                        keep_alive=False,
-                    )
-                    break
-                if req is None:
-                    break
-                if not await self._dispatch(req, reader, writer):
-                    break
-        except (ConnectionError, asyncio.IncompleteReadError):
-            pass  # client went away mid-request; nothing to answer
-        except asyncio.CancelledError:
-            pass  # stop() or refuse_connections()
-        except Exception:  # noqa: BLE001 - one bad connection must not kill the server
-            logger.exception("llm stub connection handler failed")
-        finally:
-            with self._lock:
-                self._conns.pop(writer, None)
-            writer.close()
+    # ------------------------------------------------------------------ connection handling
 
-    async def _dispatch(
-        self, req: _HttpRequest, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> bool:
-        """Answer one request; ``False`` means the connection must be closed."""
+    def _connection_opened(self, conn: _Connection) -> None:
+        with self._lock:
+            self._conns[conn] = None
+
+    def _connection_closed(self, conn: _Connection) -> None:
+        with self._lock:
+            self._conns.pop(conn, None)
+
+    def _chat_done(self) -> None:
+        with self._lock:
+            self._in_flight -= 1
+
+    def _answer(self, item: _HttpRequest | _BadRequest) -> _Reply:
+        """How to answer one request (runs on the loop, in request order per connection)."""
+        if isinstance(item, _BadRequest):
+            return self._json_reply(item.status, _error_body(str(item), "invalid_request_error"), keep_alive=False)
+        req = item
         keep = req.keep_alive
         with self._lock:
             self._by_endpoint[f"{req.method} {req.path}"] += 1
         if req.path in _CHAT_PATHS:
             if req.method != "POST":
-                return await self._method_not_allowed(writer, req, "POST", keep)
+                return self._method_not_allowed(req, "POST", keep)
             with self._lock:
                 self._in_flight += 1
             try:
-                return await self._chat(req, reader, writer)
-            finally:
-                with self._lock:
-                    self._in_flight -= 1
+                reply = self._chat(req)
+            except BaseException:
+                self._chat_done()
+                raise
+            reply.chat = True  # _Connection counts it done once answered
+            return reply
         if req.path in _MODELS_PATHS:
             if req.method != "GET":
-                return await self._method_not_allowed(writer, req, "GET", keep)
+                return self._method_not_allowed(req, "GET", keep)
             payload = {
                 "object": "list",
                 "data": [
                     {"id": STUB_MODEL_ID, "object": "model", "created": 0, "owned_by": "llm-stub"}
                 ],
             }
-            return await self._send_json(writer, 200, payload, keep_alive=keep)
+            return self._json_reply(200, payload, keep_alive=keep)
         if req.path == "/healthz":
-            return await self._send_json(writer, 200, {"status": "ok"}, keep_alive=keep)
+            return self._json_reply(200, {"status": "ok"}, keep_alive=keep)
         if req.path == "/stats":
-            return await self._send_json(writer, 200, self.stats(), keep_alive=keep)
-        return await self._send_json(
-            writer,
+            return self._json_reply(200, self.stats(), keep_alive=keep)
+        return self._json_reply(
             404,
             _error_body(f"Invalid URL ({req.method} {req.path})", "invalid_request_error"),
             keep_alive=keep,
         )
 
-    async def _method_not_allowed(
-        self, writer: asyncio.StreamWriter, req: _HttpRequest, allow: str, keep: bool
-    ) -> bool:
+    def _method_not_allowed(self, req: _HttpRequest, allow: str, keep: bool) -> _Reply:
         message = f"Method {req.method} not allowed on {req.path}"
         body = _error_body(message, "invalid_request_error")
-        return await self._send_json(writer, 405, body, keep_alive=keep, headers={"Allow": allow})
+        return self._json_reply(405, body, keep_alive=keep, headers={"Allow": allow})
 
-    async def _send_json(
-        self,
-        writer: asyncio.StreamWriter,
+    @staticmethod
+    def _json_reply(
         status: int,
         payload: Any,
         *,
         keep_alive: bool,
         headers: dict[str, str] | None = None,
-    ) -> bool:
+        delay_s: float = 0.0,
+    ) -> _Reply:
         body = _encode_json(payload)
         all_headers = {
             "Content-Type": "application/json",
@@ -757,23 +971,20 @@ class StubLLMServer:
             "Connection": "keep-alive" if keep_alive else "close",
             **(headers or {}),
         }
-        writer.write(_head(status, all_headers) + body)
-        await writer.drain()
-        return keep_alive
+        return _Reply(_head(status, all_headers) + body, keep_alive, delay_s)
 
     # ------------------------------------------------------------------ chat completions
 
     def _record(self, entry: dict[str, Any]) -> None:
         with self._cond:
-            self._log.append(entry)
+            if self._record_requests:
+                self._log.append(entry)
             self._by_status[str(entry["status"])] += 1
             if entry["fault"]:
                 self._by_fault[entry["fault"]] += 1
             self._cond.notify_all()
 
-    async def _chat(
-        self, req: _HttpRequest, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> bool:
+    def _chat(self, req: _HttpRequest) -> _Reply:
         keep = req.keep_alive
         try:
             body = json.loads(req.body)
@@ -788,7 +999,7 @@ class StubLLMServer:
                  "response_format": None, "fault": None, "status": 400}  # fmt: skip
             )
             err = _error_body(f"Invalid request body: {exc}", "invalid_request_error")
-            return await self._send_json(writer, 400, err, keep_alive=keep)
+            return self._json_reply(400, err, keep_alive=keep)
 
         # Sequence number, fault and latency are fixed at arrival so that queued
         # faults map onto requests in the order the server received them.
@@ -831,12 +1042,9 @@ class StubLLMServer:
         )
 
         if fault == "timeout":
-            await self._hang(reader)
-            return False
-        if latency_s > 0:
-            await asyncio.sleep(latency_s)
+            return _Reply(None, False, hang=True)
         if fault == "disconnect":
-            return False
+            return _Reply(None, False, delay_s=latency_s)
         if status == 429:
             headers = {
                 "Retry-After": str(math.ceil(self.retry_after_s)),
@@ -846,7 +1054,7 @@ class StubLLMServer:
             err = _error_body(
                 "Rate limit reached (injected by llm stub).", "requests", "rate_limit_exceeded"
             )
-            return await self._send_json(writer, 429, err, keep_alive=keep, headers=headers)
+            return self._json_reply(429, err, keep_alive=keep, headers=headers, delay_s=latency_s)
         if status != 200 or reply is None:
             message = (
                 "The server is overloaded or not ready yet (llm stub)."
@@ -855,30 +1063,19 @@ class StubLLMServer:
             )
             err = _error_body(message, "server_error")
             headers = {"x-request-id": f"req_stub_{seq}"}
-            return await self._send_json(writer, status, err, keep_alive=keep, headers=headers)
+            return self._json_reply(status, err, keep_alive=keep, headers=headers, delay_s=latency_s)
 
         completion = self._completion(seq, model, body["messages"], reply)
         if body.get("stream"):
             include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-            return await self._stream(writer, completion, include_usage, keep)
-        return await self._send_json(
-            writer, 200, completion, keep_alive=keep, headers={"x-request-id": f"req_stub_{seq}"}
+            return _Reply(self._stream(completion, include_usage, keep), keep, latency_s)
+        if keep:
+            payload = _encode_json(completion)
+            return _Reply(_OK_JSON_HEAD % (len(payload), seq) + payload, True, latency_s)
+        return self._json_reply(
+            200, completion, keep_alive=keep, headers={"x-request-id": f"req_stub_{seq}"}, delay_s=latency_s
         )
 
-    async def _hang(self, reader: asyncio.StreamReader) -> None:
-        """Hold the request unanswered until timeout_hang_s, client EOF or stop()."""
-        assert self._stopping is not None
-        waiters = {
-            asyncio.ensure_future(reader.read(1)),
-            asyncio.ensure_future(self._stopping.wait()),
-        }
-        try:
-            await asyncio.wait(
-                waiters, timeout=self.timeout_hang_s, return_when=asyncio.FIRST_COMPLETED
-            )
-        finally:
-            for w in waiters:
-                w.cancel()
 
     @staticmethod
     def _completion(
@@ -923,13 +1120,9 @@ class StubLLMServer:
             },
         }
 
-    async def _stream(
-        self,
-        writer: asyncio.StreamWriter,
-        completion: dict[str, Any],
-        include_usage: bool,
-        keep: bool,
-    ) -> bool:
+
+    @staticmethod
+    def _stream(completion: dict[str, Any], include_usage: bool, keep: bool) -> bytes:
         """Send ``completion`` as server-sent ``chat.completion.chunk`` events (chunked body)."""
         base = {k: completion[k] for k in ("id", "created", "model", "system_fingerprint")}
         base["object"] = "chat.completion.chunk"
@@ -961,9 +1154,7 @@ class StubLLMServer:
         for data in payloads:
             out += f"{len(data):x}\r\n".encode("ascii") + data + b"\r\n"
         out += b"0\r\n\r\n"
-        writer.write(bytes(out))
-        await writer.drain()
-        return keep
+        return bytes(out)
 
 
 # --------------------------------------------------------------------------- CLI
@@ -981,7 +1172,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--error-rate", type=float, default=0.0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--log-level", default="WARNING")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="processes sharing the port (SO_REUSEPORT); fault control stays per process")
+    parser.add_argument("--no-request-log", action="store_true",
+                        help="keep counters only, not every request body (long benchmarks)")
+    parser.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.workers < 1:
+        parser.error("--workers must be >= 1")
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
@@ -992,10 +1190,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         latency_ms=args.latency_ms,
         error_rate=args.error_rate,
         seed=args.seed,
+        record_requests=not args.no_request_log,
+        reuse_port=args.reuse_port or args.workers > 1,
     )
+    children: list[subprocess.Popen[bytes]] = []
 
     def announce(srv: StubLLMServer) -> None:
-        print(f"llm-stub listening on {srv.base_url}", flush=True)
+        # Extra processes bind the port this one got; the ready line waits for all of them.
+        for _ in range(args.workers - 1):
+            children.append(_start_child(argv, srv.port))
+        print(f"llm-stub listening on {srv.base_url}" + (f" ({args.workers} processes)" if children else ""),
+              flush=True)
 
     try:
         server.serve_forever(on_ready=announce)
@@ -1004,7 +1209,40 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as exc:
         print(f"llm-stub: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
         return 1
+    finally:
+        for child in children:
+            child.terminate()
+        for child in children:
+            try:
+                child.wait(_CONTROL_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                child.kill()
     return 0
+
+
+def _start_child(argv: Sequence[str] | None, port: int) -> subprocess.Popen[bytes]:
+    """One more stub process on ``port``; it exits with its parent (Linux) and is ready on return."""
+    args = [a for a in (sys.argv[1:] if argv is None else list(argv))]
+    command = [sys.executable, "-m", "agentplan.testing.llm_stub", *args, "--port", str(port), "--workers", "1",
+               "--reuse-port"]
+    child = subprocess.Popen(command, stdout=subprocess.PIPE, preexec_fn=_die_with_parent)
+    assert child.stdout is not None
+    line = child.stdout.readline()
+    if b"listening" not in line:
+        child.kill()
+        raise OSError(f"stub worker process failed to start: {line!r}")
+    child.stdout.close()
+    return child
+
+
+def _die_with_parent() -> None:
+    """PR_SET_PDEATHSIG: a SIGKILLed parent must not leave stub processes behind."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass
 
 
 if __name__ == "__main__":

@@ -513,3 +513,53 @@ def test_follow_up_turn_repeats_json_and_sentiment_answers() -> None:
         {"role": "user", "content": "Input text: I love it"},
         {"role": "assistant", "content": MALFORMED_CONTENT}, retry]}
     assert json.loads(default_responder(sentiment_request).content or "")["key_phrases"] == ["love"]
+
+
+def test_cli_workers_share_the_port_and_exit_with_the_parent() -> None:
+    """``--workers 2``: two processes answer on one port (SO_REUSEPORT); stopping the parent stops both."""
+    command = [sys.executable, "-m", "agentplan.testing.llm_stub", "--port", "0", "--workers", "2",
+               "--no-request-log"]
+    with subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True) as proc:
+        assert proc.stdout is not None
+        stdout = proc.stdout
+        lines: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=lambda: lines.put(stdout.readline()), daemon=True).start()
+        try:
+            line = lines.get(timeout=30).strip()
+            assert line.startswith("llm-stub listening on http://127.0.0.1:") and "(2 processes)" in line, line
+            port = int(line.split("127.0.0.1:", 1)[1].split("/", 1)[0])
+            pids = set()
+            for _ in range(64):  # each new connection is hashed to one of the two listeners
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+                try:
+                    conn.request("POST", "/v1/chat/completions", body=json.dumps(
+                        {"model": "m", "messages": [{"role": "user", "content": "hi"}]}))
+                    answer = conn.getresponse()
+                    assert answer.status == 200 and json.loads(answer.read())["choices"]
+                    conn.request("GET", "/stats")
+                    stats = json.loads(conn.getresponse().read())
+                finally:
+                    conn.close()
+                assert stats["chat_requests"] >= 1
+                pids.add(stats["pid"])
+                if len(pids) == 2:
+                    break
+            assert len(pids) == 2 and proc.pid in pids
+        finally:
+            proc.terminate()
+            try:
+                _, stderr = proc.communicate(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                _, stderr = proc.communicate(timeout=10)
+    assert proc.returncode == 0, stderr
+    deadline = time.monotonic() + 10
+    refused = False
+    while not refused and time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            time.sleep(0.05)
+        except ConnectionRefusedError:
+            refused = True
+    assert refused, "a stub worker process outlived its parent"
