@@ -1,0 +1,139 @@
+"""Peer: the seed's Flink Agents 0.1.1 sentiment workflow agent on a local MiniCluster.
+
+The agent, its prompt, models and connection are the seed's (flink_sentiment/), pointed at
+the benchmark's LLM endpoint. As the issue specifies, the source is a bounded collection
+of ``--count`` seed records (the seed's input lines cycled), not Kafka: ``--bootstrap``,
+``--input-topic``, ``--output-topic`` and ``--group`` are accepted for a uniform CLI and
+ignored. The results are collected back into this process, counted and printed (stderr).
+
+Timing is split because the JVM and the job's Python workers take seconds to start:
+``startup_s`` is process start to first output, ``seconds``/``records_per_s`` cover first
+to last output (steady state), ``records_per_s_with_startup`` covers job submission to last
+output. There is no per-record latency: the collection's records all exist at job start.
+
+    bench/.peers-venv/bin/python bench/peers/flink_agents_peer.py --bootstrap - --input-topic - \\
+        --output-topic - --count 200 --llm-base-url http://127.0.0.1:8000/v1 --model stub
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+
+import peer_common
+
+PROCESS_STARTED = time.time()
+logger = logging.getLogger("flink_agents_peer")
+
+PEER = "flink_agents"
+_AGENT_DIR = Path(__file__).resolve().parent / "flink_sentiment"
+
+
+def _extra_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--parallelism", type=int, default=None,
+                        help="Flink parallelism (default: Flink's local default, the number of cores)")
+    parser.add_argument("--seed-ids", action="store_true",
+                        help="keep the seed's 7 ids instead of a unique id per record (serialises per key)")
+    parser.add_argument("--input-file", type=Path, default=peer_common.SEED_INPUT)
+
+
+def _exit_on_deadline(timeout_s: float) -> threading.Timer:
+    def expire() -> None:
+        logger.error("no result within %.0fs; exiting", timeout_s)
+        os._exit(3)  # the JVM child is ended by the caller (a session of its own)
+
+    timer = threading.Timer(timeout_s, expire)
+    timer.daemon = True
+    timer.start()
+    return timer
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = peer_common.parse_args(PEER, argv, _extra_args)
+    # The seed's connection and model settings read these (see flink_sentiment/).
+    os.environ["OPENAI_BASE_URL"] = args.llm_base_url
+    os.environ["OPENAI_API_KEY"] = peer_common.DUMMY_API_KEY
+    os.environ["OPENAI_MODEL"] = args.model
+    # The agent modules are imported by name here, in the JVM's embedded Python and in
+    # PyFlink's Python workers; the JVM and the workers inherit this PYTHONPATH.
+    module_dirs = [str(_AGENT_DIR), str(Path(peer_common.__file__).resolve().parent)]
+    os.environ["PYTHONPATH"] = os.pathsep.join(module_dirs)
+    sys.path[:0] = module_dirs
+    timer = _exit_on_deadline(args.timeout_s)
+
+    from pyflink.common import Types
+    from pyflink.datastream import StreamExecutionEnvironment
+
+    from flink_agents.api.execution_environment import AgentsExecutionEnvironment
+
+    from custom_types import TextInput, local_llm_descriptor
+    from sentiment_agent import SentimentAnalysisAgent
+
+    env = StreamExecutionEnvironment.get_execution_environment()
+    jvm_ready = time.time()
+    if args.parallelism is not None:
+        env.set_parallelism(args.parallelism)
+    agents_env = AgentsExecutionEnvironment.get_execution_environment(env)
+    agents_env.add_resource("local_llm", local_llm_descriptor)
+
+    lines = [json.dumps(r, ensure_ascii=False)
+             for r in peer_common.seed_records(args.count, args.input_file, unique_ids=not args.seed_ids)]
+    input_stream = env.from_collection(lines, type_info=Types.STRING()).map(
+        lambda x: TextInput.model_validate_json(x))
+    result_stream = (
+        agents_env.from_datastream(input_stream, key_selector=lambda x: x.id)
+        .apply(SentimentAnalysisAgent())
+        .to_datastream()
+    )
+
+    book = peer_common.LatencyBook()
+    cpu_at_first_output = 0.0
+    first_output = None
+    submitted = time.time()
+    # execute_and_collect runs the job (what agents_env.execute() does) and streams the
+    # results back here, so each can be timed and counted.
+    with result_stream.execute_and_collect() as results:
+        for result in results:
+            book.output(None)
+            if first_output is None:
+                first_output = book.last_output
+                cpu_at_first_output = peer_common.process_tree_cpu_seconds()
+            print(result.model_dump_json(), file=sys.stderr)
+            if book.outputs >= args.count:
+                cpu = peer_common.process_tree_cpu_seconds()
+                break
+        else:
+            cpu = peer_common.process_tree_cpu_seconds()
+    timer.cancel()
+
+    last_output = book.last_output
+    steady = (last_output - first_output) if first_output and last_output and book.outputs > 1 else None
+    result_line = {
+        "peer": PEER,
+        "records": book.outputs,
+        "expected": args.count,
+        "seconds": round(steady, 3) if steady else None,
+        "records_per_s": round((book.outputs - 1) / steady, 2) if steady else None,
+        "cpu_seconds": round(cpu, 2),
+        "cpu_seconds_steady": round(cpu - cpu_at_first_output, 2),
+        "p50_ms": None,
+        "p99_ms": None,
+        "jvm_start_s": round(jvm_ready - PROCESS_STARTED, 2),
+        "startup_s": round(first_output - PROCESS_STARTED, 2) if first_output else None,
+        "submit_to_first_output_s": round(first_output - submitted, 2) if first_output else None,
+        "records_per_s_with_startup": round(book.outputs / (last_output - submitted), 2) if last_output else None,
+        "parallelism": env.get_parallelism(),
+        "unique_ids": not args.seed_ids,
+    }
+    print(json.dumps(result_line), flush=True)
+    return 0 if book.outputs >= args.count else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

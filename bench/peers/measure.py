@@ -1,0 +1,79 @@
+"""Run the peers once each on the embedded broker and the LLM stub; print one JSON line per run.
+
+    .venv/bin/python -m bench.peers.measure --count 200 --latency-ms 0 200
+
+The full side-by-side comparison with our worker is bench/harness's job; this is the quick
+check that every peer works here and what it does on its own. For each run a fresh input
+topic gets ``count`` seed records keyed by id (Flink Agents builds its own collection).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+import uuid
+
+from confluent_kafka import Producer
+
+from agentplan.testing.llm_stub import StubLLMServer
+from bench.peers import PEERS, run_peer
+from bench.peers.peer_common import seed_records
+from bench.peers.venv import ensure_venv
+from worker.kafka.admin import TopicAdmin
+from worker.kafka.embedded import EmbeddedBroker
+
+logger = logging.getLogger(__name__)
+
+
+def produce_seed_records(bootstrap: str, topic: str, count: int) -> None:
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, "acks": "all"})
+    for record in seed_records(count):
+        producer.produce(topic, key=record["id"], value=json.dumps(record, ensure_ascii=False))
+    if producer.flush(30):
+        raise RuntimeError(f"input records to {topic} not delivered within 30s")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--count", type=int, default=200)
+    parser.add_argument("--latency-ms", type=float, nargs="+", default=[0.0, 200.0])
+    parser.add_argument("--peers", nargs="+", choices=sorted(PEERS), default=list(PEERS))
+    parser.add_argument("--partitions", type=int, default=4)
+    parser.add_argument("--model", default="stub-model")
+    parser.add_argument("--timeout-s", type=float, default=600.0)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+
+    for venv in sorted({PEERS[name][1] for name in args.peers}):
+        stamp = ensure_venv(venv)
+        print(json.dumps({"peers_venv": venv, **{k: stamp[k] for k in ("pip_install_seconds", "total_build_seconds")}}),
+              flush=True)
+    with EmbeddedBroker() as broker, StubLLMServer() as stub:
+        admin = TopicAdmin(broker.bootstrap_servers)
+        for latency_ms in args.latency_ms:
+            stub.set_latency(latency_ms)
+            for name in args.peers:
+                run_id = uuid.uuid4().hex[:8]
+                input_topic, output_topic = f"peer-in-{name}-{run_id}", f"peer-out-{name}-{run_id}"
+                admin.create_topic(input_topic, args.partitions)
+                admin.create_topic(output_topic, args.partitions)
+                if name != "flink_agents":
+                    produce_seed_records(broker.bootstrap_servers, input_topic, args.count)
+                requests_before = stub.request_count
+                started = time.monotonic()
+                result = run_peer(name, bootstrap=broker.bootstrap_servers, input_topic=input_topic,
+                                  output_topic=output_topic, count=args.count, llm_base_url=stub.base_url,
+                                  model=args.model, timeout_s=args.timeout_s)
+                result["process_wall_s"] = round(time.monotonic() - started, 2)
+                result["stub_latency_ms"] = latency_ms
+                result["llm_requests"] = stub.request_count - requests_before
+                print(json.dumps(result), flush=True)
+                admin.delete_topics([input_topic, output_topic])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,288 @@
+"""What the three peer scripts share: CLI, the sentiment prompt, measurement, the result line.
+
+The peer scripts run in the separate peers venv (``bench/.peers-venv``) as
+``python bench/peers/<peer>.py``, so this module is imported as a top-level module from
+the script's directory and must not import anything from this repository.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import threading
+import time
+import uuid
+from collections import defaultdict, deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+# The seed's sentiment prompt, verbatim: the system instruction and the user template.
+SENTIMENT_SYSTEM_PROMPT = """Analyze the sentiment of the given text and classify it as positive, negative, or neutral.
+Also provide a confidence score (0-1) and key phrases that support the sentiment.
+Your response must be valid JSON in this format:
+{
+"sentiment": "positive|negative|neutral",
+"confidence": 0.95,
+"key_phrases": ["phrase1", "phrase2"]
+}
+"""
+SENTIMENT_USER_TEMPLATE = "Input text: {input}"
+# The seed's OpenAI connection settings (timeout, retries); the key is a dummy for the stub.
+LLM_TIMEOUT_S = 300.0
+LLM_MAX_RETRIES = 1
+DUMMY_API_KEY = "sk-benchmark-stub"
+
+# Consumer settings the embedded broker needs to be quick (see design/BROKER.md); every
+# peer gets the same ones as our worker, so the comparison measures the frameworks.
+TANSU_CONSUMER_SETTINGS: dict[str, Any] = {
+    "fetch.wait.max.ms": 10,
+    "session.timeout.ms": 6000,
+    "heartbeat.interval.ms": 1000,
+}
+
+
+def parse_args(peer: str, argv: list[str] | None = None, extra: Callable[[argparse.ArgumentParser], None] | None = None
+               ) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog=f"{peer}_peer", description=f"benchmark peer: {peer}")
+    parser.add_argument("--bootstrap", required=True, help="HOST:PORT of the Kafka broker")
+    parser.add_argument("--input-topic", required=True)
+    parser.add_argument("--output-topic", required=True)
+    parser.add_argument("--count", type=int, required=True, help="stop after this many outputs")
+    parser.add_argument("--llm-base-url", required=True, help="OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1")
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--group", default=None, help="consumer group (default: a fresh one)")
+    parser.add_argument("--timeout-s", type=float, default=600.0, help="give up after this long")
+    parser.add_argument("--log-level", default="WARNING")
+    if extra is not None:
+        extra(parser)
+    args = parser.parse_args(argv)
+    if args.count <= 0:
+        parser.error("--count must be positive")
+    if args.group is None:
+        args.group = f"peer-{peer}-{uuid.uuid4().hex[:8]}"
+    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    return args
+
+
+def sentiment_messages(text: str) -> list[dict[str, str]]:
+    """The chat request the seed's agent sends for one input text."""
+    return [
+        {"role": "system", "content": SENTIMENT_SYSTEM_PROMPT},
+        {"role": "user", "content": SENTIMENT_USER_TEMPLATE.format(input=text)},
+    ]
+
+
+def sentiment_result(record_id: str, content: str) -> dict[str, Any]:
+    """Parse the model's JSON answer into the seed's SentimentAnalysisResult fields."""
+    answer = json.loads(content)
+    return {
+        "id": record_id,
+        "sentiment": str(answer["sentiment"]),
+        "confidence": float(answer["confidence"]),
+        "key_phrases": [str(p) for p in answer["key_phrases"]],
+    }
+
+
+def process_tree_cpu_seconds() -> float:
+    """CPU seconds of this process, its reaped children and every live descendant.
+
+    Flink's JVM and its Python workers are descendants that are still running when the
+    figure is taken, so /proc is walked instead of relying on RUSAGE_CHILDREN alone.
+    """
+    own = os.times()
+    total = own.user + own.system + own.children_user + own.children_system
+    ticks = os.sysconf("SC_CLK_TCK")
+    children: dict[int, list[int]] = defaultdict(list)
+    stats: dict[int, list[str]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                raw = f.read()
+        except OSError:
+            continue
+        # The command name may contain spaces; fields after it are space separated.
+        fields = raw[raw.rfind(")") + 2:].split()
+        stats[int(entry)] = fields
+        children[int(fields[1])].append(int(entry))
+    stack = list(children.get(os.getpid(), []))
+    while stack:
+        pid = stack.pop()
+        fields = stats.get(pid)
+        if fields is None:
+            continue
+        # utime, stime, cutime, cstime are fields 14-17 of stat, i.e. 11-14 after the name.
+        total += sum(int(v) for v in fields[11:15]) / ticks
+        stack.extend(children.get(pid, []))
+    return total
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+@dataclass
+class LatencyBook:
+    """Input timestamps per id, matched first-in first-out with the outputs as they appear.
+
+    Every peer keeps per-key order, so FIFO matching is exact even when ids repeat.
+    """
+
+    pending: dict[str, deque[tuple[float, float]]] = field(default_factory=lambda: defaultdict(deque))
+    end_to_end_ms: list[float] = field(default_factory=list)
+    take_to_output_ms: list[float] = field(default_factory=list)
+    first_taken: float | None = None  # wall clock (time.time) of the first input taken
+    last_output: float | None = None
+    outputs: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def taken(self, record_id: str, created_ms: float | None) -> None:
+        """An input record was picked up; ``created_ms`` is its Kafka timestamp."""
+        now = time.time()
+        with self._lock:
+            if self.first_taken is None:
+                self.first_taken = now
+            self.pending[record_id].append((created_ms if created_ms else now * 1000, now))
+
+    def output(self, record_id: str | None) -> None:
+        now = time.time()
+        with self._lock:
+            self.outputs += 1
+            self.last_output = now
+            queue = self.pending.get(record_id) if record_id is not None else None
+            if queue:
+                created_ms, taken_at = queue.popleft()
+                self.end_to_end_ms.append(now * 1000 - created_ms)
+                self.take_to_output_ms.append((now - taken_at) * 1000)
+
+
+class OutputWatcher(threading.Thread):
+    """Reads the output topic read_committed and notes each output's arrival.
+
+    This is how "N outputs done" is decided for the Kafka peers: an output counts once
+    a downstream reader can see it (for the exactly-once peer: once its transaction
+    committed). It starts at the topic's current end, so earlier runs do not count.
+    """
+
+    def __init__(self, bootstrap: str, topic: str, count: int, book: LatencyBook,
+                 on_done: Callable[[], None] | None = None) -> None:
+        super().__init__(name="output-watcher", daemon=True)
+        from confluent_kafka import Consumer
+
+        self._count = count
+        self._book = book
+        self._on_done = on_done
+        self.done = threading.Event()
+        self._stop_requested = threading.Event()
+        self.error: BaseException | None = None
+        self._topic = topic
+        self._consumer = Consumer({
+            "bootstrap.servers": bootstrap,
+            "group.id": f"peer-watch-{uuid.uuid4().hex[:8]}",
+            "isolation.level": "read_committed",
+            "enable.auto.commit": False,
+            "fetch.wait.max.ms": TANSU_CONSUMER_SETTINGS["fetch.wait.max.ms"],
+        })
+        self._assign_from_end()
+
+    def _assign_from_end(self, wait_s: float = 60.0) -> None:
+        """Assign every partition at its current end; waits (bounded) for the topic to exist."""
+        from confluent_kafka import TopicPartition
+
+        deadline = time.monotonic() + wait_s
+        while True:
+            metadata = self._consumer.list_topics(self._topic, timeout=15)
+            topic = metadata.topics.get(self._topic)
+            if topic is not None and topic.error is None and topic.partitions:
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"output topic {self._topic!r} does not exist after {wait_s:.0f}s")
+            time.sleep(0.2)
+        assignment = []
+        for p in topic.partitions:
+            _, high = self._consumer.get_watermark_offsets(TopicPartition(self._topic, p), timeout=15)
+            assignment.append(TopicPartition(self._topic, p, high))
+        self._consumer.assign(assignment)
+
+    def run(self) -> None:
+        try:
+            while not self._stop_requested.is_set() and self._book.outputs < self._count:
+                for msg in self._consumer.consume(num_messages=500, timeout=0.1):
+                    if msg.error() is not None:
+                        logger.warning("output watcher: %s", msg.error())
+                        continue
+                    key = msg.key()
+                    self._book.output(key.decode() if key is not None else None)
+            if self._book.outputs >= self._count:
+                self.done.set()
+                if self._on_done is not None:
+                    self._on_done()
+        except BaseException as exc:  # noqa: BLE001 - reported by the main thread
+            self.error = exc
+        finally:
+            self._consumer.close()
+
+    def stop(self) -> None:
+        self._stop_requested.set()
+
+
+def report(peer: str, book: LatencyBook, count: int, *, cpu_seconds: float,
+           extra: dict[str, Any] | None = None, measure_latency: bool = True) -> dict[str, Any]:
+    """Build and print the single JSON result line on stdout."""
+    seconds = (book.last_output - book.first_taken) if book.first_taken and book.last_output else None
+    result: dict[str, Any] = {
+        "peer": peer,
+        "records": book.outputs,
+        "expected": count,
+        "seconds": round(seconds, 3) if seconds is not None else None,
+        "records_per_s": round(book.outputs / seconds, 2) if seconds else None,
+        "cpu_seconds": round(cpu_seconds, 2),
+    }
+    if measure_latency:
+        for name, values in (("", book.end_to_end_ms), ("take_to_output_", book.take_to_output_ms)):
+            for q in (50, 99):
+                value = percentile(values, q)
+                result[f"{name}p{q}_ms"] = round(value, 1) if value is not None else None
+    if extra:
+        result.update(extra)
+    print(json.dumps(result), flush=True)
+    return result
+
+
+def cycled(items: Iterable[str], n: int) -> list[str]:
+    pool = list(items)
+    if not pool:
+        raise ValueError("nothing to cycle")
+    return [pool[i % len(pool)] for i in range(n)]
+
+
+SEED_INPUT = Path(__file__).resolve().parents[2] / "examples" / "sentiment" / "resources" / "input.txt"
+
+
+def seed_records(n: int, input_file: Path = SEED_INPUT, unique_ids: bool = True) -> list[dict[str, str]]:
+    """The seed's input lines cycled to ``n`` records.
+
+    With ``unique_ids`` the i-th record's id is ``<seed id>-<i>``, so every record is its
+    own key (the seed has only 7 ids, which would otherwise serialise per-key processing).
+    """
+    lines = [line for line in input_file.read_text(encoding="utf-8").splitlines() if line.strip()]
+    records = []
+    for i, line in enumerate(cycled(lines, n)):
+        record = json.loads(line)
+        if unique_ids:
+            record["id"] = f"{record['id']}-{i}"
+        records.append({"id": str(record["id"]), "text": str(record["text"])})
+    return records
