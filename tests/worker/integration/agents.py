@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import logging
+import os
+
 from agentplan import (Agent, ChatMessage, ChatRequestEvent, ChatResponseEvent, InputEvent, MessageRole,
                        OpenAIChatModelConnection, OpenAIChatModelSetup, OutputEvent, ResourceDescriptor,
                        RunnerContext, action, chat_model_connection, chat_model_setup)
+
+# Chaos runs trace which transactions a killed worker had committed: the runtime logs each commit at
+# DEBUG, and its worker subprocess imports this module after setting up logging.
+if os.environ.get("AGENTFLEET_TEST_TRACE_COMMITS"):
+    logging.getLogger("worker.runtime").setLevel(logging.DEBUG)
 
 
 class CountingAgent(Agent):

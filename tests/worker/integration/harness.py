@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 import uuid
@@ -118,6 +119,71 @@ def read_all(bootstrap: str, topic: str, partitions: int, expected: int, timeout
         return out
     finally:
         consumer.close()
+
+
+class TopicTail:
+    """Read a topic from the beginning on a background thread for as long as a test runs.
+
+    Chaos runs need every record, including ones that arrive after the expected count (duplicates),
+    while workers come and go; ``records`` grows until :meth:`stop`.
+    """
+
+    def __init__(self, bootstrap: str, topic: str, partitions: int, isolation: str = "read_committed") -> None:
+        self._consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"tail-{uuid.uuid4().hex}",
+                                   "enable.auto.commit": False, "isolation.level": isolation,
+                                   "fetch.wait.max.ms": 10})
+        self._consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
+        self._lock = threading.Lock()
+        self._records: list[Message] = []
+        self._stopping = threading.Event()
+        self._check_caught_up = threading.Event()
+        self._caught_up = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"tail-{topic}", daemon=True)
+
+    def start(self) -> TopicTail:
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        try:
+            while not self._stopping.is_set():
+                batch = [m for m in self._consumer.consume(num_messages=1000, timeout=0.2) if m.error() is None]
+                if batch:
+                    with self._lock:
+                        self._records.extend(batch)
+                elif self._check_caught_up.is_set() and self._is_caught_up():
+                    self._caught_up.set()
+        finally:
+            self._consumer.close()
+
+    @property
+    def records(self) -> list[Message]:
+        with self._lock:
+            return list(self._records)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._records)
+
+    def wait_caught_up(self, timeout_s: float = 30.0) -> bool:
+        """Wait until the tail has read every partition up to its high watermark (producers stopped)."""
+        self._check_caught_up.set()
+        return self._caught_up.wait(timeout_s)
+
+    def _is_caught_up(self) -> bool:
+        # On the tail's own thread: librdkafka calls from a second thread block behind consume().
+        assignment = self._consumer.assignment()
+        positions = {tp.partition: tp.offset for tp in self._consumer.position(assignment)}
+        for tp in assignment:
+            high = self._consumer.get_watermark_offsets(tp, timeout=5)[1]
+            if high > 0 and positions[tp.partition] < high:
+                return False
+        return True
+
+    def stop(self) -> list[Message]:
+        self._stopping.set()
+        self._thread.join(10)
+        return self.records
 
 
 def header(msg: Message, name: str) -> str | None:

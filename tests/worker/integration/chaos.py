@@ -1,0 +1,478 @@
+"""Chaos runs: a worker fleet under random SIGKILLs, SIGTERMs, joins and leaves, checked record by record.
+
+The quick variant runs in the test suite (test_chaos.py), the full one from ``bench/chaos.py``.
+Input record ``i`` has key ``k{i % keys}`` and value ``{"key", "seq": i // keys}``; the
+CountingAgent asks the stub model about it and outputs ``{"key", "seq", "count", "answer"}``.
+The stub's answer carries a call number, so an output names the one LLM call it used.
+
+What the analysis counts, from the output topic and the workers' logs:
+
+* lost: inputs with no committed output.
+* duplicates: inputs with more than one committed output. On a broker that delivers aborted
+  records to read_committed consumers (the embedded Tansu, see BROKER.md) a copy is not counted as
+  committed when it was produced in the transaction a SIGKILLed worker left open (the highest
+  transaction of that process seen in the output, above the last one its log shows committed) or in a
+  transaction the worker itself aborted and retried (logged). Such copies are reported as traced.
+* order violations: per key, committed outputs whose ``seq`` does not increase; count violations:
+  committed outputs whose ``count`` is not ``seq + 1`` (state lost or applied twice).
+* repeated committed LLM calls: the model was called for an input after the call whose answer was
+  committed (the committed answer is not the input's last call). For the CountingAgent a call's
+  result and its output are committed together: nothing can be collected between them.
+* recovery: for each kill or SIGTERM, the input partitions whose latest output came from the victim;
+  seconds from the signal until each of them has output from another process, the maximum of those.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import random
+import re
+import threading
+import time
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from confluent_kafka import Message, Producer
+
+from agentplan.testing.llm_stub import StubReply, default_responder
+from tests.worker.integration.harness import TopicTail, WorkerProcess, header
+
+logger = logging.getLogger(__name__)
+
+AGENT = "tests.worker.integration.agents:CountingAgent"
+EVENT_KINDS = ("kill", "term", "join", "leave")  # kill/term restart the same instance; leave does not
+_ANSWER_ID = re.compile(r"#(\d+)$")
+_COMMITTED = re.compile(r"committed (\S+)#(\d+) in ")
+_ABORTED = re.compile(r"transaction (\S+#\d+) aborted")
+
+
+@dataclass(frozen=True)
+class ChaosEvent:
+    at_s: float  # seconds after production starts
+    kind: str
+    instance: str
+
+
+@dataclass
+class ChaosConfig:
+    partitions: int = 12
+    records: int = 20_000
+    keys: int = 2_000
+    workers: int = 3
+    rate_per_s: float = 200.0
+    seed: int = 6
+    llm_latency_ms: float = 20.0
+    interval_s: tuple[float, float] = (5.0, 10.0)
+    min_workers: int = 2
+    max_workers: int = 4
+    quiet_tail_s: float = 8.0  # no event this close to the end of production: its recovery stays measurable
+    drain_timeout_s: float = 240.0
+    schedule: list[ChaosEvent] | None = None  # explicit events instead of the seeded ones
+
+    @property
+    def production_s(self) -> float:
+        return self.records / self.rate_per_s
+
+
+def plan_schedule(config: ChaosConfig) -> list[ChaosEvent]:
+    """The seeded event schedule: one event every ``interval_s``, fleet size kept within bounds."""
+    if config.schedule is not None:
+        return list(config.schedule)
+    rng = random.Random(config.seed)
+    live = [f"w{i + 1}" for i in range(config.workers)]
+    next_id = config.workers + 1
+    events = []
+    at = rng.uniform(*config.interval_s)
+    while at <= config.production_s - config.quiet_tail_s:
+        kinds = ["kill", "term"]
+        kinds += ["join"] if len(live) < config.max_workers else []
+        kinds += ["leave"] if len(live) > config.min_workers else []
+        kind = rng.choice(kinds)
+        if kind == "join":
+            instance = f"w{next_id}"
+            next_id += 1
+            live.append(instance)
+        else:
+            instance = rng.choice(sorted(live))
+            if kind == "leave":
+                live.remove(instance)
+        events.append(ChaosEvent(round(at, 2), kind, instance))
+        at += rng.uniform(*config.interval_s)
+    return events
+
+
+class CallLedger:
+    """Stub responder that numbers every model call and remembers the numbers per prompt."""
+
+    def __init__(self) -> None:
+        self._ids = itertools.count(1)
+        self._lock = threading.Lock()
+        self._calls: dict[str, list[int]] = defaultdict(list)
+
+    def __call__(self, request: dict[str, Any]) -> StubReply:
+        reply = default_responder(request)
+        prompt = str(request["messages"][-1].get("content"))
+        with self._lock:
+            call = next(self._ids)
+            self._calls[prompt].append(call)
+        return StubReply(content=f"{reply.content} #{call}")
+
+    def calls(self, prompt: str) -> list[int]:
+        with self._lock:
+            return list(self._calls.get(prompt, ()))
+
+    @property
+    def total(self) -> int:
+        with self._lock:
+            return sum(len(v) for v in self._calls.values())
+
+
+@dataclass
+class Incarnation:
+    """One worker process; a restart of the same instance is a new incarnation."""
+
+    instance: str
+    process: WorkerProcess
+    started: float
+    ended: float | None = None
+    end: str | None = None  # "kill" or "term"
+    exit_code: int | None = None
+    prefix: str | None = None  # its transactions are named <prefix>#<n>
+    last_committed: int = 0
+    aborted_txns: set[str] = field(default_factory=set)
+
+    def read_log(self) -> None:
+        text = self.process.log_path.read_text(errors="replace")
+        for match in _COMMITTED.finditer(text):
+            self.prefix = match.group(1)
+            self.last_committed = max(self.last_committed, int(match.group(2)))
+        self.aborted_txns = set(_ABORTED.findall(text))
+
+
+class Fleet:
+    """Worker processes of one app, by instance id; every incarnation is kept for the analysis."""
+
+    def __init__(self, bootstrap: str, input_topic: str, output_topic: str, app_id: str, work_dir: Path,
+                 env: dict[str, str]) -> None:
+        self.bootstrap, self.input_topic, self.output_topic = bootstrap, input_topic, output_topic
+        self.app_id, self.work_dir = app_id, work_dir
+        self.env = {**env, "AGENTFLEET_TEST_TRACE_COMMITS": "1"}
+        self.live: dict[str, Incarnation] = {}
+        self.incarnations: list[Incarnation] = []
+
+    def start(self, instance: str) -> Incarnation:
+        process = WorkerProcess(self.bootstrap, AGENT, self.input_topic, self.output_topic, self.app_id,
+                                self.work_dir / f"state-{instance}", instance, self.work_dir, env=self.env)
+        incarnation = Incarnation(instance, process, time.time())
+        process.start()
+        self.live[instance] = incarnation
+        self.incarnations.append(incarnation)
+        return incarnation
+
+    def stop(self, instance: str, how: str) -> Incarnation:
+        incarnation = self.live.pop(instance)
+        incarnation.ended, incarnation.end = time.time(), how
+        incarnation.exit_code = incarnation.process.kill() if how == "kill" else incarnation.process.terminate()
+        return incarnation
+
+    def apply(self, event: ChaosEvent) -> float:
+        """Carry out ``event``; returns the wall time of its signal (or of the join)."""
+        if event.kind == "join":
+            return self.start(event.instance).started
+        incarnation = self.stop(event.instance, "kill" if event.kind == "kill" else "term")
+        if event.kind in ("kill", "term"):
+            self.start(event.instance)
+        assert incarnation.ended is not None
+        return incarnation.ended
+
+    def stop_all(self) -> None:
+        for instance in list(self.live):
+            self.stop(instance, "term")
+
+    def kill_all(self) -> None:
+        for incarnation in self.live.values():
+            if incarnation.process.running():
+                incarnation.process.kill()
+
+
+class PacedProducer(threading.Thread):
+    """Produce the input at ``rate_per_s`` so that events hit a fleet that is busy."""
+
+    def __init__(self, bootstrap: str, topic: str, config: ChaosConfig) -> None:
+        super().__init__(name="chaos-producer", daemon=True)
+        self.topic, self.config = topic, config
+        self.producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, "enable.idempotence": True})
+        self.produced = 0
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            started = time.monotonic()
+            keys = self.config.keys
+            while self.produced < self.config.records:
+                due = min(self.config.records, int((time.monotonic() - started) * self.config.rate_per_s) + 1)
+                for i in range(self.produced, due):
+                    key = f"k{i % keys}"
+                    self.producer.produce(self.topic, key=key, value=json.dumps({"key": key, "seq": i // keys}))
+                self.produced = due
+                self.producer.poll(0)
+                time.sleep(0.02)  # pacing, not synchronisation
+            if self.producer.flush(60):
+                raise RuntimeError("input not delivered within 60s")
+        except BaseException as exc:  # noqa: BLE001 - reported by run_chaos
+            self.error = exc
+
+
+def _value(msg: Message) -> dict[str, Any]:
+    return json.loads(msg.value())  # type: ignore[no-any-return]
+
+
+def wait_for_distinct(tail: TopicTail, expected: int, timeout_s: float) -> int:
+    """Poll the tail until it holds ``expected`` distinct (key, seq) outputs; returns how many it holds."""
+    seen: set[tuple[str, int]] = set()
+    done = 0
+    deadline = time.monotonic() + timeout_s
+    while True:
+        records = tail.records
+        for msg in records[done:]:
+            value = _value(msg)
+            seen.add((value["key"], value["seq"]))
+        done = len(records)
+        if len(seen) >= expected or time.monotonic() >= deadline:
+            return len(seen)
+        time.sleep(0.25)
+
+
+def run_chaos(config: ChaosConfig, bootstrap: str, input_topic: str, output_topic: str, dlq_topic: str,
+              app_id: str, stub_url: str, ledger: CallLedger, work_dir: Path, hides_aborted: bool,
+              echo: Callable[[str], None] = logger.info) -> dict[str, Any]:
+    """Run the fleet through the schedule, drain, stop everything gracefully and analyse."""
+    schedule = plan_schedule(config)
+    echo("schedule: " + ", ".join(f"{e.at_s}s {e.kind} {e.instance}" for e in schedule))
+    fleet = Fleet(bootstrap, input_topic, output_topic, app_id, work_dir,
+                  {"OPENAI_BASE_URL": stub_url, "OPENAI_API_KEY": "test"})
+    outputs = TopicTail(bootstrap, output_topic, config.partitions).start()
+    dlq = TopicTail(bootstrap, dlq_topic, config.partitions).start()
+    applied: list[dict[str, Any]] = []
+    try:
+        for i in range(config.workers):
+            fleet.start(f"w{i + 1}")
+        for incarnation in fleet.live.values():  # chaos starts on a settled fleet
+            incarnation.process.wait_ready(timeout_s=90, min_partitions=1)
+        producer = PacedProducer(bootstrap, input_topic, config)
+        start = time.time()
+        producer.start()
+        for event in schedule:
+            delay = start + event.at_s - time.time()
+            if delay > 0:
+                time.sleep(delay)  # the schedule itself
+            at = fleet.apply(event)
+            applied.append({**asdict(event), "actual_s": round(at - start, 2), "wall": at})
+            echo(f"{at - start:7.1f}s {event.kind:5} {event.instance}")
+        producer.join(config.production_s + 120)
+        if producer.error is not None or producer.is_alive():
+            raise RuntimeError(f"producer failed: {producer.error}")
+        produced_s = time.time() - start
+        distinct = wait_for_distinct(outputs, config.records, config.drain_timeout_s)
+        drained_s = time.time() - start
+        echo(f"{drained_s:7.1f}s drained: {distinct}/{config.records} distinct outputs")
+        fleet.stop_all()
+        caught_up = outputs.wait_caught_up() and dlq.wait_caught_up()
+    finally:
+        fleet.kill_all()
+        records, dead = outputs.stop(), dlq.stop()
+    for incarnation in fleet.incarnations:
+        incarnation.read_log()
+    report = analyse(config, records, fleet.incarnations, applied, ledger, hides_aborted, app_id)
+    report.update({
+        "dlq_records": len(dead),
+        "production_s": round(produced_s, 1),
+        "drained_after_s": round(drained_s, 1),
+        "graceful_exit_codes": sorted({i.exit_code for i in fleet.incarnations if i.end == "term"}),
+        "broker_hides_aborted": hides_aborted,
+        "read_to_the_end": caught_up,
+    })
+    return report
+
+
+def _incarnation_of(prefix: str, incarnations: list[Incarnation], app_id: str) -> Incarnation | None:
+    known = next((i for i in incarnations if i.prefix == prefix), None)
+    if known is not None:
+        return known
+    # No commit logged (killed before its first commit): match instance id and start time.
+    body, _, millis = prefix.rpartition("@")
+    instance, at = body[len(app_id) + 1:], int(millis) / 1000
+    candidates = [i for i in incarnations if i.instance == instance and i.started - 5 <= at
+                  and (i.ended is None or at <= i.ended)]
+    return max(candidates, key=lambda i: i.started) if candidates else None
+
+
+def analyse(config: ChaosConfig, records: list[Message], incarnations: list[Incarnation],
+            events: list[dict[str, Any]], ledger: CallLedger, hides_aborted: bool, app_id: str) -> dict[str, Any]:
+    copies: dict[tuple[str, int], list[dict[str, Any]]] = defaultdict(list)
+    prefixes: dict[str, int] = {}  # prefix -> highest transaction seen in the output
+    for msg in records:
+        value = _value(msg)
+        txn = header(msg, "agentfleet.txn") or ""
+        prefix, _, seq = txn.rpartition("#")
+        prefixes[prefix] = max(prefixes.get(prefix, 0), int(seq))
+        answer = _ANSWER_ID.search(value.get("answer") or "")
+        copies[(value["key"], value["seq"])].append({
+            "txn": txn, "prefix": prefix, "count": value["count"], "answer": int(answer.group(1)) if answer else None,
+            "partition": int(header(msg, "agentfleet.source.partition") or -1),
+            "ts": msg.timestamp()[1] / 1000})
+
+    # Transactions whose records a broker that hides aborted records would not have delivered.
+    excused: dict[str, str] = {}
+    if not hides_aborted:
+        for prefix, highest in prefixes.items():
+            incarnation = _incarnation_of(prefix, incarnations, app_id)
+            if incarnation is None:
+                continue
+            if incarnation.end == "kill" and highest > incarnation.last_committed:
+                excused[f"{prefix}#{highest}"] = "open when its producer was SIGKILLed"
+            for txn in incarnation.aborted_txns:
+                excused[txn] = "aborted and retried by the worker"
+    committed = {ks: [c for c in cs if c["txn"] not in excused] for ks, cs in copies.items()}
+    expected = {(f"k{i % config.keys}", i // config.keys) for i in range(config.records)}
+    lost = sorted(ks for ks in expected if not committed.get(ks))
+    unexpected = sorted(ks for ks in copies if ks not in expected)
+    duplicates = {ks: cs for ks, cs in committed.items() if len(cs) > 1}
+    traced = sum(len(cs) - len(committed[ks]) for ks, cs in copies.items())
+    traced_with_committed_twin = sum(len(cs) - len(committed[ks]) for ks, cs in copies.items() if committed[ks])
+
+    # Per key, in output-partition order (all of a key's outputs share a partition).
+    order_violations = count_violations = 0
+    last_seq: dict[str, int] = {}
+    for msg in records:
+        value = _value(msg)
+        if (header(msg, "agentfleet.txn") or "") in excused:
+            continue
+        key, seq = value["key"], value["seq"]
+        if seq <= last_seq.get(key, -1):
+            order_violations += 1
+        last_seq[key] = max(seq, last_seq.get(key, -1))
+        if value["count"] != seq + 1:
+            count_violations += 1
+
+    repeated_llm = []
+    for (key, seq), cs in committed.items():
+        calls = ledger.calls(f"count <{key}|{seq}>")
+        if any(c["answer"] != max(calls, default=None) for c in cs):
+            repeated_llm.append((key, seq, [c["answer"] for c in cs], calls))
+
+    recovery = _recovery(events, copies, incarnations, app_id)
+    measured = [e["recovery_s"] for e in recovery if e.get("recovery_s") is not None]
+    return {
+        "config": {k: v for k, v in asdict(config).items() if k != "schedule"},
+        "events": [{k: v for k, v in e.items() if k != "wall"} for e in recovery],
+        "records_in": config.records,
+        "outputs_read": len(records),
+        "distinct_outputs": len(expected) - len(lost),
+        "lost": len(lost),
+        "lost_examples": lost[:10],
+        "unexpected_outputs": len(unexpected),
+        "duplicates": sum(len(cs) - 1 for cs in duplicates.values()),
+        "duplicate_examples": [[ks, cs] for ks, cs in list(duplicates.items())[:5]],
+        "traced_copies": traced,
+        "traced_copies_with_committed_twin": traced_with_committed_twin,
+        "excused_transactions": excused,
+        "order_violations": order_violations,
+        "count_violations": count_violations,
+        "llm_calls": ledger.total,
+        "repeated_committed_llm_calls": len(repeated_llm),
+        "repeated_llm_examples": repeated_llm[:5],
+        "max_recovery_s": max(measured) if measured else None,
+        "incarnations": [{"instance": i.instance, "prefix": i.prefix, "end": i.end, "exit_code": i.exit_code,
+                          "last_committed_txn": i.last_committed} for i in incarnations],
+    }
+
+
+def _recovery(events: list[dict[str, Any]], copies: dict[tuple[str, int], list[dict[str, Any]]],
+              incarnations: list[Incarnation], app_id: str) -> list[dict[str, Any]]:
+    by_partition: dict[int, list[tuple[float, str]]] = defaultdict(list)
+    for cs in copies.values():
+        for c in cs:
+            by_partition[c["partition"]].append((c["ts"], c["prefix"]))
+    for timeline in by_partition.values():
+        timeline.sort()
+    out = []
+    for event in events:
+        entry = dict(event)
+        if event["kind"] != "join":
+            victim = next((i for i in incarnations if i.instance == event["instance"] and i.ended == event["wall"]),
+                          None)
+            victim_prefix = victim.prefix if victim is not None else None
+            if victim is not None and victim_prefix is None:  # never committed: find its prefix from the output
+                victim_prefix = next((p for _, p in itertools.chain.from_iterable(by_partition.values())
+                                      if _incarnation_of(p, incarnations, app_id) is victim), None)
+            affected, gaps = [], []
+            for partition, timeline in sorted(by_partition.items()):
+                before = [p for ts, p in timeline if ts <= event["wall"]]
+                if not before or before[-1] != victim_prefix:
+                    continue
+                affected.append(partition)
+                after = [ts for ts, p in timeline if ts > event["wall"] and p != victim_prefix]
+                gaps.append(after[0] - event["wall"] if after else None)
+            entry["partitions"] = affected
+            entry["recovery_s"] = (round(max(g for g in gaps if g is not None), 2)
+                                   if gaps and None not in gaps else None)
+        out.append(entry)
+    return out
+
+
+def violations(report: dict) -> list[str]:
+    """The invariants a chaos run must keep; empty when all hold."""
+    checks = {
+        "lost": report["lost"], "duplicates": report["duplicates"], "order_violations": report["order_violations"],
+        "count_violations": report["count_violations"], "unexpected_outputs": report["unexpected_outputs"],
+        "repeated_committed_llm_calls": report["repeated_committed_llm_calls"], "dlq_records": report["dlq_records"],
+    }
+    failed = [f"{name}={value}" for name, value in checks.items() if value]
+    if not report["read_to_the_end"]:
+        failed.append("output not read to its high watermarks")
+    if report["graceful_exit_codes"] not in ([], [0]):
+        failed.append(f"graceful_exit_codes={report['graceful_exit_codes']}")
+    return failed
+
+
+def render_markdown(report: dict[str, Any], command: str) -> str:
+    """The report as a markdown page for bench/results/."""
+    c = report["config"]
+    lines = [
+        "# Chaos run", "",
+        f"Command: `{command}`", "",
+        f"{c['workers']} workers, {c['partitions']} partitions, {report['records_in']} records over {c['keys']} keys "
+        f"at {c['rate_per_s']:.0f}/s, CountingAgent with one stub LLM call per record "
+        f"({c['llm_latency_ms']:.0f} ms), seed {c['seed']}, events every {c['interval_s'][0]:.0f}-"
+        f"{c['interval_s'][1]:.0f} s. Broker hides aborted records: {report['broker_hides_aborted']}.", "",
+        "| figure | value |", "|---|---|",
+    ]
+    rows = [
+        ("records in", report["records_in"]), ("outputs read (all copies)", report["outputs_read"]),
+        ("distinct outputs", report["distinct_outputs"]), ("lost", report["lost"]),
+        ("duplicates (committed)", report["duplicates"]),
+        ("copies from a killed producer's open transaction", report["traced_copies"]),
+        ("per-key order violations", report["order_violations"]),
+        ("count state jumps", report["count_violations"]),
+        ("LLM calls (all)", report["llm_calls"]),
+        ("repeated committed LLM calls", report["repeated_committed_llm_calls"]),
+        ("DLQ records", report["dlq_records"]),
+        ("max recovery (s)", report["max_recovery_s"]),
+        ("production (s) / drained after (s)", f"{report['production_s']} / {report['drained_after_s']}"),
+        ("graceful exit codes", report["graceful_exit_codes"]),
+    ]
+    lines += [f"| {name} | {value} |" for name, value in rows]
+    lines += ["", "## Events", "", "| planned (s) | actual (s) | event | instance | partitions it held | recovery (s) |",
+              "|---|---|---|---|---|---|"]
+    for e in report["events"]:
+        lines.append(f"| {e['at_s']} | {e['actual_s']} | {e['kind']} | {e['instance']} | "
+                     f"{e.get('partitions', '')} | {e.get('recovery_s', '')} |")
+    lines += ["", "kill = SIGKILL and restart, term = SIGTERM and restart, join = a new worker, "
+              "leave = SIGTERM without restart. Recovery: from the signal until every input partition whose "
+              "latest output came from the victim has output from another process.", ""]
+    return "\n".join(lines)
