@@ -4,7 +4,8 @@ The agent, its prompt, models and connection are the seed's (flink_sentiment/), 
 the benchmark's LLM endpoint. As the issue specifies, the source is a bounded collection
 of ``--count`` seed records (the seed's input lines cycled), not Kafka: ``--bootstrap``,
 ``--input-topic``, ``--output-topic`` and ``--group`` are accepted for a uniform CLI and
-ignored. The results are collected back into this process, counted and printed (stderr).
+ignored. The results are collected back into this process, counted and printed (stderr,
+with the seconds since job submission).
 
 Timing is split because the JVM and the job's Python workers take seconds to start:
 ``startup_s`` is process start to first output, ``seconds``/``records_per_s`` cover first
@@ -66,6 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["PYTHONPATH"] = os.pathsep.join(module_dirs)
     sys.path[:0] = module_dirs
     timer = _exit_on_deadline(args.timeout_s)
+    cpu_meter = peer_common.ProcessTreeCpu()
+    cpu_meter.start()
 
     from pyflink.common import Types
     from pyflink.datastream import StreamExecutionEnvironment
@@ -103,14 +106,15 @@ def main(argv: list[str] | None = None) -> int:
             book.output(None)
             if first_output is None:
                 first_output = book.last_output
-                cpu_at_first_output = peer_common.process_tree_cpu_seconds()
-            print(result.model_dump_json(), file=sys.stderr)
+                cpu_at_first_output = cpu_meter.total()
+            print(f"{book.last_output - submitted:.3f}s {result.model_dump_json()}", file=sys.stderr)
             if book.outputs >= args.count:
-                cpu = peer_common.process_tree_cpu_seconds()
+                cpu = cpu_meter.total()
                 break
         else:
-            cpu = peer_common.process_tree_cpu_seconds()
+            cpu = cpu_meter.total()
     timer.cancel()
+    cpu_meter.stop()
 
     last_output = book.last_output
     steady = (last_output - first_output) if first_output and last_output and book.outputs > 1 else None

@@ -29,6 +29,7 @@ PEER = "naive"
 def main(argv: list[str] | None = None) -> int:
     args = peer_common.parse_args(PEER, argv)
     book = peer_common.LatencyBook()
+    cpu_meter = peer_common.ProcessTreeCpu()
     client = OpenAI(base_url=args.llm_base_url, api_key=peer_common.DUMMY_API_KEY,
                     timeout=peer_common.LLM_TIMEOUT_S, max_retries=peer_common.LLM_MAX_RETRIES)
     consumer = Consumer({
@@ -62,17 +63,18 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             record: dict[str, Any] = json.loads(msg.value())
             record_id = str(record["id"])
+            key = msg.key() if msg.key() is not None else record_id.encode()
             _, created_ms = msg.timestamp()
-            book.taken(record_id, created_ms)
+            book.taken(key.decode(), created_ms)
             completion = client.chat.completions.create(
                 model=args.model, messages=peer_common.sentiment_messages(record["text"]))
             result = peer_common.sentiment_result(record_id, completion.choices[0].message.content or "")
-            producer.produce(args.output_topic, key=record_id, value=json.dumps(result, ensure_ascii=False),
+            producer.produce(args.output_topic, key=key, value=json.dumps(result, ensure_ascii=False),
                              on_delivery=lambda err, out, source=msg: delivered(err, out, source))
             processed += 1
         producer.flush(30)
         watcher.done.wait(max(0.0, deadline - time.monotonic()))
-        cpu = peer_common.process_tree_cpu_seconds()
+        cpu = cpu_meter.total()
     finally:
         watcher.stop()
         consumer.close()  # commits the stored offsets

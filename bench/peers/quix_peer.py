@@ -57,6 +57,7 @@ def ensure_retention_setting(bootstrap: str, topic: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = peer_common.parse_args(PEER, argv, _extra_args)
     book = peer_common.LatencyBook()
+    cpu_meter = peer_common.ProcessTreeCpu()
     client = OpenAI(base_url=args.llm_base_url, api_key=peer_common.DUMMY_API_KEY,
                     timeout=peer_common.LLM_TIMEOUT_S, max_retries=peer_common.LLM_MAX_RETRIES)
     ensure_retention_setting(args.bootstrap, args.input_topic)
@@ -74,9 +75,9 @@ def main(argv: list[str] | None = None) -> int:
     input_topic = app.topic(args.input_topic, key_deserializer="str", value_deserializer="json")
     output_topic = app.topic(args.output_topic, key_serializer="str", value_serializer="json")
 
-    def analyze(value: dict[str, Any], key: str, timestamp: int, headers: Any, state: State) -> dict[str, Any]:
+    def analyze(value: dict[str, Any], key: str | None, timestamp: int, headers: Any, state: State) -> dict[str, Any]:
         record_id = str(value["id"])
-        book.taken(record_id, timestamp)
+        book.taken(key if key is not None else record_id, timestamp)
         state.set("count", state.get("count", 0) + 1)
         completion = client.chat.completions.create(
             model=args.model, messages=peer_common.sentiment_messages(value["text"]))
@@ -97,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         app.run(count=args.count, collect=False)
         # The last transaction commits when run() returns; wait until a reader sees it.
         watcher.done.wait(max(0.0, deadline - time.monotonic()))
-        cpu = peer_common.process_tree_cpu_seconds()
+        cpu = cpu_meter.total()
     finally:
         guard.cancel()
         watcher.stop()
