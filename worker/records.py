@@ -6,6 +6,7 @@ Every way an input can be unusable has a reason code that goes into the DLQ head
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,6 +15,7 @@ from pydantic import BaseModel, ValidationError
 HEADER_PREFIX = "agentfleet."
 MAX_HEADER_TEXT = 1024  # error messages are truncated so DLQ headers never carry whole payloads
 MAX_JSON_DEPTH = 64
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
 
 class DecodeFailure(Exception):
@@ -34,6 +36,23 @@ class RecordMeta:
     offset: int
     timestamp_ms: int
     key: bytes
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)  # NaN and Infinity are not JSON
+
+
+def _has_lone_surrogate(data: Any) -> bool:
+    """JSON may escape half a UTF-16 pair (``"\\ud800"``); such a string has no UTF-8 form, so its output,
+    state and DLQ copy could never be written."""
+    try:
+        json.dumps(data, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def _depth(value: Any, limit: int) -> int:
@@ -69,9 +88,12 @@ class InputDecoder:
         except UnicodeDecodeError as exc:
             raise DecodeFailure("invalid-utf8", f"value is not UTF-8: {exc}", exc) from exc
         try:
-            data = json.loads(text)
-        except (json.JSONDecodeError, RecursionError) as exc:
+            data = _DECODER.decode(text)
+        except (ValueError, RecursionError) as exc:  # ValueError: also integers too long for int()
             raise DecodeFailure("invalid-json", f"value is not JSON: {exc}", exc) from exc
+        if _SURROGATE_ESCAPE.search(text) and _has_lone_surrogate(data):
+            raise DecodeFailure("invalid-utf8", "value escapes an unpaired UTF-16 surrogate (\\ud800-\\udfff), "
+                                "which has no UTF-8 form")
         if _depth(data, MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
             raise DecodeFailure("too-deep", f"JSON nesting exceeds {MAX_JSON_DEPTH} levels")
         if not key:

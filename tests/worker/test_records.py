@@ -14,15 +14,19 @@ class Item(BaseModel):
 @pytest.mark.parametrize("key,value,reason", [
     (b"k", None, "empty"),
     (b"k", b"", "empty"),
-    (b"k", b"x" * 501, "oversized"),
+    (b"k", b"x" * 10_001, "oversized"),
     (b"k", b"\xff", "invalid-utf8"),
     (b"k", b"{nope", "invalid-json"),
     (b"k", ("[" * 100 + "]" * 100).encode(), "too-deep"),
     (None, b'{"id": "1", "n": 1}', "null-key"),
     (b"k", b'{"id": "1", "n": "many"}', "schema-invalid"),
+    (b"k", b'{"id": "1", "n": 1' + b"0" * 5000 + b"}", "invalid-json"),  # int() refuses > 4300 digits
+    (b"k", b'{"id": "1", "n": NaN}', "invalid-json"),
+    (b"k", b'{"id": "1", "n": -Infinity}', "invalid-json"),
+    (b"k", b'{"id": "\\ud800", "n": 1}', "invalid-utf8"),  # half a surrogate pair: no UTF-8 form
 ])
 def test_bad_inputs_have_reasons(key, value, reason):
-    decoder = InputDecoder(Item, max_bytes=500)
+    decoder = InputDecoder(Item, max_bytes=10_000)
     with pytest.raises(DecodeFailure) as info:
         decoder.decode(key, value)
     assert info.value.reason == reason
@@ -33,6 +37,12 @@ def test_key_field_and_model():
     key, value = decoder.decode(None, b'{"id": "7", "n": 3}')
     assert key == b"7" and value == Item(id="7", n=3)
     assert json.loads(encode_output(value)) == {"id": "7", "n": 3}
+
+
+def test_escaped_surrogate_pairs_and_escaped_backslashes_are_fine():
+    decoder = InputDecoder(None, max_bytes=100)
+    assert decoder.decode(b"k", b'{"s": "\\ud83d\\ude00"}')[1] == {"s": "\U0001f600"}
+    assert decoder.decode(b"k", b'{"s": "\\\\ud800"}')[1] == {"s": "\\ud800"}
 
 
 def test_dlq_headers_truncate():
