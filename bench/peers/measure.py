@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 import uuid
@@ -62,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
                 admin.create_topic(output_topic, args.partitions)
                 if name != "flink_agents":
                     produce_seed_records(broker.bootstrap_servers, input_topic, args.count)
+                load_before = os.getloadavg()[0]
                 requests_before = stub.request_count
                 started = time.monotonic()
                 result = run_peer(name, bootstrap=broker.bootstrap_servers, input_topic=input_topic,
@@ -70,6 +72,8 @@ def main(argv: list[str] | None = None) -> int:
                 result["process_wall_s"] = round(time.monotonic() - started, 2)
                 result["stub_latency_ms"] = latency_ms
                 result["llm_requests"] = stub.request_count - requests_before
+                # Other work on the machine skews figures: note the load around the run.
+                result["loadavg_1m_before_after"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
                 print(json.dumps(result), flush=True)
                 admin.delete_topics([input_topic, output_topic])
     return 0
