@@ -36,6 +36,7 @@ logger = logging.getLogger(__name__)
 IDLE_POLL_S = 0.002
 LAG_REFRESH_S = 2.0
 RESUME_FRACTION = 0.75
+PAUSE_AFTER_FULL_S = 3.0
 
 
 TopicPart = tuple[str, int]
@@ -118,6 +119,7 @@ class Worker:
         self._retry: list[KeyDelta] = []
         self._stopping: asyncio.Event | None = None  # created inside the running loop
         self._paused = False
+        self._full_since: float | None = None  # when the in-flight window last became full
         self._txn_seq = 0
         self._txn_prefix = f"{settings.transactional_id}@{int(time.time() * 1000)}"
         self._last_commit = time.monotonic()
@@ -246,14 +248,18 @@ class Worker:
         assert self.consumer is not None and self._stopping is not None
         interval = self.settings.commit_interval_ms / 1000
         while not self._stopping.is_set():
-            # Never take more than the in-flight budget allows, so the bound holds exactly.
-            budget = max(1, min(500, self.settings.max_inflight - self.tracker.pending))
-            messages = self.consumer.consume(num_messages=budget, timeout=0)
+            # Never take more than the in-flight budget allows, so the bound holds exactly. A full
+            # window takes nothing: the records wait in the client's fetch queue (see _apply_backpressure).
+            room = self.settings.max_inflight - self.tracker.pending
+            messages = self.consumer.consume(num_messages=max(1, min(500, room)), timeout=0) \
+                if room > 0 or self._paused else []
             for message in messages:
                 self._on_message(message)
             now = time.monotonic()
             if self.broker.down:
                 self.broker.check()  # commits wait for the broker; raises past the deadline
+            elif self.broker.take_recovery():
+                await asyncio.to_thread(self._renew_producer)
             elif now - self._last_commit >= interval or self._window_full_of_finished_work():
                 self._commit()
                 self._last_commit = now
@@ -333,10 +339,22 @@ class Worker:
         return part.store.get(key)
 
     def _apply_backpressure(self) -> None:
+        """Pause intake only once the window has stayed full for PAUSE_AFTER_FULL_S.
+
+        Pausing drops the client's prefetched records, and the fetch after resuming comes on the
+        client's next broker wake-up, 0.5-1 s later (measured); a window that frees within a model
+        call's latency therefore just stops taking records. Pausing still matters for long stalls:
+        consume() must keep serving rebalance callbacks.
+        """
         assert self.consumer is not None
         pending = self.tracker.pending
         limit = self.settings.max_inflight
-        if not self._paused and pending >= limit:
+        now = time.monotonic()
+        if pending < limit:
+            self._full_since = None
+        elif self._full_since is None:
+            self._full_since = now
+        if not self._paused and self._full_since is not None and now - self._full_since >= PAUSE_AFTER_FULL_S:
             assigned = self.consumer.assignment()
             if assigned:
                 self.consumer.pause(assigned)
@@ -560,6 +578,22 @@ class Worker:
         if part.store is not None:
             part.store.close()
             part.store = None
+
+    def _renew_producer(self) -> None:
+        """After an outage, replace the transactional producer with a fresh one (same transactional.id).
+
+        When every broker was down, librdkafka 2.16 re-bootstraps and can keep a decommissioned
+        group coordinator cached, so the next send_offsets_to_transaction hangs until its timeout
+        (confluentinc/librdkafka#5511, measured here on the embedded broker). The new producer's
+        init_transactions fences the old one; commits are held during an outage, so none is open.
+        """
+        if not isinstance(self.protocol, TransactionalCommit):
+            return
+        logger.info("starting a fresh transactional producer after the outage")
+        producer = Producer(self._producer_config())
+        protocol = TransactionalCommit(producer, self.protocol.consumer)
+        protocol.init()
+        self.producer, self.protocol = producer, protocol
 
     def _probe_broker(self) -> None:
         """Raises unless a broker answers a metadata request (runs in a thread while Kafka is down)."""

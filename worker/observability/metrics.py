@@ -10,6 +10,8 @@ so the core reports timings without importing prometheus_client.
 from __future__ import annotations
 
 import logging
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 logger = logging.getLogger(__name__)
@@ -86,6 +88,9 @@ class WorkerMetrics:
         version: str | None = None,
     ) -> None:
         self.registry: CollectorRegistry = registry if registry is not None else CollectorRegistry()
+        # Label children looked up once: ``labels()`` validates and locks on every call, and the
+        # sink methods run several times per record.
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         r = self.registry
         b = LATENCY_BUCKETS
 
@@ -204,12 +209,19 @@ class WorkerMetrics:
 
     # --------------------------------------------------- metrics-sink interface
 
+    def _child(self, metric: Any, *values: str) -> Any:
+        key = (id(metric), values)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*values)
+        return child
+
     def action_finished(self, action: str, duration_s: float, error: BaseException | None) -> None:
         """Record one action invocation (called by the agent core)."""
         try:
-            self.action_duration_seconds.labels(action=str(action)).observe(max(0.0, float(duration_s)))
+            self._child(self.action_duration_seconds, str(action)).observe(max(0.0, float(duration_s)))
             if error is not None:
-                self.action_errors_total.labels(action=str(action), kind=type(error).__name__).inc()
+                self._child(self.action_errors_total, str(action), type(error).__name__).inc()
         except Exception:  # never let metrics break processing
             logger.debug("action_finished metric update failed", exc_info=True)
 
@@ -231,23 +243,23 @@ class WorkerMetrics:
         """Record one LLM request with its outcome and token usage."""
         try:
             m = str(model)
-            self.llm_request_duration_seconds.labels(model=m).observe(max(0.0, float(duration_s)))
+            self._child(self.llm_request_duration_seconds, m).observe(max(0.0, float(duration_s)))
             if error is None:
-                self.llm_requests_total.labels(model=m, outcome="ok").inc()
+                self._child(self.llm_requests_total, m, "ok").inc()
             else:
-                self.llm_requests_total.labels(model=m, outcome="error").inc()
-                self.llm_errors_total.labels(model=m, kind=type(error).__name__).inc()
+                self._child(self.llm_requests_total, m, "error").inc()
+                self._child(self.llm_errors_total, m, type(error).__name__).inc()
             if prompt_tokens and prompt_tokens > 0:
-                self.llm_tokens_total.labels(model=m, type="prompt").inc(int(prompt_tokens))
+                self._child(self.llm_tokens_total, m, "prompt").inc(int(prompt_tokens))
             if completion_tokens and completion_tokens > 0:
-                self.llm_tokens_total.labels(model=m, type="completion").inc(int(completion_tokens))
+                self._child(self.llm_tokens_total, m, "completion").inc(int(completion_tokens))
         except Exception:
             logger.debug("llm_request metric update failed", exc_info=True)
 
     def transient_retry(self, kind: str) -> None:
         """Count one retry of a transient failure."""
         try:
-            self.transient_retries_total.labels(kind=str(kind)).inc()
+            self._child(self.transient_retries_total, str(kind)).inc()
         except Exception:
             logger.debug("transient_retry metric update failed", exc_info=True)
 
