@@ -40,6 +40,7 @@ class BrokerWatch:
         self._next_probe = 0.0
         self._backoff = PROBE_INITIAL_S
         self._probing: asyncio.Task[None] | None = None
+        self._recovered = False
 
     @property
     def down(self) -> bool:
@@ -59,6 +60,11 @@ class BrokerWatch:
         else:
             # Connection refusals and the like repeat on every reconnect attempt.
             logger.debug("Kafka client error: %s", error.str())
+
+    def take_recovery(self) -> bool:
+        """True once after each outage ended (the caller renews what the outage may have broken)."""
+        recovered, self._recovered = self._recovered, False
+        return recovered
 
     def check(self) -> None:
         """Call from the event loop while ``down``: start a probe when due; raise past the deadline."""
@@ -85,5 +91,6 @@ class BrokerWatch:
                 logger.warning("Kafka at %s is reachable again after %.1fs; resuming commits",
                                self.bootstrap_servers, self._clock() - self.down_since)
             self.down_since = None
+            self._recovered = True
         finally:
             self._probing = None
