@@ -36,6 +36,7 @@ logger = logging.getLogger(__name__)
 IDLE_POLL_S = 0.002
 LAG_REFRESH_S = 2.0
 RESUME_FRACTION = 0.75
+PAUSE_AFTER_FULL_S = 3.0
 
 
 TopicPart = tuple[str, int]
@@ -118,6 +119,7 @@ class Worker:
         self._retry: list[KeyDelta] = []
         self._stopping: asyncio.Event | None = None  # created inside the running loop
         self._paused = False
+        self._full_since: float | None = None  # when the in-flight window last became full
         self._txn_seq = 0
         self._txn_prefix = f"{settings.transactional_id}@{int(time.time() * 1000)}"
         self._last_commit = time.monotonic()
@@ -246,9 +248,11 @@ class Worker:
         assert self.consumer is not None and self._stopping is not None
         interval = self.settings.commit_interval_ms / 1000
         while not self._stopping.is_set():
-            # Never take more than the in-flight budget allows, so the bound holds exactly.
-            budget = max(1, min(500, self.settings.max_inflight - self.tracker.pending))
-            messages = self.consumer.consume(num_messages=budget, timeout=0)
+            # Never take more than the in-flight budget allows, so the bound holds exactly. A full
+            # window takes nothing: the records wait in the client's fetch queue (see _apply_backpressure).
+            room = self.settings.max_inflight - self.tracker.pending
+            messages = self.consumer.consume(num_messages=max(1, min(500, room)), timeout=0) \
+                if room > 0 or self._paused else []
             for message in messages:
                 self._on_message(message)
             now = time.monotonic()
@@ -335,10 +339,22 @@ class Worker:
         return part.store.get(key)
 
     def _apply_backpressure(self) -> None:
+        """Pause intake only once the window has stayed full for PAUSE_AFTER_FULL_S.
+
+        Pausing drops the client's prefetched records, and the fetch after resuming comes on the
+        client's next broker wake-up, 0.5-1 s later (measured); a window that frees within a model
+        call's latency therefore just stops taking records. Pausing still matters for long stalls:
+        consume() must keep serving rebalance callbacks.
+        """
         assert self.consumer is not None
         pending = self.tracker.pending
         limit = self.settings.max_inflight
-        if not self._paused and pending >= limit:
+        now = time.monotonic()
+        if pending < limit:
+            self._full_since = None
+        elif self._full_since is None:
+            self._full_since = now
+        if not self._paused and self._full_since is not None and now - self._full_since >= PAUSE_AFTER_FULL_S:
             assigned = self.consumer.assignment()
             if assigned:
                 self.consumer.pause(assigned)
