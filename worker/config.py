@@ -27,7 +27,11 @@ RESERVED_KAFKA_PROPERTIES = frozenset({
     "enable.auto.commit", "isolation.level", "transactional.id", "enable.idempotence", "group.id",
     "partition.assignment.strategy", "enable.auto.offset.store",
 })
-SECRET_PROPERTIES = ("password", "secret", "token", "key")
+# librdkafka properties whose values are redacted wherever settings are shown (substring match):
+# sasl.password, ssl.key.password, ssl.keystore.password, ssl.key.pem, sasl.oauthbearer.client.secret,
+# sasl.oauthbearer.config (may carry a client secret), ...
+SECRET_PROPERTIES = ("password", "secret", "token", "key", "oauthbearer.config")
+REDACTED = "***"
 
 
 #: ``instance_id`` value that asks for the container's DNS name (see ``resolve_instance_id``).
@@ -97,7 +101,8 @@ class WorkerSettings(BaseModel):
     resources: dict[str, str] = Field(default_factory=dict,
                                       description="environment resources NAME -> MODULE:ATTR (e.g. a connection "
                                                   "ResourceDescriptor), as env.add_resource does in code")
-    kafka: dict[str, Any] = Field(default_factory=dict, description="extra librdkafka properties")
+    kafka: dict[str, Any] = Field(default_factory=dict, repr=False,  # may hold passwords: never in repr()
+                                  description="extra librdkafka properties")
 
     @property
     def changelog_topic(self) -> str:
@@ -167,4 +172,8 @@ class WorkerSettings(BaseModel):
             raise ConfigurationError(setting.replace("_", "-"), first["msg"]) from None
 
     def redacted_kafka(self) -> dict[str, Any]:
-        return {k: ("***" if any(s in k for s in SECRET_PROPERTIES) else v) for k, v in self.kafka.items()}
+        return {k: (REDACTED if any(s in k for s in SECRET_PROPERTIES) else v) for k, v in self.kafka.items()}
+
+    def redacted_dump(self) -> dict[str, Any]:
+        """Every setting as JSON-like data, librdkafka secrets replaced by ``***`` (for logs)."""
+        return {**self.model_dump(mode="json", exclude={"kafka"}), "kafka": self.redacted_kafka()}

@@ -204,6 +204,7 @@ class Worker:
         if install_signal_handlers:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 self._loop.add_signal_handler(sig, self.stop)
+        logger.info("settings: %s", self.settings.redacted_dump())
         ensure_writable(self.settings.state_dir / self.settings.app_id)
         await asyncio.to_thread(self.check_topics)
         self.engine = Engine(self.plan, state_loader=self._load_state, metrics=self.metrics)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import logging
+import re
 import time
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -54,7 +55,10 @@ class TopicAdmin:
             **(dict(config) if config else {}),
             "bootstrap.servers": bootstrap_servers,
         }
-        self._client = AdminClient(settings)
+        try:
+            self._client = AdminClient(settings)
+        except KafkaException as exc:
+            raise invalid_property_error(exc) from None
 
     @property
     def client(self) -> AdminClient:
@@ -230,6 +234,16 @@ class TopicAdmin:
             "bootstrap.servers",
             f"cannot reach Kafka at {self.bootstrap_servers} within {self.timeout_s:g}s",
         )
+
+
+_PROPERTY_IN_MESSAGE = re.compile(r'(?:property:? )"([^"]+)"')
+
+
+def invalid_property_error(exc: KafkaException) -> ConfigurationError:
+    """librdkafka's refusal of a passed-through property, as an error naming ``kafka.<property>``."""
+    message = exc.args[0].str() if exc.args and isinstance(exc.args[0], KafkaError) else str(exc)
+    found = _PROPERTY_IN_MESSAGE.search(message)
+    return ConfigurationError(f"kafka.{found.group(1)}" if found else "kafka", message)
 
 
 def _code(exc: KafkaException) -> int | None:
