@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Hashable
 
-from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from agentplan import Agent, AgentConfiguration, AgentPlan, AgentPlanError, Engine, KeyDelta
 from agentplan.codec import resolve_path
@@ -22,7 +22,7 @@ from worker.commit import (AbortableCommitError, AtLeastOnceCommit, CommitProtoc
                            TransactionalCommit)
 from worker.config import ProcessingGuarantee, WorkerSettings
 from worker.exceptions import BrokerUnavailableError, BrokerUnreachableError, ConfigurationError, WorkerError
-from worker.kafka.admin import TopicAdmin
+from worker.kafka.admin import TopicAdmin, invalid_property_error
 from worker.kafka.outage import BrokerWatch
 from worker.observability.health import ObservabilityServer
 from worker.observability.metrics import WorkerMetrics
@@ -214,8 +214,11 @@ class Worker:
                                               self.settings.metrics_port, liveness=lambda: self._alive,
                                               readiness=self._readiness).start()
             logger.info("metrics on http://%s:%d/metrics", self.settings.metrics_host, self.server.port)
-        self.producer = Producer(self._producer_config())
-        self.consumer = Consumer(self._consumer_config())
+        try:
+            self.producer = Producer(self._producer_config())
+            self.consumer = Consumer(self._consumer_config())
+        except KafkaException as exc:  # a passed-through property librdkafka refuses for this client type
+            raise invalid_property_error(exc) from None
         if self.settings.processing_guarantee is ProcessingGuarantee.EXACTLY_ONCE:
             protocol = TransactionalCommit(self.producer, self.consumer)
             await asyncio.to_thread(protocol.init)
