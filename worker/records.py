@@ -125,8 +125,12 @@ def _default(value: Any) -> Any:
     return str(value)
 
 
-def truncate(text: str, limit: int = MAX_HEADER_TEXT) -> str:
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+def truncate(text: str, limit: int = MAX_HEADER_TEXT) -> bytes:
+    """UTF-8 of ``text``, cut to at most ``limit`` bytes (ending in "...") on a character boundary."""
+    data = text.encode("utf-8", "backslashreplace")
+    if len(data) <= limit:
+        return data
+    return data[: limit - 3].decode("utf-8", "ignore").encode() + b"..."
 
 
 def source_headers(meta: RecordMeta, app_id: str, txn: str) -> list[tuple[str, bytes]]:
@@ -144,5 +148,5 @@ def dlq_headers(meta: RecordMeta, app_id: str, txn: str, reason: str,
     return source_headers(meta, app_id, txn) + [
         (HEADER_PREFIX + "dlq.reason", reason.encode()),
         (HEADER_PREFIX + "dlq.exception", type(error).__name__.encode()),
-        (HEADER_PREFIX + "dlq.error", truncate(str(error)).encode()),
+        (HEADER_PREFIX + "dlq.error", truncate(str(error))),
     ]

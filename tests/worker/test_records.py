@@ -51,3 +51,13 @@ def test_dlq_headers_truncate():
     assert headers["agentfleet.dlq.reason"] == b"run-failed"
     assert headers["agentfleet.source.offset"] == b"2"
     assert headers["agentfleet.source.topic"] == b"t"
+
+
+def test_dlq_error_header_is_cut_in_bytes_on_a_character_boundary():
+    meta = RecordMeta("t", 1, 2, 0, b"k")
+    error = dict(dlq_headers(meta, "app", "txn", "run-failed", ValueError("é" * 5000)))["agentfleet.dlq.error"]
+    assert len(error) <= 1024 and error.endswith(b"...")
+    assert error.decode("utf-8") == "é" * ((1024 - 3) // 2) + "..."
+    # Error text may carry lone surrogates (from undecodable input): escaped, never a crash.
+    escaped = dict(dlq_headers(meta, "app", "txn", "run-failed", ValueError("bad \udcff")))["agentfleet.dlq.error"]
+    assert escaped == b"bad \\udcff"
