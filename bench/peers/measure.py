@@ -1,6 +1,8 @@
 """Run the peers once each on the embedded broker and the LLM stub; print one JSON line per run.
 
     .venv/bin/python -m bench.peers.measure --count 200 --latency-ms 0 200
+    .venv/bin/python -m bench.peers.measure --count 200 --latency-ms 200 --peers flink_agents \
+        --peer-args flink_agents "--parallelism 8"
 
 The full side-by-side comparison with our worker is bench/harness's job; this is the quick
 check that every peer works here and what it does on its own. For each run a fresh input
@@ -13,6 +15,7 @@ import argparse
 import json
 import logging
 import os
+import shlex
 import sys
 import time
 import uuid
@@ -45,8 +48,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--model", default="stub-model")
     parser.add_argument("--timeout-s", type=float, default=600.0)
+    parser.add_argument("--peer-args", nargs=2, action="append", default=[], metavar=("PEER", "ARGS"),
+                        help='extra CLI arguments for one peer, e.g. --peer-args flink_agents "--parallelism 8"')
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    extra_args: dict[str, list[str]] = {}
+    for name, text in args.peer_args:
+        if name not in PEERS:
+            parser.error(f"--peer-args: unknown peer {name!r}")
+        extra_args.setdefault(name, []).extend(shlex.split(text))
 
     for venv in sorted({PEERS[name][1] for name in args.peers}):
         stamp = ensure_venv(venv)
@@ -68,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
                 started = time.monotonic()
                 result = run_peer(name, bootstrap=broker.bootstrap_servers, input_topic=input_topic,
                                   output_topic=output_topic, count=args.count, llm_base_url=stub.base_url,
-                                  model=args.model, timeout_s=args.timeout_s)
+                                  model=args.model, timeout_s=args.timeout_s, extra_args=extra_args.get(name))
                 result["process_wall_s"] = round(time.monotonic() - started, 2)
                 result["stub_latency_ms"] = latency_ms
                 result["llm_requests"] = stub.request_count - requests_before

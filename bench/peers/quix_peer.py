@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import shutil
 import sys
 import tempfile
 import threading
@@ -54,14 +53,10 @@ def ensure_retention_setting(bootstrap: str, topic: str) -> None:
     admin.incremental_alter_configs([update], request_timeout=15)[update].result()
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = peer_common.parse_args(PEER, argv, _extra_args)
-    book = peer_common.LatencyBook()
-    cpu_meter = peer_common.ProcessTreeCpu()
+def build_app(args: argparse.Namespace, book: peer_common.LatencyBook, state_dir: str) -> Application:
+    """The Quix application: input topic -> stateful LLM step -> output topic."""
     client = OpenAI(base_url=args.llm_base_url, api_key=peer_common.DUMMY_API_KEY,
                     timeout=peer_common.LLM_TIMEOUT_S, max_retries=peer_common.LLM_MAX_RETRIES)
-    ensure_retention_setting(args.bootstrap, args.input_topic)
-    state_dir = tempfile.mkdtemp(prefix="quix-peer-state-")
     app = Application(
         broker_address=args.bootstrap,
         consumer_group=args.group,
@@ -86,24 +81,32 @@ def main(argv: list[str] | None = None) -> int:
     sdf = app.dataframe(input_topic)
     sdf = sdf.apply(analyze, stateful=True, metadata=True)
     sdf.to_topic(output_topic)
+    return app
 
-    watcher = peer_common.OutputWatcher(args.bootstrap, args.output_topic, args.count, book)
-    watcher.start()
-    deadline = time.monotonic() + args.timeout_s
-    # The overall time-out: Quix's own run(timeout=) is an idle time-out, not a deadline.
-    guard = threading.Timer(args.timeout_s, app.stop)
-    guard.daemon = True
-    guard.start()
-    try:
-        app.run(count=args.count, collect=False)
-        # The last transaction commits when run() returns; wait until a reader sees it.
-        watcher.done.wait(max(0.0, deadline - time.monotonic()))
-        cpu = cpu_meter.total()
-    finally:
-        guard.cancel()
-        watcher.stop()
-        shutil.rmtree(state_dir, ignore_errors=True)
-    watcher.join(10)
+
+def main(argv: list[str] | None = None) -> int:
+    args = peer_common.parse_args(PEER, argv, _extra_args)
+    book = peer_common.LatencyBook()
+    cpu_meter = peer_common.ProcessTreeCpu()
+    ensure_retention_setting(args.bootstrap, args.input_topic)
+    with tempfile.TemporaryDirectory(prefix="quix-peer-state-") as state_dir:
+        app = build_app(args, book, state_dir)
+        watcher = peer_common.OutputWatcher(args.bootstrap, args.output_topic, args.count, book)
+        watcher.start()
+        deadline = time.monotonic() + args.timeout_s
+        # The overall time-out: Quix's own run(timeout=) is an idle time-out, not a deadline.
+        guard = threading.Timer(args.timeout_s, app.stop)
+        guard.daemon = True
+        guard.start()
+        try:
+            app.run(count=args.count, collect=False)
+            # The last transaction commits when run() returns; wait until a reader sees it.
+            watcher.done.wait(max(0.0, deadline - time.monotonic()))
+            cpu = cpu_meter.total()
+        finally:
+            guard.cancel()
+            watcher.stop()
+        watcher.join(10)
     if watcher.error is not None:
         raise watcher.error
     peer_common.report(PEER, book, args.count, cpu_seconds=cpu,
