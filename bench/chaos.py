@@ -1,6 +1,6 @@
 """The full chaos run: 3 workers, 12 partitions, 20k records over 2k keys, an event every 5-10 s.
 
-    .venv/bin/python -m bench.chaos [--seed 6] [--records 20000] [--keys 2000] [--rate 200]
+    .venv/bin/python -m bench.chaos [--seed 6] [--records 20000] [--keys 2000] [--rate 100]
 
 Starts the embedded broker and the LLM stub, runs :func:`tests.worker.integration.chaos.run_chaos`
 and writes ``bench/results/chaos.json`` and ``bench/results/chaos.md``. Exits 1 when an invariant
@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=6)
     parser.add_argument("--records", type=int, default=20_000)
     parser.add_argument("--keys", type=int, default=2_000)
-    parser.add_argument("--rate", type=float, default=200.0, help="input records per second")
+    parser.add_argument("--rate", type=float, default=100.0, help="input records per second")
     parser.add_argument("--out", type=Path, default=RESULTS / "chaos")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)

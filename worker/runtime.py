@@ -37,6 +37,9 @@ IDLE_POLL_S = 0.002
 LAG_REFRESH_S = 2.0
 RESUME_FRACTION = 0.75
 PAUSE_AFTER_FULL_S = 3.0
+# One key may hold at most this share of the in-flight window. Its runs are sequential, so a hot key's
+# backlog would otherwise fill the window and stop every other partition until it drains.
+HOT_KEY_SHARE = 0.25
 
 
 TopicPart = tuple[str, int]
@@ -120,6 +123,9 @@ class Worker:
         self._stopping: asyncio.Event | None = None  # created inside the running loop
         self._paused = False
         self._full_since: float | None = None  # when the in-flight window last became full
+        self._hot_key_limit = max(1, int(settings.max_inflight * HOT_KEY_SHARE))
+        self._key_backlog: dict[Hashable, int] = {}  # engine key -> submitted records not committed yet
+        self._hot_partitions: dict[TopicPart, set[Hashable]] = {}  # paused while these keys' backlogs drain
         self._txn_seq = 0
         self._txn_prefix = f"{settings.transactional_id}@{int(time.time() * 1000)}"
         self._last_commit = time.monotonic()
@@ -333,7 +339,42 @@ class Worker:
         if repartition:
             self._pending_repartition.append((meta, key, message.value(), message.headers()))
             return
-        self.engine.submit((meta.partition, key), value, position=meta.offset, meta=meta)
+        engine_key = (meta.partition, key)
+        self.engine.submit(engine_key, value, position=meta.offset, meta=meta)
+        backlog = self._key_backlog.get(engine_key, 0) + 1
+        self._key_backlog[engine_key] = backlog
+        if backlog >= self._hot_key_limit:
+            self._pause_for_hot_key((meta.topic, meta.partition), engine_key)
+
+    def _pause_for_hot_key(self, number: TopicPart, engine_key: Hashable) -> None:
+        """Stop taking records from the hot key's partition; the other partitions keep the window."""
+        assert self.consumer is not None
+        keys = self._hot_partitions.setdefault(number, set())
+        if not keys:
+            self.consumer.pause([TopicPartition(*number)])
+            logger.debug("key %r holds %d in-flight records: partition %s[%d] paused until they drain",
+                         engine_key[1], self._key_backlog[engine_key], *number)  # type: ignore[index]
+        keys.add(engine_key)
+
+    def _release_backlog(self, deltas: list[KeyDelta]) -> None:
+        """Committed records leave their keys' backlogs; resume partitions whose hot keys drained."""
+        assert self.consumer is not None
+        for delta in deltas:
+            done = sum(1 for meta in delta.finished if meta is not None)
+            if done:
+                left = self._key_backlog.get(delta.key, 0) - done
+                if left > 0:
+                    self._key_backlog[delta.key] = left
+                else:
+                    self._key_backlog.pop(delta.key, None)
+        resume_below = self._hot_key_limit * RESUME_FRACTION
+        for number, keys in list(self._hot_partitions.items()):
+            keys.difference_update([k for k in keys if self._key_backlog.get(k, 0) <= resume_below])
+            if not keys:
+                del self._hot_partitions[number]
+                part = self.partitions.get(number)
+                if not self._paused and part is not None and part.ready:
+                    self.consumer.resume([TopicPartition(*number)])
 
     def _load_state(self, engine_key: Hashable) -> bytes | None:
         partition, key = engine_key  # type: ignore[misc]
@@ -384,7 +425,8 @@ class Worker:
 
     def _resume_ready(self) -> None:
         assert self.consumer is not None
-        ready = [TopicPartition(topic, p) for (topic, p), part in self.partitions.items() if part.ready]
+        ready = [TopicPartition(topic, p) for (topic, p), part in self.partitions.items()
+                 if part.ready and (topic, p) not in self._hot_partitions]
         if ready:
             self.consumer.resume(ready)
 
@@ -461,6 +503,7 @@ class Worker:
         self.tracker.mark_committed(offsets)
         self._apply_to_stores(deltas, changelog_offsets)
         self.engine.release(deltas)
+        self._release_backlog(deltas)
         self.committed_transactions += 1
         now_ms = time.time() * 1000
         m = self.metrics
@@ -543,7 +586,7 @@ class Worker:
         buffered, part.buffered = part.buffered, []
         for message in buffered:
             self._dispatch(message)
-        if not self._paused and self.consumer is not None:
+        if not self._paused and self.consumer is not None and (part.topic, part.number) not in self._hot_partitions:
             self.consumer.resume([TopicPartition(part.topic, part.number)])
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -565,6 +608,8 @@ class Worker:
     def _drop_partitions(self, numbers: set[TopicPart]) -> None:
         assert self.engine is not None
         state_parts = {p for topic, p in numbers if topic == self.settings.state_topic}
+        self._key_backlog = {key: n for key, n in self._key_backlog.items()
+                             if key[0] not in state_parts}  # type: ignore[index]
         self.engine.cancel_keys(lambda key: key[0] in state_parts)  # type: ignore[index]
         self._retry = [d for d in self._retry if d.key[0] not in state_parts]  # type: ignore[index]
         self._pending_dlq = [e for e in self._pending_dlq if (e[0].topic, e[0].partition) not in numbers]
@@ -572,6 +617,7 @@ class Worker:
                                      if (e[0].topic, e[0].partition) not in numbers]
         for number in numbers:
             self.tracker.drop(number)
+            self._hot_partitions.pop(number, None)
             part = self.partitions.pop(number, None)
             if part is not None:
                 part.cancelled.set()

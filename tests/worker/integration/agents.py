@@ -5,9 +5,11 @@ from __future__ import annotations
 import logging
 import os
 
+from pydantic import BaseModel, ConfigDict
+
 from agentplan import (Agent, ChatMessage, ChatRequestEvent, ChatResponseEvent, InputEvent, MessageRole,
                        OpenAIChatModelConnection, OpenAIChatModelSetup, OutputEvent, ResourceDescriptor,
-                       RunnerContext, action, chat_model_connection, chat_model_setup)
+                       RunnerContext, action, chat_model_connection, chat_model_setup, tool)
 
 # Chaos runs trace which transactions a killed worker had committed: the runtime logs each commit at
 # DEBUG, and its worker subprocess imports this module after setting up logging.
@@ -58,3 +60,70 @@ class PoisonAgent(Agent):
         if event.input.get("poison"):
             raise ValueError("poison record")
         ctx.send_event(OutputEvent(output=event.input))
+
+
+class TypedInput(BaseModel):
+    """Input model of the hostile-input matrix: ``n`` must be an int; other fields pass through."""
+
+    model_config = ConfigDict(extra="allow")
+    n: int
+    poison: bool = False
+
+
+class TypedEchoAgent(Agent):
+    """Echoes a TypedInput; raises on every attempt for inputs marked poison."""
+
+    @action(InputEvent)
+    @staticmethod
+    def handle(event: InputEvent, ctx: RunnerContext) -> None:
+        if event.input.poison:
+            raise ValueError(f"poison record n={event.input.n}")
+        ctx.send_event(OutputEvent(output=event.input))
+
+
+class Verdict(BaseModel):
+    label: str
+    score: float
+
+
+class FaultProbeAgent(Agent):
+    """One model call per input, through the built-in chat action: ``input["prompt"]`` is the user
+    message; ``input["structured"]`` asks for a Verdict; the model may call the ``lookup`` tool.
+
+    Output: {"key", "answer", "structured"}. The 1 s client timeout keeps hang faults short.
+    """
+
+    @chat_model_connection
+    @staticmethod
+    def llm() -> ResourceDescriptor:
+        return ResourceDescriptor(clazz=OpenAIChatModelConnection, timeout=1.0, max_retries=0)
+
+    @chat_model_setup
+    @staticmethod
+    def model() -> ResourceDescriptor:
+        return ResourceDescriptor(clazz=OpenAIChatModelSetup, connection="llm", model="stub", tools=["lookup"])
+
+    @tool
+    @staticmethod
+    def lookup(query: str = "") -> str:
+        """Look something up.
+
+        Args:
+            query: What to look up.
+        """
+        return f"found {query}"
+
+    @action(InputEvent)
+    @staticmethod
+    def ask(event: InputEvent, ctx: RunnerContext) -> None:
+        ctx.sensory_memory.set("key", event.input["key"])
+        ctx.send_event(ChatRequestEvent(model="model",
+                                        messages=[ChatMessage(role=MessageRole.USER, content=event.input["prompt"])],
+                                        output_schema=Verdict if event.input.get("structured") else None))
+
+    @action(ChatResponseEvent)
+    @staticmethod
+    def answer(event: ChatResponseEvent, ctx: RunnerContext) -> None:
+        structured = event.structured_output
+        ctx.send_event(OutputEvent(output={"key": ctx.sensory_memory.get("key"), "answer": event.response.content,
+                                           "structured": structured.model_dump() if structured else None}))

@@ -20,6 +20,12 @@ What the analysis counts, from the output topic and the workers' logs:
   result and its output are committed together: nothing can be collected between them.
 * recovery: for each kill or SIGTERM, the input partitions whose latest output came from the victim;
   seconds from the signal until each of them has output from another process, the maximum of those.
+
+Events wait until the group is stable (``settle_before_events``). The embedded broker keeps a
+SIGKILLed group leader as leader when it dies during a rebalance: every later JoinGroup names the
+dead member as leader and SyncGroup answers "rebalance in progress" for ever, so no member is ever
+assigned a partition again (seen in the first full run). Apache Kafka evicts it after
+``session.timeout.ms``; against it the setting can be turned off.
 """
 
 from __future__ import annotations
@@ -63,7 +69,7 @@ class ChaosConfig:
     records: int = 20_000
     keys: int = 2_000
     workers: int = 3
-    rate_per_s: float = 200.0
+    rate_per_s: float = 100.0
     seed: int = 6
     llm_latency_ms: float = 20.0
     interval_s: tuple[float, float] = (5.0, 10.0)
@@ -71,6 +77,11 @@ class ChaosConfig:
     max_workers: int = 4
     quiet_tail_s: float = 8.0  # no event this close to the end of production: its recovery stays measurable
     drain_timeout_s: float = 240.0
+    # Apply an event only once the group is stable (every live worker holds partitions, all are
+    # assigned). The embedded broker never evicts a group leader SIGKILLed in the middle of a
+    # rebalance: the group then stays leaderless for good (see the module docstring).
+    settle_before_events: bool = True
+    settle_timeout_s: float = 90.0
     schedule: list[ChaosEvent] | None = None  # explicit events instead of the seeded ones
 
     @property
@@ -189,12 +200,34 @@ class Fleet:
         assert incarnation.ended is not None
         return incarnation.ended
 
+    def settled(self, partitions: int) -> bool:
+        """Every live worker is ready and holds partitions, and together they hold all of them."""
+        held = 0
+        for incarnation in self.live.values():
+            status, body = incarnation.process.http("/readyz")
+            assigned = json.loads(body).get("assigned_partitions", 0) if body.startswith("{") else 0
+            if status != 200 or assigned == 0:
+                return False
+            held += assigned
+        return held == partitions
+
+    def wait_settled(self, partitions: int, timeout_s: float) -> float | None:
+        """Seconds until the group is settled (seen twice, 0.5 s apart), or None at the deadline."""
+        started = time.monotonic()
+        streak = 0
+        while time.monotonic() - started < timeout_s:
+            streak = streak + 1 if self.settled(partitions) else 0
+            if streak >= 2:
+                return time.monotonic() - started
+            time.sleep(0.5)
+        return None
+
     def stop_all(self) -> None:
         for instance in list(self.live):
             self.stop(instance, "term")
 
     def kill_all(self) -> None:
-        for incarnation in self.live.values():
+        for incarnation in self.incarnations:
             if incarnation.process.running():
                 incarnation.process.kill()
 
@@ -263,13 +296,21 @@ def run_chaos(config: ChaosConfig, bootstrap: str, input_topic: str, output_topi
             fleet.start(f"w{i + 1}")
         for incarnation in fleet.live.values():  # chaos starts on a settled fleet
             incarnation.process.wait_ready(timeout_s=90, min_partitions=1)
+        if fleet.wait_settled(config.partitions, config.settle_timeout_s) is None:
+            raise RuntimeError("the initial fleet never settled")
         producer = PacedProducer(bootstrap, input_topic, config)
         start = time.time()
         producer.start()
+        stuck = False
         for event in schedule:
             delay = start + event.at_s - time.time()
             if delay > 0:
                 time.sleep(delay)  # the schedule itself
+            if config.settle_before_events and fleet.wait_settled(config.partitions, config.settle_timeout_s) is None:
+                stuck = True
+                echo(f"{time.time() - start:7.1f}s group not settled within {config.settle_timeout_s}s: "
+                     "no further events")
+                break
             at = fleet.apply(event)
             applied.append({**asdict(event), "actual_s": round(at - start, 2), "wall": at})
             echo(f"{at - start:7.1f}s {event.kind:5} {event.instance}")
@@ -295,6 +336,7 @@ def run_chaos(config: ChaosConfig, bootstrap: str, input_topic: str, output_topi
         "graceful_exit_codes": sorted({i.exit_code for i in fleet.incarnations if i.end == "term"}),
         "broker_hides_aborted": hides_aborted,
         "read_to_the_end": caught_up,
+        "group_stuck": stuck,
     })
     return report
 
@@ -433,6 +475,8 @@ def violations(report: dict) -> list[str]:
         "repeated_committed_llm_calls": report["repeated_committed_llm_calls"], "dlq_records": report["dlq_records"],
     }
     failed = [f"{name}={value}" for name, value in checks.items() if value]
+    if report["group_stuck"]:
+        failed.append("group did not settle between events")
     if not report["read_to_the_end"]:
         failed.append("output not read to its high watermarks")
     if report["graceful_exit_codes"] not in ([], [0]):
@@ -467,12 +511,15 @@ def render_markdown(report: dict[str, Any], command: str) -> str:
         ("graceful exit codes", report["graceful_exit_codes"]),
     ]
     lines += [f"| {name} | {value} |" for name, value in rows]
-    lines += ["", "## Events", "", "| planned (s) | actual (s) | event | instance | partitions it held | recovery (s) |",
+    lines += ["", "## Events", "",
+              "| planned (s) | actual (s) | event | instance | partitions it held | recovery (s) |",
               "|---|---|---|---|---|---|"]
     for e in report["events"]:
         lines.append(f"| {e['at_s']} | {e['actual_s']} | {e['kind']} | {e['instance']} | "
                      f"{e.get('partitions', '')} | {e.get('recovery_s', '')} |")
     lines += ["", "kill = SIGKILL and restart, term = SIGTERM and restart, join = a new worker, "
-              "leave = SIGTERM without restart. Recovery: from the signal until every input partition whose "
+              "leave = SIGTERM without restart. Each event waits until the group is stable "
+              f"(settle_before_events={c['settle_before_events']}): the embedded broker never evicts a group leader "
+              "SIGKILLed during a rebalance. Recovery: from the signal until every input partition whose "
               "latest output came from the victim has output from another process.", ""]
     return "\n".join(lines)

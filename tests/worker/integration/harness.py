@@ -73,6 +73,14 @@ class WorkerProcess:
                 total += float(line.rsplit(" ", 1)[1])
         return total
 
+    def rss_mb(self) -> float:
+        """Resident memory of the worker process, from /proc."""
+        assert self.proc is not None
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        raise AssertionError("no VmRSS")
+
     def log(self) -> str:
         try:
             return self.log_path.read_text(errors="replace")[-6000:]
@@ -164,6 +172,11 @@ class TopicTail:
     def __len__(self) -> int:
         with self._lock:
             return len(self._records)
+
+    def from_source(self, partition: int, offset: int) -> list[Message]:
+        """Records a worker produced for the input record at ``partition``/``offset`` (by their source headers)."""
+        return [m for m in self.records if header(m, "agentfleet.source.offset") == str(offset)
+                and header(m, "agentfleet.source.partition") == str(partition)]
 
     def wait_caught_up(self, timeout_s: float = 30.0) -> bool:
         """Wait until the tail has read every partition up to its high watermark (producers stopped)."""

@@ -4,20 +4,12 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 
 import pytest
 
 from tests.worker.integration.harness import read_all
 
 pytestmark = pytest.mark.integration
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError("no VmRSS")
 
 
 def test_backlog_with_slow_llm_is_bounded(kafka, worker_factory, app_id, stub_llm):
@@ -35,7 +27,7 @@ def test_backlog_with_slow_llm_is_bounded(kafka, worker_factory, app_id, stub_ll
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         samples.append(worker.metric("agentfleet_inflight_records"))
-        rss.append(rss_mb(worker.proc.pid))
+        rss.append(worker.rss_mb())
         time.sleep(0.25)
     assert max(samples) <= limit, (max(samples), worker.log())
     assert max(samples) >= limit * 0.5, samples  # it does fill the window against a slow model
