@@ -274,23 +274,32 @@ def test_broker_coming_up_during_start_up_is_waited_for(proxied_broker: ProxiedB
     assert worker.terminate() == 0, worker.log()
 
 
-def test_broker_outage_mid_run_is_waited_out_and_state_continues(proxied_broker: ProxiedBroker, proxied_worker):
+def test_broker_outage_mid_run_is_waited_out_and_state_continues(proxied_broker: ProxiedBroker, proxied_worker,
+                                                                 stub_llm: StubLLMServer):
     input_topic, output_topic = proxied_broker.topics("outage-in", "outage-out")
     worker = proxied_worker(input_topic, output_topic)
     worker.wait_ready(min_partitions=PARTITIONS)
     produce_round(proxied_broker.cluster, input_topic, 0)
     assert len(read_all(proxied_broker.bootstrap_servers, output_topic, PARTITIONS, expected=len(KEYS))) == len(KEYS)
 
+    # Round 1's runs are waiting on the model when Kafka disappears, and finish during the outage:
+    # their commits must wait for the broker, then go through exactly once.
+    stub_llm.set_latency(1500)
+    produce_round(proxied_broker.cluster, input_topic, 1)
+    assert stub_llm.wait_for_requests(2 * len(KEYS), timeout=MARGIN_S), worker.log()
     proxied_broker.proxy.cut()
     assert wait_for(lambda: "is unreachable" in full_log(worker), timeout_s=MARGIN_S), worker.log()
+    assert wait_for(lambda: stub_llm.stats()["in_flight"] == 0, timeout_s=MARGIN_S)
     assert worker.running(), worker.log()
+    stub_llm.set_latency(0)
     proxied_broker.proxy.restore()
     assert wait_for(lambda: "reachable again" in full_log(worker), timeout_s=MARGIN_S), worker.log()
 
-    produce_round(proxied_broker.cluster, input_topic, 1)
-    messages = read_all(proxied_broker.bootstrap_servers, output_topic, PARTITIONS, expected=2 * len(KEYS))
-    assert len(messages) == 2 * len(KEYS), worker.log()
-    assert_counts_continue(messages, rounds=2)  # exactly once, state kept across the outage
+    produce_round(proxied_broker.cluster, input_topic, 2)
+    messages = read_all(proxied_broker.bootstrap_servers, output_topic, PARTITIONS, expected=3 * len(KEYS))
+    assert len(messages) == 3 * len(KEYS), worker.log()
+    assert_counts_continue(messages, rounds=3)  # exactly once, state kept across the outage
+    assert "fresh transactional producer" in full_log(worker)
     assert worker.running()
     assert worker.terminate() == 0, worker.log()
 
