@@ -25,6 +25,7 @@ import os
 import sys
 import threading
 import time
+import warnings
 from pathlib import Path
 
 import peer_common
@@ -67,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["PYTHONPATH"] = os.pathsep.join(module_dirs)
     sys.path[:0] = module_dirs
     timer = _exit_on_deadline(args.timeout_s)
+    # apache-beam imports pkg_resources (hence the setuptools pin); its deprecation warning is noise.
+    warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
     cpu_meter = peer_common.ProcessTreeCpu()
     cpu_meter.start()
 
