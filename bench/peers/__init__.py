@@ -45,6 +45,10 @@ def peer_command(name: str, *, bootstrap: str, input_topic: str, output_topic: s
                  extra_args: list[str] | None = None) -> list[str]:
     if name not in PEERS:
         raise PeerRunError(f"unknown peer {name!r}; known: {', '.join(PEERS)}")
+    if not llm_base_url:
+        raise PeerRunError(f"peer {name}: llm_base_url is required (an OpenAI-compatible endpoint, e.g. the stub's)")
+    if count <= 0:
+        raise PeerRunError(f"peer {name}: count must be positive, got {count}")
     script, venv = PEERS[name]
     command = [str(venv_python(venv)), str(script),
                "--bootstrap", bootstrap, "--input-topic", input_topic, "--output-topic", output_topic,
