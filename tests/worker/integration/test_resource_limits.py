@@ -274,8 +274,9 @@ def test_broker_coming_up_during_start_up_is_waited_for(proxied_broker: ProxiedB
     assert worker.terminate() == 0, worker.log()
 
 
+@pytest.mark.parametrize("outage_s", [0.0, 8.0], ids=["brief", "longer-than-session-timeout"])
 def test_broker_outage_mid_run_is_waited_out_and_state_continues(proxied_broker: ProxiedBroker, proxied_worker,
-                                                                 stub_llm: StubLLMServer):
+                                                                 stub_llm: StubLLMServer, outage_s: float):
     input_topic, output_topic = proxied_broker.topics("outage-in", "outage-out")
     worker = proxied_worker(input_topic, output_topic)
     worker.wait_ready(min_partitions=PARTITIONS)
@@ -290,6 +291,8 @@ def test_broker_outage_mid_run_is_waited_out_and_state_continues(proxied_broker:
     proxied_broker.proxy.cut()
     assert wait_for(lambda: "is unreachable" in full_log(worker), timeout_s=MARGIN_S), worker.log()
     assert wait_for(lambda: stub_llm.stats()["in_flight"] == 0, timeout_s=MARGIN_S)
+    # The session timeout is 6 s: a longer outage costs the worker its group membership.
+    assert not wait_for(lambda: not worker.running(), timeout_s=outage_s), worker.log()
     assert worker.running(), worker.log()
     stub_llm.set_latency(0)
     proxied_broker.proxy.restore()
