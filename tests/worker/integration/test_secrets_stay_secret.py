@@ -45,7 +45,8 @@ def test_api_keys_and_kafka_passwords_appear_nowhere(kafka, worker_factory, app_
     output_topic = kafka.new_topic("secrets-out", partitions=PARTITIONS)
     worker = worker_factory(AGENT, input_topic, output_topic, app_id, instance_id="s",
                             env={"OPENAI_API_KEY": api_key, "AGENTFLEET_KAFKA_SSL_KEY_PASSWORD": passwords[1]},
-                            extra_args=["-r", RESOURCE, "-X", "sasl.username=svc", "-X", f"sasl.password={passwords[0]}"])
+                            extra_args=["-r", RESOURCE, "-X", "sasl.username=svc",
+                                        "-X", f"sasl.password={passwords[0]}"])
     worker.wait_ready(min_partitions=PARTITIONS)
     kafka.produce(input_topic, [
         ("ok", json.dumps({"text": f"{payload} hello"})),
