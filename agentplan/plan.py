@@ -22,6 +22,8 @@ from agentplan.tools import FunctionTool
 SECRET_NAME = re.compile(r"(api[_-]?key|password|secret|token|credential|authorization)",
                          re.IGNORECASE)
 REDACTED = "***"
+# user:password@ in a URL (e.g. a proxy or base URL with credentials)
+URL_CREDENTIALS = re.compile(r"(?<=://)[^/@\s]+@")
 
 
 def _builtin_actions() -> list[ActionSpec]:
@@ -198,4 +200,6 @@ def _redact(value: Any, key: str = "") -> Any:
         return [_redact(v, key) for v in value]
     if key and SECRET_NAME.search(key) and value is not None:
         return REDACTED
+    if isinstance(value, str) and "://" in value:
+        return URL_CREDENTIALS.sub(REDACTED + "@", value)
     return value

@@ -130,6 +130,14 @@ def test_redact_secrets_hides_api_key() -> None:
     assert "sk-very" not in repr(plan.get_resource("local_llm", ResourceType.CHAT_MODEL_CONNECTION))
 
 
+def test_redact_secrets_hides_credentials_in_urls() -> None:
+    plan = sentiment_plan(ResourceDescriptor(clazz=OpenAIChatModelConnection, api_key=SECRET,
+                                             api_base_url=f"https://svc:{SECRET}@llm.example/v1"))
+    data = json.loads(plan.model_dump_json(redact_secrets=True))
+    connection = next(r for r in data["resources"] if r["name"] == "local_llm")
+    assert connection["descriptor"]["arguments"]["api_base_url"] == "https://***@llm.example/v1"
+
+
 # -- compile errors ----------------------------------------------------------------------------
 
 
