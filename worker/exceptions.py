@@ -12,6 +12,7 @@ __all__ = [
     "BrokerUnavailableError",
     "EmbeddedBrokerError",
     "StateStoreError",
+    "StateRestoreError",
     "BrokerUnreachableError",
 ]
 
@@ -50,6 +51,10 @@ class StateStoreError(WorkerError):
     Committed state is safe in the changelog; the worker exits rather than running on a store
     it cannot keep in step, and a restart (or another worker) restores the missing tail.
     """
+
+
+class StateRestoreError(WorkerError):
+    """Restoring a partition's state from its changelog failed (consumer error, or it took too long)."""
 
 
 class BrokerUnreachableError(WorkerError):

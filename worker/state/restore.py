@@ -1,22 +1,36 @@
 """Restore a partition store from the changelog tail it has not seen yet.
 
 Runs in a thread per partition so a long restore never stalls partitions that are ready.
+
+The restore never trusts the end offset a ListOffsets request reports: the embedded Tansu
+broker answers it with the first offset of the last batch + 1 (so a batched, non-transactional
+changelog looked 1 record long) and with 0 to read_committed readers while a transaction is
+open. Fetch responses carry the right end (high watermark, last stable offset), so the restore
+reads until the consumer reports partition EOF, and decides whether the store is ahead of the
+changelog by re-reading the last record the store applied.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
 
+from worker.exceptions import StateRestoreError
 from worker.state.store import PartitionStore
 
 logger = logging.getLogger(__name__)
 
-BATCH = 5000
+BATCH = 5000  # distinct keys per RocksDB write batch
+CONSUME_BATCH = 10_000  # records per consume() call: fewer calls into librdkafka per record
+POLL_S = 0.5
+# Kafka aborts a transaction left open for transaction.timeout.ms (the worker's default: 10 s) at
+# its next abort check (every 10 s by default); only then does the last stable offset move on.
+OPEN_TRANSACTION_WAIT_S = 30.0
 
 
 class RestoreResult:
@@ -28,55 +42,158 @@ class RestoreResult:
 
 
 def restore_partition(path: Path, changelog_topic: str, partition: int, consumer_config: dict[str, Any],
-                      timeout_s: float = 300.0, cancelled: Any = None) -> RestoreResult:
-    """Open (or rebuild) the store at ``path`` and apply changelog records past its offset."""
+                      timeout_s: float = 300.0, cancelled: threading.Event | None = None,
+                      open_transaction_wait_s: float = OPEN_TRANSACTION_WAIT_S) -> RestoreResult:
+    """Open (or rebuild) the store at ``path`` and apply the committed changelog records past its offset.
+
+    The store is wiped only when the changelog really ends before the store's offset (topic deleted
+    and recreated, or truncated). When the store's last record lies behind an open transaction
+    (read_committed cannot see it yet), the restore waits up to ``open_transaction_wait_s`` for the
+    transaction to end, then keeps the store as it is. Raises :class:`StateRestoreError` on a consumer
+    error or when the whole restore takes longer than ``timeout_s``.
+    """
     started = time.monotonic()
     store, rebuilt = PartitionStore.open_or_rebuild(path)
     consumer = Consumer({**consumer_config, "enable.partition.eof": True, "enable.auto.commit": False,
-                         "isolation.level": "read_committed"})
-    records = 0
+                         "isolation.level": "read_committed", "auto.offset.reset": "error"})
     try:
-        tp = TopicPartition(changelog_topic, partition)
-        low, high = consumer.get_watermark_offsets(tp, timeout=10)
-        start = store.changelog_offset() + 1
-        if start > high:
-            # The store claims more than the changelog holds (topic recreated?): start over.
-            logger.warning("store %s is ahead of %s[%d] (%d > %d); rebuilding", path, changelog_topic,
-                           partition, start, high)
-            store.wipe()
-            rebuilt = True
-            start = 0
-        start = max(start, low)
-        if start >= high:
-            return RestoreResult(store, 0, time.monotonic() - started, rebuilt)
-        consumer.assign([TopicPartition(changelog_topic, partition, start)])
-        pending: dict[bytes, bytes | None] = {}
-        last = start - 1
-        deadline = time.monotonic() + timeout_s
-        done = False
-        while not done:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"restore of {changelog_topic}[{partition}] exceeded {timeout_s}s")
-            if cancelled is not None and cancelled.is_set():
-                break
-            for msg in consumer.consume(num_messages=1000, timeout=0.5):
-                err = msg.error()
-                if err is not None:
-                    if err.code() == KafkaError._PARTITION_EOF:
-                        done = True
-                        break
-                    raise RuntimeError(f"restore of {changelog_topic}[{partition}]: {err}")
-                pending[bytes(msg.key())] = msg.value()
-                last = msg.offset()
-                records += 1
-                if msg.offset() >= high - 1:
-                    done = True
-                    break
-            if len(pending) >= BATCH:
-                store.apply(pending, last)
-                pending = {}
-        if pending:
-            store.apply(pending, last)
-        return RestoreResult(store, records, time.monotonic() - started, rebuilt)
+        restore = _Restore(store, consumer, changelog_topic, partition, rebuilt)
+        restore.run(started + timeout_s, timeout_s, cancelled, open_transaction_wait_s)
+        return RestoreResult(store, restore.records, time.monotonic() - started, restore.rebuilt)
+    except BaseException:
+        store.close()
+        raise
     finally:
         consumer.close()
+
+
+class _Restore:
+    """One pass over a changelog partition into a store; restarts from the beginning if the store is ahead."""
+
+    def __init__(self, store: PartitionStore, consumer: Consumer, topic: str, partition: int,
+                 rebuilt: bool) -> None:
+        self.store = store
+        self.consumer = consumer
+        self.topic = topic
+        self.partition = partition
+        self.rebuilt = rebuilt
+        self.records = 0
+        self.name = f"{topic}[{partition}]"
+        # The store's last applied changelog offset, until the changelog has been seen to hold it.
+        self.unverified: int | None = None
+
+    def run(self, deadline: float, timeout_s: float, cancelled: threading.Event | None,
+            open_transaction_wait_s: float) -> None:
+        # The low watermark is right on Tansu too; only the reported end is not.
+        low, _ = self.consumer.get_watermark_offsets(TopicPartition(self.topic, self.partition), timeout=10)
+        applied = self.store.changelog_offset()
+        if applied >= 0 and applied >= low:
+            # Re-read the last applied record: receiving it (or anything past it) proves the
+            # changelog still holds it. Applying it again is a no-op.
+            self.unverified = applied
+            self._assign(applied)
+        else:
+            # Records before the low watermark are gone (retention); continue after the gap.
+            self._assign(max(applied + 1, low) if applied >= 0 else OFFSET_BEGINNING)
+        pending: dict[bytes, bytes | None] = {}
+        last = -1
+        silent_since = time.monotonic()
+        while True:
+            now = time.monotonic()
+            if now > deadline:
+                raise StateRestoreError(f"restore of {self.name} exceeded {timeout_s}s")
+            if cancelled is not None and cancelled.is_set():
+                break
+            batch = self.consumer.consume(num_messages=CONSUME_BATCH, timeout=POLL_S)
+            if not batch:
+                if self.unverified is not None and self._behind_open_transaction(now - silent_since,
+                                                                                 open_transaction_wait_s):
+                    break
+                continue
+            silent_since = now
+            if self.unverified is not None:
+                batch = self._verify(batch)  # nothing is pending before the store's offset is verified
+            end_of_partition = False
+            errors = 0
+            for msg in batch:
+                if msg.error() is None:
+                    pending[msg.key()] = msg.value()
+                    continue
+                if msg.error().code() != KafkaError._PARTITION_EOF:
+                    raise StateRestoreError(f"restore of {self.name}: {msg.error()}")
+                end_of_partition = True
+                errors += 1
+            if len(batch) > errors:
+                self.records += len(batch) - errors
+                last = next(msg.offset() for msg in reversed(batch) if msg.error() is None)
+            if end_of_partition:
+                break
+            if len(pending) >= BATCH:
+                self._apply(pending, last)
+                pending = {}
+        if pending:
+            self._apply(pending, last)
+
+    def _apply(self, pending: dict[bytes, bytes | None], last: int) -> None:
+        if None in pending:  # a keyless record cannot be state; the worker never writes one
+            logger.warning("ignoring keyless records in %s", self.name)
+            del pending[None]  # type: ignore[arg-type]
+        self.store.apply(pending, last)
+
+    def _assign(self, offset: int) -> None:
+        self.consumer.assign([TopicPartition(self.topic, self.partition, offset)])
+
+    def _verify(self, batch: list[Message]) -> list[Message]:
+        """Check the first fetched records against the store's offset; wipe the store if it is ahead.
+
+        Returns the records to apply (those past the store's offset).
+        """
+        applied = self.unverified
+        assert applied is not None
+        for index, msg in enumerate(batch):
+            error = msg.error()
+            if error is None:
+                self.unverified = None
+                return [m for m in batch[index:] if m.error() is not None or m.offset() > applied]
+            if error.code() == KafkaError._PARTITION_EOF:
+                if msg.offset() > applied:  # reached past the record (compacted away or filtered)
+                    self.unverified = None
+                    return batch[index:]
+                self._rebuild(f"the changelog ends at {msg.offset()}")
+                return []
+            if error.code() in (KafkaError._AUTO_OFFSET_RESET, KafkaError.OFFSET_OUT_OF_RANGE):
+                self._rebuild(f"offset {applied} is out of range ({error.str()})")
+                return []
+            raise StateRestoreError(f"restore of {self.name}: {error}")
+        return []
+
+    def _behind_open_transaction(self, silent_s: float, wait_s: float) -> bool:
+        """Nothing fetched at the store's offset: find out from the fetched high watermark why.
+
+        Tansu answers a fetch past the end with an empty response (Kafka: offset out of range).
+        A high watermark above the store's offset means the record exists but read_committed
+        cannot see it: an open transaction starts before it. Returns True when the restore should
+        stop waiting for that transaction and keep the store as it is.
+        """
+        applied = self.unverified
+        assert applied is not None
+        _, high = self.consumer.get_watermark_offsets(TopicPartition(self.topic, self.partition), cached=True)
+        if high < 0:  # no fetch response yet
+            return False
+        if high <= applied:
+            self._rebuild(f"the changelog ends at {high}")
+            return False
+        if silent_s < wait_s:
+            return False
+        logger.warning("%s: an open transaction hides the changelog from offset <= %d (end %d) for %.0fs; "
+                       "keeping the store as it is (state up to offset %d)", self.name, applied, high,
+                       silent_s, applied)
+        return True
+
+    def _rebuild(self, reason: str) -> None:
+        logger.warning("store %s is ahead of %s (store offset %s, %s); rebuilding", self.store.path, self.name,
+                       self.unverified, reason)
+        self.store.wipe()
+        self.rebuilt = True
+        self.unverified = None
+        self._assign(OFFSET_BEGINNING)
