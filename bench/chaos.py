@@ -39,6 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keys", type=int, default=2_000)
     parser.add_argument("--rate", type=float, default=100.0, help="input records per second")
     parser.add_argument("--out", type=Path, default=RESULTS / "chaos")
+    parser.add_argument("--keep-logs", action="store_true", help="keep the workers' logs and state directories")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     config = ChaosConfig(records=args.records, keys=args.keys, rate_per_s=args.rate, seed=args.seed)
@@ -55,7 +56,10 @@ def main(argv: list[str] | None = None) -> int:
             report = run_chaos(config, broker.bootstrap_servers, input_topic, output_topic, f"{input_topic}-dlq",
                                f"chaos-{suffix}", stub.base_url, ledger, work_dir, hides_aborted=False, echo=print)
     finally:
-        shutil.rmtree(work_dir, ignore_errors=True)
+        if args.keep_logs:
+            print(f"worker logs and state kept in {work_dir}")
+        else:
+            shutil.rmtree(work_dir, ignore_errors=True)
     failed = violations(report)
     report["violations"] = failed
     args.out.parent.mkdir(parents=True, exist_ok=True)

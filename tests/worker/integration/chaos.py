@@ -7,7 +7,9 @@ The stub's answer carries a call number, so an output names the one LLM call it 
 
 What the analysis counts, from the output topic and the workers' logs:
 
-* lost: inputs with no committed output.
+* lost: inputs with no output at all. An input whose only output is in an excused transaction (below)
+  is counted apart: the leaky broker hands that transaction's changelog records to the successor's
+  restore as well, so the successor takes the input as done and the leaked copy is its output.
 * duplicates: inputs with more than one committed output. On a broker that delivers aborted
   records to read_committed consumers (the embedded Tansu, see BROKER.md) a copy is not counted as
   committed when it was produced in the transaction a SIGKILLed worker left open (the highest
@@ -39,6 +41,7 @@ import threading
 import time
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable
 
@@ -54,6 +57,9 @@ EVENT_KINDS = ("kill", "term", "join", "leave")  # kill/term restart the same in
 _ANSWER_ID = re.compile(r"#(\d+)$")
 _COMMITTED = re.compile(r"committed (\S+)#(\d+) in ")
 _ABORTED = re.compile(r"transaction (\S+#\d+) aborted")
+_OWNERSHIP = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) (?:INFO|WARNING) worker\.runtime: "
+                        r"(assigned|revoking|lost) (\[.*\])", re.MULTILINE)
+_PARTITION = re.compile(r"\[(\d+)\]'|, (\d+)\)")  # 'topic[3]' in assigned lines, ('topic', 3) in the others
 
 
 @dataclass(frozen=True)
@@ -155,6 +161,7 @@ class Incarnation:
     prefix: str | None = None  # its transactions are named <prefix>#<n>
     last_committed: int = 0
     aborted_txns: set[str] = field(default_factory=set)
+    ownership: list[tuple[float, str, set[int]]] = field(default_factory=list)  # (when, assigned/revoking, parts)
 
     def read_log(self) -> None:
         text = self.process.log_path.read_text(errors="replace")
@@ -162,6 +169,18 @@ class Incarnation:
             self.prefix = match.group(1)
             self.last_committed = max(self.last_committed, int(match.group(2)))
         self.aborted_txns = set(_ABORTED.findall(text))
+        for match in _OWNERSHIP.finditer(text):
+            when = datetime.strptime(match.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp()  # local time, as logged
+            self.ownership.append((when, match.group(2), {int(a or b) for a, b in _PARTITION.findall(match.group(3))}))
+
+    def partitions_at(self, when: float) -> set[int]:
+        """Partitions this process held at wall time ``when``, from its assigned/revoking log lines."""
+        held: set[int] = set()
+        for at, what, parts in self.ownership:
+            if at > when:
+                break
+            held = held | parts if what == "assigned" else held - parts
+        return held
 
 
 class Fleet:
@@ -240,6 +259,7 @@ class PacedProducer(threading.Thread):
         self.topic, self.config = topic, config
         self.producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, "enable.idempotence": True})
         self.produced = 0
+        self.finished_at: float | None = None  # wall time the last record was delivered
         self.error: BaseException | None = None
 
     def run(self) -> None:
@@ -256,6 +276,7 @@ class PacedProducer(threading.Thread):
                 time.sleep(0.02)  # pacing, not synchronisation
             if self.producer.flush(60):
                 raise RuntimeError("input not delivered within 60s")
+            self.finished_at = time.time()
         except BaseException as exc:  # noqa: BLE001 - reported by run_chaos
             self.error = exc
 
@@ -306,6 +327,9 @@ def run_chaos(config: ChaosConfig, bootstrap: str, input_topic: str, output_topi
             delay = start + event.at_s - time.time()
             if delay > 0:
                 time.sleep(delay)  # the schedule itself
+            if not producer.is_alive():
+                echo(f"{time.time() - start:7.1f}s input complete: the remaining events are skipped")
+                break
             if config.settle_before_events and fleet.wait_settled(config.partitions, config.settle_timeout_s) is None:
                 stuck = True
                 echo(f"{time.time() - start:7.1f}s group not settled within {config.settle_timeout_s}s: "
@@ -317,7 +341,7 @@ def run_chaos(config: ChaosConfig, bootstrap: str, input_topic: str, output_topi
         producer.join(config.production_s + 120)
         if producer.error is not None or producer.is_alive():
             raise RuntimeError(f"producer failed: {producer.error}")
-        produced_s = time.time() - start
+        produced_s = (producer.finished_at or time.time()) - start
         distinct = wait_for_distinct(outputs, config.records, config.drain_timeout_s)
         drained_s = time.time() - start
         echo(f"{drained_s:7.1f}s drained: {distinct}/{config.records} distinct outputs")
@@ -381,7 +405,12 @@ def analyse(config: ChaosConfig, records: list[Message], incarnations: list[Inca
                 excused[txn] = "aborted and retried by the worker"
     committed = {ks: [c for c in cs if c["txn"] not in excused] for ks, cs in copies.items()}
     expected = {(f"k{i % config.keys}", i // config.keys) for i in range(config.records)}
-    lost = sorted(ks for ks in expected if not committed.get(ks))
+    lost = sorted(ks for ks in expected if not copies.get(ks))
+    # Only copy in an excused transaction: the same broker also hands that transaction's changelog records
+    # to the successor's restore, so the successor takes the input as done. The leaked copy is then the
+    # output; the order and count checks below include it, which shows the state agrees with it.
+    leaked_only = {ks for ks in expected if copies.get(ks) and not committed.get(ks)}
+    effective = {ks: committed[ks] or copies[ks][:1] for ks in copies}
     unexpected = sorted(ks for ks in copies if ks not in expected)
     duplicates = {ks: cs for ks, cs in committed.items() if len(cs) > 1}
     traced = sum(len(cs) - len(committed[ks]) for ks, cs in copies.items())
@@ -392,9 +421,9 @@ def analyse(config: ChaosConfig, records: list[Message], incarnations: list[Inca
     last_seq: dict[str, int] = {}
     for msg in records:
         value = _value(msg)
-        if (header(msg, "agentfleet.txn") or "") in excused:
-            continue
         key, seq = value["key"], value["seq"]
+        if (header(msg, "agentfleet.txn") or "") in excused and (key, seq) not in leaked_only:
+            continue
         if seq <= last_seq.get(key, -1):
             order_violations += 1
         last_seq[key] = max(seq, last_seq.get(key, -1))
@@ -402,7 +431,7 @@ def analyse(config: ChaosConfig, records: list[Message], incarnations: list[Inca
             count_violations += 1
 
     repeated_llm = []
-    for (key, seq), cs in committed.items():
+    for (key, seq), cs in effective.items():
         calls = ledger.calls(f"count <{key}|{seq}>")
         if any(c["answer"] != max(calls, default=None) for c in cs):
             repeated_llm.append((key, seq, [c["answer"] for c in cs], calls))
@@ -415,6 +444,7 @@ def analyse(config: ChaosConfig, records: list[Message], incarnations: list[Inca
         "records_in": config.records,
         "outputs_read": len(records),
         "distinct_outputs": len(expected) - len(lost),
+        "delivered_only_by_a_killed_transaction": len(leaked_only),
         "lost": len(lost),
         "lost_examples": lost[:10],
         "unexpected_outputs": len(unexpected),
@@ -436,6 +466,7 @@ def analyse(config: ChaosConfig, records: list[Message], incarnations: list[Inca
 
 def _recovery(events: list[dict[str, Any]], copies: dict[tuple[str, int], list[dict[str, Any]]],
               incarnations: list[Incarnation], app_id: str) -> list[dict[str, Any]]:
+    """Per kill/term/leave: the partitions the victim held (its log) and when each produced output again."""
     by_partition: dict[int, list[tuple[float, str]]] = defaultdict(list)
     for cs in copies.values():
         for c in cs:
@@ -445,24 +476,16 @@ def _recovery(events: list[dict[str, Any]], copies: dict[tuple[str, int], list[d
     out = []
     for event in events:
         entry = dict(event)
-        if event["kind"] != "join":
-            victim = next((i for i in incarnations if i.instance == event["instance"] and i.ended == event["wall"]),
-                          None)
-            victim_prefix = victim.prefix if victim is not None else None
-            if victim is not None and victim_prefix is None:  # never committed: find its prefix from the output
-                victim_prefix = next((p for _, p in itertools.chain.from_iterable(by_partition.values())
-                                      if _incarnation_of(p, incarnations, app_id) is victim), None)
-            affected, gaps = [], []
-            for partition, timeline in sorted(by_partition.items()):
-                before = [p for ts, p in timeline if ts <= event["wall"]]
-                if not before or before[-1] != victim_prefix:
-                    continue
-                affected.append(partition)
-                after = [ts for ts, p in timeline if ts > event["wall"] and p != victim_prefix]
+        victim = next((i for i in incarnations if i.instance == event["instance"] and i.ended == event["wall"]), None)
+        if event["kind"] != "join" and victim is not None:
+            held = sorted(victim.partitions_at(event["wall"]))
+            gaps = []
+            for partition in held:
+                after = [ts for ts, prefix in by_partition.get(partition, [])
+                         if ts > event["wall"] and _incarnation_of(prefix, incarnations, app_id) is not victim]
                 gaps.append(after[0] - event["wall"] if after else None)
-            entry["partitions"] = affected
-            entry["recovery_s"] = (round(max(g for g in gaps if g is not None), 2)
-                                   if gaps and None not in gaps else None)
+            entry["partitions"] = held
+            entry["recovery_s"] = round(max(gaps), 2) if gaps and None not in gaps else None
         out.append(entry)
     return out
 
@@ -499,6 +522,8 @@ def render_markdown(report: dict[str, Any], command: str) -> str:
     rows = [
         ("records in", report["records_in"]), ("outputs read (all copies)", report["outputs_read"]),
         ("distinct outputs", report["distinct_outputs"]), ("lost", report["lost"]),
+        ("delivered only by a killed producer's open transaction (broker leak)",
+         report["delivered_only_by_a_killed_transaction"]),
         ("duplicates (committed)", report["duplicates"]),
         ("copies from a killed producer's open transaction", report["traced_copies"]),
         ("per-key order violations", report["order_violations"]),
