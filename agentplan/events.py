@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import uuid
 from typing import Any
 
@@ -12,8 +13,14 @@ from agentplan.chat_message import ChatMessage, ToolCall
 from agentplan.exceptions import SerializationError
 
 
+_ID_PREFIX = uuid.uuid4().hex[:16]  # unique per process
+_ID_COUNTER = itertools.count(1)
+
+
 def _new_id() -> str:
-    return uuid.uuid4().hex
+    """A unique id without a uuid4 per event (an os.urandom call each; the engine replaces most ids
+    with deterministic ones anyway, see Event)."""
+    return f"{_ID_PREFIX}{next(_ID_COUNTER):016x}"
 
 
 class Event(BaseModel):
