@@ -24,8 +24,9 @@ def section(title: str) -> str:
 def test_configuration_reference_names_every_worker_setting():
     reference = section("### Configuration reference")
     for name in WorkerSettings.model_fields:
-        flag = "--" + name.replace("_", "-")
-        assert flag in reference or f"`{name}`" in reference or name == "kafka" and "-X key=value" in reference, name
+        flags = {"--" + name.replace("_", "-"), "--" + name.removesuffix("s").replace("_", "-")}  # --resource
+        named = any(f"`{flag}" in reference for flag in flags) or f"`{name}`" in reference
+        assert named or name == "kafka" and "-X key=value" in reference, name
 
 
 def test_metrics_reference_lists_every_metric_with_its_labels():
