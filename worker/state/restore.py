@@ -99,8 +99,8 @@ class _Restore:
             self.unverified = applied
             self._assign(applied)
         else:
-            # Records before the low watermark are gone (retention); continue after the gap.
-            self._assign(max(applied + 1, low) if applied >= 0 else OFFSET_BEGINNING)
+            # An empty store, or records before the low watermark gone (retention): continue from there.
+            self._assign(max(applied + 1, low))
         pending: dict[bytes, bytes | None] = {}
         last = -1
         silent_since = time.monotonic()
@@ -188,9 +188,8 @@ class _Restore:
             return False
         if silent_s < wait_s:
             return False
-        logger.warning("%s: an open transaction hides the changelog from offset <= %d (end %d) for %.0fs; "
-                       "keeping the store as it is (state up to offset %d)", self.name, applied, high,
-                       silent_s, applied)
+        logger.warning("%s: the store's last record (offset %d, high watermark %d) stayed behind an open "
+                       "transaction for %.0fs; keeping the store as it is", self.name, applied, high, silent_s)
         return True
 
     def _rebuild(self, reason: str) -> None:
