@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
+import math
 import logging
 import os
 from typing import Any
@@ -91,6 +93,30 @@ def to_openai_message(message: ChatMessage) -> dict[str, Any]:
     return out
 
 
+POOL_SHARDS = 64
+
+
+class _ShardedTransport:
+    """An httpx transport spreading requests round-robin over several connection pools."""
+
+    def __init__(self, shards: list[Any]) -> None:
+        self._shards = shards
+        self._next = itertools.cycle(shards)
+
+    async def handle_async_request(self, request: Any) -> Any:
+        return await next(self._next).handle_async_request(request)
+
+    async def aclose(self) -> None:
+        for shard in self._shards:
+            await shard.aclose()
+
+    async def __aenter__(self) -> _ShardedTransport:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+
 class OpenAIChatModelConnection(BaseChatModelConnection):
     """Connection to an OpenAI-compatible server through the official async client.
 
@@ -155,9 +181,16 @@ class OpenAIChatModelConnection(BaseChatModelConnection):
             import httpx2 as httpx_module  # type: ignore[import-not-found]
         except ImportError:
             import httpx as httpx_module  # type: ignore[import-not-found,no-redef]
-        limits = httpx_module.Limits(max_connections=self.max_connections,
-                                     max_keepalive_connections=min(self.max_connections, 512))
-        return openai.DefaultAsyncHttpxClient(limits=limits, timeout=self.timeout)
+        # Several small pools instead of one big one: the pool's bookkeeping walks all of its
+        # connections on every request and response, so at 1000 calls in flight one pool cost
+        # ~7 ms of CPU per call, and 64 pools of 16 cost ~1.6 ms (measured against the stub).
+        shards = max(1, min(POOL_SHARDS, self.max_connections))
+        per_shard = math.ceil(self.max_connections / shards)
+        limits = httpx_module.Limits(max_connections=per_shard, max_keepalive_connections=per_shard)
+        tls = httpx_module.create_ssl_context()  # one for all pools: loading CA certificates takes ~20 ms
+        transport = _ShardedTransport([httpx_module.AsyncHTTPTransport(limits=limits, verify=tls)
+                                       for _ in range(shards)])
+        return openai.DefaultAsyncHttpxClient(transport=transport, timeout=self.timeout)
 
     async def chat(self, messages: list[ChatMessage], *, model: str, tools: list[dict[str, Any]] | None = None,
                    **params: Any) -> ChatResult:
