@@ -129,8 +129,8 @@ def test_store_past_an_open_transaction_is_kept_then_catches_up_when_it_ends(
         with pytest.raises(StateRestoreError, match="exceeded"):
             _restore(kafka, tmp_path / "p0", changelog, timeout_s=1.0, open_transaction_wait_s=60.0)
 
-        # A third owner committed more after the store's offset; the hung transaction then ends
-        # (its producer came back and aborted it) while the restore waits: the tail is applied.
+        # A third owner committed more after the store's offset; the hung transaction then ends (its
+        # producer came back and aborted it) just after the restore started: the tail is applied.
         third = _Transaction(kafka, changelog, range(10, 13), b"third")
         third.commit()
         result: list[RestoreResult] = []
