@@ -1,0 +1,33 @@
+"""Resources the benchmark's workers load by import path (``--resource local_llm=bench.agents:...``)."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+from agentplan import ResourceDescriptor
+from agentplan.chat_message import ChatMessage, MessageRole
+from agentplan.chat_models import BaseChatModelConnection, ChatResult
+from agentplan.testing.llm_stub import default_responder
+
+
+class InstantChatModelConnection(BaseChatModelConnection):
+    """A chat model answering in-process, at once, with the stub's deterministic replies.
+
+    Isolates the worker's own cost (engine, state, transactions) from any HTTP client or server.
+    """
+
+    async def chat(self, messages: list[ChatMessage], *, model: str, tools: list[dict[str, Any]] | None = None,
+                   **params: Any) -> ChatResult:
+        return ChatResult(message=ChatMessage(role=MessageRole.ASSISTANT, content=_answer(model, tuple(
+            (m.role.value, m.content or "") for m in messages))), model=model)
+
+
+@functools.lru_cache(maxsize=4096)
+def _answer(model: str, messages: tuple[tuple[str, str], ...]) -> str:
+    """Same request, same answer: each distinct prompt is answered once (the model is meant to cost nothing)."""
+    request = {"model": model, "messages": [{"role": role, "content": content} for role, content in messages]}
+    return default_responder(request).content or ""
+
+
+instant_llm_descriptor = ResourceDescriptor(clazz=InstantChatModelConnection)

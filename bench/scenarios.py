@@ -1,0 +1,422 @@
+"""The issue's scenarios. Each runs once on a fresh broker and returns its figures as a flat dict.
+
+S1  throughput, seed sentiment agent, in-process instant chat model, 1 worker, EOS + changelog; CPU/record
+S2  throughput, same agent against the HTTP stub at 0 ms
+S3  throughput and e2e latency at stub latency 200 ms / 1 s with --max-inflight 64 / 256 / 1024
+S4  scaling 1 -> 4 workers on 16 partitions, LLM-bound
+S5  restore of a large changelog into an empty state directory
+S6  failover: SIGKILL one of three workers under load
+S7  e2e latency at 10 records/s, 0 ms LLM
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable
+
+from confluent_kafka import Producer
+
+from bench.cluster import (HTTP_LLM, INSTANT_LLM, SENTIMENT_AGENT, SESSION_TIMEOUT_MS, BenchError, Cluster, Output,
+                           OutputCollector, cpu_seconds, percentile, wait_assignment, wait_ready)
+from bench.profiling import Profiler
+from worker.config import WorkerSettings
+
+logger = logging.getLogger(__name__)
+
+COMMIT_INTERVAL_MS = 100  # the worker's default, which S7's goal refers to
+PEERS = ("flink_agents", "quix", "naive")
+# Peers read the first N records of the same input topic: enough for a rate, not the whole backlog.
+PEER_RECORDS = {True: 500, False: 2000}
+
+
+@dataclass
+class RunOptions:
+    quick: bool = False
+    peers: bool = False
+    profile: bool = False
+    stub_workers: int = 1
+    results_dir: Path = Path("bench/results")
+    # Figures of earlier scenarios in this run (S3 caps its expectation at the S2 rate).
+    measured: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+Scenario = Callable[[RunOptions], dict[str, Any]]
+
+
+def _name(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:6]}"
+
+
+def _rate(outputs: list[Output], started_s: float) -> float:
+    """Records per second from ``started_s`` (wall clock) to the last output's timestamp."""
+    last = max(o.produced_ms for o in outputs) / 1000
+    return len(outputs) / max(1e-3, last - started_s)
+
+
+def _steady_rate(outputs: list[Output]) -> float:
+    """Records per second between the first and the last output (excludes the ramp-up)."""
+    stamps = sorted(o.produced_ms for o in outputs)
+    return (len(stamps) - 1) / max(1e-3, (stamps[-1] - stamps[0]) / 1000)
+
+
+def _check_complete(outputs: list[Output], expected: int, what: str) -> None:
+    distinct = len({(o.partition, o.offset) for o in outputs})
+    if distinct < expected:
+        raise BenchError(f"{what}: {distinct} of {expected} records produced output")
+
+
+def _run_peers(options: RunOptions, cluster: Cluster, input_topic: str, partitions: int, count: int,
+               llm_base_url: str | None, ours: float) -> dict[str, Any]:
+    """Run each peer on the same input topic; figures keyed ``peer_<name>_*``; skipped when absent."""
+    if not options.peers:
+        return {}
+    try:
+        from bench.peers import run_peer  # type: ignore[attr-defined]
+    except ImportError as exc:
+        logger.warning("--peers: bench.peers is not available (%s); skipping peers", exc)
+        return {"peers": f"skipped: bench.peers not available ({exc})"}
+    figures: dict[str, Any] = {}
+    for name in PEERS:
+        output_topic = _name(f"peer-{name}-out")
+        cluster.topics(output_topic, partitions=partitions)
+        try:
+            result = run_peer(name, bootstrap=cluster.bootstrap, input_topic=input_topic, output_topic=output_topic,
+                              count=min(count, PEER_RECORDS[options.quick]), llm_base_url=llm_base_url or "",
+                              model="stub", timeout_s=300.0)
+        except Exception as exc:  # noqa: BLE001 - one broken peer must not end the run
+            logger.exception("peer %s failed", name)
+            figures[f"peer_{name}_error"] = str(exc)[:300]
+            continue
+        for key, value in (result or {}).items():
+            if isinstance(value, (int, float, str)) or value is None:
+                figures[f"peer_{name}_{key}"] = value
+        rate = (result or {}).get("records_per_s")
+        if isinstance(rate, (int, float)) and rate > 0:
+            figures[f"ours_vs_{name}"] = round(ours / rate, 2)
+    return figures
+
+
+def _throughput(options: RunOptions, scenario: str, llm: str, count: int, stub_latency_ms: float | None,
+                partitions: int = 4, keys: int = 10_000) -> dict[str, Any]:
+    """Drain a pre-produced backlog with one worker; rate, CPU per record, optional profile and peers."""
+    with Cluster() as cluster:
+        stub = cluster.stub(stub_latency_ms, options.stub_workers) if stub_latency_ms is not None else None
+        input_topic, output_topic = _name("in"), _name("out")
+        cluster.topics(input_topic, output_topic, partitions=partitions)
+        cluster.produce(input_topic, count, keys)
+        w = cluster.worker("w1", input_topic=input_topic, output_topic=output_topic, app_id=_name("app"), llm=llm,
+                           stub=stub)
+        assert w.proc is not None
+        ready_s = wait_ready(w, partitions)
+        cpu_before = cpu_seconds(w.proc.pid)
+        profiler = None
+        if options.profile:
+            expected_s = count / (10_000 if llm == INSTANT_LLM else 1_500)
+            profiler = Profiler(w.proc.pid, max(3.0, expected_s * 0.8),
+                                options.results_dir / f"profile-{scenario}.collapsed")
+        outputs = cluster.read(output_topic, partitions, count, timeout_s=600)
+        cpu_used = cpu_seconds(w.proc.pid) - cpu_before
+        _check_complete(outputs, count, scenario)
+        rate = _rate(outputs, ready_s)
+        figures: dict[str, Any] = {
+            "records": count,
+            "records_per_s": round(rate),
+            "steady_records_per_s": round(_steady_rate(outputs)),
+            "worker_cpu_ms_per_record": round(1000 * cpu_used / count, 3),
+            "worker_cpu_utilisation": round(cpu_used / max(1e-3, max(o.produced_ms for o in outputs) / 1000
+                                                            - ready_s), 2),
+        }
+        w.terminate()
+        if profiler is not None:
+            summary = profiler.finish()
+            if summary is not None:
+                figures["profile"] = summary
+        if options.peers:
+            # Peers cannot load our in-process model: in S1 they get the 0 ms HTTP stub instead.
+            peer_stub = stub or cluster.stub(0, options.stub_workers)
+            figures.update(_run_peers(options, cluster, input_topic, partitions, count, peer_stub.base_url, rate))
+        return figures
+
+
+def s1_instant_model(options: RunOptions) -> dict[str, Any]:
+    """Sentiment agent, in-process instant chat model, 1 worker, EOS + changelog: rate and CPU per record."""
+    return _throughput(options, "S1", INSTANT_LLM, 30_000 if options.quick else 100_000, None)
+
+
+def s2_stub_0ms(options: RunOptions) -> dict[str, Any]:
+    """Sentiment agent against the HTTP stub at 0 ms (real openai client), 1 worker."""
+    return _throughput(options, "S2", HTTP_LLM, 6_000 if options.quick else 20_000, 0)
+
+
+def s3_latency_bound(options: RunOptions) -> dict[str, Any]:
+    """Paced input at the expected capacity min(max-inflight / latency, S2 rate); what comes out, how fast."""
+    if "S2" not in options.measured:
+        # The expectation is capped at this machine's S2 rate: measure it when S2 did not run.
+        options.measured["S2"] = _throughput(replace(options, peers=False, profile=False), "S2", HTTP_LLM, 4_000, 0)
+    s2_rate = options.measured["S2"]["records_per_s"]
+    seconds = 4.0 if options.quick else 8.0
+    figures: dict[str, Any] = {"s2_rate_used": s2_rate}
+    ratios = []
+    for latency_ms in (200, 1000):
+        for inflight in (64, 256, 1024):
+            expected = min(inflight / (latency_ms / 1000), s2_rate)
+            tag = f"{latency_ms}ms_mi{inflight}"
+            with Cluster() as cluster:
+                stub = cluster.stub(latency_ms, options.stub_workers)
+                input_topic, output_topic = _name("in"), _name("out")
+                cluster.topics(input_topic, output_topic, partitions=4)
+                w = cluster.worker("w1", input_topic=input_topic, output_topic=output_topic, app_id=_name("app"),
+                                   llm=HTTP_LLM, stub=stub, max_inflight=inflight)
+                wait_ready(w, 4)
+                collector = OutputCollector(cluster.bootstrap, output_topic, 4)
+                try:
+                    count = cluster.produce_paced(input_topic, expected, seconds, keys=100_000)
+                    # A slower worker is a figure, not an error: wait long enough for ~1/3 of the rate.
+                    collector.wait_for(count, timeout_s=seconds * 3 + latency_ms / 1000 + 20, alive=w.running)
+                finally:
+                    collector.close()
+                outputs = collector.outputs
+                if not w.running():
+                    raise BenchError(f"S3 {tag}: the worker died\n{w.log()}")
+                figures[f"{tag}_missing"] = count - len({(o.partition, o.offset) for o in outputs})
+                rate = _steady_rate(outputs)
+                latencies = _e2e_ms(cluster, input_topic, outputs)
+                figures[f"{tag}_expected_per_s"] = round(expected, 1)
+                figures[f"{tag}_records_per_s"] = round(rate, 1)
+                figures[f"{tag}_ratio"] = round(rate / expected, 3)
+                figures[f"{tag}_e2e_p50_ms"] = percentile(latencies, 50)
+                figures[f"{tag}_e2e_p99_ms"] = percentile(latencies, 99)
+                ratios.append(rate / expected)
+                w.terminate()
+                if options.peers and latency_ms == 200 and inflight == 256:
+                    figures.update({f"{tag}_{k}": v for k, v in _run_peers(
+                        options, cluster, input_topic, 4, count, stub.base_url, rate).items()})
+    figures["min_ratio"] = round(min(ratios), 3)
+    return figures
+
+
+def _input_timestamps(cluster: Cluster, topic: str, partitions: int, count: int) -> dict[tuple[int, int], int]:
+    """(partition, offset) -> create timestamp (ms) of the input records."""
+    from tests.worker.integration.harness import read_all
+
+    return {(m.partition(), m.offset()): m.timestamp()[1]
+            for m in read_all(cluster.bootstrap, topic, partitions, count, timeout_s=60, isolation="read_uncommitted")}
+
+
+def _e2e_ms(cluster: Cluster, input_topic: str, outputs: list[Output], partitions: int = 4) -> list[float]:
+    """Input create time -> the benchmark's read_committed reader received the output, per record."""
+    created = _input_timestamps(cluster, input_topic, partitions, len(outputs))
+    return [round(o.received_s * 1000 - created[(o.partition, o.offset)], 1)
+            for o in outputs if (o.partition, o.offset) in created]
+
+
+def s4_scaling(options: RunOptions) -> dict[str, Any]:
+    """1 worker, then 4 workers, on 16 partitions against a 500 ms stub with --max-inflight 64 each."""
+    latency_ms, inflight, partitions = 500, 64, 16
+    per_worker = inflight / (latency_ms / 1000)
+    seconds = 5.0 if options.quick else 10.0
+    figures: dict[str, Any] = {"stub_latency_ms": latency_ms, "max_inflight": inflight}
+    rates = {}
+    for workers in (1, 4):
+        count = int(per_worker * workers * seconds)
+        with Cluster() as cluster:
+            stub = cluster.stub(latency_ms, options.stub_workers)
+            input_topic, output_topic, app = _name("in"), _name("out"), _name("app")
+            cluster.topics(input_topic, output_topic, partitions=partitions)
+            ws = [cluster.worker(f"w{i}", input_topic=input_topic, output_topic=output_topic, app_id=app,
+                                 llm=HTTP_LLM, stub=stub, max_inflight=inflight) for i in range(workers)]
+            wait_assignment(ws, partitions)
+            collector = OutputCollector(cluster.bootstrap, output_topic, partitions)
+            try:
+                started = time.time()
+                cluster.produce(input_topic, count, keys=100_000)
+                if not collector.wait_for(count, timeout_s=seconds * 6 + 30):
+                    raise BenchError(f"S4 {workers} workers: {len(collector.outputs)} of {count} outputs")
+            finally:
+                collector.close()
+            _check_complete(collector.outputs, count, f"S4 {workers} workers")
+            rates[workers] = _rate(collector.outputs, started)
+            figures[f"workers_{workers}_records_per_s"] = round(rates[workers], 1)
+            for w in ws:
+                w.terminate()
+    figures["expected_per_worker_per_s"] = per_worker
+    figures["speedup"] = round(rates[4] / rates[1], 2)
+    return figures
+
+
+def s5_restore(options: RunOptions) -> dict[str, Any]:
+    """Fill the changelog with N keys, then start a worker on an empty state directory."""
+    keys = 200_000 if options.quick else 1_000_000
+    partitions = 4
+    with Cluster() as cluster:
+        app = _name("app")
+        input_topic, output_topic = _name("in"), _name("out")
+        changelog = WorkerSettings(agent=SENTIMENT_AGENT, input_topic=input_topic, output_topic=output_topic,
+                                   app_id=app).changelog_topic
+        cluster.topics(input_topic, output_topic, partitions=partitions)
+        cluster.admin.create_topic(changelog, partitions, {"cleanup.policy": "compact"})
+        producer = Producer({"bootstrap.servers": cluster.bootstrap, "linger.ms": 20, "batch.num.messages": 10000,
+                             "queue.buffering.max.messages": 2_000_000})
+        for i in range(keys):
+            producer.produce(changelog, b'{"m":{"id":"r%d"},"p":%d}' % (i, i), b"r%d" % i, partition=i % partitions)
+            if i % 50_000 == 0:
+                producer.poll(0)
+        if producer.flush(300) != 0:
+            raise BenchError("could not fill the changelog")
+        w = cluster.worker("w1", input_topic=input_topic, output_topic=output_topic, app_id=app, llm=INSTANT_LLM)
+        wait_ready(w, partitions, timeout_s=600)
+        restored = w.metric("agentfleet_restore_records_total")
+        # Partitions restore in parallel threads: the wall time is the slowest partition's.
+        seconds = [float(s) for s in re.findall(r"restored \d+ changelog records in ([0-9.]+)s",
+                                                      w.log_path.read_text(errors="replace"))]
+        w.terminate()
+    wall = max(seconds) if seconds else None
+    return {"changelog_records": keys, "restored_records": int(restored), "partitions": partitions,
+            "restore_wall_s": wall, "records_per_s": round(restored / wall) if wall else None}
+
+
+def s6_failover(options: RunOptions) -> dict[str, Any]:
+    """3 workers, 6 partitions, paced load through a 50 ms stub; SIGKILL one; time until its partitions
+    produce output again, and whether every input got its output."""
+    partitions, rate = 6, 100.0
+    before_s, after_s = (4.0, 16.0) if options.quick else (6.0, 20.0)
+    with Cluster() as cluster:
+        stub = cluster.stub(50, options.stub_workers)
+        input_topic, output_topic, app = _name("in"), _name("out"), _name("app")
+        cluster.topics(input_topic, output_topic, partitions=partitions)
+        ws = [cluster.worker(f"w{i}", input_topic=input_topic, output_topic=output_topic, app_id=app, llm=HTTP_LLM,
+                             stub=stub) for i in range(3)]
+        wait_assignment(ws, partitions)
+        collector = OutputCollector(cluster.bootstrap, output_topic, partitions)
+        import threading
+
+        produced: list[int] = []
+        feeder = threading.Thread(target=lambda: produced.append(
+            cluster.produce_paced(input_topic, rate, before_s + after_s, keys=1_000)))
+        feeder.start()
+        try:
+            time.sleep(before_s)  # load runs on its own thread; this is the pre-kill phase length
+            victim = ws[0]
+            prefix = f"{app}-{victim.instance_id}"
+            owned = {o.partition for o in collector.outputs if o.producer == prefix}
+            killed_at = time.time()
+            victim.kill()
+            feeder.join()
+            count = produced[0]
+            complete = collector.wait_for(count, timeout_s=60)
+        finally:
+            collector.close()
+        outputs = collector.outputs
+        resumed = [o.produced_ms / 1000 for o in outputs
+                   if o.partition in owned and o.producer != prefix and o.produced_ms / 1000 > killed_at]
+        seen = {(o.partition, o.offset) for o in outputs}
+        for w in ws[1:]:
+            w.terminate()
+    return {
+        "records": count,
+        "victim_partitions": sorted(owned),
+        "resume_s": round(min(resumed) - killed_at, 2) if resumed else None,
+        "session_timeout_s": SESSION_TIMEOUT_MS / 1000,
+        "lost": count - len(seen),
+        "duplicates": len(outputs) - len(seen),
+        "complete": complete,
+    }
+
+
+def s7_low_rate_latency(options: RunOptions) -> dict[str, Any]:
+    """10 records/s through the 0 ms HTTP stub; e2e latency from input create time to the reader."""
+    seconds = 10.0 if options.quick else 20.0
+    with Cluster() as cluster:
+        stub = cluster.stub(0, options.stub_workers)
+        input_topic, output_topic = _name("in"), _name("out")
+        cluster.topics(input_topic, output_topic, partitions=4)
+        w = cluster.worker("w1", input_topic=input_topic, output_topic=output_topic, app_id=_name("app"),
+                           llm=HTTP_LLM, stub=stub)
+        wait_ready(w, 4)
+        floor = _broker_hop_ms(cluster, seconds / 2)
+        collector = OutputCollector(cluster.bootstrap, output_topic, 4)
+        try:
+            count = cluster.produce_paced(input_topic, 10.0, seconds, keys=1_000)
+            collector.wait_for(count, timeout_s=30)
+        finally:
+            collector.close()
+        _check_complete(collector.outputs, count, "S7")
+        latencies = _e2e_ms(cluster, input_topic, collector.outputs)
+        created = _input_timestamps(cluster, input_topic, 4, count)
+        # Input created -> output record created (the worker produces outputs inside its commit).
+        to_output = [o.produced_ms - created[(o.partition, o.offset)] for o in collector.outputs
+                     if (o.partition, o.offset) in created]
+        commits = w.metric("agentfleet_transactions_committed_total")
+        commit_ms = 1000 * w.metric("agentfleet_commit_duration_seconds_sum") / max(1.0, commits)
+        w.terminate()
+    return {"records": count, "commit_interval_ms": COMMIT_INTERVAL_MS, "e2e_p50_ms": percentile(latencies, 50),
+            "e2e_p99_ms": percentile(latencies, 99), "e2e_max_ms": max(latencies),
+            "input_to_output_record_p50_ms": percentile(to_output, 50),
+            "input_to_output_record_p99_ms": percentile(to_output, 99),
+            "commit_mean_ms": round(commit_ms, 1), "transactions": int(commits),
+            "broker_hop_p50_ms": floor[0], "broker_hop_p99_ms": floor[1]}
+
+
+def _broker_hop_ms(cluster: Cluster, seconds: float) -> tuple[float | None, float | None]:
+    """The broker alone: plain records at 10/s, create time -> the same reader's receipt (p50, p99).
+
+    e2e crosses this hop twice (input to the worker, output to the reader), so it bounds S7 from below.
+    """
+    topic = _name("hop")
+    cluster.topics(topic, partitions=4)
+    collector = OutputCollector(cluster.bootstrap, topic, 4)
+    try:
+        count = cluster.produce_paced(topic, 10.0, seconds, keys=1_000)
+        collector.wait_for(count, timeout_s=20)
+    finally:
+        collector.close()
+    hops = [o.received_s * 1000 - o.produced_ms for o in collector.outputs]
+    return percentile(hops, 50), percentile(hops, 99)
+
+
+SCENARIOS: dict[str, Scenario] = {
+    "S1": s1_instant_model,
+    "S2": s2_stub_0ms,
+    "S3": s3_latency_bound,
+    "S4": s4_scaling,
+    "S5": s5_restore,
+    "S6": s6_failover,
+    "S7": s7_low_rate_latency,
+}
+
+
+@dataclass(frozen=True)
+class Goal:
+    scenario: str
+    figure: str
+    target: float
+    direction: str  # "min": the figure must be >= target; "max": <= target
+    text: str
+    baseline: str | None = None  # an earlier measurement, for the table
+
+    def ratio(self, value: float | None) -> float | None:
+        """>= 1 means the goal holds."""
+        if value is None:
+            return None
+        if self.direction == "min":
+            return value / self.target
+        return self.target / value if value > 0 else float("inf")
+
+
+GOALS: list[Goal] = [
+    Goal("S1", "records_per_s", 10_000, "min", "rec/s, sentiment agent, in-process instant model, 1 worker, EOS",
+         "8.8-10.9k (echo agent, no LLM)"),
+    Goal("S2", "records_per_s", 2_000, "min", "rec/s, same agent vs HTTP stub at 0 ms, 1 worker", "277-348"),
+    Goal("S3", "min_ratio", 0.9, "min", "worst of 6: rate / min(max-inflight/latency, S2 rate)"),
+    Goal("S4", "speedup", 3.6, "min", "4 workers vs 1 on 16 partitions, LLM-bound"),
+    Goal("S5", "records_per_s", 100_000, "min", "rec/s restoring the changelog into an empty state dir", "9,257"),
+    Goal("S6", "resume_s", SESSION_TIMEOUT_MS / 1000 + 5, "max", "s from SIGKILL until its partitions output again"),
+    Goal("S6", "lost", 0, "max", "input records without output after failover"),
+    Goal("S7", "e2e_p50_ms", 20, "max", "ms e2e p50 at 10 rec/s, 0 ms LLM"),
+    Goal("S7", "e2e_p99_ms", COMMIT_INTERVAL_MS + 50, "max", "ms e2e p99 at 10 rec/s (commit interval + 50)"),
+]
