@@ -150,7 +150,7 @@ def s1_instant_model(options: RunOptions) -> dict[str, Any]:
 
 def s2_stub_0ms(options: RunOptions) -> dict[str, Any]:
     """Sentiment agent against the HTTP stub at 0 ms (real openai client), 1 worker."""
-    return _throughput(options, "S2", HTTP_LLM, 6_000 if options.quick else 20_000, 0)
+    return _throughput(options, "S2", HTTP_LLM, 6_000 if options.quick else 12_000, 0)
 
 
 def s3_latency_bound(options: RunOptions) -> dict[str, Any]:
