@@ -20,7 +20,7 @@ What the analysis counts, from the output topic and the workers' logs:
 * repeated committed LLM calls: the model was called for an input after the call whose answer was
   committed (the committed answer is not the input's last call). For the CountingAgent a call's
   result and its output are committed together: nothing can be collected between them.
-* recovery: for each kill or SIGTERM, the input partitions whose latest output came from the victim;
+* recovery: for each kill or SIGTERM, the input partitions the victim held (its assigned/revoking log lines);
   seconds from the signal until each of them has output from another process, the maximum of those.
 
 Events wait until the group is stable (``settle_before_events``). The embedded broker keeps a
@@ -545,6 +545,6 @@ def render_markdown(report: dict[str, Any], command: str) -> str:
     lines += ["", "kill = SIGKILL and restart, term = SIGTERM and restart, join = a new worker, "
               "leave = SIGTERM without restart. Each event waits until the group is stable "
               f"(settle_before_events={c['settle_before_events']}): the embedded broker never evicts a group leader "
-              "SIGKILLed during a rebalance. Recovery: from the signal until every input partition whose "
-              "latest output came from the victim has output from another process.", ""]
+              "SIGKILLed during a rebalance. Recovery: from the signal until every input partition the victim "
+              "held (its assigned/revoking log lines) has output from another process.", ""]
     return "\n".join(lines)
