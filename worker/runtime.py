@@ -139,7 +139,7 @@ class Worker:
         self._retry: list[KeyDelta] = []
         self._stopping: asyncio.Event | None = None  # created inside the running loop
         self._paused = False
-        self._full_since: float | None = None  # when the in-flight window last became full
+        self._last_consume = time.monotonic()  # when consume() last ran (it serves rebalance callbacks)
         self._hot_key_limit = max(1, int(settings.max_inflight * HOT_KEY_SHARE))
         self._key_backlog: dict[Hashable, int] = {}  # engine key -> submitted records not committed yet
         self._hot_partitions: dict[TopicPart, set[Hashable]] = {}  # paused while these keys' backlogs drain
@@ -281,8 +281,10 @@ class Worker:
             # Never take more than the in-flight budget allows, so the bound holds exactly. A full
             # window takes nothing: the records wait in the client's fetch queue (see _apply_backpressure).
             room = self.settings.max_inflight - self.tracker.pending
-            messages = self.consumer.consume(num_messages=max(1, min(500, room)), timeout=0) \
-                if room > 0 or self._paused else []
+            messages: list[Message] = []
+            if room > 0 or self._paused:
+                messages = self.consumer.consume(num_messages=max(1, min(500, room)), timeout=0)
+                self._last_consume = time.monotonic()
             for message in messages:
                 self._on_message(message)
             now = time.monotonic()
@@ -405,22 +407,18 @@ class Worker:
         return part.store.get(key)
 
     def _apply_backpressure(self) -> None:
-        """Pause intake only once the window has stayed full for PAUSE_AFTER_FULL_S.
+        """Pause intake only when a full window has kept consume() from running for PAUSE_AFTER_FULL_S.
 
         Pausing drops the client's prefetched records, and the fetch after resuming comes on the
-        client's next broker wake-up, 0.5-1 s later (measured); a window that frees within a model
-        call's latency therefore just stops taking records. Pausing still matters for long stalls:
-        consume() must keep serving rebalance callbacks.
+        client's next broker wake-up, 0.5-1 s later (measured). While runs keep finishing, each
+        commit frees room and consume() runs, so a full window just stops taking records. Only a
+        stall (e.g. a model outage) pauses: consume() must keep serving rebalance callbacks.
         """
         assert self.consumer is not None
         pending = self.tracker.pending
         limit = self.settings.max_inflight
         now = time.monotonic()
-        if pending < limit:
-            self._full_since = None
-        elif self._full_since is None:
-            self._full_since = now
-        if not self._paused and self._full_since is not None and now - self._full_since >= PAUSE_AFTER_FULL_S:
+        if not self._paused and pending >= limit and now - self._last_consume >= PAUSE_AFTER_FULL_S:
             assigned = self.consumer.assignment()
             if assigned:
                 self.consumer.pause(assigned)
