@@ -187,6 +187,15 @@ class Cluster:
     def bootstrap(self) -> str:
         return self.broker.bootstrap_servers
 
+    def keep_logs(self, dest: Path) -> Path:
+        """Copy the worker logs out of the work directory (removed on exit) for a post-mortem."""
+        dest.mkdir(parents=True, exist_ok=True)
+        for w in self.workers:
+            if w.log_path.exists():
+                shutil.copy(w.log_path, dest / w.log_path.name)
+        logger.warning("worker logs kept in %s", dest)
+        return dest
+
     def topics(self, *names: str, partitions: int) -> None:
         for name in names:
             self.admin.create_topic(name, partitions)

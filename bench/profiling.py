@@ -49,7 +49,7 @@ class Profiler:
         return summarise(self.out, top)
 
 
-def summarise(collapsed: Path, top: int = 25) -> dict[str, list[tuple[str, float]]]:
+def summarise(collapsed: Path, top: int = 40) -> dict[str, list[tuple[str, float]]]:
     """Shares of samples (idle excluded) by function (self and inclusive) and by source file (self).
 
     Line numbers are dropped so a function's samples add up; asyncio resumes coroutines from the

@@ -77,6 +77,10 @@ def goal_rows(scenarios: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
         if figures is None or "median" not in figures:
             continue
         value = figures["median"].get(goal.figure)
+        if goal.worst:
+            values = [run[goal.figure] for run in figures.get("runs", []) if isinstance(run.get(goal.figure), (int, float))]
+            if values:
+                value = max(values) if goal.direction == "max" else min(values)
         ratio = goal.ratio(value) if isinstance(value, (int, float)) else None
         rows.append({"scenario": goal.scenario, "figure": goal.figure, "value": value, "goal": goal.target,
                      "direction": goal.direction, "ratio": None if ratio is None or ratio == float("inf")
@@ -139,7 +143,10 @@ def markdown(results: dict[str, Any], plots: list[str]) -> str:
         if profile:
             lines += ["", f"Worker profile (py-spy, {int(profile['samples'][0][1])} samples, idle excluded):", "",
                       "| self % | frame | | inclusive % | frame |", "|---:|---|---|---:|---|"]
-            for (own, own_pct), (inc, inc_pct) in zip(profile["self"][:15], profile["inclusive"][:15]):
+            # Inclusive: below the entry-point wrappers every sample passes through.
+            top = profile["inclusive"][0][1] if profile["inclusive"] else 0
+            inclusive = [(f, pct) for f, pct in profile["inclusive"] if pct < 0.95 * top]
+            for (own, own_pct), (inc, inc_pct) in zip(profile["self"][:15], inclusive[:15]):
                 lines.append(f"| {own_pct} | `{own}` | | {inc_pct} | `{inc}` |")
             if profile.get("packages"):
                 lines += ["", "Self time by package: " + ", ".join(f"{name} {pct}%"

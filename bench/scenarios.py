@@ -315,8 +315,11 @@ def s6_failover(options: RunOptions) -> dict[str, Any]:
         resumed = [o.produced_ms / 1000 for o in outputs
                    if o.partition in owned and o.producer != prefix and o.produced_ms / 1000 > killed_at]
         seen = {(o.partition, o.offset) for o in outputs}
+        cluster_inputs = _input_timestamps(cluster, input_topic, partitions, count) if not complete else {}
         for w in ws[1:]:
             w.terminate()
+        if not complete:
+            logs = cluster.keep_logs(options.results_dir / "tmp" / f"S6-logs-{time.strftime('%H%M%S')}")
     return {
         "records": count,
         "victim_partitions": sorted(owned),
@@ -325,7 +328,18 @@ def s6_failover(options: RunOptions) -> dict[str, Any]:
         "lost": count - len(seen),
         "duplicates": len(outputs) - len(seen),
         "complete": complete,
+        **({} if complete else {"missing_by_partition": _missing_by_partition(cluster_inputs, seen),
+                                "logs": str(logs)}),
     }
+
+
+def _missing_by_partition(inputs: dict[tuple[int, int], int], seen: set[tuple[int, int]]) -> str:
+    """``partition: count (first offset)`` of inputs without output, e.g. to tell a stall from a gap."""
+    missing: dict[int, list[int]] = {}
+    for partition, offset in inputs:
+        if (partition, offset) not in seen:
+            missing.setdefault(partition, []).append(offset)
+    return ", ".join(f"{p}: {len(o)} (from {min(o)})" for p, o in sorted(missing.items()))
 
 
 def s7_low_rate_latency(options: RunOptions) -> dict[str, Any]:
@@ -398,6 +412,7 @@ class Goal:
     direction: str  # "min": the figure must be >= target; "max": <= target
     text: str
     baseline: str | None = None  # an earlier measurement, for the table
+    worst: bool = False  # judge the worst run, not the median (a loss in any run is a loss)
 
     def ratio(self, value: float | None) -> float | None:
         """>= 1 means the goal holds."""
@@ -416,7 +431,7 @@ GOALS: list[Goal] = [
     Goal("S4", "speedup", 3.6, "min", "4 workers vs 1 on 16 partitions, LLM-bound"),
     Goal("S5", "records_per_s", 100_000, "min", "rec/s restoring the changelog into an empty state dir", "9,257"),
     Goal("S6", "resume_s", SESSION_TIMEOUT_MS / 1000 + 5, "max", "s from SIGKILL until its partitions output again"),
-    Goal("S6", "lost", 0, "max", "input records without output after failover"),
+    Goal("S6", "lost", 0, "max", "input records without output after failover (worst run)", worst=True),
     Goal("S7", "e2e_p50_ms", 20, "max", "ms e2e p50 at 10 rec/s, 0 ms LLM"),
     Goal("S7", "e2e_p99_ms", COMMIT_INTERVAL_MS + 50, "max", "ms e2e p99 at 10 rec/s (commit interval + 50)"),
 ]
