@@ -120,7 +120,7 @@ def _throughput(options: RunOptions, scenario: str, llm: str, count: int, stub_l
         if options.profile:
             expected_s = count / (10_000 if llm == INSTANT_LLM else 1_500)
             profiler = Profiler(w.proc.pid, max(3.0, expected_s * 0.8),
-                                options.results_dir / f"profile-{scenario}.collapsed")
+                                options.results_dir / "tmp" / f"profile-{scenario}.collapsed")
         outputs = cluster.read(output_topic, partitions, count, timeout_s=600)
         cpu_used = cpu_seconds(w.proc.pid) - cpu_before
         _check_complete(outputs, count, scenario)
