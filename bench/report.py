@@ -89,9 +89,38 @@ def goal_rows(scenarios: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
+PEER_NAMES = ("flink_agents", "quix", "naive")
+
+
+def peer_rows(scenarios: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """Ours beside each peer, per scenario where peers ran: rates and ours/peer ratios."""
+    rows = []
+    for name, scenario in scenarios.items():
+        median = scenario.get("median", {})
+        for key in median:
+            if not key.endswith("peer_quix_records_per_s") and not key.endswith("peer_naive_records_per_s"):
+                continue
+            prefix = key[: -len("peer_quix_records_per_s")] if "quix" in key else key[: -len("peer_naive_records_per_s")]
+            if any(r["scenario"] == name and r["prefix"] == prefix for r in rows):
+                continue
+            ours = median.get(f"{prefix}records_per_s")
+            row: dict[str, Any] = {"scenario": name, "prefix": prefix, "ours": ours, "peers": {}}
+            for peer in PEER_NAMES:
+                rate = median.get(f"{prefix}peer_{peer}_records_per_s")
+                error = median.get(f"{prefix}peer_{peer}_error")
+                if rate is not None or error is not None:
+                    row["peers"][peer] = {"records_per_s": rate, "ratio": median.get(f"{prefix}ours_vs_{peer}"),
+                                          "records": median.get(f"{prefix}peer_{peer}_records"),
+                                          "cpu_seconds": median.get(f"{prefix}peer_{peer}_cpu_seconds"),
+                                          "error": error}
+            rows.append(row)
+    return rows
+
+
 def write(results: dict[str, Any], out_dir: Path) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     results["goals"] = goal_rows(results["scenarios"])
+    results["peers"] = peer_rows(results["scenarios"])
     (out_dir / "latest.json").write_text(json.dumps(results, indent=2, default=str))
     plots = _plots(results, out_dir)
     (out_dir / "latest.md").write_text(markdown(results, [p.name for p in plots]))
@@ -122,6 +151,22 @@ def markdown(results: dict[str, Any], plots: list[str]) -> str:
         lines.append(f"| {row['scenario']} | {row['figure']} | {_fmt(row['value'])} | {goal} | "
                      f"{_fmt(row['ratio']) if row['ratio'] is not None else ('∞' if row['pass'] else '—')} | "
                      f"{'yes' if row['pass'] else '**no**'} | {row['baseline'] or ''} | {row['text']} |")
+    if results.get("peers"):
+        lines += ["", "## Side by side with the peers (same broker, stub and input topic, same run)", "",
+                  "| scenario | ours rec/s | " + " | ".join(f"{p} rec/s (ours ×)" for p in PEER_NAMES) + " |",
+                  "|---|---:|" + "---:|" * len(PEER_NAMES)]
+        for row in results["peers"]:
+            cells = []
+            for peer in PEER_NAMES:
+                found = row["peers"].get(peer)
+                if found is None:
+                    cells.append("not run")
+                elif found["records_per_s"] is None:
+                    cells.append("failed: " + str(found["error"])[:60])
+                else:
+                    cells.append(f"{_fmt(found['records_per_s'])} ({_fmt(found['ratio'])}×)")
+            label = row["scenario"] + (f" {row['prefix'].rstrip('_')}" if row["prefix"] else "")
+            lines.append(f"| {label} | {_fmt(row['ours'])} | " + " | ".join(cells) + " |")
     stub = results.get("stub_load")
     if stub:
         lines += ["", "## LLM stub alone (load generator: " + stub.get("generator", "?") + ")", "",

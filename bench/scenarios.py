@@ -34,6 +34,10 @@ COMMIT_INTERVAL_MS = 100  # the worker's default, which S7's goal refers to
 PEERS = ("flink_agents", "quix", "naive")
 # Peers read the first N records of the same input topic: enough for a rate, not the whole backlog.
 PEER_RECORDS = {True: 500, False: 2000}
+# At 200 ms per call the peers make one call at a time (~5 rec/s): enough records for a steady rate.
+PEER_RECORDS_LLM_BOUND = {True: 60, False: 150}
+# Flink Agents needs an endpoint for the seed's chat model setup: it has no in-process instant model.
+INSTANT_MODEL_PEERS = ("quix", "naive")
 
 
 @dataclass
@@ -45,6 +49,8 @@ class RunOptions:
     results_dir: Path = Path("bench/results")
     # Figures of earlier scenarios in this run (S3 caps its expectation at the S2 rate).
     measured: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Scenarios whose peers already ran: peers run once per scenario, beside its first repeat.
+    peers_done: set[str] = field(default_factory=set)
 
 
 Scenario = Callable[[RunOptions], dict[str, Any]]
@@ -72,24 +78,24 @@ def _check_complete(outputs: list[Output], expected: int, what: str) -> None:
         raise BenchError(f"{what}: {distinct} of {expected} records produced output")
 
 
-def _run_peers(options: RunOptions, cluster: Cluster, input_topic: str, partitions: int, count: int,
-               llm_base_url: str | None, ours: float) -> dict[str, Any]:
+def _run_peers(options: RunOptions, scenario: str, cluster: Cluster, input_topic: str, partitions: int,
+               count: int, llm_base_url: str, ours: float, peers: tuple[str, ...] | None = None) -> dict[str, Any]:
     """Run each peer on the same input topic; figures keyed ``peer_<name>_*``; skipped when absent."""
-    if not options.peers:
+    if not options.peers or scenario in options.peers_done:
         return {}
+    options.peers_done.add(scenario)
     try:
         from bench.peers import run_peer  # type: ignore[attr-defined]
     except ImportError as exc:
         logger.warning("--peers: bench.peers is not available (%s); skipping peers", exc)
         return {"peers": f"skipped: bench.peers not available ({exc})"}
     figures: dict[str, Any] = {}
-    for name in PEERS:
+    for name in peers or PEERS:
         output_topic = _name(f"peer-{name}-out")
         cluster.topics(output_topic, partitions=partitions)
         try:
             result = run_peer(name, bootstrap=cluster.bootstrap, input_topic=input_topic, output_topic=output_topic,
-                              count=min(count, PEER_RECORDS[options.quick]), llm_base_url=llm_base_url or "",
-                              model="stub", timeout_s=300.0)
+                              count=count, llm_base_url=llm_base_url, model="stub", timeout_s=300.0)
         except Exception as exc:  # noqa: BLE001 - one broken peer must not end the run
             logger.exception("peer %s failed", name)
             figures[f"peer_{name}_error"] = str(exc)[:300]
@@ -138,10 +144,13 @@ def _throughput(options: RunOptions, scenario: str, llm: str, count: int, stub_l
             summary = profiler.finish()
             if summary is not None:
                 figures["profile"] = summary
-        if options.peers:
-            # Peers cannot load our in-process model: in S1 they get the 0 ms HTTP stub instead.
-            peer_stub = stub or cluster.stub(0, options.stub_workers)
-            figures.update(_run_peers(options, cluster, input_topic, partitions, count, peer_stub.base_url, rate))
+        if stub is None:  # S1: the Kafka peers with an in-process instant model too
+            figures.update(_run_peers(options, scenario, cluster, input_topic, partitions,
+                                      min(count, 5 * PEER_RECORDS[options.quick]), "instant", rate,
+                                      peers=INSTANT_MODEL_PEERS))
+        else:
+            figures.update(_run_peers(options, scenario, cluster, input_topic, partitions,
+                                      min(count, PEER_RECORDS[options.quick]), stub.base_url, rate))
         return figures
 
 
@@ -195,9 +204,10 @@ def s3_latency_bound(options: RunOptions) -> dict[str, Any]:
                 figures[f"{tag}_e2e_p99_ms"] = percentile(latencies, 99)
                 ratios.append(rate / expected)
                 w.terminate()
-                if options.peers and latency_ms == 200 and inflight == 256:
+                if latency_ms == 200 and inflight == 256:
                     figures.update({f"{tag}_{k}": v for k, v in _run_peers(
-                        options, cluster, input_topic, 4, count, stub.base_url, rate).items()})
+                        options, "S3", cluster, input_topic, 4, min(count, PEER_RECORDS_LLM_BOUND[options.quick]),
+                        stub.base_url, rate).items()})
     figures["min_ratio"] = round(min(ratios), 3)
     return figures
 

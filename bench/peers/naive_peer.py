@@ -17,7 +17,6 @@ import time
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, Message, Producer
-from openai import OpenAI
 
 import peer_common
 
@@ -30,8 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     args = peer_common.parse_args(PEER, argv)
     book = peer_common.LatencyBook()
     cpu_meter = peer_common.ProcessTreeCpu()
-    client = OpenAI(base_url=args.llm_base_url, api_key=peer_common.DUMMY_API_KEY,
-                    timeout=peer_common.LLM_TIMEOUT_S, max_retries=peer_common.LLM_MAX_RETRIES)
+    chat = peer_common.chat_function(args.llm_base_url, args.model)
     consumer = Consumer({
         "bootstrap.servers": args.bootstrap,
         "group.id": args.group,
@@ -66,9 +64,7 @@ def main(argv: list[str] | None = None) -> int:
             key = msg.key() if msg.key() is not None else record_id.encode()
             _, created_ms = msg.timestamp()
             book.taken(key.decode(), created_ms)
-            completion = client.chat.completions.create(
-                model=args.model, messages=peer_common.sentiment_messages(record["text"]))
-            result = peer_common.sentiment_result(record_id, completion.choices[0].message.content or "")
+            result = peer_common.sentiment_result(record_id, chat(record["text"]))
             producer.produce(args.output_topic, key=key, value=json.dumps(result, ensure_ascii=False),
                              on_delivery=lambda err, out, source=msg: delivered(err, out, source))
             processed += 1

@@ -55,7 +55,8 @@ def parse_args(peer: str, argv: list[str] | None = None, extra: Callable[[argpar
     parser.add_argument("--input-topic", required=True)
     parser.add_argument("--output-topic", required=True)
     parser.add_argument("--count", type=int, required=True, help="stop after this many outputs")
-    parser.add_argument("--llm-base-url", required=True, help="OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1")
+    parser.add_argument("--llm-base-url", required=True, help="OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1, "
+                                                    f"or {INSTANT_MODEL!r} for an in-process model answering at once")
     parser.add_argument("--model", required=True)
     parser.add_argument("--group", default=None, help="consumer group (default: a fresh one)")
     parser.add_argument("--timeout-s", type=float, default=600.0, help="give up after this long")
@@ -70,6 +71,27 @@ def parse_args(peer: str, argv: list[str] | None = None, extra: Callable[[argpar
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
     return args
+
+
+#: ``--llm-base-url`` value for an in-process model that answers at once (scenario S1): the peer's own
+#: cost without any HTTP client, as our worker's S1 measures it with its in-process instant model.
+INSTANT_MODEL = "instant"
+_INSTANT_ANSWER = json.dumps({"sentiment": "positive", "confidence": 0.9, "key_phrases": ["instant"]})
+
+
+def chat_function(base_url: str, model: str) -> Callable[[str], str]:
+    """text -> the model's answer: a synchronous ``openai`` call, as applications write it, or instant."""
+    if base_url == INSTANT_MODEL:
+        return lambda text: _INSTANT_ANSWER
+    from openai import OpenAI
+
+    client = OpenAI(base_url=base_url, api_key=DUMMY_API_KEY, timeout=LLM_TIMEOUT_S, max_retries=LLM_MAX_RETRIES)
+
+    def chat(text: str) -> str:
+        completion = client.chat.completions.create(model=model, messages=sentiment_messages(text))
+        return completion.choices[0].message.content or ""
+
+    return chat
 
 
 def sentiment_messages(text: str) -> list[dict[str, str]]:

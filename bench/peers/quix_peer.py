@@ -19,7 +19,6 @@ import time
 from typing import Any
 
 from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource
-from openai import OpenAI
 from quixstreams import Application, State
 
 import peer_common
@@ -55,8 +54,7 @@ def ensure_retention_setting(bootstrap: str, topic: str) -> None:
 
 def build_app(args: argparse.Namespace, book: peer_common.LatencyBook, state_dir: str) -> Application:
     """The Quix application: input topic -> stateful LLM step -> output topic."""
-    client = OpenAI(base_url=args.llm_base_url, api_key=peer_common.DUMMY_API_KEY,
-                    timeout=peer_common.LLM_TIMEOUT_S, max_retries=peer_common.LLM_MAX_RETRIES)
+    chat = peer_common.chat_function(args.llm_base_url, args.model)
     app = Application(
         broker_address=args.bootstrap,
         consumer_group=args.group,
@@ -74,9 +72,7 @@ def build_app(args: argparse.Namespace, book: peer_common.LatencyBook, state_dir
         record_id = str(value["id"])
         book.taken(key if key is not None else record_id, timestamp)
         state.set("count", state.get("count", 0) + 1)
-        completion = client.chat.completions.create(
-            model=args.model, messages=peer_common.sentiment_messages(value["text"]))
-        return peer_common.sentiment_result(record_id, completion.choices[0].message.content or "")
+        return peer_common.sentiment_result(record_id, chat(value["text"]))
 
     sdf = app.dataframe(input_topic)
     sdf = sdf.apply(analyze, stateful=True, metadata=True)

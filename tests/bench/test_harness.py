@@ -82,3 +82,18 @@ def test_instant_model_answers_like_the_stub() -> None:
         [ChatMessage(role=MessageRole.SYSTEM, content="Analyze the sentiment."),
          ChatMessage(role=MessageRole.USER, content="Input text: I love it")], model="m"))
     assert json.loads(answer.message.content)["sentiment"] == "positive"
+
+
+def test_peers_are_tabled_beside_ours_per_scenario() -> None:
+    scenarios = {
+        "S2": {"median": {"records_per_s": 600, "peer_quix_records_per_s": 300, "ours_vs_quix": 2.0,
+                          "peer_naive_records_per_s": 200, "ours_vs_naive": 3.0,
+                          "peer_flink_agents_error": "timed out"}},
+        "S3": {"median": {"200ms_mi256_records_per_s": 1200, "200ms_mi256_peer_quix_records_per_s": 5,
+                          "200ms_mi256_ours_vs_quix": 240.0}},
+        "S4": {"median": {"speedup": 3.7}},
+    }
+    rows = report.peer_rows(scenarios)
+    assert [(r["scenario"], r["prefix"], r["ours"]) for r in rows] == [("S2", "", 600), ("S3", "200ms_mi256_", 1200)]
+    assert rows[0]["peers"]["flink_agents"]["error"] == "timed out"
+    assert rows[1]["peers"]["quix"]["ratio"] == 240.0 and "naive" not in rows[1]["peers"]
