@@ -145,8 +145,7 @@ def _throughput(options: RunOptions, scenario: str, llm: str, count: int, stub_l
             if summary is not None:
                 figures["profile"] = summary
         if stub is None:  # S1: the Kafka peers with an in-process instant model too
-            figures.update(_run_peers(options, scenario, cluster, input_topic, partitions,
-                                      min(count, 5 * PEER_RECORDS[options.quick]), "instant", rate,
+            figures.update(_run_peers(options, scenario, cluster, input_topic, partitions, count, "instant", rate,
                                       peers=INSTANT_MODEL_PEERS))
         else:
             figures.update(_run_peers(options, scenario, cluster, input_topic, partitions,
