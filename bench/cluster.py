@@ -24,6 +24,7 @@ from typing import Any, Iterable
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 
+from bench.peers.peer_common import percentile  # one definition for ours and the peers
 from tests.worker.integration.harness import WorkerProcess, read_all
 from worker.kafka.admin import TopicAdmin
 from worker.kafka.embedded import EmbeddedBroker, free_port
@@ -281,11 +282,3 @@ def wait_assignment(workers: list[WorkerProcess], total: int, timeout_s: float =
             return
         time.sleep(0.05)
     raise BenchError(f"workers never settled on {total} partitions: {states}")
-
-
-def percentile(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
-    return ordered[index]
