@@ -9,7 +9,6 @@ topic, group and transactional id, see BROKER.md, so a restart could not show re
 from __future__ import annotations
 
 import errno
-import json
 import os
 import subprocess
 import sys
@@ -22,7 +21,8 @@ import pytest
 
 from agentplan.testing.llm_stub import StubLLMServer
 from tests.kafka_support import KafkaCluster
-from tests.worker.integration.harness import REPO, WorkerProcess, read_all, wait_for
+from tests.worker.integration.harness import (REPO, WorkerProcess, assert_counts_continue, produce_round, read_all,
+                                             wait_for)
 from tests.worker.integration.tcp_proxy import TcpProxy
 from worker.kafka.embedded import EmbeddedBroker, free_port
 from worker.state.store import PartitionStore
@@ -33,21 +33,6 @@ AGENT = "tests.worker.integration.agents:CountingAgent"
 PARTITIONS = 2
 KEYS = [f"k{i}" for i in range(6)]
 MARGIN_S = 20.0  # interpreter start-up, imports and librdkafka connection set-up on a busy 2-core machine
-
-
-def produce_round(kafka, topic: str, round_no: int) -> None:
-    kafka.produce(topic, [(k, json.dumps({"key": k, "seq": round_no})) for k in KEYS])
-
-
-def assert_counts_continue(messages, rounds: int) -> None:
-    """Per key, round r produced count r+1: nothing lost, nothing repeated, state carried over."""
-    by_key: dict[str, list[tuple[int, int]]] = {}
-    for m in messages:
-        value = json.loads(m.value())
-        by_key.setdefault(value["key"], []).append((value["seq"], value["count"]))
-    assert sorted(by_key) == sorted(KEYS)
-    for key, entries in by_key.items():
-        assert sorted(entries) == [(r, r + 1) for r in range(rounds)], (key, entries)
 
 
 def full_log(worker: WorkerProcess) -> str:
@@ -130,7 +115,7 @@ def test_full_state_dir_mid_run_exits_and_a_restart_continues_from_the_changelog
     state_dir = small_tmpfs / "state"
     a = worker_factory(AGENT, input_topic, output_topic, app_id, instance_id="a", state_dir=state_dir)
     a.wait_ready(min_partitions=PARTITIONS)
-    produce_round(kafka, input_topic, 0)
+    produce_round(kafka, input_topic, KEYS, 0)
     assert len(read_all(kafka.bootstrap_servers, output_topic, PARTITIONS, expected=len(KEYS))) == len(KEYS)
 
     filler = fill(small_tmpfs)
@@ -138,7 +123,7 @@ def test_full_state_dir_mid_run_exits_and_a_restart_continues_from_the_changelog
     # rounds until a store write fails (bounded).
     rounds = 1
     while a.running() and rounds < 40:
-        produce_round(kafka, input_topic, rounds)
+        produce_round(kafka, input_topic, KEYS, rounds)
         rounds += 1
         wait_for(lambda: not a.running(), timeout_s=1.0)
     assert wait_for(lambda: not a.running(), timeout_s=30), "worker kept running on a full disk:\n" + a.log()
@@ -151,11 +136,11 @@ def test_full_state_dir_mid_run_exits_and_a_restart_continues_from_the_changelog
     filler.unlink()
     a = worker_factory(AGENT, input_topic, output_topic, app_id, instance_id="a", state_dir=state_dir)
     a.wait_ready(min_partitions=PARTITIONS)
-    produce_round(kafka, input_topic, rounds)
+    produce_round(kafka, input_topic, KEYS, rounds)
     rounds += 1
     messages = read_all(kafka.bootstrap_servers, output_topic, PARTITIONS, expected=rounds * len(KEYS))
     assert len(messages) == rounds * len(KEYS), a.log()
-    assert_counts_continue(messages, rounds)
+    assert_counts_continue(messages, KEYS, rounds)
     assert a.terminate() == 0, a.log()
 
 
@@ -165,7 +150,7 @@ def test_corrupt_stores_are_rebuilt_from_the_changelog(kafka, worker_factory, ap
     state_dir = tmp_path / "state"
     a = worker_factory(AGENT, input_topic, output_topic, app_id, instance_id="a", state_dir=state_dir)
     a.wait_ready(min_partitions=PARTITIONS)
-    produce_round(kafka, input_topic, 0)
+    produce_round(kafka, input_topic, KEYS, 0)
     assert len(read_all(kafka.bootstrap_servers, output_topic, PARTITIONS, expected=len(KEYS))) == len(KEYS)
     assert a.terminate() == 0, a.log()
 
@@ -188,10 +173,10 @@ def test_corrupt_stores_are_rebuilt_from_the_changelog(kafka, worker_factory, ap
     a.wait_ready(min_partitions=PARTITIONS)
     assert "is corrupt" in a.log() and "rebuilding from the changelog" in a.log(), a.log()
     assert a.metric("agentfleet_restore_records_total") >= len(KEYS)
-    produce_round(kafka, input_topic, 1)
+    produce_round(kafka, input_topic, KEYS, 1)
     messages = read_all(kafka.bootstrap_servers, output_topic, PARTITIONS, expected=2 * len(KEYS))
     assert len(messages) == 2 * len(KEYS), a.log()
-    assert_counts_continue(messages, rounds=2)
+    assert_counts_continue(messages, KEYS, 2)
     assert a.terminate() == 0, a.log()
 
 
@@ -268,9 +253,9 @@ def test_broker_coming_up_during_start_up_is_waited_for(proxied_broker: ProxiedB
     assert worker.running()
     proxied_broker.proxy.restore()
     worker.wait_ready(min_partitions=PARTITIONS)
-    produce_round(proxied_broker.cluster, input_topic, 0)
+    produce_round(proxied_broker.cluster, input_topic, KEYS, 0)
     messages = read_all(proxied_broker.bootstrap_servers, output_topic, PARTITIONS, expected=len(KEYS))
-    assert_counts_continue(messages, rounds=1)
+    assert_counts_continue(messages, KEYS, 1)
     assert worker.terminate() == 0, worker.log()
 
 
@@ -280,13 +265,13 @@ def test_broker_outage_mid_run_is_waited_out_and_state_continues(proxied_broker:
     input_topic, output_topic = proxied_broker.topics("outage-in", "outage-out")
     worker = proxied_worker(input_topic, output_topic)
     worker.wait_ready(min_partitions=PARTITIONS)
-    produce_round(proxied_broker.cluster, input_topic, 0)
+    produce_round(proxied_broker.cluster, input_topic, KEYS, 0)
     assert len(read_all(proxied_broker.bootstrap_servers, output_topic, PARTITIONS, expected=len(KEYS))) == len(KEYS)
 
     # Round 1's runs are waiting on the model when Kafka disappears, and finish during the outage:
     # their commits must wait for the broker, then go through exactly once.
     stub_llm.set_latency(1500)
-    produce_round(proxied_broker.cluster, input_topic, 1)
+    produce_round(proxied_broker.cluster, input_topic, KEYS, 1)
     assert stub_llm.wait_for_requests(2 * len(KEYS), timeout=MARGIN_S), worker.log()
     proxied_broker.proxy.cut()
     assert wait_for(lambda: "is unreachable" in full_log(worker), timeout_s=MARGIN_S), worker.log()
@@ -298,10 +283,10 @@ def test_broker_outage_mid_run_is_waited_out_and_state_continues(proxied_broker:
     proxied_broker.proxy.restore()
     assert wait_for(lambda: "reachable again" in full_log(worker), timeout_s=MARGIN_S), worker.log()
 
-    produce_round(proxied_broker.cluster, input_topic, 2)
+    produce_round(proxied_broker.cluster, input_topic, KEYS, 2)
     messages = read_all(proxied_broker.bootstrap_servers, output_topic, PARTITIONS, expected=3 * len(KEYS))
     assert len(messages) == 3 * len(KEYS), worker.log()
-    assert_counts_continue(messages, rounds=3)  # exactly once, state kept across the outage
+    assert_counts_continue(messages, KEYS, 3)  # exactly once, state kept across the outage
     assert "fresh transactional producer" in full_log(worker)
     assert worker.running()
     assert worker.terminate() == 0, worker.log()
