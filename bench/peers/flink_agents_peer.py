@@ -1,7 +1,8 @@
 """Peer: the seed's Flink Agents 0.1.1 sentiment workflow agent on a local MiniCluster.
 
-The agent, its prompt, models and connection are the seed's (flink_sentiment/), pointed at
-the benchmark's LLM endpoint. As the issue specifies, the source is a bounded collection
+The agent, its prompt, models and connection are our ``examples/sentiment`` (the seed's agent)
+with its imports turned back into Flink Agents' by ``flink_port``, pointed at the benchmark's
+LLM endpoint. As the issue specifies, the source is a bounded collection
 of ``--count`` seed records (the seed's input lines cycled), not Kafka: ``--bootstrap``,
 ``--input-topic``, ``--output-topic`` and ``--group`` are accepted for a uniform CLI and
 ignored. The results are collected back into this process, counted and printed (stderr,
@@ -19,22 +20,25 @@ output. There is no per-record latency: the collection's records all exist at jo
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import logging
 import os
+import shutil
 import sys
+import tempfile
 import threading
 import time
 import warnings
 from pathlib import Path
 
+import flink_port
 import peer_common
 
 PROCESS_STARTED = time.time()
 logger = logging.getLogger("flink_agents_peer")
 
 PEER = "flink_agents"
-_AGENT_DIR = Path(__file__).resolve().parent / "flink_sentiment"
 
 
 def _extra_args(parser: argparse.ArgumentParser) -> None:
@@ -58,13 +62,15 @@ def _exit_on_deadline(timeout_s: float) -> threading.Timer:
 
 def main(argv: list[str] | None = None) -> int:
     args = peer_common.parse_args(PEER, argv, _extra_args)
-    # The seed's connection and model settings read these (see flink_sentiment/).
+    # The example's connection and model settings read these.
     os.environ["OPENAI_BASE_URL"] = args.llm_base_url
     os.environ["OPENAI_API_KEY"] = peer_common.DUMMY_API_KEY
     os.environ["OPENAI_MODEL"] = args.model
     # The agent modules are imported by name here, in the JVM's embedded Python and in
     # PyFlink's Python workers; the JVM and the workers inherit this PYTHONPATH.
-    module_dirs = [str(_AGENT_DIR), str(Path(peer_common.__file__).resolve().parent)]
+    agent_dir = flink_port.write_port(Path(tempfile.mkdtemp(prefix="flink-agents-port-")))
+    atexit.register(shutil.rmtree, agent_dir, True)
+    module_dirs = [str(agent_dir), str(Path(peer_common.__file__).resolve().parent)]
     os.environ["PYTHONPATH"] = os.pathsep.join(module_dirs)
     sys.path[:0] = module_dirs
     timer = _exit_on_deadline(args.timeout_s)
