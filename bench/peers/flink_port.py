@@ -67,3 +67,23 @@ def write_port(directory: Path) -> Path:
         source = (EXAMPLE_DIR / f"{module}.py").read_text(encoding="utf-8")
         (directory / f"{module}.py").write_text(port_source(source), encoding="utf-8")
     return directory
+
+
+def example_prompt_messages() -> tuple[str, str]:
+    """(system, user template) of the example's sentiment prompt, read from its source.
+
+    The prompt is ``Prompt.from_messages`` over ``ChatMessage(role=MessageRole.X, content="...")``
+    literals; this finds those two literals without importing agentplan.
+    """
+    tree = ast.parse((EXAMPLE_DIR / "custom_types.py").read_text(encoding="utf-8"))
+    contents: dict[str, str] = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "ChatMessage":
+            arguments = {k.arg: k.value for k in node.keywords}
+            role, content = arguments.get("role"), arguments.get("content")
+            if isinstance(role, ast.Attribute) and isinstance(content, ast.Constant):
+                contents[role.attr] = content.value
+    try:
+        return contents["SYSTEM"], contents["USER"]
+    except KeyError as missing:
+        raise ValueError(f"no {missing} message literal in {EXAMPLE_DIR / 'custom_types.py'}") from None

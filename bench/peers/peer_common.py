@@ -21,19 +21,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+if __package__:  # imported as bench.peers.peer_common (the harness)
+    from .flink_port import example_prompt_messages
+else:  # imported by a peer script, which runs with bench/peers on sys.path
+    from flink_port import example_prompt_messages
+
 logger = logging.getLogger(__name__)
 
-# The seed's sentiment prompt, verbatim: the system instruction and the user template.
-SENTIMENT_SYSTEM_PROMPT = """Analyze the sentiment of the given text and classify it as positive, negative, or neutral.
-Also provide a confidence score (0-1) and key phrases that support the sentiment.
-Your response must be valid JSON in this format:
-{
-"sentiment": "positive|negative|neutral",
-"confidence": 0.95,
-"key_phrases": ["phrase1", "phrase2"]
-}
-"""
-SENTIMENT_USER_TEMPLATE = "Input text: {input}"
+# The sentiment prompt's messages, read from the example our worker runs, so every peer sends the
+# very request our agent sends (the peers' venvs do not have agentplan to import it from).
+SENTIMENT_SYSTEM_PROMPT, SENTIMENT_USER_TEMPLATE = example_prompt_messages()
 # The seed's OpenAI connection settings (timeout, retries); the key is a dummy for the stub.
 LLM_TIMEOUT_S = 300.0
 LLM_MAX_RETRIES = 1

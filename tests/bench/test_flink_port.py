@@ -43,3 +43,14 @@ def test_every_name_keeps_its_import():
 def test_a_name_flink_agents_lacks_fails_loudly():
     with pytest.raises(ValueError, match="ReActAgent"):
         flink_port.port_source("from agentplan import Agent, ReActAgent\n")
+
+
+def test_peers_send_the_prompt_our_example_agent_sends():
+    from agentplan import MessageRole
+    from bench.peers import peer_common
+    from examples.sentiment.custom_types import sentiment_analysis_prompt
+
+    messages = sentiment_analysis_prompt.format_messages(input="great phone")
+    sent = peer_common.sentiment_messages("great phone")
+    assert [(m.role, m.content) for m in messages] == [(MessageRole.SYSTEM, sent[0]["content"]),
+                                                       (MessageRole.USER, sent[1]["content"])]
