@@ -23,6 +23,17 @@ def _setup_logging(level: str) -> None:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
 
 
+def _setting_help(name: str) -> str:
+    """A worker flag's help is its setting's description: one text for --help and the reference.
+
+    No ``envvar`` on these flags: ``WorkerSettings.load`` reads ``AGENTFLEET_*`` itself, below the
+    flags and above the config file, which is the documented precedence.
+    """
+    from worker.config import WorkerSettings
+
+    return WorkerSettings.model_fields[name].description or name.replace("_", " ")
+
+
 def _parse_properties(values: list[str]) -> dict[str, str]:
     out = {}
     for item in values:
@@ -45,34 +56,22 @@ def _parse_resources(values: list[str]) -> dict[str, str]:
 
 @app.command()
 def worker(
-    agent: Optional[str] = typer.Option(None, help="agent class MODULE:CLASS", envvar=E + "AGENT"),
-    input_topic: Optional[str] = typer.Option(None, help="input topic", envvar=E + "INPUT_TOPIC"),
-    output_topic: Optional[str] = typer.Option(None, help="output topic", envvar=E + "OUTPUT_TOPIC"),
-    bootstrap_servers: Optional[str] = typer.Option(None, help="Kafka bootstrap servers",
-                                                    envvar=E + "BOOTSTRAP_SERVERS"),
-    app_id: Optional[str] = typer.Option(None, help="consumer group / application id", envvar=E + "APP_ID"),
-    input_model: Optional[str] = typer.Option(None, help="pydantic input model MODULE:CLASS",
-                                              envvar=E + "INPUT_MODEL"),
-    key_field: Optional[str] = typer.Option(None, help="JSON field used as key when a record has none",
-                                            envvar=E + "KEY_FIELD"),
-    state_dir: Optional[Path] = typer.Option(None, help="directory of the RocksDB state stores",
-                                             envvar=E + "STATE_DIR"),
-    instance_id: Optional[str] = typer.Option(None, help="stable worker id (default: hostname)",
-                                              envvar=E + "INSTANCE_ID"),
-    max_inflight: Optional[int] = typer.Option(None, help="max records in flight before pausing intake",
-                                               envvar=E + "MAX_INFLIGHT"),
-    commit_interval_ms: Optional[int] = typer.Option(None, help="transaction commit interval",
-                                                     envvar=E + "COMMIT_INTERVAL_MS"),
-    processing_guarantee: Optional[str] = typer.Option(None, help="exactly-once | at-least-once",
-                                                       envvar=E + "PROCESSING_GUARANTEE"),
-    metrics_port: Optional[int] = typer.Option(None, help="port of /metrics /healthz /readyz (-1: off)",
-                                               envvar=E + "METRICS_PORT"),
-    metrics_host: Optional[str] = typer.Option(None, help="bind address of the metrics server",
-                                               envvar=E + "METRICS_HOST"),
-    dlq_topic: Optional[str] = typer.Option(None, help="dead-letter topic (default <input>-dlq)",
-                                            envvar=E + "DLQ_TOPIC"),
-    agent_config: Optional[Path] = typer.Option(None, help="YAML file of agent configuration",
-                                                envvar=E + "AGENT_CONFIG"),
+    agent: Optional[str] = typer.Option(None, help=_setting_help("agent")),
+    input_topic: Optional[str] = typer.Option(None, help=_setting_help("input_topic")),
+    output_topic: Optional[str] = typer.Option(None, help=_setting_help("output_topic")),
+    bootstrap_servers: Optional[str] = typer.Option(None, help=_setting_help("bootstrap_servers")),
+    app_id: Optional[str] = typer.Option(None, help=_setting_help("app_id")),
+    input_model: Optional[str] = typer.Option(None, help=_setting_help("input_model")),
+    key_field: Optional[str] = typer.Option(None, help=_setting_help("key_field")),
+    state_dir: Optional[Path] = typer.Option(None, help=_setting_help("state_dir")),
+    instance_id: Optional[str] = typer.Option(None, help=_setting_help("instance_id")),
+    max_inflight: Optional[int] = typer.Option(None, help=_setting_help("max_inflight")),
+    commit_interval_ms: Optional[int] = typer.Option(None, help=_setting_help("commit_interval_ms")),
+    processing_guarantee: Optional[str] = typer.Option(None, help=_setting_help("processing_guarantee")),
+    metrics_port: Optional[int] = typer.Option(None, help=_setting_help("metrics_port")),
+    metrics_host: Optional[str] = typer.Option(None, help=_setting_help("metrics_host")),
+    dlq_topic: Optional[str] = typer.Option(None, help=_setting_help("dlq_topic")),
+    agent_config: Optional[Path] = typer.Option(None, help=_setting_help("agent_config")),
     resource: list[str] = typer.Option([], "--resource", "-r",
                                        help="environment resource NAME=MODULE:ATTR (repeatable)"),
     kafka_property: list[str] = typer.Option([], "--kafka-property", "-X",

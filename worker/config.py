@@ -83,9 +83,10 @@ class WorkerSettings(BaseModel):
                              description="stable per worker; part of transactional.id. "
                                          f"{REVERSE_DNS!r} takes the first label of this host's reverse-DNS "
                                          "name (docker compose replicas: <project>-worker-<n>)")
-    max_inflight: int = Field(1024, ge=1, description="records consumed but not yet committed; pause above")
+    max_inflight: int = Field(1024, ge=1, description="records consumed but not yet committed; a full window stops intake")
     commit_interval_ms: int = Field(100, ge=1, description="how often a transaction commits")
-    processing_guarantee: ProcessingGuarantee = ProcessingGuarantee.EXACTLY_ONCE
+    processing_guarantee: ProcessingGuarantee = Field(ProcessingGuarantee.EXACTLY_ONCE,
+                                                      description="exactly-once (transactions) or at-least-once")
     metrics_host: str = Field("0.0.0.0", description="bind address of /metrics, /healthz, /readyz")
     metrics_port: int = Field(9400, ge=-1, description="port of /metrics, /healthz, /readyz; -1 disables")
     dlq_topic: str | None = Field(None, description="dead-letter topic; default <input-topic>-dlq")

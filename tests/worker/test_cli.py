@@ -79,3 +79,14 @@ def test_bad_option_values_exit_2_naming_the_option(args: list[str], named: str)
     out = run_cli(*args, timeout=30)
     assert out.returncode == 2, out.stdout + out.stderr
     assert named in out.stderr
+
+
+def test_worker_settings_come_from_the_environment_too():
+    # Compose and Kubernetes configure workers through AGENTFLEET_* variables only.
+    import os
+
+    env = {**os.environ, "AGENTFLEET_AGENT": "m:A", "AGENTFLEET_INPUT_TOPIC": "i", "AGENTFLEET_OUTPUT_TOPIC": "o",
+           "AGENTFLEET_PROCESSING_GUARANTEE": "twice"}
+    out = subprocess.run([sys.executable, "-m", "worker.cli", "worker"], cwd=REPO, capture_output=True, text=True,
+                         timeout=60, env=env)
+    assert out.returncode == 2 and "processing-guarantee" in out.stderr, out.stderr
