@@ -12,6 +12,8 @@ import time
 import urllib.request
 import uuid
 from pathlib import Path
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from confluent_kafka import Consumer, Message, TopicPartition
@@ -231,3 +233,24 @@ def assert_counts_continue(messages: list[Message], keys: list[str], rounds: int
     assert sorted(by_key) == sorted(keys)
     for key, entries in by_key.items():
         assert entries == [(r, r + 1) for r in range(rounds)], (key, entries)
+
+
+@contextmanager
+def serving(worker: WorkerProcess, bootstrap: str, input_topic: str, output_topic: str,
+            partitions: int) -> Iterator[tuple[TopicTail, TopicTail]]:
+    """A started worker, ready on every partition, with tails on its output and dead-letter topics.
+
+    On exit the worker must stop cleanly on SIGTERM; whatever happens, it and the tails are stopped.
+    """
+    outputs = TopicTail(bootstrap, output_topic, partitions).start()
+    dlq = TopicTail(bootstrap, f"{input_topic}-dlq", partitions)
+    try:
+        worker.wait_ready(min_partitions=partitions)
+        dlq.start()  # the worker creates the dead-letter topic at start-up
+        yield outputs, dlq
+        assert worker.terminate() == 0, worker.log()
+    finally:
+        if worker.running():
+            worker.kill()
+        outputs.stop()
+        dlq.stop()

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from tests.worker.integration.harness import TopicTail, WorkerProcess, header, read_all, wait_for
+from tests.worker.integration.harness import TopicTail, WorkerProcess, header, read_all, serving, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -48,18 +48,8 @@ def rig(kafka, tmp_path_factory) -> Iterator[Rig]:
                            env={"AGENTPLAN_ERROR_HANDLING_STRATEGY": "retry",
                                 "AGENTPLAN_MAX_RETRIES": str(MAX_RETRIES), "AGENTPLAN_RETRY_BACKOFF_S": "0.01"},
                            extra_args=["--input-model", "tests.worker.integration.agents:TypedInput"]).start()
-    outputs = TopicTail(kafka.bootstrap_servers, output_topic, PARTITIONS).start()
-    dlq = TopicTail(kafka.bootstrap_servers, f"{input_topic}-dlq", PARTITIONS)
-    try:
-        worker.wait_ready(min_partitions=PARTITIONS)
-        dlq.start()
+    with serving(worker, kafka.bootstrap_servers, input_topic, output_topic, PARTITIONS) as (outputs, dlq):
         yield Rig(kafka, worker, input_topic, output_topic, outputs, dlq, worker.rss_mb())
-        assert worker.terminate() == 0, worker.log()
-    finally:
-        if worker.running():
-            worker.kill()
-        outputs.stop()
-        dlq.stop()
 
 
 def nested(levels: int) -> object:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import pytest
 
 from agentplan.testing.llm_stub import MALFORMED_CONTENT, StubLLMServer
-from tests.worker.integration.harness import TopicTail, WorkerProcess, header, wait_for
+from tests.worker.integration.harness import TopicTail, WorkerProcess, header, serving, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -71,18 +71,8 @@ def rig(kafka, tmp_path_factory) -> Iterator[Rig]:
                                     "AGENTPLAN_RETRY_BACKOFF_S": "0.05", "AGENTPLAN_RETRY_BACKOFF_MAX_S": "0.5",
                                     "AGENTPLAN_MAX_TOOL_CALL_ROUNDS": "3"},
                                extra_args=["--max-inflight", str(MAX_INFLIGHT)]).start()
-        outputs = TopicTail(kafka.bootstrap_servers, output_topic, PARTITIONS).start()
-        dlq = TopicTail(kafka.bootstrap_servers, f"{input_topic}-dlq", PARTITIONS)
-        try:
-            worker.wait_ready(min_partitions=PARTITIONS)
-            dlq.start()
+        with serving(worker, kafka.bootstrap_servers, input_topic, output_topic, PARTITIONS) as (outputs, dlq):
             yield Rig(kafka, stub, worker, input_topic, outputs, dlq)
-            assert worker.terminate() == 0, worker.log()
-        finally:
-            if worker.running():
-                worker.kill()
-            outputs.stop()
-            dlq.stop()
 
 
 @pytest.mark.parametrize("fault,count,kind", [
