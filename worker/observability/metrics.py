@@ -14,6 +14,8 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from worker.observability.loop_metrics import LoopCounter, LoopHistogram
+
 logger = logging.getLogger(__name__)
 
 PREFIX = "agentfleet_"
@@ -95,7 +97,7 @@ class WorkerMetrics:
         b = LATENCY_BUCKETS
 
         # Record flow.
-        self.records_in_total = Counter(
+        self.records_in_total = LoopCounter(
             PREFIX + "records_in_total", "Records consumed from input topics.",
             ["topic", "partition"], registry=r)
         self.records_out_total = Counter(
@@ -129,10 +131,10 @@ class WorkerMetrics:
             registry=r)
 
         # Agent execution.
-        self.run_duration_seconds = Histogram(
+        self.run_duration_seconds = LoopHistogram(
             PREFIX + "run_duration_seconds", "Wall time of one agent run (one input record).",
             registry=r, buckets=b)
-        self.action_duration_seconds = Histogram(
+        self.action_duration_seconds = LoopHistogram(
             PREFIX + "action_duration_seconds", "Wall time of one action invocation.",
             ["action"], registry=r, buckets=b)
         self.action_errors_total = Counter(
@@ -140,16 +142,16 @@ class WorkerMetrics:
             ["action", "kind"], registry=r)
 
         # LLM calls.
-        self.llm_request_duration_seconds = Histogram(
+        self.llm_request_duration_seconds = LoopHistogram(
             PREFIX + "llm_request_duration_seconds", "Wall time of one LLM request.",
             ["model"], registry=r, buckets=b)
-        self.llm_requests_total = Counter(
+        self.llm_requests_total = LoopCounter(
             PREFIX + "llm_requests_total", "LLM requests by outcome (ok|error).",
             ["model", "outcome"], registry=r)
         self.llm_errors_total = Counter(
             PREFIX + "llm_errors_total", "Failed LLM requests, by exception type.",
             ["model", "kind"], registry=r)
-        self.llm_tokens_total = Counter(
+        self.llm_tokens_total = LoopCounter(
             PREFIX + "llm_tokens_total", "LLM tokens used, by type (prompt|completion).",
             ["model", "type"], registry=r)
 
@@ -180,7 +182,7 @@ class WorkerMetrics:
             PREFIX + "rebalances_total", "Rebalance callbacks by event (assigned|revoked|lost).",
             ["event"], registry=r)
 
-        self.end_to_end_latency_seconds = Histogram(
+        self.end_to_end_latency_seconds = LoopHistogram(
             PREFIX + "end_to_end_latency_seconds",
             "Time from input record timestamp to transaction commit.",
             registry=r, buckets=b)
