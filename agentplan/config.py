@@ -46,6 +46,9 @@ class AgentConfiguration(BaseModel):
     max_tool_call_rounds: int = Field(10, ge=0, description="model->tools->model rounds per chat request")
     structured_output_retries: int = Field(1, ge=0, description="re-asks when output_schema parsing fails")
     max_concurrent_runs: int = Field(1024, ge=1, description="runs (keys) in progress at once")
+    idle_state_cache_bytes: int = Field(
+        32 * 2**20, ge=0, description="memory for idle keys' decoded state, kept after each commit so the "
+                                      "key's next input skips the state-store read; 0 reloads every time")
     transient_retry_limit: int | None = Field(
         None, ge=0, description="engine-level retries of a transient failure; None retries until it recovers")
     extra: dict[str, Any] = Field(default_factory=dict, description="user settings, read with get()")

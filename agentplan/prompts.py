@@ -6,6 +6,7 @@ left alone, so prompts may contain literal JSON examples without escaping.
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Any
 
@@ -16,17 +17,27 @@ from agentplan.chat_message import ChatMessage, MessageRole
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
-def fill_placeholders(template: str, values: dict[str, Any]) -> str:
-    def replace(match: re.Match[str]) -> str:
-        name = match.group(1)
-        if name not in values:
-            return match.group(0)
-        value = values[name]
-        if isinstance(value, BaseModel):
-            return value.model_dump_json()
-        return str(value)
+@functools.lru_cache(maxsize=1024)
+def _template_parts(template: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """``template`` split once into literal text and the placeholder names between it."""
+    pieces = _PLACEHOLDER.split(template)  # literal, name, literal, name, ..., literal
+    return tuple(pieces[0::2]), tuple(pieces[1::2])
 
-    return _PLACEHOLDER.sub(replace, template)
+
+def fill_placeholders(template: str, values: dict[str, Any]) -> str:
+    # Templates are few and long (system prompts), and filled once per request: scan each once.
+    literals, names = _template_parts(template)
+    if not names:
+        return template
+    out = [literals[0]]
+    for name, literal in zip(names, literals[1:]):
+        if name in values:
+            value = values[name]
+            out.append(value.model_dump_json() if isinstance(value, BaseModel) else str(value))
+        else:
+            out.append("{" + name + "}")
+        out.append(literal)
+    return "".join(out)
 
 
 class Prompt(BaseModel):
@@ -57,7 +68,10 @@ class Prompt(BaseModel):
     def format_messages(self, role: MessageRole = MessageRole.USER, **kwargs: Any) -> list[ChatMessage]:
         if self.text is not None:
             return [ChatMessage(role=role, content=fill_placeholders(self.text, kwargs))]
+        # The template's messages were validated when the prompt was built, and a filled-in
+        # placeholder is a str: construct without validating again (once per model request).
         return [
-            ChatMessage(role=m.role, content=fill_placeholders(m.content, kwargs), tool_calls=m.tool_calls)
+            ChatMessage.model_construct(role=m.role, content=fill_placeholders(m.content, kwargs),
+                                        tool_calls=list(m.tool_calls), extra_args={})
             for m in self.messages or []
         ]

@@ -23,7 +23,7 @@ import inspect
 import json
 import logging
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Hashable, TypeVar
 
@@ -41,6 +41,11 @@ from agentplan.runner_context import RunnerContext
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
+# What the idle-state cache charges a key against its budget: the slot itself (queue, lists, memory
+# tree, hooks; ~2.4 KB with a small state, measured with tracemalloc) plus its decoded state, taken as
+# a multiple of the encoded size (decoded dicts and strings are several times larger than their JSON).
+IDLE_SLOT_OVERHEAD_BYTES = 2400
+DECODED_STATE_FACTOR = 4
 StateLoader = Callable[[Hashable], "bytes | None"]
 
 
@@ -87,7 +92,7 @@ class _Slot:
 
     __slots__ = ("key", "queue", "memory", "progress", "run", "run_counter", "task", "version",
                  "collected_version", "in_action", "memory_backup", "sensory_backup", "ctx",
-                 "outputs", "finished", "failures", "skipped")
+                 "outputs", "finished", "failures", "skipped", "cached_bytes")
 
     def __init__(self, key: Hashable) -> None:
         self.key = key
@@ -107,6 +112,7 @@ class _Slot:
         self.finished: list[Any] = []
         self.failures: list[tuple[Any, Any, BaseException]] = []
         self.skipped: list[Any] = []
+        self.cached_bytes = 0  # charged to the idle-state cache while the key is idle
 
 
 class Engine:
@@ -118,7 +124,11 @@ class Engine:
         self.config: AgentConfiguration = plan.config
         self.metrics: MetricsSink = metrics or NullMetrics()
         self._load_state = state_loader
-        self._slots: dict[Hashable, _Slot] = {}
+        self._slots: dict[Hashable, _Slot] = {}  # busy keys and keys changed since the last release
+        # Idle keys whose state is persisted, least recently used first: a key's next input revives
+        # its slot instead of reading and decoding its state again.
+        self._idle_slots: OrderedDict[Hashable, _Slot] = OrderedDict()
+        self._idle_bytes = 0
         self._run_slots: asyncio.Semaphore | None = None
         self._busy_keys = 0
         self._idle: asyncio.Event | None = None
@@ -135,13 +145,18 @@ class Engine:
             self._run_slots = asyncio.Semaphore(self.config.max_concurrent_runs)
         slot = self._slots.get(key)
         if slot is None:
-            slot = self._new_slot(key)
+            slot = self._idle_slots.pop(key, None)
+            if slot is None:
+                slot = self._new_slot(key)
+            else:
+                self._idle_bytes -= slot.cached_bytes
+                self._slots[key] = slot
         slot.queue.append(_Input(value, position, meta))
         self.queued_inputs += 1
         if slot.task is None:
             self._busy_keys += 1
             self._idle.clear()
-            slot.task = asyncio.get_running_loop().create_task(self._drive(slot), name=f"key-{key!r}")
+            slot.task = asyncio.get_running_loop().create_task(self._drive(slot))  # unnamed: a name costs a repr per run
 
     def collect(self) -> list[KeyDelta]:
         """Deltas of every key that changed since the last call, consistent at action boundaries."""
@@ -156,14 +171,26 @@ class Engine:
         return deltas
 
     def release(self, deltas: list[KeyDelta]) -> None:
-        """The driver persisted ``deltas``: forget keys that are idle and unchanged since."""
+        """The driver persisted ``deltas``: keys idle and unchanged since move to the idle-state cache,
+        whose least recently used keys leave memory once it is over budget."""
+        budget = self.config.idle_state_cache_bytes
         for delta in deltas:
             slot = self._slots.get(delta.key)
             if slot is not None and slot.task is None and slot.version == delta.version and not slot.queue:
                 del self._slots[delta.key]
+                if budget:
+                    slot.cached_bytes = IDLE_SLOT_OVERHEAD_BYTES + DECODED_STATE_FACTOR * len(delta.state)
+                    self._idle_slots[delta.key] = slot
+                    self._idle_bytes += slot.cached_bytes
+        while self._idle_bytes > budget and self._idle_slots:
+            _key, evicted = self._idle_slots.popitem(last=False)
+            self._idle_bytes -= evicted.cached_bytes
 
     def cancel_keys(self, predicate: Callable[[Hashable], bool]) -> int:
         """Stop and forget keys (e.g. of revoked partitions); uncollected changes are dropped."""
+        # Idle keys go too: another owner may change them before they come back.
+        for key in [k for k in self._idle_slots if predicate(k)]:
+            self._idle_bytes -= self._idle_slots.pop(key).cached_bytes
         doomed = [k for k in self._slots if predicate(k)]
         for key in doomed:
             slot = self._slots.pop(key)
@@ -183,8 +210,12 @@ class Engine:
         return self._busy_keys
 
     def key_count(self) -> int:
-        """Keys held in memory (busy, or changed since the driver last released them)."""
+        """Keys busy, or changed since the driver last released them (the idle-state cache aside)."""
         return len(self._slots)
+
+    def cached_key_count(self) -> int:
+        """Idle keys kept in memory by the idle-state cache."""
+        return len(self._idle_slots)
 
     async def close(self) -> None:
         self.cancel_keys(lambda _k: True)

@@ -203,7 +203,7 @@ def test_released_keys_reload_their_state() -> None:
     store: dict[Any, bytes] = {}
 
     async def main() -> list[Any]:
-        engine = engine_for(MEMORY_AGENT, state_loader=store.get)
+        engine = engine_for(MEMORY_AGENT, state_loader=store.get, idle_state_cache_bytes=0)
         engine.submit("a", "a1")
         await engine.wait_idle()
         deltas = engine.collect()
@@ -216,6 +216,88 @@ def test_released_keys_reload_their_state() -> None:
         return outputs_of(engine.collect())["a"]
 
     assert [o["inputs"] for o in run_async(main())] == [["a1", "a2"]]
+
+
+class CountingStore(dict):  # type: ignore[type-arg]
+    """A state store that counts reads, to tell a cached key from a reloaded one."""
+
+    reads = 0
+
+    def load(self, key: Any) -> bytes | None:
+        self.reads += 1
+        return self.get(key)
+
+
+async def _round(engine: Engine, store: CountingStore, inputs: list[tuple[str, str]]) -> dict[Any, list[Any]]:
+    """Submit, wait, persist and release, as a driver does at each commit."""
+    for key, value in inputs:
+        engine.submit(key, value)
+    await engine.wait_idle()
+    deltas = engine.collect()
+    store.update({d.key: d.state for d in deltas})
+    engine.release(deltas)
+    return outputs_of(deltas)
+
+
+def test_idle_keys_stay_cached_and_skip_the_state_read() -> None:
+    store = CountingStore()
+
+    async def main() -> None:
+        engine = engine_for(MEMORY_AGENT, state_loader=store.load)
+        await _round(engine, store, [("a", "a1"), ("b", "b1")])
+        assert store.reads == 2 and engine.key_count() == 0 and engine.cached_key_count() == 2
+        out = await _round(engine, store, [("a", "a2")])
+        assert store.reads == 2, "a cached key must not be read from the store again"
+        assert out["a"][-1]["inputs"] == ["a1", "a2"]
+        assert engine.cached_key_count() == 2
+
+    run_async(main())
+
+
+def test_idle_state_cache_evicts_least_recently_used_keys_over_budget() -> None:
+    from agentplan.runtime.engine import DECODED_STATE_FACTOR, IDLE_SLOT_OVERHEAD_BYTES
+
+    store = CountingStore()
+
+    async def main() -> None:
+        # Room for two small keys, not three.
+        engine = engine_for(MEMORY_AGENT, state_loader=store.load,
+                            idle_state_cache_bytes=2 * IDLE_SLOT_OVERHEAD_BYTES + 2 * DECODED_STATE_FACTOR * 200)
+        await _round(engine, store, [("a", "a1"), ("b", "b1")])
+        await _round(engine, store, [("a", "a2")])  # a is now the most recently used
+        await _round(engine, store, [("c", "c1")])  # over budget: b, the least recently used, leaves
+        assert engine.cached_key_count() == 2
+        reads = store.reads
+        out = await _round(engine, store, [("b", "b2"), ("a", "a3")])
+        assert store.reads == reads + 1, "only the evicted key is read from the store"
+        assert out["b"][-1]["inputs"] == ["b1", "b2"] and out["a"][-1]["inputs"] == ["a1", "a2", "a3"]
+
+    run_async(main())
+
+
+def test_cancelled_keys_leave_the_idle_state_cache() -> None:
+    """A revoked partition's keys may change on another worker: they must be read again."""
+    store = CountingStore()
+
+    async def main() -> None:
+        engine = engine_for(MEMORY_AGENT, state_loader=store.load)
+        await _round(engine, store, [("a", "a1"), ("b", "b1")])
+        engine.cancel_keys(lambda key: key == "a")
+        assert engine.cached_key_count() == 1
+        store["a"] = (await _state_written_elsewhere(store))  # another owner ran a2 meanwhile
+        reads = store.reads
+        out = await _round(engine, store, [("a", "a3")])
+        assert store.reads == reads + 1
+        assert out["a"][-1]["inputs"] == ["a1", "a2", "a3"]
+
+    run_async(main())
+
+
+async def _state_written_elsewhere(store: CountingStore) -> bytes:
+    other = engine_for(MEMORY_AGENT, state_loader=store.get, idle_state_cache_bytes=0)
+    other.submit("a", "a2")
+    await other.wait_idle()
+    return next(d.state for d in other.collect() if d.key == "a")
 
 
 # -- concurrency ------------------------------------------------------------------------------------
