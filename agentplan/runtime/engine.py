@@ -260,7 +260,7 @@ class Engine:
                 "pending": [e.to_record() for e in run.pending], "cur": run.cursor, "s": sensory,
                 "j": run.journal, "n": run.next_event_seq,
             }
-        return json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
+        return codec.dump_json(data)
 
     def _decode_state(self, slot: _Slot, raw: bytes) -> None:
         try:
