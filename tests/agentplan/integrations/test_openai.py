@@ -24,7 +24,7 @@ from agentplan.testing.llm_stub import StubLLMServer
 from tests.agentplan.support import run_async
 
 
-@pytest.fixture(params=["aiohttp", "httpx"])
+@pytest.fixture(params=["lean", "aiohttp", "httpx"])
 def transport(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """Runs a test over both HTTP transports the connection can use."""
     monkeypatch.setenv("AGENTPLAN_HTTP_CLIENT", request.param)
