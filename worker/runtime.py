@@ -78,10 +78,10 @@ def tune_garbage_collector() -> None:
 def heartbeat_interval_ms(settings: WorkerSettings) -> int:
     """A tenth of the session timeout in effect (a ``session.timeout.ms`` passed through wins).
 
-    The other members learn that one died only at their next heartbeat after its session expired
-    (the embedded broker even checks the expiry only then), so the rebalance starts up to two
-    heartbeat intervals after the session timeout. Heartbeats every 2 s (a fifth of the setting,
-    while 6 s was passed through) made that up to 4 s of the 11 s S6 failover (measured on the wire).
+    The other members learn that one died only at their next heartbeat after its session expired,
+    and the rebalance waits for the last of them to rejoin: up to two heartbeat intervals after the
+    session timeout. Heartbeats every 2 s (a fifth of the setting, while 6 s was passed through)
+    made that up to 4 s of the 11 s S6 failover (measured on the wire).
     """
     raw = settings.kafka.get("session.timeout.ms", settings.session_timeout_ms)
     try:
