@@ -18,9 +18,16 @@ app = typer.Typer(help="Kafka Agent Fleet: run Flink-Agents-style LLM agents ove
 E = "AGENTFLEET_"
 
 
+#: Libraries that log every request at INFO: one line per model call floods the log and costs CPU.
+_PER_REQUEST_LOGGERS = ("httpx", "httpx2")
+
+
 def _setup_logging(level: str) -> None:
-    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    numeric = getattr(logging, level.upper(), logging.INFO)
+    logging.basicConfig(level=numeric, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    if numeric > logging.DEBUG:
+        for name in _PER_REQUEST_LOGGERS:
+            logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def _setting_help(name: str) -> str:

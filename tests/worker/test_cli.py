@@ -90,3 +90,12 @@ def test_worker_settings_come_from_the_environment_too():
     out = subprocess.run([sys.executable, "-m", "worker.cli", "worker"], cwd=REPO, capture_output=True, text=True,
                          timeout=60, env=env)
     assert out.returncode == 2 and "processing-guarantee" in out.stderr, out.stderr
+
+
+@pytest.mark.parametrize("level, expected", [("INFO", "WARNING WARNING"), ("DEBUG", "DEBUG DEBUG")])
+def test_http_libraries_do_not_log_every_model_call_below_debug(level: str, expected: str) -> None:
+    code = ("import logging; from worker.cli import _setup_logging; _setup_logging(%r); "
+            "print(*(logging.getLevelName(logging.getLogger(n).getEffectiveLevel()) for n in ('httpx', 'httpx2')))"
+            % level)
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == expected, out.stderr
