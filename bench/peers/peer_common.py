@@ -229,6 +229,18 @@ class LatencyBook:
                 self.take_to_output_ms.append((now - taken_at) * 1000)
 
 
+def take_ready(consumer: Any, max_messages: int, timeout_s: float) -> list[Any]:
+    """Up to ``max_messages`` records, returned as soon as one is there (``[]`` after ``timeout_s``).
+
+    ``consume(n, timeout)`` returns early only once n records arrived: at low rates it waits out the
+    whole timeout, which would add up to ``timeout_s`` to every arrival time a reader notes.
+    """
+    first = consumer.poll(timeout_s)
+    if first is None:
+        return []
+    return [first, *consumer.consume(num_messages=max_messages - 1, timeout=0)] if max_messages > 1 else [first]
+
+
 class OutputWatcher(threading.Thread):
     """Reads the output topic read_committed and notes each output's arrival.
 
@@ -282,7 +294,7 @@ class OutputWatcher(threading.Thread):
     def run(self) -> None:
         try:
             while not self._stop_requested.is_set() and self._book.outputs < self._count:
-                for msg in self._consumer.consume(num_messages=500, timeout=0.1):
+                for msg in take_ready(self._consumer, 500, 0.1):
                     if msg.error() is not None:
                         logger.warning("output watcher: %s", msg.error())
                         continue
