@@ -51,14 +51,11 @@ class CommitProtocol:
     def produce(self, topic: str, value: bytes | None, key: bytes | None = None, partition: int | None = None,
                 headers: list[tuple[str, bytes]] | None = None,
                 on_delivery: Callable[[Any, Any], None] | None = None) -> None:
-        kwargs: dict[str, Any] = {"key": key, "value": value, "headers": headers}
-        if partition is not None:
-            kwargs["partition"] = partition
-        if on_delivery is not None:
-            kwargs["on_delivery"] = on_delivery
         while True:
             try:
-                self.producer.produce(topic, **kwargs)
+                # partition -1 is librdkafka's "use the partitioner"; a None callback means none.
+                self.producer.produce(topic, value, key, -1 if partition is None else partition, on_delivery,
+                                      headers=headers)
                 return
             except BufferError:
                 self.producer.poll(0.05)  # local queue full: let deliveries drain
@@ -67,7 +64,9 @@ class CommitProtocol:
     def _offsets(offsets: dict[tuple[str, int], int]) -> list[TopicPartition]:
         return [TopicPartition(topic, p, o) for (topic, p), o in sorted(offsets.items())]
 
-    def commit(self, offsets: dict[tuple[str, int], int]) -> None:
+    def commit(self, offsets: dict[tuple[str, int], int], group_metadata: Any = None) -> None:
+        """Make the produced records and ``offsets`` durable; ``group_metadata`` is the consumer's,
+        taken when the batch was opened (transactions only)."""
         raise NotImplementedError
 
     def abort(self) -> None:
@@ -92,13 +91,13 @@ class TransactionalCommit(CommitProtocol):
         self._guard(self.producer.begin_transaction, "begin_transaction")
         self.state = TxnState.IN_TRANSACTION
 
-    def commit(self, offsets: dict[tuple[str, int], int]) -> None:
+    def commit(self, offsets: dict[tuple[str, int], int], group_metadata: Any = None) -> None:
         assert self.state is TxnState.IN_TRANSACTION, self.state
         remaining = self.producer.flush(self.timeout_s)
         if remaining:
             raise self._fail(f"{remaining} records still undelivered after {self.timeout_s}s")
         if offsets:
-            metadata = self.consumer.consumer_group_metadata()
+            metadata = group_metadata if group_metadata is not None else self.consumer.consumer_group_metadata()
             self._guard(lambda: self.producer.send_offsets_to_transaction(
                 self._offsets(offsets), metadata, self.timeout_s), "send_offsets_to_transaction")
         self._guard(lambda: self.producer.commit_transaction(self.timeout_s), "commit_transaction")
@@ -139,7 +138,7 @@ class AbortableCommitError(WorkerError):
 class AtLeastOnceCommit(CommitProtocol):
     """Outputs first, then offsets; duplicates possible after a crash, never losses."""
 
-    def commit(self, offsets: dict[tuple[str, int], int]) -> None:
+    def commit(self, offsets: dict[tuple[str, int], int], group_metadata: Any = None) -> None:
         remaining = self.producer.flush(self.timeout_s)
         if remaining:
             raise FatalCommitError(f"{remaining} records still undelivered after {self.timeout_s}s")
