@@ -68,10 +68,7 @@ class Prompt(BaseModel):
     def format_messages(self, role: MessageRole = MessageRole.USER, **kwargs: Any) -> list[ChatMessage]:
         if self.text is not None:
             return [ChatMessage(role=role, content=fill_placeholders(self.text, kwargs))]
-        # The template's messages were validated when the prompt was built, and a filled-in
-        # placeholder is a str: construct without validating again (once per model request).
         return [
-            ChatMessage.model_construct(role=m.role, content=fill_placeholders(m.content, kwargs),
-                                        tool_calls=list(m.tool_calls), extra_args={})
+            ChatMessage(role=m.role, content=fill_placeholders(m.content, kwargs), tool_calls=m.tool_calls)
             for m in self.messages or []
         ]

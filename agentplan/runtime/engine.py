@@ -308,8 +308,7 @@ class Engine:
                     run_id = f"p{item.position}" if item.position is not None else f"r{slot.run_counter}"
                     run = slot.run = _Run(run_id, item.position, item.meta, item.value)
                     run.sensory = self._tracked(slot, None, "sensory_backup")
-                    first = InputEvent(input=item.value)
-                    first.id = f"{run_id}.0"
+                    first = InputEvent(id=f"{run_id}.0", input=item.value)
                     run.next_event_seq = 1
                     run.pending.append(first)
                     slot.version += 1
@@ -448,7 +447,9 @@ class _ActionContext(RunnerContext):
         self._check_not_durable("send_event")
         if not isinstance(event, Event):
             raise TypeError(f"send_event expects an Event, got {type(event).__name__}")
-        event.id = f"{self._run.run_id}.{self._run.next_event_seq + len(self.emitted)}"
+        # Written past pydantic's __setattr__: the id is the engine's to set (frozen events too),
+        # and the assignment hook cost more than the rest of send_event.
+        object.__setattr__(event, "id", f"{self._run.run_id}.{self._run.next_event_seq + len(self.emitted)}")
         self.emitted.append(event)
 
     @property
