@@ -58,6 +58,14 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / _CLK_TCK
 
 
+def machine_cpu_seconds() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine since boot, summed over cores, from /proc/stat."""
+    with open("/proc/stat") as stat:
+        ticks = [int(v) for v in stat.readline().split()[1:]]
+    idle = ticks[3] + ticks[4]  # idle + iowait
+    return (sum(ticks) - idle) / _CLK_TCK, sum(ticks) / _CLK_TCK
+
+
 def review(i: int, keys: int) -> tuple[bytes, bytes]:
     """The i-th sentiment input record: key and JSON value (TextInput)."""
     key = f"r{i % keys}"
