@@ -187,6 +187,9 @@ def s3_latency_bound(options: RunOptions) -> dict[str, Any]:
                 # Where the CPU went: a shortfall at high rates is the 2 cores running out (worker, LLM
                 # stub, broker, load generator and reader share them), not the in-flight window.
                 worker_cpu, (busy, total) = cpu_seconds(w.proc.pid), machine_cpu_seconds()  # type: ignore[union-attr]
+                # The highest-rate case is the one that runs short of the ceiling: profile it.
+                profiler = Profiler(w.proc.pid, seconds, options.results_dir / "tmp" / f"profile-S3-{tag}.collapsed") \
+                    if options.profile and tag == "200ms_mi1024" else None
                 try:
                     count = cluster.produce_paced(input_topic, expected, seconds, keys=100_000)
                     # A slower worker is a figure, not an error: wait long enough for ~1/3 of the rate.
@@ -195,6 +198,10 @@ def s3_latency_bound(options: RunOptions) -> dict[str, Any]:
                     busy_after, total_after = machine_cpu_seconds()
                 finally:
                     collector.close()
+                if profiler is not None:
+                    summary = profiler.finish()
+                    if summary is not None:
+                        figures["profile"] = summary
                 figures[f"{tag}_worker_cpu_ms_per_record"] = round(1000 * worker_cpu / max(1, count), 3)
                 figures[f"{tag}_machine_cpu_busy"] = round((busy_after - busy) / max(1e-9, total_after - total), 2)
                 outputs = collector.outputs
