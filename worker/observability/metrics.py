@@ -93,6 +93,7 @@ class WorkerMetrics:
         # Label children looked up once: ``labels()`` validates and locks on every call, and the
         # sink methods run several times per record.
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
+        self._action_durations: dict[str, Any] = {}
         r = self.registry
         b = LATENCY_BUCKETS
 
@@ -221,7 +222,11 @@ class WorkerMetrics:
     def action_finished(self, action: str, duration_s: float, error: BaseException | None) -> None:
         """Record one action invocation (called by the agent core)."""
         try:
-            self._child(self.action_duration_seconds, str(action)).observe(max(0.0, float(duration_s)))
+            # Three times per record in a typical agent: one dict lookup by action name.
+            child = self._action_durations.get(action)
+            if child is None:
+                child = self._action_durations[action] = self.action_duration_seconds.labels(str(action))
+            child.observe(duration_s if duration_s > 0.0 else 0.0)
             if error is not None:
                 self._child(self.action_errors_total, str(action), type(error).__name__).inc()
         except Exception:  # never let metrics break processing
