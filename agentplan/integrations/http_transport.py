@@ -275,7 +275,7 @@ class _HTTPConnection(asyncio.Protocol):
         self._drain_waiter = self._loop.create_future()
         try:
             await asyncio.wait_for(self._drain_waiter, write_timeout)
-        except TimeoutError:
+        except asyncio.TimeoutError:  # a distinct class before Python 3.11
             self._close()
             raise httpx_module.WriteTimeout("timed out sending the request") from None
         finally:
@@ -559,7 +559,7 @@ class _HostPool:
             self.waiters.append(waiter)
             try:
                 connection = await asyncio.wait_for(waiter, timeouts.get("pool"))
-            except TimeoutError:
+            except asyncio.TimeoutError:  # a distinct class before Python 3.11
                 raise httpx_module.PoolTimeout(
                     f"no free connection to {self.host}:{self.port} within the pool timeout "
                     f"({self.max_connections} connections in use)") from None
@@ -596,7 +596,7 @@ class _HostPool:
                     connection._transport.abort()
             self.open -= 1
             self._wake_one()
-            if isinstance(exc, TimeoutError):
+            if isinstance(exc, asyncio.TimeoutError):
                 raise httpx_module.ConnectTimeout(f"connecting to {self.host}:{self.port} timed out") from exc
             if isinstance(exc, OSError):  # refused, unreachable, DNS, TLS (ssl.SSLError is an OSError)
                 raise httpx_module.ConnectError(f"cannot connect to {self.host}:{self.port}: {exc}") from exc

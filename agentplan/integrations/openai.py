@@ -58,7 +58,7 @@ def _connection_failure(exc: BaseException) -> BaseException | None:
     """
     cause = exc.__cause__
     for _ in range(10):  # bounded: chains are short, and must not loop
-        if cause is None or isinstance(cause, TimeoutError):
+        if cause is None or isinstance(cause, (TimeoutError, asyncio.TimeoutError)):  # distinct before 3.11
             return None
         if isinstance(cause, _CONNECTION_FAILURES):
             return cause
