@@ -64,9 +64,8 @@ class CommitProtocol:
     def _offsets(offsets: dict[tuple[str, int], int]) -> list[TopicPartition]:
         return [TopicPartition(topic, p, o) for (topic, p), o in sorted(offsets.items())]
 
-    def commit(self, offsets: dict[tuple[str, int], int], group_metadata: Any = None) -> None:
-        """Make the produced records and ``offsets`` durable; ``group_metadata`` is the consumer's,
-        taken when the batch was opened (transactions only)."""
+    def commit(self, offsets: dict[tuple[str, int], int]) -> None:
+        """Make the produced records and ``offsets`` durable (may run on the worker's committer thread)."""
         raise NotImplementedError
 
     def abort(self) -> None:
@@ -91,13 +90,13 @@ class TransactionalCommit(CommitProtocol):
         self._guard(self.producer.begin_transaction, "begin_transaction")
         self.state = TxnState.IN_TRANSACTION
 
-    def commit(self, offsets: dict[tuple[str, int], int], group_metadata: Any = None) -> None:
+    def commit(self, offsets: dict[tuple[str, int], int]) -> None:
         assert self.state is TxnState.IN_TRANSACTION, self.state
         remaining = self.producer.flush(self.timeout_s)
         if remaining:
             raise self._fail(f"{remaining} records still undelivered after {self.timeout_s}s")
         if offsets:
-            metadata = group_metadata if group_metadata is not None else self.consumer.consumer_group_metadata()
+            metadata = self.consumer.consumer_group_metadata()
             self._guard(lambda: self.producer.send_offsets_to_transaction(
                 self._offsets(offsets), metadata, self.timeout_s), "send_offsets_to_transaction")
         self._guard(lambda: self.producer.commit_transaction(self.timeout_s), "commit_transaction")
@@ -138,7 +137,7 @@ class AbortableCommitError(WorkerError):
 class AtLeastOnceCommit(CommitProtocol):
     """Outputs first, then offsets; duplicates possible after a crash, never losses."""
 
-    def commit(self, offsets: dict[tuple[str, int], int], group_metadata: Any = None) -> None:
+    def commit(self, offsets: dict[tuple[str, int], int]) -> None:
         remaining = self.producer.flush(self.timeout_s)
         if remaining:
             raise FatalCommitError(f"{remaining} records still undelivered after {self.timeout_s}s")

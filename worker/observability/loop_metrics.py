@@ -28,7 +28,8 @@ class _Family(Collector):
         self.name = name
         self.documentation = documentation
         self._labelnames = tuple(labelnames)  # the attribute name prometheus_client metrics use too
-        self._children: dict[tuple[str, ...], object] = {}
+        self._children: dict[tuple[str, ...], object] = {}  # by label values: what collect() exports
+        self._by_arguments: dict[tuple[object, ...], object] = {}  # by labels() positional arguments
         self._unlabelled = None if self._labelnames else self._new_child()
         if self._unlabelled is not None:
             self._children[()] = self._unlabelled
@@ -39,6 +40,11 @@ class _Family(Collector):
         raise NotImplementedError
 
     def labels(self, *values: str, **by_name: str) -> object:
+        # The hot path: the same positional arguments as before, one dict lookup.
+        child = None if by_name else self._by_arguments.get(values)
+        if child is not None:
+            return child
+        arguments = values
         if by_name:
             if values:
                 raise ValueError("labels(): pass label values by position or by name, not both")
@@ -55,6 +61,8 @@ class _Family(Collector):
         child = self._children.get(values)
         if child is None:
             child = self._children[values] = self._new_child()
+        if not by_name:
+            self._by_arguments[arguments] = child
         return child
 
     def _labelled(self) -> Iterator[tuple[list[str], object]]:

@@ -90,10 +90,9 @@ class WorkerMetrics:
         version: str | None = None,
     ) -> None:
         self.registry: CollectorRegistry = registry if registry is not None else CollectorRegistry()
-        # Label children looked up once: ``labels()`` validates and locks on every call, and the
-        # sink methods run several times per record.
+        # Label children of prometheus_client metrics looked up once: their ``labels()`` validates
+        # and locks on every call. The loop families (below) look children up in one dict themselves.
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
-        self._action_durations: dict[str, Any] = {}
         r = self.registry
         b = LATENCY_BUCKETS
 
@@ -222,11 +221,7 @@ class WorkerMetrics:
     def action_finished(self, action: str, duration_s: float, error: BaseException | None) -> None:
         """Record one action invocation (called by the agent core)."""
         try:
-            # Three times per record in a typical agent: one dict lookup by action name.
-            child = self._action_durations.get(action)
-            if child is None:
-                child = self._action_durations[action] = self.action_duration_seconds.labels(str(action))
-            child.observe(duration_s if duration_s > 0.0 else 0.0)
+            self.action_duration_seconds.labels(action).observe(duration_s if duration_s > 0.0 else 0.0)
             if error is not None:
                 self._child(self.action_errors_total, str(action), type(error).__name__).inc()
         except Exception:  # never let metrics break processing
@@ -235,7 +230,7 @@ class WorkerMetrics:
     def run_finished(self, duration_s: float) -> None:
         """Record one completed agent run (called by the agent core)."""
         try:
-            self.run_duration_seconds.observe(max(0.0, float(duration_s)))
+            self.run_duration_seconds.observe(duration_s if duration_s > 0.0 else 0.0)
         except Exception:
             logger.debug("run_finished metric update failed", exc_info=True)
 
@@ -249,17 +244,16 @@ class WorkerMetrics:
     ) -> None:
         """Record one LLM request with its outcome and token usage."""
         try:
-            m = str(model)
-            self._child(self.llm_request_duration_seconds, m).observe(max(0.0, float(duration_s)))
+            self.llm_request_duration_seconds.labels(model).observe(duration_s if duration_s > 0.0 else 0.0)
             if error is None:
-                self._child(self.llm_requests_total, m, "ok").inc()
+                self.llm_requests_total.labels(model, "ok").inc()
             else:
-                self._child(self.llm_requests_total, m, "error").inc()
-                self._child(self.llm_errors_total, m, type(error).__name__).inc()
+                self.llm_requests_total.labels(model, "error").inc()
+                self._child(self.llm_errors_total, str(model), type(error).__name__).inc()
             if prompt_tokens and prompt_tokens > 0:
-                self._child(self.llm_tokens_total, m, "prompt").inc(int(prompt_tokens))
+                self.llm_tokens_total.labels(model, "prompt").inc(prompt_tokens)
             if completion_tokens and completion_tokens > 0:
-                self._child(self.llm_tokens_total, m, "completion").inc(int(completion_tokens))
+                self.llm_tokens_total.labels(model, "completion").inc(completion_tokens)
         except Exception:
             logger.debug("llm_request metric update failed", exc_info=True)
 

@@ -59,3 +59,15 @@ def test_wrong_labels_and_negative_increments_are_refused():
         c.labels("1", "2").inc(-1)
     with pytest.raises(ValueError, match="increasing"):
         LoopHistogram("h", "doc", buckets=(1.0, 0.5))
+
+
+def test_positional_named_and_non_string_labels_reach_one_child():
+    registry = CollectorRegistry()
+    c = LoopCounter("calls_total", "doc", ["model", "attempt"], registry=registry)
+    c.labels("m", 1).inc()
+    c.labels("m", "1").inc()
+    c.labels(model="m", attempt="1").inc()
+    c.labels("m", 1).inc()  # served by the positional lookup the first call cached
+    assert registry.get_sample_value("calls_total", {"model": "m", "attempt": "1"}) == 4.0
+    assert _samples(registry) == ['# HELP calls_total doc', '# TYPE calls_total counter',
+                                  'calls_total{attempt="1",model="m"} 4.0']
