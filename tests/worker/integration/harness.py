@@ -223,6 +223,16 @@ def produce_round(kafka: Any, topic: str, keys: list[str], round_no: int) -> Non
     kafka.produce(topic, [(k, json.dumps({"key": k, "seq": round_no})) for k in keys])
 
 
+def counted_round(kafka: Any, input_topic: str, output_topic: str, partitions: int, keys: list[str], round_no: int,
+                  *workers: WorkerProcess) -> list[Message]:
+    """Produce round ``round_no`` and read the output until every round so far is out (asserted)."""
+    produce_round(kafka, input_topic, keys, round_no)
+    expected = (round_no + 1) * len(keys)
+    messages = read_all(kafka.bootstrap_servers, output_topic, partitions, expected=expected)
+    assert len(messages) == expected, "".join(w.log() for w in workers)
+    return messages
+
+
 def assert_counts_continue(messages: list[Message], keys: list[str], rounds: int) -> None:
     """Per key, in output order, round r produced count r+1: nothing lost, repeated or reordered,
     and the count carried over every restart, move and outage in between."""

@@ -21,8 +21,8 @@ import pytest
 
 from agentplan.testing.llm_stub import StubLLMServer
 from tests.kafka_support import KafkaCluster
-from tests.worker.integration.harness import (REPO, WorkerProcess, assert_counts_continue, produce_round, read_all,
-                                             wait_for)
+from tests.worker.integration.harness import (REPO, WorkerProcess, assert_counts_continue, counted_round,
+                                               produce_round, read_all, wait_for)
 from tests.worker.integration.tcp_proxy import TcpProxy
 from worker.kafka.embedded import EmbeddedBroker, free_port
 from worker.state.store import PartitionStore
@@ -115,8 +115,7 @@ def test_full_state_dir_mid_run_exits_and_a_restart_continues_from_the_changelog
     state_dir = small_tmpfs / "state"
     a = worker_factory(AGENT, input_topic, output_topic, app_id, instance_id="a", state_dir=state_dir)
     a.wait_ready(min_partitions=PARTITIONS)
-    produce_round(kafka, input_topic, KEYS, 0)
-    assert len(read_all(kafka.bootstrap_servers, output_topic, PARTITIONS, expected=len(KEYS))) == len(KEYS)
+    counted_round(kafka, input_topic, output_topic, PARTITIONS, KEYS, 0, a)
 
     filler = fill(small_tmpfs)
     # Small writes may still fit into the last page of RocksDB's write-ahead log: keep feeding
@@ -136,10 +135,8 @@ def test_full_state_dir_mid_run_exits_and_a_restart_continues_from_the_changelog
     filler.unlink()
     a = worker_factory(AGENT, input_topic, output_topic, app_id, instance_id="a", state_dir=state_dir)
     a.wait_ready(min_partitions=PARTITIONS)
-    produce_round(kafka, input_topic, KEYS, rounds)
+    messages = counted_round(kafka, input_topic, output_topic, PARTITIONS, KEYS, rounds, a)
     rounds += 1
-    messages = read_all(kafka.bootstrap_servers, output_topic, PARTITIONS, expected=rounds * len(KEYS))
-    assert len(messages) == rounds * len(KEYS), a.log()
     assert_counts_continue(messages, KEYS, rounds)
     assert a.terminate() == 0, a.log()
 
@@ -150,8 +147,7 @@ def test_corrupt_stores_are_rebuilt_from_the_changelog(kafka, worker_factory, ap
     state_dir = tmp_path / "state"
     a = worker_factory(AGENT, input_topic, output_topic, app_id, instance_id="a", state_dir=state_dir)
     a.wait_ready(min_partitions=PARTITIONS)
-    produce_round(kafka, input_topic, KEYS, 0)
-    assert len(read_all(kafka.bootstrap_servers, output_topic, PARTITIONS, expected=len(KEYS))) == len(KEYS)
+    counted_round(kafka, input_topic, output_topic, PARTITIONS, KEYS, 0, a)
     assert a.terminate() == 0, a.log()
 
     corrupted = 0
@@ -173,9 +169,7 @@ def test_corrupt_stores_are_rebuilt_from_the_changelog(kafka, worker_factory, ap
     a.wait_ready(min_partitions=PARTITIONS)
     assert "is corrupt" in a.log() and "rebuilding from the changelog" in a.log(), a.log()
     assert a.metric("agentfleet_restore_records_total") >= len(KEYS)
-    produce_round(kafka, input_topic, KEYS, 1)
-    messages = read_all(kafka.bootstrap_servers, output_topic, PARTITIONS, expected=2 * len(KEYS))
-    assert len(messages) == 2 * len(KEYS), a.log()
+    messages = counted_round(kafka, input_topic, output_topic, PARTITIONS, KEYS, 1, a)
     assert_counts_continue(messages, KEYS, 2)
     assert a.terminate() == 0, a.log()
 

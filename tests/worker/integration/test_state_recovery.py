@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from tests.worker.integration.harness import assert_counts_continue, produce_round, read_all
+from tests.worker.integration.harness import assert_counts_continue, counted_round
 
 pytestmark = pytest.mark.integration
 
@@ -23,15 +23,13 @@ def test_counter_survives_restart_state_loss_and_partition_moves(kafka, worker_f
     # Round 0 on worker A, then a graceful SIGTERM.
     a = worker_factory(AGENT, input_topic, output_topic, app_id, instance_id="a", state_dir=state_a)
     a.wait_ready(min_partitions=PARTITIONS)
-    produce_round(kafka, input_topic, KEYS, 0)
-    assert len(read_all(kafka.bootstrap_servers, output_topic, PARTITIONS, expected=8)) == 8, a.log()
+    counted_round(kafka, input_topic, output_topic, PARTITIONS, KEYS, 0, a)
     assert a.terminate() == 0, a.log()
 
     # Round 1 after a restart with the same state dir: values continue.
     a = worker_factory(AGENT, input_topic, output_topic, app_id, instance_id="a", state_dir=state_a)
     a.wait_ready(min_partitions=PARTITIONS)
-    produce_round(kafka, input_topic, KEYS, 1)
-    assert len(read_all(kafka.bootstrap_servers, output_topic, PARTITIONS, expected=16)) == 16, a.log()
+    counted_round(kafka, input_topic, output_topic, PARTITIONS, KEYS, 1, a)
     assert a.terminate() == 0, a.log()
 
     # Round 2 after deleting the state dir: restored from the changelog.
@@ -39,15 +37,12 @@ def test_counter_survives_restart_state_loss_and_partition_moves(kafka, worker_f
     a = worker_factory(AGENT, input_topic, output_topic, app_id, instance_id="a", state_dir=state_a)
     a.wait_ready(min_partitions=PARTITIONS)
     assert a.metric("agentfleet_restore_records_total") >= len(KEYS)
-    produce_round(kafka, input_topic, KEYS, 2)
-    assert len(read_all(kafka.bootstrap_servers, output_topic, PARTITIONS, expected=24)) == 24, a.log()
+    counted_round(kafka, input_topic, output_topic, PARTITIONS, KEYS, 2, a)
 
     # Round 3 while a second worker takes half the partitions (state moves with them).
     b = worker_factory(AGENT, input_topic, output_topic, app_id, instance_id="b", state_dir=tmp_path / "state-b")
     b.wait_ready(min_partitions=1)
-    produce_round(kafka, input_topic, KEYS, 3)
-    messages = read_all(kafka.bootstrap_servers, output_topic, PARTITIONS, expected=32)
-    assert len(messages) == 32, a.log() + b.log()
+    messages = counted_round(kafka, input_topic, output_topic, PARTITIONS, KEYS, 3, a, b)
     assert b.metric("agentfleet_records_out_total") > 0
     assert a.terminate() == 0 and b.terminate() == 0
     assert_counts_continue(messages, KEYS, rounds=4)
