@@ -398,17 +398,12 @@ def s7_low_rate_latency(options: RunOptions) -> dict[str, Any]:
                            llm=HTTP_LLM, stub=stub)
         wait_ready(w, 4)
         floor = _broker_hop_ms(cluster, seconds / 2)
-        collector = OutputCollector(cluster.bootstrap, output_topic, 4)
-        try:
-            count = cluster.produce_paced(input_topic, 10.0, seconds, keys=1_000)
-            collector.wait_for(count, timeout_s=30)
-        finally:
-            collector.close()
-        _check_complete(collector.outputs, count, "S7")
-        latencies = _e2e_ms(cluster, input_topic, collector.outputs)
+        count, outputs = _paced_at_ten_per_s(cluster, input_topic, output_topic, seconds, timeout_s=30)
+        _check_complete(outputs, count, "S7")
+        latencies = _e2e_ms(cluster, input_topic, outputs)
         created = _input_timestamps(cluster, input_topic, 4, count)
         # Input created -> output record created (the worker produces outputs inside its commit).
-        to_output = [o.produced_ms - created[(o.partition, o.offset)] for o in collector.outputs
+        to_output = [o.produced_ms - created[(o.partition, o.offset)] for o in outputs
                      if (o.partition, o.offset) in created]
         commits = w.metric("agentfleet_transactions_committed_total")
         commit_ms = 1000 * w.metric("agentfleet_commit_duration_seconds_sum") / max(1.0, commits)
@@ -428,14 +423,21 @@ def _broker_hop_ms(cluster: Cluster, seconds: float) -> tuple[float | None, floa
     """
     topic = _name("hop")
     cluster.topics(topic, partitions=4)
-    collector = OutputCollector(cluster.bootstrap, topic, 4)
+    _count, outputs = _paced_at_ten_per_s(cluster, topic, topic, seconds, timeout_s=20)
+    hops = [o.received_s * 1000 - o.produced_ms for o in outputs]
+    return percentile(hops, 50), percentile(hops, 99)
+
+
+def _paced_at_ten_per_s(cluster: Cluster, input_topic: str, output_topic: str, seconds: float,
+                        timeout_s: float) -> tuple[int, list[Output]]:
+    """Produce 10 records/s for ``seconds`` and collect what reaches ``output_topic`` (4 partitions)."""
+    collector = OutputCollector(cluster.bootstrap, output_topic, 4)
     try:
-        count = cluster.produce_paced(topic, 10.0, seconds, keys=1_000)
-        collector.wait_for(count, timeout_s=20)
+        count = cluster.produce_paced(input_topic, 10.0, seconds, keys=1_000)
+        collector.wait_for(count, timeout_s=timeout_s)
     finally:
         collector.close()
-    hops = [o.received_s * 1000 - o.produced_ms for o in collector.outputs]
-    return percentile(hops, 50), percentile(hops, 99)
+    return count, collector.outputs
 
 
 SCENARIOS: dict[str, Scenario] = {
