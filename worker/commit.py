@@ -65,7 +65,8 @@ class CommitProtocol:
         return [TopicPartition(topic, p, o) for (topic, p), o in sorted(offsets.items())]
 
     def commit(self, offsets: dict[tuple[str, int], int]) -> None:
-        """Make the produced records and ``offsets`` durable (may run on the worker's committer thread)."""
+        """Make the produced records and ``offsets`` durable (may run on the worker's committer thread,
+        so it must not call the consumer)."""
         raise NotImplementedError
 
     def abort(self) -> None:
@@ -80,13 +81,22 @@ class TransactionalCommit(CommitProtocol):
     def __init__(self, producer: Producer, consumer: Consumer, timeout_s: float = 30.0) -> None:
         super().__init__(producer, consumer, timeout_s)
         self._timeouts = 0
+        self._group_metadata: Any = None
 
     def init(self) -> None:
         """Fences any predecessor with our transactional.id and aborts its open transaction."""
         self._guard(lambda: self.producer.init_transactions(self.timeout_s), "init_transactions")
 
     def begin(self) -> None:
+        """Begin a transaction (on the thread that polls the consumer).
+
+        The group metadata is taken here, not in :meth:`commit`: confluent-kafka serialises calls on
+        one consumer, so a committer thread asking for it would wait for the poll in progress, and a
+        poll running a rebalance callback that waits for that commit never returns (measured: the
+        group hung). The offsets committed are also the ones collected under this generation.
+        """
         assert self.state is TxnState.IDLE, self.state
+        self._group_metadata = self.consumer.consumer_group_metadata()
         self._guard(self.producer.begin_transaction, "begin_transaction")
         self.state = TxnState.IN_TRANSACTION
 
@@ -96,7 +106,7 @@ class TransactionalCommit(CommitProtocol):
         if remaining:
             raise self._fail(f"{remaining} records still undelivered after {self.timeout_s}s")
         if offsets:
-            metadata = self.consumer.consumer_group_metadata()
+            metadata = self._group_metadata
             self._guard(lambda: self.producer.send_offsets_to_transaction(
                 self._offsets(offsets), metadata, self.timeout_s), "send_offsets_to_transaction")
         self._guard(lambda: self.producer.commit_transaction(self.timeout_s), "commit_transaction")

@@ -14,9 +14,13 @@ pytestmark = pytest.mark.integration
 AGENT = "tests.worker.integration.agents:CountingAgent"
 
 
+def stream(records, keys):
+    """``records`` records over ``keys`` keys; each key's ``seq`` counts up from 0."""
+    return [(f"k{i % keys}", json.dumps({"key": f"k{i % keys}", "seq": i // keys})) for i in range(records)]
+
+
 def produce_stream(kafka, topic, records, keys):
-    batch = [(f"k{i % keys}", json.dumps({"key": f"k{i % keys}", "seq": i // keys})) for i in range(records)]
-    kafka.produce(topic, batch)
+    kafka.produce(topic, stream(records, keys))
 
 
 def test_scale_out_and_in_under_load_is_exactly_once(kafka, worker_factory, app_id, stub_llm):
@@ -24,17 +28,23 @@ def test_scale_out_and_in_under_load_is_exactly_once(kafka, worker_factory, app_
     input_topic = kafka.new_topic("scale-in", partitions=partitions)
     output_topic = kafka.new_topic("scale-out", partitions=partitions)
     stub_llm.set_latency(5)
+    batch = stream(records, keys)
     w1 = worker_factory(AGENT, input_topic, output_topic, app_id, instance_id="s1")
     w1.wait_ready(min_partitions=partitions)
-    produce_stream(kafka, input_topic, records, keys)
+    kafka.produce(input_topic, batch[:4000])
     assert wait_for(lambda: w1.metric("agentfleet_records_out_total") > 1000), w1.log()
     w2 = worker_factory(AGENT, input_topic, output_topic, app_id, instance_id="s2")
     w3 = worker_factory(AGENT, input_topic, output_topic, app_id, instance_id="s3")
+    # Records arrive while the group rebalances, and again after each scaling step, so every
+    # step happens under load however fast the first worker drains what it was given.
+    kafka.produce(input_topic, batch[4000:7000])
+    workers = (w1, w2, w3)
     w2.wait_ready()
     w3.wait_ready()
-    assert w3.terminate() == 0, w3.log()  # scale in to 2 while records still flow
+    assert w3.terminate() == 0, w3.log()  # scale in to 2
+    kafka.produce(input_topic, batch[7000:])
     outputs = read_all(kafka.bootstrap_servers, output_topic, partitions, expected=records, timeout_s=180)
-    logs = w1.log() + w2.log()
+    logs = "".join(w.log() for w in workers)
     assert len(outputs) == records, logs
     seen = Counter()
     by_key = defaultdict(list)
