@@ -98,6 +98,10 @@ class WorkerSettings(BaseModel):
     broker_unreachable_timeout_s: float = Field(
         300.0, gt=0, description="mid-run: how long Kafka may stay unreachable (commits held, connections "
                                  "retried with back-off) before the worker exits with code 1")
+    loop_stall_timeout_s: float = Field(
+        180.0, gt=0, description="/healthz fails once the event loop has not completed a round for this long "
+                                 "(a hung rebalance callback or an action blocking the loop), so an "
+                                 "orchestrator restarts the worker")
     agent_config: Path | None = Field(None, description="YAML file of AgentConfiguration settings")
     resources: dict[str, str] = Field(default_factory=dict,
                                       description="environment resources NAME -> MODULE:ATTR (e.g. a connection "

@@ -189,6 +189,9 @@ class Worker:
         self._last_commit = time.monotonic()
         self._last_lag = 0.0
         self._alive = True
+        self._loop_round: float | None = None  # when the main loop last began a round; None outside it
+        self._stall_reported = False
+        self.metrics.event_loop_round_age_seconds.set_function(self.loop_round_age)
         self._loop: asyncio.AbstractEventLoop | None = None
         self.engine: Engine | None = None
         self.consumer: Consumer | None = None
@@ -278,7 +281,7 @@ class Worker:
         self.metrics.inflight_limit.set(self.settings.max_inflight)
         if self.settings.metrics_port >= 0:
             self.server = ObservabilityServer(self.metrics.registry, self.settings.metrics_host,
-                                              self.settings.metrics_port, liveness=lambda: self._alive,
+                                              self.settings.metrics_port, liveness=self._liveness,
                                               readiness=self._readiness).start()
             logger.info("metrics on http://%s:%d/metrics", self.settings.metrics_host, self.server.port)
         try:
@@ -319,35 +322,39 @@ class Worker:
     async def _main_loop(self) -> None:
         assert self.consumer is not None and self._stopping is not None
         interval = self.settings.commit_interval_ms / 1000
-        while not self._stopping.is_set():
-            # Never take more than the in-flight budget allows, so the bound holds exactly. A full
-            # window takes nothing: the records wait in the client's fetch queue (see _apply_backpressure).
-            room = self.settings.max_inflight - self.tracker.pending
-            messages: list[Message] = []
-            if room > 0 or self._paused:
-                messages = self.consumer.consume(num_messages=max(1, min(500, room)), timeout=0)
-                self._last_consume = time.monotonic()
-            for message in messages:
-                self._on_message(message)
-            now = time.monotonic()
-            committing = self._poll_commit()
-            if self.broker.down:
-                self.broker.check()  # commits wait for the broker; raises past the deadline
-            elif self.broker.take_recovery():
-                if self._in_flight is not None:
-                    await asyncio.wrap_future(self._in_flight[1])
-                    self._settle_commit_in_flight()
-                await asyncio.to_thread(self._renew_producer)
-            elif not committing and (now - self._last_commit >= interval or self._window_full_of_finished_work()
-                                     or (not messages and self._idle_with_finished_work(now))):
-                self._start_commit()
-                self._last_commit = now
-            self._apply_backpressure()
-            self.metrics.inflight_records.set(self.tracker.pending)
-            if now - self._last_lag >= LAG_REFRESH_S:
-                self._refresh_gauges()
-                self._last_lag = now
-            await asyncio.sleep(0 if messages else IDLE_POLL_S)
+        try:
+            while not self._stopping.is_set():
+                self._loop_round = time.monotonic()
+                # Never take more than the in-flight budget allows, so the bound holds exactly. A full
+                # window takes nothing: the records wait in the client's fetch queue (see _apply_backpressure).
+                room = self.settings.max_inflight - self.tracker.pending
+                messages: list[Message] = []
+                if room > 0 or self._paused:
+                    messages = self.consumer.consume(num_messages=max(1, min(500, room)), timeout=0)
+                    self._last_consume = time.monotonic()
+                for message in messages:
+                    self._on_message(message)
+                now = time.monotonic()
+                committing = self._poll_commit()
+                if self.broker.down:
+                    self.broker.check()  # commits wait for the broker; raises past the deadline
+                elif self.broker.take_recovery():
+                    if self._in_flight is not None:
+                        await asyncio.wrap_future(self._in_flight[1])
+                        self._settle_commit_in_flight()
+                    await asyncio.to_thread(self._renew_producer)
+                elif not committing and (now - self._last_commit >= interval or self._window_full_of_finished_work()
+                                         or (not messages and self._idle_with_finished_work(now))):
+                    self._start_commit()
+                    self._last_commit = now
+                self._apply_backpressure()
+                self.metrics.inflight_records.set(self.tracker.pending)
+                if now - self._last_lag >= LAG_REFRESH_S:
+                    self._refresh_gauges()
+                    self._last_lag = now
+                await asyncio.sleep(0 if messages else IDLE_POLL_S)
+        finally:
+            self._loop_round = None  # draining at shutdown is bounded by shutdown_grace_s instead
 
     async def _shutdown(self) -> None:
         """Stop intake, let in-flight runs finish within the grace period, commit, leave."""
@@ -781,6 +788,32 @@ class Worker:
         self.producer.list_topics(timeout=2.0)
 
     # -- observability -----------------------------------------------------------------------------
+    def _liveness(self) -> bool:
+        """Alive, and the event loop completes rounds (called by the observability thread).
+
+        A loop stuck past ``loop_stall_timeout_s`` (a rebalance callback that never returns, an action
+        blocking the loop) would otherwise look healthy while the group waits on it forever. The default
+        outlasts the longest legitimate stall: a commit's three broker calls at their time-outs plus a
+        producer renewal.
+        """
+        if not self._alive:
+            return False
+        age = self.loop_round_age()
+        stalled = age > self.settings.loop_stall_timeout_s
+        if stalled != self._stall_reported:
+            self._stall_reported = stalled
+            if stalled:
+                logger.error("the event loop has not completed a round for %.0fs (loop_stall_timeout_s=%g): "
+                             "/healthz now fails", age, self.settings.loop_stall_timeout_s)
+            else:
+                logger.warning("the event loop completes rounds again: /healthz passes")
+        return not stalled
+
+    def loop_round_age(self) -> float:
+        """Seconds since the main loop began its current round; 0 outside the main loop."""
+        stamp = self._loop_round
+        return 0.0 if stamp is None else max(0.0, time.monotonic() - stamp)
+
     def _readiness(self) -> tuple[bool, dict[str, Any]]:
         restoring = sum(1 for p in self.partitions.values() if not p.ready)
         return (self._alive and restoring == 0 and self.consumer is not None,

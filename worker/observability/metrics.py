@@ -51,6 +51,7 @@ METRIC_NAMES: tuple[str, ...] = (
     "agentfleet_transactions_aborted_total",
     "agentfleet_commit_duration_seconds",
     "agentfleet_last_commit_timestamp_seconds",
+    "agentfleet_event_loop_round_age_seconds",
     "agentfleet_restore_records_total",
     "agentfleet_restore_duration_seconds",
     "agentfleet_restoring_partitions",
@@ -166,6 +167,10 @@ class WorkerMetrics:
         self.last_commit_timestamp_seconds = Gauge(
             PREFIX + "last_commit_timestamp_seconds",
             "Unix time of the last successful transaction commit.", registry=r)
+        self.event_loop_round_age_seconds = Gauge(
+            PREFIX + "event_loop_round_age_seconds",
+            "Seconds since the event loop began its current round; /healthz fails past loop_stall_timeout_s.",
+            registry=r)
 
         # State restore.
         self.restore_records_total = Counter(

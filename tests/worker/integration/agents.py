@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 
 from pydantic import BaseModel, ConfigDict
 
@@ -59,6 +60,17 @@ class PoisonAgent(Agent):
     def handle(event: InputEvent, ctx: RunnerContext) -> None:
         if event.input.get("poison"):
             raise ValueError("poison record")
+        ctx.send_event(OutputEvent(output=event.input))
+
+
+class LoopBlockingAgent(Agent):
+    """Echoes its input after ``time.sleep(input["block_s"])`` in a synchronous action: the mistake of a
+    blocking call inside an agent, which stops the worker's event loop for that long."""
+
+    @action(InputEvent)
+    @staticmethod
+    def handle(event: InputEvent, ctx: RunnerContext) -> None:
+        time.sleep(float(event.input.get("block_s", 0)))
         ctx.send_event(OutputEvent(output=event.input))
 
 
