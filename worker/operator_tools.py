@@ -13,6 +13,7 @@ from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 
 from worker.exceptions import ConfigurationError
 from worker.kafka.admin import TopicAdmin
+from worker.kafka.properties import consumer_properties, producer_properties
 from worker.progress import progress
 from worker.state.store import OFFSET_KEY, PartitionStore
 
@@ -33,7 +34,7 @@ def produce_lines(bootstrap: str, topic: str, lines: IO[str], key_field: str | N
     admin.check_reachable()
     if not admin.topic_exists(topic):
         raise ConfigurationError("topic", f"topic {topic!r} does not exist")
-    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, **config})
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, **producer_properties(config)})
     errors: list[str] = []
     with progress(f"producing to {topic}") as advance:
         count = _produce_each(producer, topic, lines, key_field, errors, advance)
@@ -81,7 +82,7 @@ def consume_records(bootstrap: str, topic: str, from_beginning: bool, max_record
         raise ConfigurationError("topic", f"topic {topic!r} does not exist")
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"agentfleet-consume-{uuid.uuid4().hex}",
                          "enable.auto.commit": False, "isolation.level": "read_committed",
-                         "fetch.wait.max.ms": 10, **config})
+                         "fetch.wait.max.ms": 10, **consumer_properties(config)})
     start = 0 if from_beginning else -1  # OFFSET_END
     consumer.assign([TopicPartition(topic, p, start) for p in range(partitions)])
     seen = 0

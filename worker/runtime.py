@@ -27,6 +27,7 @@ from worker.config import ProcessingGuarantee, WorkerSettings
 from worker.exceptions import BrokerUnavailableError, BrokerUnreachableError, ConfigurationError, WorkerError
 from worker.kafka.admin import TopicAdmin, invalid_property_error
 from worker.kafka.outage import BrokerWatch
+from worker.kafka.properties import consumer_properties, producer_properties
 from worker.observability.health import ObservabilityServer
 from worker.observability.metrics import WorkerMetrics
 from worker.offsets import OffsetTracker
@@ -214,7 +215,7 @@ class Worker:
             "fetch.wait.max.ms": 10,
             "session.timeout.ms": self.settings.session_timeout_ms,
             "heartbeat.interval.ms": heartbeat_interval_ms(self.settings),
-            **self._base_config(),
+            **consumer_properties(self._base_config()),
             "group.id": self.settings.app_id,
             "enable.auto.commit": False,
             "enable.auto.offset.store": False,
@@ -224,7 +225,7 @@ class Worker:
         }
 
     def _producer_config(self) -> dict[str, Any]:
-        config = {"linger.ms": 5, **self._base_config(), "enable.idempotence": True}
+        config = {"linger.ms": 5, **producer_properties(self._base_config()), "enable.idempotence": True}
         if self.settings.processing_guarantee is ProcessingGuarantee.EXACTLY_ONCE:
             config["transactional.id"] = self.settings.transactional_id
             config["transaction.timeout.ms"] = self.settings.transaction_timeout_ms
@@ -692,7 +693,7 @@ class Worker:
     async def _restore(self, part: _Partition) -> None:
         s = self.settings
         path = s.state_dir / s.app_id / str(part.number)
-        restore_config = {**self._base_config(), "group.id": f"{s.app_id}-restore", "fetch.wait.max.ms": 10}
+        restore_config = {**consumer_properties(self._base_config()), "group.id": f"{s.app_id}-restore", "fetch.wait.max.ms": 10}
         self.metrics.restoring_partitions.inc()
         try:
             result = await asyncio.to_thread(restore_partition, path, s.changelog_topic, part.number,

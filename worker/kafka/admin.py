@@ -18,6 +18,7 @@ from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, ClusterMetadata, NewTopic
 
 from worker.exceptions import BrokerUnavailableError, ConfigurationError
+from worker.kafka.properties import producer_properties
 
 __all__ = ["TopicAdmin"]
 
@@ -52,7 +53,7 @@ class TopicAdmin:
         settings: dict[str, Any] = {
             # Route librdkafka's connection-refused chatter into logging instead of stderr.
             "logger": logger,
-            **(dict(config) if config else {}),
+            **producer_properties(config or {}),
             "bootstrap.servers": bootstrap_servers,
         }
         try:
