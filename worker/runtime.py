@@ -693,7 +693,8 @@ class Worker:
     async def _restore(self, part: _Partition) -> None:
         s = self.settings
         path = s.state_dir / s.app_id / str(part.number)
-        restore_config = {**consumer_properties(self._base_config()), "group.id": f"{s.app_id}-restore", "fetch.wait.max.ms": 10}
+        restore_config = {**consumer_properties(self._base_config()), "group.id": f"{s.app_id}-restore",
+                          "fetch.wait.max.ms": 10}
         self.metrics.restoring_partitions.inc()
         try:
             result = await asyncio.to_thread(restore_partition, path, s.changelog_topic, part.number,
