@@ -464,19 +464,19 @@ class _HTTPConnection(asyncio.Protocol):
             if not waiter.done():
                 waiter.set_result(None)
 
-    def _close(self) -> None:
+    def _close(self, graceful: bool = False) -> None:
+        """Leave the pool; abort the socket mid-exchange, close it gracefully when idle."""
         self.closed = True
         self._cancel_timer()
         if self._transport is not None:
-            self._transport.abort()
+            if graceful:
+                self._transport.close()
+            else:
+                self._transport.abort()
         self._pool.discard(self)
 
     def close_idle(self) -> None:
-        self.closed = True
-        self._cancel_timer()
-        if self._transport is not None:
-            self._transport.close()
-        self._pool.discard(self)
+        self._close(graceful=True)
 
     def _cancel_timer(self) -> None:
         if self._timer is not None:

@@ -190,13 +190,14 @@ class OpenAIChatModelConnection(BaseChatModelConnection):
                 # It reports refused connections as time-outs and leaks sessions when a loop closes.
                 return openai.DefaultAioHttpClient(timeout=self.timeout)
         if choice == "lean":
-            proxy = environment_proxy(str(self._effective_base_url()))
+            base_url = self._effective_base_url()
+            proxy = environment_proxy(base_url)
             if proxy is None:
                 return openai.DefaultAsyncHttpxClient(
                     transport=LeanAsyncHTTPTransport(max_connections=self.max_connections), timeout=self.timeout)
             # httpx honours *_PROXY only without a custom transport: let it route through the proxy.
             logger.info("%s=lean does not speak to proxies; %s goes through %s with the stock httpx client",
-                        HTTP_CLIENT_ENV, self._effective_base_url(), proxy)
+                        HTTP_CLIENT_ENV, base_url, proxy)
             return openai.DefaultAsyncHttpxClient(timeout=self.timeout)
         # Several small pools instead of one big one: the pool's bookkeeping walks all of its
         # connections on every request and response, so at 1000 calls in flight one pool cost

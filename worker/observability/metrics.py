@@ -10,7 +10,6 @@ so the core reports timings without importing prometheus_client.
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
@@ -91,9 +90,6 @@ class WorkerMetrics:
         version: str | None = None,
     ) -> None:
         self.registry: CollectorRegistry = registry if registry is not None else CollectorRegistry()
-        # Label children of prometheus_client metrics looked up once: their ``labels()`` validates
-        # and locks on every call. The loop families (below) look children up in one dict themselves.
-        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         r = self.registry
         b = LATENCY_BUCKETS
 
@@ -216,19 +212,12 @@ class WorkerMetrics:
 
     # --------------------------------------------------- metrics-sink interface
 
-    def _child(self, metric: Any, *values: str) -> Any:
-        key = (id(metric), values)
-        child = self._children.get(key)
-        if child is None:
-            child = self._children[key] = metric.labels(*values)
-        return child
-
     def action_finished(self, action: str, duration_s: float, error: BaseException | None) -> None:
         """Record one action invocation (called by the agent core)."""
         try:
             self.action_duration_seconds.labels(action).observe(duration_s if duration_s > 0.0 else 0.0)
             if error is not None:
-                self._child(self.action_errors_total, str(action), type(error).__name__).inc()
+                self.action_errors_total.labels(str(action), type(error).__name__).inc()
         except Exception:  # never let metrics break processing
             logger.debug("action_finished metric update failed", exc_info=True)
 
@@ -254,7 +243,7 @@ class WorkerMetrics:
                 self.llm_requests_total.labels(model, "ok").inc()
             else:
                 self.llm_requests_total.labels(model, "error").inc()
-                self._child(self.llm_errors_total, str(model), type(error).__name__).inc()
+                self.llm_errors_total.labels(str(model), type(error).__name__).inc()
             if prompt_tokens and prompt_tokens > 0:
                 self.llm_tokens_total.labels(model, "prompt").inc(prompt_tokens)
             if completion_tokens and completion_tokens > 0:
@@ -265,7 +254,7 @@ class WorkerMetrics:
     def transient_retry(self, kind: str) -> None:
         """Count one retry of a transient failure."""
         try:
-            self._child(self.transient_retries_total, str(kind)).inc()
+            self.transient_retries_total.labels(str(kind)).inc()
         except Exception:
             logger.debug("transient_retry metric update failed", exc_info=True)
 

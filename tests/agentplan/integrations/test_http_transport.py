@@ -123,6 +123,22 @@ def lean_client(base_url: str, timeout: float | httpx2.Timeout = 5.0, **transpor
     return client, transport
 
 
+Conversation = Callable[[openai.AsyncOpenAI, LeanAsyncHTTPTransport, RawServer], Awaitable[None]]
+
+
+def converse(serve: Serve, conversation: Conversation, **client_args: Any) -> RawServer:
+    """Run ``conversation`` through a lean-transport client against a RawServer running ``serve``;
+    returns the server (closed) for its connection and request counts."""
+    async def main() -> RawServer:
+        async with RawServer(serve) as server:
+            client, transport = lean_client(server.base_url, **client_args)
+            async with client:
+                await conversation(client, transport, server)
+            return server
+
+    return run_async(main())
+
+
 async def post(client: openai.AsyncOpenAI) -> dict[str, Any]:
     response = await client.post("/chat/completions", body=REQUEST, cast_to=httpx2.Response)
     return json.loads(response.content)
@@ -207,16 +223,12 @@ def test_pool_never_opens_more_than_max_connections() -> None:
             await barrier.wait()
             writer.write(reply(completion()))
 
-    async def main() -> RawServer:
-        async with RawServer(serve) as server:
-            client, transport = lean_client(server.base_url, max_connections=limit)
-            async with client:
-                results = await asyncio.gather(*(post(client) for _ in range(5 * limit)))
-                assert [answer(r) for r in results] == ["ok"] * (5 * limit)
-                assert transport.open_connections() == limit
-            return server
+    async def conversation(client: openai.AsyncOpenAI, transport: LeanAsyncHTTPTransport, _: RawServer) -> None:
+        results = await asyncio.gather(*(post(client) for _ in range(5 * limit)))
+        assert [answer(r) for r in results] == ["ok"] * (5 * limit)
+        assert transport.open_connections() == limit
 
-    server = run_async(main())
+    server = converse(serve, conversation, max_connections=limit)
     assert server.requests == 5 * limit
     assert server.max_open == limit and server.connections == limit  # waited for free ones, reused them
 
@@ -229,21 +241,17 @@ def test_pool_timeout_when_every_connection_is_busy() -> None:
             await release.wait()
             writer.write(reply(completion()))
 
-    async def main() -> None:
-        async with RawServer(serve) as server:
-            client, _ = lean_client(server.base_url, timeout=httpx2.Timeout(5.0, pool=0.2), max_connections=1)
-            async with client:
-                first = asyncio.ensure_future(post(client))
-                await server.request_seen.wait()
-                with pytest.raises(openai.APITimeoutError) as info:
-                    await post(client)
-                assert isinstance(info.value.__cause__, httpx2.PoolTimeout)
-                release.set()
-                assert answer(await first) == "ok"
-                assert answer(await post(client)) == "ok"
-            assert server.connections == 1
+    async def conversation(client: openai.AsyncOpenAI, _: LeanAsyncHTTPTransport, server: RawServer) -> None:
+        first = asyncio.ensure_future(post(client))
+        await server.request_seen.wait()
+        with pytest.raises(openai.APITimeoutError) as info:
+            await post(client)
+        assert isinstance(info.value.__cause__, httpx2.PoolTimeout)
+        release.set()
+        assert answer(await first) == "ok"
+        assert answer(await post(client)) == "ok"
 
-    run_async(main())
+    assert converse(serve, conversation, timeout=httpx2.Timeout(5.0, pool=0.2), max_connections=1).connections == 1
 
 
 def test_cancelled_request_gives_its_connection_back() -> None:
@@ -253,20 +261,16 @@ def test_cancelled_request_gives_its_connection_back() -> None:
                 await asyncio.Event().wait()  # hang: the client gives up first
             writer.write(reply(completion()))
 
-    async def main() -> None:
-        async with RawServer(serve) as server:
-            client, transport = lean_client(server.base_url, max_connections=1)
-            async with client:
-                hung = asyncio.ensure_future(post(client))
-                await server.request_seen.wait()
-                hung.cancel()
-                with pytest.raises(asyncio.CancelledError):
-                    await hung
-                assert transport.open_connections() == 0  # its state was unknown: closed, slot freed
-                assert answer(await post(client)) == "ok"
-            assert server.connections == 2
+    async def conversation(client: openai.AsyncOpenAI, transport: LeanAsyncHTTPTransport, server: RawServer) -> None:
+        hung = asyncio.ensure_future(post(client))
+        await server.request_seen.wait()
+        hung.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await hung
+        assert transport.open_connections() == 0  # its state was unknown: closed, slot freed
+        assert answer(await post(client)) == "ok"
 
-    run_async(main())
+    assert converse(serve, conversation, max_connections=1).connections == 2
 
 
 def test_chunked_body_with_extensions_and_trailers_keeps_the_connection() -> None:
@@ -284,15 +288,11 @@ def test_chunked_body_with_extensions_and_trailers_keeps_the_connection() -> Non
                 await writer.drain()
             writer.write(b"0\r\nX-Trailer: t\r\n\r\n")
 
-    async def main() -> RawServer:
-        async with RawServer(serve) as server:
-            client, _ = lean_client(server.base_url)
-            async with client:
-                assert answer(await post(client)) == "chunked 1"
-                assert answer(await post(client)) == "chunked 2"
-            return server
+    async def conversation(client: openai.AsyncOpenAI, *_: Any) -> None:
+        assert answer(await post(client)) == "chunked 1"
+        assert answer(await post(client)) == "chunked 2"
 
-    assert run_async(main()).connections == 1
+    assert converse(serve, conversation).connections == 1
 
 
 def test_connection_close_response_is_not_reused() -> None:
@@ -300,16 +300,12 @@ def test_connection_close_response_is_not_reused() -> None:
         if await server.next_request(reader) is not None:
             writer.write(reply(completion(), headers="Content-Type: application/json\r\nConnection: close\r\n"))
 
-    async def main() -> RawServer:
-        async with RawServer(serve) as server:
-            client, transport = lean_client(server.base_url)
-            async with client:
-                assert answer(await post(client)) == "ok"
-                assert transport.open_connections() == 0
-                assert answer(await post(client)) == "ok"
-            return server
+    async def conversation(client: openai.AsyncOpenAI, transport: LeanAsyncHTTPTransport, _: RawServer) -> None:
+        assert answer(await post(client)) == "ok"
+        assert transport.open_connections() == 0
+        assert answer(await post(client)) == "ok"
 
-    assert run_async(main()).connections == 2
+    assert converse(serve, conversation).connections == 2
 
 
 def test_body_delimited_by_close() -> None:
@@ -318,27 +314,20 @@ def test_body_delimited_by_close() -> None:
             writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n" + completion("until close"))
             await writer.drain()
 
-    async def main() -> None:
-        async with RawServer(serve) as server:
-            client, _ = lean_client(server.base_url)
-            async with client:
-                assert answer(await post(client)) == "until close"
+    async def conversation(client: openai.AsyncOpenAI, *_: Any) -> None:
+        assert answer(await post(client)) == "until close"
 
-    run_async(main())
+    converse(serve, conversation)
 
 
 def test_server_closing_an_idle_connection_costs_nothing() -> None:
-    async def main() -> RawServer:
-        async with RawServer(keep_alive) as server:
-            client, transport = lean_client(server.base_url)
-            async with client:
-                assert answer(await post(client)) == "answer 1"
-                server.writers[0].close()  # the server's idle timeout
-                await wait_until(lambda: transport.open_connections() == 0)
-                assert answer(await post(client)) == "answer 2"
-            return server
+    async def conversation(client: openai.AsyncOpenAI, transport: LeanAsyncHTTPTransport, server: RawServer) -> None:
+        assert answer(await post(client)) == "answer 1"
+        server.writers[0].close()  # the server's idle timeout
+        await wait_until(lambda: transport.open_connections() == 0)
+        assert answer(await post(client)) == "answer 2"
 
-    server = run_async(main())
+    server = converse(keep_alive, conversation)
     assert (server.connections, server.requests) == (2, 2)
 
 
@@ -350,15 +339,11 @@ def test_reset_of_a_reused_connection_is_retried_once_on_a_new_one() -> None:
                 return
             writer.write(reply(completion(f"answer {server.requests}")))
 
-    async def main() -> RawServer:
-        async with RawServer(serve) as server:
-            client, _ = lean_client(server.base_url)
-            async with client:
-                assert answer(await post(client)) == "answer 1"
-                assert answer(await post(client)) == "answer 3"
-            return server
+    async def conversation(client: openai.AsyncOpenAI, *_: Any) -> None:
+        assert answer(await post(client)) == "answer 1"
+        assert answer(await post(client)) == "answer 3"
 
-    server = run_async(main())
+    server = converse(serve, conversation)
     assert (server.connections, server.requests) == (2, 3)
 
 
@@ -367,15 +352,11 @@ def test_reset_of_a_new_connection_is_not_retried() -> None:
         if await server.next_request(reader) is not None:
             reset(writer)
 
-    async def main() -> RawServer:
-        async with RawServer(serve) as server:
-            client, _ = lean_client(server.base_url)
-            async with client:
-                with pytest.raises(openai.APIConnectionError):
-                    await post(client)
-            return server
+    async def conversation(client: openai.AsyncOpenAI, *_: Any) -> None:
+        with pytest.raises(openai.APIConnectionError):
+            await post(client)
 
-    assert run_async(main()).requests == 1
+    assert converse(serve, conversation).requests == 1
 
 
 def test_clean_close_before_the_response_replays_only_idempotent_requests() -> None:
@@ -419,17 +400,13 @@ def test_close_mid_response_is_an_error_and_not_retried() -> None:
                 return
             writer.write(reply(body))
 
-    async def main() -> RawServer:
-        async with RawServer(serve) as server:
-            client, _ = lean_client(server.base_url)
-            async with client:
-                assert answer(await post(client)) == "ok"
-                with pytest.raises(openai.APIConnectionError) as info:
-                    await post(client)
-                assert isinstance(info.value.__cause__, httpx2.RemoteProtocolError)
-            return server
+    async def conversation(client: openai.AsyncOpenAI, *_: Any) -> None:
+        assert answer(await post(client)) == "ok"
+        with pytest.raises(openai.APIConnectionError) as info:
+            await post(client)
+        assert isinstance(info.value.__cause__, httpx2.RemoteProtocolError)
 
-    assert run_async(main()).requests == 2
+    assert converse(serve, conversation).requests == 2
 
 
 def test_refused_connection_is_an_api_connection_error() -> None:
