@@ -6,11 +6,33 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.kafka_support import KafkaCluster, start_cluster
+from tests.kafka_support import KafkaCluster, describe_engine, selected_engine, start_cluster, start_tansu
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return f"broker: {describe_engine(selected_engine())}"
 
 
 @pytest.fixture(scope="session")
 def kafka() -> Iterator[KafkaCluster]:
-    """One Kafka cluster for the whole session: external, testcontainers or embedded."""
+    """One cluster for the whole session: external, Apache Kafka, testcontainers or embedded Tansu."""
     with start_cluster() as cluster:
         yield cluster
+
+
+@pytest.fixture(scope="session")
+def tansu() -> Iterator[KafkaCluster]:
+    """The embedded Tansu broker, for the smoke subset run on the zero-install default."""
+    with start_tansu() as cluster:
+        yield cluster
+
+
+# On a Tansu session the second run would repeat the first.
+_SMOKE_BROKERS = ["kafka"] if selected_engine() == "tansu" else ["kafka", "tansu"]
+
+
+@pytest.fixture(params=_SMOKE_BROKERS)
+def any_broker(request: pytest.FixtureRequest) -> KafkaCluster:
+    """Smoke tests run twice: on the session's broker and on the embedded Tansu broker."""
+    cluster: KafkaCluster = request.getfixturevalue(request.param)
+    return cluster

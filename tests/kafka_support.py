@@ -1,13 +1,16 @@
 """A Kafka cluster for integration tests, plus client settings that suit every kind.
 
-Selection order: ``KAFKA_BOOTSTRAP_SERVERS`` (an external cluster), then a
-testcontainers Kafka when a Docker engine answers, then the embedded Tansu broker.
-The embedded broker does not hide aborted transactional records, so tests that
-depend on that check :attr:`KafkaCluster.hides_aborted`.
+Selection order (:func:`selected_engine`): ``KAFKA_BOOTSTRAP_SERVERS`` (an external cluster);
+``AGENTFLEET_TEST_BROKER=tansu`` (the embedded broker, asked for); Apache Kafka started from
+Maven Central's jars when Java >= 17 and Maven are present (always in CI); a testcontainers
+Kafka when a Docker engine answers; the embedded Tansu broker last. Tansu does not hide aborted
+transactional records, so the few checks that need that ask :attr:`KafkaCluster.hides_aborted`,
+which is true on every Apache Kafka.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import time
@@ -18,7 +21,9 @@ from typing import Any, Union
 
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_STORED, Consumer, KafkaException, Message, Producer, TopicPartition
 
+from worker.exceptions import EmbeddedBrokerError
 from worker.kafka.admin import TopicAdmin
+from worker.kafka.apache import KAFKA_VERSION, ApacheKafka, check_requirements
 from worker.kafka.embedded import EmbeddedBroker
 
 __all__ = [
@@ -26,6 +31,8 @@ __all__ = [
     "consumer_config",
     "producer_config",
     "start_cluster",
+    "start_tansu",
+    "selected_engine",
     "docker_available",
 ]
 
@@ -110,10 +117,13 @@ class KafkaCluster:
         kind: str,
         hides_aborted: bool,
         stop: Callable[[], None] | None = None,
+        apache: ApacheKafka | None = None,
     ) -> None:
         self.bootstrap_servers = bootstrap_servers
         self.kind = kind
         self.hides_aborted = hides_aborted
+        #: The launcher, when these tests started Apache Kafka themselves (node control for failure tests).
+        self.apache = apache
         self.admin = TopicAdmin(bootstrap_servers, timeout_s=15.0)
         self._stop = stop
         self._topics: list[str] = []
@@ -222,6 +232,40 @@ class KafkaCluster:
                 stop()
 
 
+@functools.lru_cache(maxsize=1)
+def selected_engine() -> str:
+    """Which broker :func:`start_cluster` will use: external, tansu, apache-kafka or testcontainers."""
+    if os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "").strip():
+        return "external"
+    if os.environ.get("AGENTFLEET_TEST_BROKER", "").strip().lower() == "tansu":
+        return "tansu"
+    try:
+        check_requirements(need_maven=True)
+        return "apache-kafka"
+    except EmbeddedBrokerError:
+        pass
+    return "testcontainers" if docker_available() else "tansu"
+
+
+def describe_engine(engine: str) -> str:
+    return {
+        "external": f"external cluster at {os.environ.get('KAFKA_BOOTSTRAP_SERVERS', '').strip()}",
+        "tansu": "embedded Tansu (aborted records visible; set by AGENTFLEET_TEST_BROKER or no Java/Maven)",
+        "apache-kafka": f"Apache Kafka {KAFKA_VERSION}, KRaft, started by the tests from Maven Central's jars",
+        "testcontainers": "Kafka in a testcontainers Docker container",
+    }[engine]
+
+
+def start_apache(nodes: int = 1, **kwargs: Any) -> KafkaCluster:
+    broker = ApacheKafka(nodes=nodes, **kwargs).start()
+    try:
+        return KafkaCluster(broker.bootstrap_servers, f"apache-kafka-{KAFKA_VERSION}", hides_aborted=True,
+                            stop=broker.stop, apache=broker)
+    except BaseException:
+        broker.stop()
+        raise
+
+
 def _external(bootstrap: str) -> KafkaCluster:
     cluster = KafkaCluster(bootstrap, "external", hides_aborted=True)
     cluster.admin.check_reachable()
@@ -259,14 +303,26 @@ def _embedded() -> KafkaCluster:
 @contextmanager
 def start_cluster() -> Iterator[KafkaCluster]:
     """Pick and start a cluster (see module docstring); tear it down on exit."""
-    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "").strip()
-    if bootstrap:
-        cluster = _external(bootstrap)
-    elif docker_available():
+    engine = selected_engine()
+    if engine == "external":
+        cluster = _external(os.environ["KAFKA_BOOTSTRAP_SERVERS"].strip())
+    elif engine == "apache-kafka":
+        cluster = start_apache()
+    elif engine == "testcontainers":
         cluster = _testcontainers()
     else:
         cluster = _embedded()
     logger.info("integration tests use %r", cluster)
+    try:
+        yield cluster
+    finally:
+        cluster.close()
+
+
+@contextmanager
+def start_tansu() -> Iterator[KafkaCluster]:
+    """The embedded Tansu broker, for the smoke subset that keeps the zero-install default honest."""
+    cluster = _embedded()
     try:
         yield cluster
     finally:

@@ -109,25 +109,60 @@ def worker(
     raise typer.Exit(code)
 
 
+_ENGINE_HELP = ("tansu: the embedded broker, nothing to install; "
+                "kafka: Apache Kafka (needs Java 17+ and Maven; jars fetched from Maven Central once)")
+
+
+def _engine(value: str) -> str:
+    engine = value.strip().lower()
+    if engine not in ("tansu", "kafka"):
+        raise typer.BadParameter(f"expected tansu or kafka, got {value!r}", param_hint="--engine")
+    return engine
+
+
 @app.command()
 def demo(count: Optional[int] = typer.Option(None, help="generate N records instead of the seed's 7"),
          workers: int = typer.Option(2, help="worker processes to start"),
-         timeout_s: float = typer.Option(120.0, help="give up waiting for results after this long")) -> None:
-    """Run the sentiment pipeline on an embedded broker with 2 workers; print results; clean up."""
+         timeout_s: float = typer.Option(120.0, help="give up waiting for results after this long"),
+         engine: str = typer.Option("tansu", callback=_engine, help=_ENGINE_HELP)) -> None:
+    """Run the sentiment pipeline on a broker it starts, with 2 workers; print results; clean up."""
     _setup_logging("WARNING")
     from worker.demo import demo_records, run_demo
 
     expected = len(demo_records(count))
-    received = run_demo(count, workers, timeout_s, echo=typer.echo)
+    try:
+        received = run_demo(count, workers, timeout_s, echo=typer.echo, engine=engine)
+    except WorkerError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
     raise typer.Exit(0 if received == expected else 1)
 
 
 @app.command()
-def broker(port: int = typer.Option(9092, help="port on 127.0.0.1")) -> None:
-    """Run the embedded Kafka-compatible broker (Tansu) in the foreground."""
-    from worker.kafka.embedded import run_foreground
+def broker(port: int = typer.Option(9092, help="client port on 127.0.0.1 (3 nodes: this port and the next two)"),
+           engine: str = typer.Option("tansu", callback=_engine, help=_ENGINE_HELP),
+           nodes: int = typer.Option(1, help="kafka engine: 1, or 3 for a replicated cluster"),
+           data_dir: Optional[Path] = typer.Option(None, help="kafka engine: keep data here (default: a temp "
+                                                                "dir removed on exit)")) -> None:
+    """Run a broker in the foreground until Ctrl-C: Tansu (embedded) or Apache Kafka (KRaft)."""
+    try:
+        if engine == "kafka":
+            if nodes not in (1, 3):
+                raise typer.BadParameter(f"expected 1 or 3, got {nodes}", param_hint="--nodes")
+            _setup_logging("INFO")
+            from worker.kafka.apache import run_foreground as run_kafka
 
-    run_foreground(port)
+            run_kafka(port, nodes=nodes, data_dir=data_dir)
+        else:
+            if nodes != 1 or data_dir is not None:
+                raise typer.BadParameter("--nodes and --data-dir need --engine kafka (Tansu keeps one "
+                                         "in-memory node)")
+            from worker.kafka.embedded import run_foreground
+
+            run_foreground(port)
+    except WorkerError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
 
 
 @app.command("llm-stub")

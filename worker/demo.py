@@ -1,6 +1,6 @@
 """``agentfleet demo``: the whole pipeline on one machine, no Docker.
 
-Embedded broker, LLM stub (unless OPENAI_BASE_URL is set), topics, two worker processes, the
+A broker (embedded Tansu, or Apache Kafka with ``--engine kafka``), LLM stub (unless OPENAI_BASE_URL is set), topics, two worker processes, the
 seed's sentiment input; prints each result as it is committed, then stops everything it started.
 """
 
@@ -18,6 +18,7 @@ from typing import Callable
 from confluent_kafka import Producer
 
 from worker.kafka.admin import TopicAdmin
+from worker.kafka.apache import ApacheKafka, check_requirements
 from worker.kafka.embedded import EmbeddedBroker, free_port
 from worker.operator_tools import consume_records
 from worker.progress import progress
@@ -37,8 +38,10 @@ def demo_records(count: int | None) -> list[tuple[str, str]]:
 
 
 def run_demo(count: int | None = None, workers: int = 2, timeout_s: float = 120.0,
-             echo: Callable[[str], None] = print) -> int:
+             echo: Callable[[str], None] = print, engine: str = "tansu") -> int:
     """Returns the number of results received."""
+    if engine == "kafka":
+        check_requirements()  # before any side effect: a missing Java or Maven is one clear line
     stub = None
     env = dict(os.environ)
     if not env.get("OPENAI_BASE_URL"):
@@ -50,9 +53,13 @@ def run_demo(count: int | None = None, workers: int = 2, timeout_s: float = 120.
     procs: list[subprocess.Popen[bytes]] = []
     records = demo_records(count)
     try:
-        with EmbeddedBroker() as broker, tempfile.TemporaryDirectory(prefix="agentfleet-demo-") as tmp:
+        broker: ApacheKafka | EmbeddedBroker = ApacheKafka() if engine == "kafka" else EmbeddedBroker()
+        if isinstance(broker, ApacheKafka):
+            echo(f"starting Apache Kafka {broker.version} (the first start fetches its jars with Maven)")
+        name = f"Apache Kafka {broker.version}" if isinstance(broker, ApacheKafka) else "embedded Kafka broker"
+        with broker, tempfile.TemporaryDirectory(prefix="agentfleet-demo-") as tmp:
             bootstrap = broker.bootstrap_servers
-            echo(f"embedded Kafka broker on {bootstrap}; LLM at {env['OPENAI_BASE_URL']}")
+            echo(f"{name} on {bootstrap}; LLM at {env['OPENAI_BASE_URL']}")
             admin = TopicAdmin(bootstrap)
             admin.create_topic("reviews", PARTITIONS)
             admin.create_topic("verdicts", PARTITIONS)
