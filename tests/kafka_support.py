@@ -240,7 +240,7 @@ def selected_engine() -> str:
     if os.environ.get("AGENTFLEET_TEST_BROKER", "").strip().lower() == "tansu":
         return "tansu"
     try:
-        check_requirements(need_maven=True)
+        check_requirements()
         return "apache-kafka"
     except EmbeddedBrokerError:
         pass

@@ -59,7 +59,9 @@ def run_demo(count: int | None = None, workers: int = 2, timeout_s: float = 120.
         name = f"Apache Kafka {broker.version}" if isinstance(broker, ApacheKafka) else "embedded Kafka broker"
         with broker, tempfile.TemporaryDirectory(prefix="agentfleet-demo-") as tmp:
             bootstrap = broker.bootstrap_servers
-            echo(f"{name} on {bootstrap}; LLM at {env['OPENAI_BASE_URL']}")
+            broker_pids = broker.pids if isinstance(broker, ApacheKafka) else [broker.pid]
+            echo(f"{name} on {bootstrap} (broker pid {', '.join(map(str, broker_pids))}); "
+                 f"LLM at {env['OPENAI_BASE_URL']}")
             admin = TopicAdmin(bootstrap)
             admin.create_topic("reviews", PARTITIONS)
             admin.create_topic("verdicts", PARTITIONS)

@@ -43,6 +43,7 @@ __all__ = [
     "ApacheKafka",
     "BrokerRequirementError",
     "check_requirements",
+    "jars_cached",
     "ensure_jars",
     "run_foreground",
 ]
@@ -57,6 +58,7 @@ _START_TIMEOUT_S = 60.0
 _STOP_GRACE_S = 20.0
 _LOG_TAIL_BYTES = 4000
 _HEAP = "-Xmx768m"
+_SCRAM_VALUE = re.compile(r"[A-Za-z0-9_.-]+")
 
 
 class BrokerRequirementError(EmbeddedBrokerError):
@@ -76,8 +78,17 @@ def _java_major(java: str) -> int | None:
     return int(match.group(2) or 0) if major == 1 else major
 
 
-def check_requirements(need_maven: bool = True) -> str:
-    """Return the java executable, or raise naming exactly what is missing."""
+def jars_cached(version: str = KAFKA_VERSION) -> bool:
+    return (cache_root() / f"kafka-{version}" / "libs" / "COMPLETE").is_file()
+
+
+def check_requirements(need_maven: bool | None = None) -> str:
+    """Return the java executable, or raise naming exactly what is missing.
+
+    Maven is needed only while the jars are not cached yet (``need_maven=None`` asks the cache).
+    """
+    if need_maven is None:
+        need_maven = not jars_cached()
     missing: list[str] = []
     java = shutil.which("java")
     if java is None:
@@ -108,7 +119,7 @@ def ensure_jars(version: str = KAFKA_VERSION) -> Path:
     """
     home = cache_root() / f"kafka-{version}"
     libs = home / "libs"
-    if (libs / "COMPLETE").is_file():
+    if jars_cached(version):
         return libs
     home.mkdir(parents=True, exist_ok=True)
     with open(home / ".lock", "w") as lock:
@@ -158,8 +169,14 @@ class ApacheKafka:
     """One to three KRaft combined-mode nodes (broker and controller in one JVM each) on 127.0.0.1.
 
     ``port`` is the first node's client port (the next nodes take the following ports); without it,
-    free ports are picked. ``properties`` are added to (or override) every node's server.properties,
-    e.g. a SASL listener; ``scram_users`` are written into the metadata log at format time.
+    free ports are picked. ``properties`` are added to (or override) every node's server.properties.
+
+    ``listener_protocol="SASL_PLAINTEXT"`` authenticates clients with SCRAM-SHA-256: ``scram_users``
+    (name -> password) are written into the metadata log at format time, and the first of them is
+    the broker's own identity on the client listener, which is also the inter-broker listener.
+    ``authorizer=True`` turns on the StandardAuthorizer: resources without ACLs are closed, and only
+    that first user (plus the controller listener's principal, see :meth:`_security_properties`)
+    is a super user.
     """
 
     nodes: int = 1
@@ -170,6 +187,7 @@ class ApacheKafka:
     properties: Mapping[str, str] = field(default_factory=dict)
     scram_users: Mapping[str, str] = field(default_factory=dict)
     listener_protocol: str = "PLAINTEXT"
+    authorizer: bool = False
     _nodes: list[_Node] = field(default_factory=list, init=False, repr=False)
     _owns_data_dir: bool = field(default=False, init=False, repr=False)
     _libs: Path | None = field(default=None, init=False, repr=False)
@@ -178,6 +196,14 @@ class ApacheKafka:
     def __post_init__(self) -> None:
         if self.nodes not in (1, 3):
             raise ValueError(f"--nodes must be 1 or 3, got {self.nodes}")
+        if self.listener_protocol not in ("PLAINTEXT", "SASL_PLAINTEXT"):
+            raise ValueError(f"listener_protocol must be PLAINTEXT or SASL_PLAINTEXT, got {self.listener_protocol!r}")
+        if self.listener_protocol == "SASL_PLAINTEXT" and not self.scram_users:
+            raise ValueError("listener_protocol SASL_PLAINTEXT needs scram_users: the first one is the broker's own")
+        for name, password in self.scram_users.items():
+            # Both end up unquoted in `kafka-storage format --add-scram` and quoted in a JAAS line.
+            if not _SCRAM_VALUE.fullmatch(name) or not _SCRAM_VALUE.fullmatch(password):
+                raise ValueError(f"SCRAM user {name!r}: names and passwords may only use letters, digits and -_.")
 
     # -- properties -------------------------------------------------------------------
 
@@ -207,9 +233,9 @@ class ApacheKafka:
         with self._lock:
             if self.is_running():
                 return self
-            java = check_requirements(need_maven=False)
+            java = check_requirements(need_maven=not jars_cached(self.version))
+            self._libs = ensure_jars(self.version)  # the first start's download is not part of the deadline
             deadline = time.monotonic() + timeout_s
-            self._libs = ensure_jars(self.version)
             self._prepare_nodes()
             try:
                 cluster_id = new_cluster_id()
@@ -310,7 +336,35 @@ class ApacheKafka:
             "log.retention.check.interval.ms": "1000",
             "num.partitions": "1",
         }
+        props.update(self._security_properties())
         props.update(self.properties)
+        return props
+
+    def _security_properties(self) -> dict[str, str]:
+        """SCRAM on the client listener and, with ``authorizer``, ACLs enforced by the StandardAuthorizer."""
+        props: dict[str, str] = {}
+        if self.listener_protocol == "SASL_PLAINTEXT":
+            user, password = next(iter(self.scram_users.items()))
+            props.update({
+                "sasl.enabled.mechanisms": "SCRAM-SHA-256",
+                # The client listener is the inter-broker listener, so the broker logs in to it too.
+                "sasl.mechanism.inter.broker.protocol": "SCRAM-SHA-256",
+                "listener.name.client.scram-sha-256.sasl.jaas.config":
+                    "org.apache.kafka.common.security.scram.ScramLoginModule required "
+                    f'username="{user}" password="{password}";',
+            })
+        if self.authorizer:
+            user = next(iter(self.scram_users), None)
+            # The controller listener stays PLAINTEXT (KRaft controllers cannot use SCRAM: the
+            # credentials live in the metadata log they serve), so brokers reach the controller as
+            # User:ANONYMOUS and need CLUSTER_ACTION there; without it no broker can register.
+            # Clients on the SCRAM listener are always authenticated, so they never are ANONYMOUS.
+            supers = ([f"User:{user}"] if user else []) + ["User:ANONYMOUS"]
+            props.update({
+                "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+                "allow.everyone.if.no.acl.found": "false",
+                "super.users": ";".join(supers),
+            })
         return props
 
     def _write_properties(self, node: _Node) -> Path:

@@ -19,7 +19,10 @@ def stub_llm() -> Iterator[StubLLMServer]:
 
 
 @pytest.fixture()
-def worker_factory(kafka, tmp_path: Path, stub_llm: StubLLMServer) -> Iterator[Callable[..., WorkerProcess]]:
+def worker_factory(request: pytest.FixtureRequest, tmp_path: Path,
+                   stub_llm: StubLLMServer) -> Iterator[Callable[..., WorkerProcess]]:
+    # Smoke tests ask for ``any_broker`` (the session's broker, then Tansu); the rest use ``kafka``.
+    kafka = request.getfixturevalue("any_broker" if "any_broker" in request.fixturenames else "kafka")
     started: list[WorkerProcess] = []
 
     def make(agent: str, input_topic: str, output_topic: str, app_id: str, instance_id: str | None = None,

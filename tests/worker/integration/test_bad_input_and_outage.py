@@ -11,7 +11,8 @@ from tests.worker.integration.harness import header, read_all, wait_for
 pytestmark = pytest.mark.integration
 
 
-def test_hostile_input_goes_to_dlq_with_reasons_and_worker_keeps_going(kafka, worker_factory, app_id):
+def test_hostile_input_goes_to_dlq_with_reasons_and_worker_keeps_going(any_broker, worker_factory, app_id):
+    kafka = any_broker  # smoke: on the session broker and on embedded Tansu
     input_topic = kafka.new_topic("hostile-in", partitions=2)
     output_topic = kafka.new_topic("hostile-out", partitions=2)
     worker = worker_factory("tests.worker.integration.agents:PoisonAgent", input_topic, output_topic, app_id,

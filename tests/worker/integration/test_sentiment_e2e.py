@@ -18,7 +18,8 @@ EXPECTED = {"1": "positive", "2": "negative", "3": "neutral", "4": "positive", "
 
 
 @pytest.mark.parametrize("guarantee", ["exactly-once", "at-least-once"])
-def test_seed_sentiment_agent_through_worker(kafka, worker_factory, app_id, stub_llm, guarantee):
+def test_seed_sentiment_agent_through_worker(any_broker, worker_factory, app_id, stub_llm, guarantee):
+    kafka = any_broker  # smoke: on the session broker and on embedded Tansu
     input_topic = kafka.new_topic("sentiment-in", partitions=4)
     output_topic = kafka.new_topic("sentiment-out", partitions=4)
     worker = worker_factory("examples.sentiment.sentiment_agent:SentimentAnalysisAgent", input_topic, output_topic,
