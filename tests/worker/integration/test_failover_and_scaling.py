@@ -7,6 +7,7 @@ from collections import defaultdict
 
 import pytest
 
+from tests.second_reader import output_copies, read_topic_to_end
 from tests.worker.integration.harness import assert_counts_continue, header, read_all, wait_for
 
 pytestmark = pytest.mark.integration
@@ -17,6 +18,15 @@ AGENT = "tests.worker.integration.agents:CountingAgent"
 def stream(records, keys):
     """``records`` records over ``keys`` keys; each key's ``seq`` counts up from 0."""
     return [(f"k{i % keys}", json.dumps({"key": f"k{i % keys}", "seq": i // keys})) for i in range(records)]
+
+
+def assert_each_output_once_independently(kafka, output_topic: str, records: int) -> None:
+    """A second client (kafka-python, not librdkafka) reads every input's output exactly once."""
+    if not kafka.hides_aborted:
+        return  # Tansu serves aborted records to every reader; the caller traces those copies instead
+    copies = output_copies(read_topic_to_end(kafka.bootstrap_servers, output_topic))
+    assert len(copies) == records, f"lost {records - len(copies)}"
+    assert {k: n for k, n in copies.items() if n != 1} == {}
 
 
 def test_scale_out_and_in_under_load_is_exactly_once(kafka, worker_factory, app_id, stub_llm):
@@ -43,6 +53,7 @@ def test_scale_out_and_in_under_load_is_exactly_once(kafka, worker_factory, app_
     logs = "".join(w.log() for w in workers)
     assert len(outputs) == records, logs
     assert_counts_continue(outputs, [f"k{i}" for i in range(keys)], records // keys)
+    assert_each_output_once_independently(kafka, output_topic, records)
     assert w2.metric("agentfleet_records_out_total") > 0
     assert w1.terminate() == 0 and w2.terminate() == 0
 
@@ -86,6 +97,7 @@ def test_sigkill_mid_stream_loses_nothing_and_repeats_no_committed_llm_call(kafk
     duplicates = {k: v for k, v in copies.items() if len(v) > 1}
     if kafka.hides_aborted:
         assert duplicates == {}
+        assert_each_output_once_independently(kafka, output_topic, records)
     else:
         # The embedded broker delivers records of aborted transactions (see BROKER.md); every extra copy
         # must come from the one transaction that was open when the producer was killed.
