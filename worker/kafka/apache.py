@@ -200,6 +200,9 @@ class ApacheKafka:
             raise ValueError(f"listener_protocol must be PLAINTEXT or SASL_PLAINTEXT, got {self.listener_protocol!r}")
         if self.listener_protocol == "SASL_PLAINTEXT" and not self.scram_users:
             raise ValueError("listener_protocol SASL_PLAINTEXT needs scram_users: the first one is the broker's own")
+        if self.authorizer and self.listener_protocol == "PLAINTEXT":
+            # Every PLAINTEXT client is User:ANONYMOUS, which has to be a super user (see below).
+            raise ValueError("authorizer=True needs listener_protocol SASL_PLAINTEXT: PLAINTEXT clients are anonymous")
         for name, password in self.scram_users.items():
             # Both end up unquoted in `kafka-storage format --add-scram` and quoted in a JAAS line.
             if not _SCRAM_VALUE.fullmatch(name) or not _SCRAM_VALUE.fullmatch(password):
@@ -354,16 +357,15 @@ class ApacheKafka:
                     f'username="{user}" password="{password}";',
             })
         if self.authorizer:
-            user = next(iter(self.scram_users), None)
-            # The controller listener stays PLAINTEXT (KRaft controllers cannot use SCRAM: the
-            # credentials live in the metadata log they serve), so brokers reach the controller as
-            # User:ANONYMOUS and need CLUSTER_ACTION there; without it no broker can register.
-            # Clients on the SCRAM listener are always authenticated, so they never are ANONYMOUS.
-            supers = ([f"User:{user}"] if user else []) + ["User:ANONYMOUS"]
+            user = next(iter(self.scram_users))
+            # The controller listener stays PLAINTEXT (SCRAM credentials live in the metadata log the
+            # controllers serve; KIP-900 gives them to brokers), so a broker reaches the controller as
+            # User:ANONYMOUS and needs CLUSTER_ACTION there: without it no broker registers (measured).
+            # Clients on the SCRAM listener are always authenticated, so none of them is ANONYMOUS.
             props.update({
                 "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
                 "allow.everyone.if.no.acl.found": "false",
-                "super.users": ";".join(supers),
+                "super.users": f"User:{user};User:ANONYMOUS",
             })
         return props
 
@@ -382,7 +384,8 @@ class ApacheKafka:
         config = self._write_properties(node)
         if (node.directory / "data" / "meta.properties").is_file():
             return  # --data-dir reused: the node keeps its cluster id and data
-        args = ["format", "-t", cluster_id, "-c", str(config), "--ignore-formatted"]
+        # "=" form: a cluster id may start with "-", which would read as an option.
+        args = ["format", f"--cluster-id={cluster_id}", "-c", str(config), "--ignore-formatted"]
         for user, password in self.scram_users.items():
             args += ["--add-scram", f"SCRAM-SHA-256=[name={user},password={password}]"]
         result = subprocess.run(self._java_command(java, "kafka.tools.StorageTool", *args),
