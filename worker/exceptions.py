@@ -10,6 +10,7 @@ __all__ = [
     "WorkerError",
     "ConfigurationError",
     "BrokerUnavailableError",
+    "KafkaAuthorizationError",
     "EmbeddedBrokerError",
     "StateStoreError",
     "StateRestoreError",
@@ -39,6 +40,14 @@ class ConfigurationError(WorkerError):
 
 class BrokerUnavailableError(ConfigurationError):
     """No Kafka broker answered at the configured bootstrap servers in time."""
+
+
+class KafkaAuthorizationError(ConfigurationError):
+    """The broker's authorizer refused an operation: an ACL the worker needs is missing.
+
+    The setting is ``kafka ACL`` and the message names the principal, each operation and resource it
+    lacks, and the broker's error code (see README "Security: ACLs the worker needs").
+    """
 
 
 class EmbeddedBrokerError(WorkerError):

@@ -25,6 +25,7 @@ from worker.commit import (AbortableCommitError, AtLeastOnceCommit, CommitProtoc
                            TransactionalCommit)
 from worker.config import ProcessingGuarantee, WorkerSettings
 from worker.exceptions import BrokerUnavailableError, BrokerUnreachableError, ConfigurationError, WorkerError
+from worker.kafka.acls import AclCheck, authorization_error
 from worker.kafka.admin import TopicAdmin, invalid_property_error
 from worker.kafka.outage import BrokerWatch
 from worker.kafka.properties import consumer_properties, producer_properties
@@ -241,6 +242,9 @@ class Worker:
         except BrokerUnavailableError as exc:
             raise BrokerUnavailableError(exc.setting, f"{exc.message} (the start-up deadline is "
                                                       "startup-timeout-s / AGENTFLEET_STARTUP_TIMEOUT_S)") from None
+        # Before topics are looked up or created: a topic hidden by a missing ACL is not "missing".
+        acls = AclCheck(admin.client, s, s.startup_timeout_s)
+        acls.before_topics()
         partitions = admin.partitions(s.input_topic)
         if partitions is None:
             raise ConfigurationError("input-topic", f"topic {s.input_topic!r} does not exist")
@@ -256,6 +260,7 @@ class Worker:
             if repartition != partitions:
                 raise ConfigurationError("key-field", f"repartition topic {s.repartition_topic!r} has {repartition} "
                                                       f"partitions but {s.input_topic!r} has {partitions}")
+        acls.after_topics()
         return partitions
 
     # -- entry points -------------------------------------------------------------------------------
@@ -292,7 +297,10 @@ class Worker:
             raise invalid_property_error(exc) from None
         if self.settings.processing_guarantee is ProcessingGuarantee.EXACTLY_ONCE:
             protocol = TransactionalCommit(self.producer, self.consumer)
-            await asyncio.to_thread(protocol.init)
+            try:
+                await asyncio.to_thread(protocol.init)
+            except FatalCommitError as exc:  # e.g. TRANSACTIONAL_ID_AUTHORIZATION_FAILED: name the ACL
+                raise authorization_error(exc, self.settings) or exc
             self.protocol = protocol
         else:
             self.protocol = AtLeastOnceCommit(self.producer, self.consumer)
@@ -386,6 +394,9 @@ class Worker:
         if error is not None:
             if error.code() == KafkaError._PARTITION_EOF:
                 return
+            unauthorized = authorization_error(error, self.settings, message.topic())
+            if unauthorized is not None:  # else retried forever: an ACL removed since start-up, or not checkable
+                raise unauthorized
             if error.fatal():
                 raise WorkerError(f"consumer error: {error}")
             logger.warning("consumer error: %s", error)

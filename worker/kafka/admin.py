@@ -18,6 +18,7 @@ from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, ClusterMetadata, NewTopic
 
 from worker.exceptions import BrokerUnavailableError, ConfigurationError
+from worker.kafka.acls import TOPIC, Acl, denied, principal
 from worker.kafka.properties import producer_properties
 
 __all__ = ["TopicAdmin"]
@@ -50,6 +51,7 @@ class TopicAdmin:
             raise ConfigurationError("bootstrap.servers", "no Kafka bootstrap servers configured")
         self.bootstrap_servers = bootstrap_servers
         self.timeout_s = timeout_s
+        self._principal = principal(config or {})  # names who lacks an ACL, never the credentials
         settings: dict[str, Any] = {
             # Route librdkafka's connection-refused chatter into logging instead of stderr.
             "logger": logger,
@@ -192,6 +194,9 @@ class TopicAdmin:
             if code == KafkaError.TOPIC_ALREADY_EXISTS:
                 logger.debug("topic %s already exists", name)
                 return False
+            if code in (KafkaError.TOPIC_AUTHORIZATION_FAILED, KafkaError.CLUSTER_AUTHORIZATION_FAILED):
+                # Kafka creates a topic for a principal with CREATE on the topic (or on the cluster).
+                raise denied(self._principal, [Acl(TOPIC, name, "CREATE")]) from None
             if code in _CONFIG_ERRORS:
                 raise ConfigurationError(
                     _CONFIG_ERRORS[code], f"cannot create topic {name!r}: {exc.args[0].str()}"
