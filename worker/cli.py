@@ -262,19 +262,37 @@ def topics_delete(names: list[str] = typer.Argument(..., help="topic names"),
 
 
 @app.command()
-def produce(topic: str = typer.Argument(..., help="target topic"),
-            file: Optional[typer.FileText] = typer.Option(None, "--file", "-f", help="JSON lines (default: stdin)"),
-            key_field: Optional[str] = typer.Option(None, help="JSON field used as the record key"),
+def produce(topic: str = typer.Argument(..., metavar="TOPIC", help="target topic"),
+            file: Optional[typer.FileText] = typer.Option(None, "--file", "-f", metavar="PATH",
+                                                          help="JSON lines (default: stdin)"),
+            key_field: Optional[str] = typer.Option(None, metavar="FIELD",
+                                                    help="JSON field whose value becomes the record key"),
+            strict: bool = typer.Option(False, "--strict", help="refuse to send keyless records"),
+            from_line: int = typer.Option(1, min=1, metavar="N", help="skip the lines before line N (resume)"),
+            chunk: int = typer.Option(10_000, min=1, metavar="N", help="lines per transaction"),
             bootstrap_servers: str = BOOTSTRAP, kafka_property: list[str] = PROPS) -> None:
-    """Produce JSON lines from a file or stdin."""
-    from worker.operator_tools import produce_lines
+    """Produce JSON lines: every line is checked first, then sent in transactions; nothing is half-sent."""
+    from worker.line_producer import parse_lines, produce_lines
+    from worker.progress import progress
 
     try:
-        count = produce_lines(bootstrap_servers, topic, file or sys.stdin, key_field,
-                              _parse_properties(kafka_property))
+        if key_field is None:
+            message = ("key-field: records will have no key; a worker dead-letters keyless records as null-key "
+                       "unless it runs with --key-field; pass --key-field FIELD to key them")
+            if strict:
+                raise ConfigurationError("key-field", message.split(": ", 1)[1])
+            typer.echo(f"warning: {message}", err=True)
+        records = parse_lines(file or sys.stdin, key_field, from_line)
+        with progress(f"producing to {topic}", total=len(records)) as advance:
+            summary = produce_lines(bootstrap_servers, topic, records, _parse_properties(kafka_property), chunk,
+                                    advance)
     except WorkerError as exc:
         _fail(exc)
-    typer.echo(f"produced {count} records to {topic}", err=True)
+    if summary.records:
+        typer.echo(f"produced {summary.records} records to {topic} (lines {summary.first_line}-{summary.last_line}, "
+                   "committed)", err=True)
+    else:
+        typer.echo(f"produced 0 records to {topic} (no lines to send)", err=True)
 
 
 @app.command()

@@ -7,14 +7,13 @@ import shutil
 import time
 import uuid
 from pathlib import Path
-from typing import IO, Any, Callable, Iterator
+from typing import Any, Callable, Iterator
 
-from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, TopicPartition
 
 from worker.exceptions import ConfigurationError
 from worker.kafka.admin import TopicAdmin
-from worker.kafka.properties import consumer_properties, producer_properties
-from worker.progress import progress
+from worker.kafka.properties import consumer_properties
 from worker.state.store import OFFSET_KEY, PartitionStore
 
 
@@ -25,51 +24,6 @@ def plan_json(agent_path: str, resources: dict[str, str]) -> str:
 
     plan = compile_plan(load_agent(agent_path), AgentConfiguration.load(), resources)
     return plan.model_dump_json(indent=2, redact_secrets=True)
-
-
-def produce_lines(bootstrap: str, topic: str, lines: IO[str], key_field: str | None,
-                  config: dict[str, Any]) -> int:
-    """Produce each non-empty JSON line; the key comes from ``key_field`` when given."""
-    admin = TopicAdmin(bootstrap, config, timeout_s=10)
-    admin.check_reachable()
-    if not admin.topic_exists(topic):
-        raise ConfigurationError("topic", f"topic {topic!r} does not exist")
-    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, **producer_properties(config)})
-    errors: list[str] = []
-    with progress(f"producing to {topic}") as advance:
-        count = _produce_each(producer, topic, lines, key_field, errors, advance)
-    producer.flush(30)
-    if errors:
-        raise ConfigurationError("topic", f"{len(errors)} records not delivered: {errors[0]}")
-    return count
-
-
-def _produce_each(producer: Producer, topic: str, lines: IO[str], key_field: str | None, errors: list[str],
-                  advance: Callable[[int], None]) -> int:
-    count = 0
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            value = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise ConfigurationError("input", f"line {number} is not JSON: {exc}") from None
-        key = None
-        if key_field is not None:
-            if not isinstance(value, dict) or key_field not in value:
-                raise ConfigurationError("key-field", f"line {number} has no field {key_field!r}")
-            key = str(value[key_field])
-        while True:
-            try:
-                producer.produce(topic, key=key, value=line.strip().encode(),
-                                 on_delivery=lambda err, _msg: errors.append(str(err)) if err else None)
-                break
-            except BufferError:  # local queue full (large inputs): wait for deliveries, then retry
-                producer.poll(0.5)
-        producer.poll(0)
-        count += 1
-        advance(1)
-    return count
 
 
 def consume_records(bootstrap: str, topic: str, from_beginning: bool, max_records: int | None,

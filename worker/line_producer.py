@@ -1,0 +1,166 @@
+"""``agentfleet produce``: JSON lines to a topic, all validated first, then committed in transactions.
+
+Why transactions for a command-line producer: a plain producer that fails half-way (a bad line,
+a broker error, Ctrl-C) leaves an unknown subset of the input in the topic, and re-running the fixed
+file duplicates it. Here nothing is sent until every line is valid; then lines go out in chunks,
+each committed in one transaction, so the topic holds exactly the chunks the summary reports (for
+read_committed readers, as workers are), and ``--from-line`` resumes at the first line not committed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from confluent_kafka import KafkaException, Producer
+
+from worker.exceptions import ConfigurationError, WorkerError
+from worker.kafka.admin import TopicAdmin
+from worker.kafka.properties import producer_properties
+
+__all__ = ["ProduceFailed", "ProduceSummary", "LineRecord", "parse_lines", "produce_lines"]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_CHUNK = 10_000
+_MAX_REPORTED = 5
+
+
+@dataclass(frozen=True)
+class LineRecord:
+    line: int
+    key: str | None
+    value: bytes
+
+
+@dataclass(frozen=True)
+class ProduceSummary:
+    records: int
+    first_line: int | None
+    last_line: int | None
+
+
+class ProduceFailed(WorkerError):
+    """Sending stopped part-way; ``committed`` lines are in the topic, the rest is not."""
+
+    def __init__(self, reason: str, committed: ProduceSummary, resume_line: int) -> None:
+        self.committed = committed
+        self.resume_line = resume_line
+        landed = (f"lines {committed.first_line}-{committed.last_line} ({committed.records} records) are committed"
+                  if committed.records else "nothing was committed")
+        super().__init__(f"kafka: {reason}; {landed}; resume with --from-line {resume_line}")
+
+
+def parse_lines(lines: Iterable[str], key_field: str | None, from_line: int = 1) -> list[LineRecord]:
+    """Every non-empty line from ``from_line`` on, parsed; raise naming the bad lines, before any send."""
+    records: list[LineRecord] = []
+    problems: list[str] = []
+    bad = 0
+    for number, line in enumerate(lines, start=1):
+        text = line.strip()
+        if number < from_line or not text:
+            continue
+        problem, key = _check(text, key_field)
+        if problem is None:
+            records.append(LineRecord(number, key, text.encode()))
+            continue
+        bad += 1
+        if len(problems) < _MAX_REPORTED:
+            problems.append(f"line {number} {problem}")
+    if bad:
+        setting = "key-field" if all("has no field" in p for p in problems) else "input"
+        more = f" (and {bad - len(problems)} more)" if bad > len(problems) else ""
+        raise ConfigurationError(setting, f"{'; '.join(problems)}{more}; nothing was sent")
+    return records
+
+
+def _check(text: str, key_field: str | None) -> tuple[str | None, str | None]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        return f"is not JSON: {exc}", None
+    if key_field is None:
+        return None, None
+    if not isinstance(value, dict) or key_field not in value:
+        return f"has no field {key_field!r}", None
+    return None, str(value[key_field])
+
+
+def produce_lines(bootstrap: str, topic: str, records: list[LineRecord], config: dict[str, Any],
+                  chunk: int = DEFAULT_CHUNK, advance: Callable[[int], None] = lambda n: None) -> ProduceSummary:
+    """Send ``records`` in order, one transaction per ``chunk``; return what was committed.
+
+    On any failure, or KeyboardInterrupt, the open chunk is aborted and :class:`ProduceFailed`
+    says which lines are committed; the command never returns with records in flight.
+    """
+    admin = TopicAdmin(bootstrap, config, timeout_s=10)
+    admin.check_reachable()
+    if not admin.topic_exists(topic):
+        raise ConfigurationError("topic", f"topic {topic!r} does not exist (create it with agentfleet topics create)")
+    if not records:
+        return _summary([])
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, **producer_properties(config),
+                         "transactional.id": f"agentfleet-produce-{uuid.uuid4().hex}"})
+    committed: list[LineRecord] = []
+    try:
+        producer.init_transactions(30)
+        for start in range(0, len(records), chunk):
+            part = records[start:start + chunk]
+            try:
+                _send_chunk(producer, topic, part)
+            except (KafkaException, KeyboardInterrupt) as exc:
+                _abort_quietly(producer)
+                reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else _reason(exc)
+                raise ProduceFailed(reason, _summary(committed), part[0].line) from None
+            committed.extend(part)
+            advance(len(part))
+    except KafkaException as exc:  # init_transactions: nothing sent yet
+        raise ProduceFailed(_reason(exc), _summary(committed), records[len(committed)].line) from None
+    return _summary(committed)
+
+
+def _send_chunk(producer: Producer, topic: str, part: list[LineRecord]) -> None:
+    errors: list[str] = []
+
+    def on_delivery(err: Any, _msg: Any) -> None:
+        if err is not None:
+            errors.append(err.str())
+
+    producer.begin_transaction()
+    for record in part:
+        while True:
+            try:
+                producer.produce(topic, key=record.key, value=record.value, on_delivery=on_delivery)
+                break
+            except BufferError:  # the local queue is full: let deliveries drain it
+                producer.poll(0.1)
+    # commit_transaction flushes; a delivery error makes it raise, and the callback names the cause.
+    try:
+        producer.commit_transaction(60)
+    except KafkaException as exc:
+        raise KafkaException(errors[0] if errors else exc.args[0].str()) from None
+    if errors:
+        raise KafkaException(errors[0])
+
+
+def _reason(exc: KafkaException) -> str:
+    """The broker's or client's words, not the KafkaError repr."""
+    first = exc.args[0] if exc.args else exc
+    return first.str() if hasattr(first, "str") else str(first)
+
+
+def _abort_quietly(producer: Producer) -> None:
+    try:
+        producer.abort_transaction(30)
+    except KafkaException as exc:  # a fatal producer error: the broker aborts the transaction on its timeout
+        logger.warning("abort failed (the broker will abort on the transaction timeout): %s", exc)
+
+
+def _summary(committed: list[LineRecord]) -> ProduceSummary:
+    if not committed:
+        return ProduceSummary(0, None, None)
+    return ProduceSummary(len(committed), committed[0].line, committed[-1].line)
