@@ -296,22 +296,35 @@ def produce(topic: str = typer.Argument(..., metavar="TOPIC", help="target topic
 
 
 @app.command()
-def consume(topic: str = typer.Argument(..., help="topic to read (read_committed)"),
-            from_beginning: bool = typer.Option(False, "--from-beginning", help="start at the earliest offset"),
-            max_records: Optional[int] = typer.Option(None, "--max", min=1, help="stop after N records"),
-            idle_timeout_s: float = typer.Option(5.0, help="stop after this long without records"),
+def consume(topic: str = typer.Argument(..., metavar="TOPIC", help="topic to read (committed records only)"),
+            offset: str = typer.Option("latest", metavar="earliest|latest|N|-N",
+                                       help="where each partition starts: -N is N records before its end"),
+            from_beginning: bool = typer.Option(False, "--from-beginning", help="same as --offset earliest"),
+            partition: list[int] = typer.Option([], "--partition", "-p", metavar="P",
+                                                help="read only this partition (repeatable; default all)"),
+            key: Optional[str] = typer.Option(None, metavar="KEY", help="print only records with this key"),
+            max_records: Optional[int] = typer.Option(None, "--max", min=1, metavar="N", help="stop after N records"),
+            follow: bool = typer.Option(False, "--follow", "-F",
+                                        help="keep waiting for new records (until --max or Ctrl-C)"),
+            fmt: str = typer.Option("json", "--format", metavar="json|raw|base64|TEMPLATE",
+                                    help="TEMPLATE like kcat's: %k key, %v value, %h headers, %p partition, "
+                                         "%o offset, %T timestamp, %t topic"),
             bootstrap_servers: str = BOOTSTRAP, kafka_property: list[str] = PROPS) -> None:
-    """Print committed records as JSON lines."""
-    import json
+    """Print committed records, one per line; stop at the end of the partitions unless --follow."""
+    from worker.topic_reader import ReadPlan, check_format, parse_offset, read_topic, render
 
-    from worker.operator_tools import consume_records
-
+    out = sys.stdout.buffer
     try:
-        for record in consume_records(bootstrap_servers, topic, from_beginning, max_records, idle_timeout_s,
-                                      _parse_properties(kafka_property)):
-            typer.echo(json.dumps(record, ensure_ascii=False))
+        plan = ReadPlan(topic, "earliest" if from_beginning else parse_offset(offset), tuple(partition), key,
+                        max_records, follow)
+        fmt = check_format(fmt)
+        for msg in read_topic(bootstrap_servers, plan, _parse_properties(kafka_property)):
+            out.write(render(msg, fmt) + b"\n")
+            out.flush()
     except WorkerError as exc:
         _fail(exc)
+    except KeyboardInterrupt:
+        raise typer.Exit(0) from None
 
 
 @state_app.command("inspect")

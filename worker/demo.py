@@ -21,8 +21,8 @@ from confluent_kafka import Producer
 from worker.kafka.admin import TopicAdmin
 from worker.kafka.apache import ApacheKafka, check_requirements
 from worker.kafka.embedded import EmbeddedBroker, free_port
-from worker.operator_tools import consume_records
 from worker.progress import progress
+from worker.topic_reader import ReadPlan, as_json, read_topic
 
 REPO = Path(__file__).resolve().parents[1]
 SEED_INPUT = REPO / "examples" / "sentiment" / "resources" / "input.txt"
@@ -120,10 +120,10 @@ def _stop_workers(procs: list[subprocess.Popen[bytes]]) -> None:
 def _print_results(bootstrap: str, expected: int, timeout_s: float, echo: Callable[[str], None]) -> int:
     received = 0
     with progress("results", total=expected) as advance:
-        for record in consume_records(bootstrap, "verdicts", from_beginning=True, max_records=expected,
-                                      idle_timeout_s=timeout_s, config={"log.connection.close": False}):
+        plan = ReadPlan("verdicts", "earliest", max_records=expected, follow=True, idle_timeout_s=timeout_s)
+        for msg in read_topic(bootstrap, plan, {"log.connection.close": False}):
             received += 1
             advance(1)
             if received <= 50:
-                echo(json.dumps(record["value"], ensure_ascii=False))
+                echo(json.dumps(as_json(msg)["value"], ensure_ascii=False))
     return received
