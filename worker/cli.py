@@ -6,7 +6,7 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 
@@ -16,6 +16,23 @@ app = typer.Typer(help="Kafka Agent Fleet: run Flink-Agents-style LLM agents ove
                   add_completion=False)
 
 E = "AGENTFLEET_"
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        import confluent_kafka
+
+        typer.echo(f"agentfleet {version('kafka-agent-fleet')} (confluent-kafka {confluent_kafka.version()}, "
+                   f"librdkafka {confluent_kafka.libversion()[0]})")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _main(version: bool = typer.Option(False, "--version", callback=_show_version, is_eager=True,
+                                       help="print the version and exit")) -> None:
+    """Kafka Agent Fleet: run Flink-Agents-style LLM agents over Kafka."""
 
 
 #: Libraries that log every request at INFO: one line per model call floods the log and costs CPU.
@@ -78,6 +95,7 @@ def worker(
     metrics_port: Optional[int] = typer.Option(None, help=_setting_help("metrics_port")),
     metrics_host: Optional[str] = typer.Option(None, help=_setting_help("metrics_host")),
     dlq_topic: Optional[str] = typer.Option(None, help=_setting_help("dlq_topic")),
+    group_protocol: Optional[str] = typer.Option(None, help=_setting_help("group_protocol")),
     agent_config: Optional[Path] = typer.Option(None, help=_setting_help("agent_config")),
     resource: list[str] = typer.Option([], "--resource", "-r",
                                        help="environment resource NAME=MODULE:ATTR (repeatable)"),
@@ -100,8 +118,8 @@ def worker(
             bootstrap_servers=bootstrap_servers, app_id=app_id, input_model=input_model, key_field=key_field,
             state_dir=state_dir, instance_id=instance_id, max_inflight=max_inflight,
             commit_interval_ms=commit_interval_ms, processing_guarantee=processing_guarantee,
-            metrics_port=metrics_port, metrics_host=metrics_host, dlq_topic=dlq_topic, agent_config=agent_config,
-            kafka=_parse_properties(kafka_property), resources=_parse_resources(resource))
+            metrics_port=metrics_port, metrics_host=metrics_host, dlq_topic=dlq_topic, group_protocol=group_protocol,
+            agent_config=agent_config, kafka=_parse_properties(kafka_property), resources=_parse_resources(resource))
         code = Worker(settings).run()
     except WorkerError as exc:
         typer.echo(f"error: {exc}", err=True)
@@ -185,10 +203,44 @@ plan_app = typer.Typer(help="Show compiled agent plans.", no_args_is_help=True)
 app.add_typer(topics_app, name="topics")
 app.add_typer(state_app, name="state")
 app.add_typer(plan_app, name="plan")
+groups_app = typer.Typer(help="Consumer groups: members, assignment, committed offsets and lag.", no_args_is_help=True)
+app.add_typer(groups_app, name="groups")
 
 BOOTSTRAP = typer.Option("127.0.0.1:9092", "--bootstrap-servers", envvar=E + "BOOTSTRAP_SERVERS",
                          help="Kafka bootstrap servers")
 PROPS = typer.Option([], "--kafka-property", "-X", help="extra librdkafka property key=value (repeatable)")
+
+
+def _admin(bootstrap_servers: str, kafka_property: list[str]) -> Any:
+    from worker.kafka.admin import TopicAdmin
+
+    admin = TopicAdmin(bootstrap_servers, _parse_properties(kafka_property))
+    admin.check_reachable()
+    return admin
+
+
+@groups_app.command("describe")
+def groups_describe(group: str = typer.Argument(..., metavar="APP_ID", help="the group: a worker's --app-id"),
+                    as_json: bool = typer.Option(False, "--json", help="print JSON"),
+                    bootstrap_servers: str = BOOTSTRAP, kafka_property: list[str] = PROPS) -> None:
+    """Members and their partitions, committed offset and lag per partition."""
+    import json
+
+    from worker.cluster_info import describe_group
+
+    try:
+        info = describe_group(_admin(bootstrap_servers, kafka_property), group)
+    except WorkerError as exc:
+        _fail(exc)
+    if as_json:
+        typer.echo(json.dumps(info))
+        return
+    typer.echo(f"group {group}: {info['state']}, protocol {info['protocol']}, {len(info['members'])} members, "
+               f"lag {info['total_lag']}")
+    for m in info["members"]:
+        typer.echo(f"  member {m['client']} ({m['host']}): {', '.join(m['partitions']) or 'no partitions'}")
+    for o in info["offsets"]:
+        typer.echo(f"  {o['topic']}[{o['partition']}]: committed {o['committed']}, end {o['end']}, lag {o['lag']}")
 
 
 def _fail(exc: Exception) -> None:
@@ -228,20 +280,44 @@ def topics_create(names: list[str] = typer.Argument(..., help="topic names"),
         _fail(exc)
 
 
+@topics_app.command("list")
+def topics_list(internal: bool = typer.Option(False, "--internal", help="include __consumer_offsets and others"),
+                bootstrap_servers: str = BOOTSTRAP, kafka_property: list[str] = PROPS) -> None:
+    """List topics with their partition counts."""
+    from worker.cluster_info import list_topics
+
+    try:
+        for topic in list_topics(_admin(bootstrap_servers, kafka_property), internal):
+            typer.echo(f"{topic['topic']}: {topic['partitions']} partitions")
+    except WorkerError as exc:
+        _fail(exc)
+
+
 @topics_app.command("describe")
-def topics_describe(names: list[str] = typer.Argument(..., help="topic names"),
+def topics_describe(names: list[str] = typer.Argument(..., metavar="TOPIC...", help="topic names"),
+                    as_json: bool = typer.Option(False, "--json", help="one JSON object per topic"),
                     bootstrap_servers: str = BOOTSTRAP, kafka_property: list[str] = PROPS) -> None:
-    """Print partition counts; exit 1 when a topic is missing."""
-    from worker.kafka.admin import TopicAdmin
+    """Partitions (leader, replicas, ISR, offsets) and configs set on each topic; exit 1 when one is missing."""
+    import json
+
+    from worker.cluster_info import describe_topic
 
     missing = False
     try:
-        admin = TopicAdmin(bootstrap_servers, _parse_properties(kafka_property))
-        admin.check_reachable()
+        admin = _admin(bootstrap_servers, kafka_property)
         for name in names:
-            count = admin.partitions(name)
-            missing |= count is None
-            typer.echo(f"{name}: " + ("missing" if count is None else f"{count} partitions"))
+            info = describe_topic(admin, name)
+            missing |= info is None
+            if info is None:
+                typer.echo(f"{name}: missing")
+            elif as_json:
+                typer.echo(json.dumps(info))
+            else:
+                configs = ", ".join(f"{k}={v}" for k, v in info["configs"].items()) or "defaults"
+                typer.echo(f"{name}: {len(info['partitions'])} partitions; configs: {configs}")
+                for p in info["partitions"]:
+                    typer.echo(f"  partition {p['partition']}: leader {p['leader']}, replicas {p['replicas']}, "
+                               f"isr {p['isr']}, offsets {p['start_offset']}-{p['end_offset']}")
     except WorkerError as exc:
         _fail(exc)
     raise typer.Exit(1 if missing else 0)

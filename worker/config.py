@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from worker.exceptions import ConfigurationError
 
@@ -31,6 +31,16 @@ RESERVED_KAFKA_PROPERTIES = frozenset({
 # sasl.password, ssl.key.password, ssl.keystore.password, ssl.key.pem, sasl.oauthbearer.client.secret,
 # sasl.oauthbearer.config (may carry a client secret), ...
 SECRET_PROPERTIES = ("password", "secret", "token", "key", "oauthbearer.config")
+# Classic-protocol properties the broker owns under group.protocol=consumer (KIP-848), with what replaces
+# each. librdkafka refuses them only when the consumer is created, after topics were created and the
+# metrics server started, so WorkerSettings rejects them up front.
+BROKER_OWNED_UNDER_CONSUMER_PROTOCOL = {
+    "session.timeout.ms": "the session timeout is the group config consumer.session.timeout.ms "
+                          "(default: the broker's group.consumer.session.timeout.ms)",
+    "heartbeat.interval.ms": "the heartbeat interval is the group config consumer.heartbeat.interval.ms "
+                             "(default: the broker's group.consumer.heartbeat.interval.ms)",
+    "group.protocol.type": "the consumer protocol has no protocol type",
+}
 REDACTED = "***"
 
 
@@ -65,6 +75,11 @@ class ProcessingGuarantee(str, enum.Enum):
     AT_LEAST_ONCE = "at-least-once"
 
 
+class GroupProtocol(str, enum.Enum):
+    CLASSIC = "classic"  # client-side cooperative-sticky assignment, session timeout set by the worker
+    CONSUMER = "consumer"  # KIP-848 (Kafka 4+): the broker assigns and owns session and heartbeats
+
+
 class WorkerSettings(BaseModel):
     """All worker options. Field descriptions are the configuration reference."""
 
@@ -92,7 +107,12 @@ class WorkerSettings(BaseModel):
     dlq_topic: str | None = Field(None, description="dead-letter topic; default <input-topic>-dlq")
     max_record_bytes: int = Field(1_048_576, ge=1, description="larger input values go to the DLQ")
     transaction_timeout_ms: int = Field(10_000, ge=1000, description="broker aborts a transaction left open longer")
-    session_timeout_ms: int = Field(10_000, ge=1000, description="consumer group session timeout")
+    session_timeout_ms: int = Field(10_000, ge=1000, description="consumer group session timeout (group protocol "
+                                                                 "classic only)")
+    group_protocol: GroupProtocol = Field(
+        GroupProtocol.CLASSIC, description="consumer group protocol: classic (cooperative-sticky) or consumer "
+                                           "(KIP-848, Kafka 4+: the broker assigns partitions and sets the session "
+                                           "timeout, group.consumer.session.timeout.ms)")
     shutdown_grace_s: float = Field(30.0, ge=0, description="SIGTERM: time to finish in-flight runs")
     startup_timeout_s: float = Field(10.0, gt=0, description="time to reach the broker at start-up")
     broker_unreachable_timeout_s: float = Field(
@@ -109,6 +129,26 @@ class WorkerSettings(BaseModel):
     kafka: dict[str, Any] = Field(default_factory=dict, repr=False,  # may hold passwords: never in repr()
                                   description="extra librdkafka properties")
 
+    @model_validator(mode="after")
+    def _check_group_protocol(self) -> WorkerSettings:
+        """Fail at start-up, naming the setting, instead of when librdkafka refuses the consumer.
+
+        Raises ConfigurationError itself (pydantic passes it through) so that direct construction
+        and ``load`` give the same one-line message.
+        """
+        if "group.protocol" in self.kafka:
+            raise ConfigurationError("kafka.group.protocol", "set it with group-protocol (--group-protocol, "
+                                                             "AGENTFLEET_GROUP_PROTOCOL) instead")
+        if self.group_protocol is not GroupProtocol.CONSUMER:
+            return self
+        for prop, instead in BROKER_OWNED_UNDER_CONSUMER_PROTOCOL.items():
+            if prop in self.kafka:
+                raise ConfigurationError(f"kafka.{prop}", f"not supported with group-protocol consumer: {instead}; "
+                                                          "remove it")
+        if "session_timeout_ms" in self.model_fields_set:
+            raise ConfigurationError("session-timeout-ms", "has no effect with group-protocol consumer: "
+                                     f"{BROKER_OWNED_UNDER_CONSUMER_PROTOCOL['session.timeout.ms']}; remove it")
+        return self
     @property
     def changelog_topic(self) -> str:
         return f"{self.app_id}-state-changelog"

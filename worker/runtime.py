@@ -23,7 +23,7 @@ from agentplan import Agent, AgentConfiguration, AgentPlan, AgentPlanError, Engi
 from agentplan.codec import resolve_path
 from worker.commit import (AbortableCommitError, AtLeastOnceCommit, CommitProtocol, FatalCommitError,
                            TransactionalCommit)
-from worker.config import ProcessingGuarantee, WorkerSettings
+from worker.config import GroupProtocol, ProcessingGuarantee, WorkerSettings
 from worker.exceptions import BrokerUnavailableError, BrokerUnreachableError, ConfigurationError, WorkerError
 from worker.kafka.acls import AclCheck, authorization_error
 from worker.kafka.admin import TopicAdmin, invalid_property_error
@@ -212,17 +212,25 @@ class Worker:
                 **self.settings.kafka, "error_cb": self.broker.on_client_error}
 
     def _consumer_config(self) -> dict[str, Any]:
+        classic = self.settings.group_protocol is GroupProtocol.CLASSIC
+        # A classic member sets its own session (a passed-through session.timeout.ms wins). Under KIP-848
+        # the broker owns session and heartbeats, and librdkafka refuses these properties.
+        session = {"session.timeout.ms": self.settings.session_timeout_ms,
+                   "heartbeat.interval.ms": heartbeat_interval_ms(self.settings)} if classic else {}
+        # Both assign incrementally, so the rebalance callbacks only ever see the partitions that move;
+        # under KIP-848 the broker computes the (always sticky) assignment.
+        assignment = {"partition.assignment.strategy": "cooperative-sticky"} if classic else \
+            {"group.protocol": GroupProtocol.CONSUMER.value}
         return {
             "fetch.wait.max.ms": 10,
-            "session.timeout.ms": self.settings.session_timeout_ms,
-            "heartbeat.interval.ms": heartbeat_interval_ms(self.settings),
+            **session,
             **consumer_properties(self._base_config()),
             "group.id": self.settings.app_id,
             "enable.auto.commit": False,
             "enable.auto.offset.store": False,
             "auto.offset.reset": "earliest",
             "isolation.level": "read_committed",
-            "partition.assignment.strategy": "cooperative-sticky",
+            **assignment,
         }
 
     def _producer_config(self) -> dict[str, Any]:

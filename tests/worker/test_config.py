@@ -2,8 +2,9 @@ from pathlib import Path
 
 import pytest
 
-from worker.config import REVERSE_DNS, ProcessingGuarantee, WorkerSettings, resolve_instance_id
+from worker.config import REVERSE_DNS, GroupProtocol, ProcessingGuarantee, WorkerSettings, resolve_instance_id
 from worker.exceptions import ConfigurationError
+from worker.runtime import Worker
 
 REQUIRED = {"agent": "m:A", "input_topic": "in", "output_topic": "out"}
 
@@ -59,3 +60,40 @@ def test_reverse_dns_without_a_name_fails_fast_naming_the_setting(answer: object
         resolve_instance_id(REVERSE_DNS, lookup)
     assert "reverse-dns" in str(caught.value)
 
+
+
+@pytest.mark.parametrize("kafka", [{"session.timeout.ms": "6000"}, {"heartbeat.interval.ms": "1000"},
+                                   {"group.protocol.type": "consumer"}])
+def test_consumer_group_protocol_rejects_classic_properties_naming_them(kafka: dict[str, str]):
+    # librdkafka refuses these only when the consumer is created, after topics and the metrics server.
+    prop = next(iter(kafka))
+    with pytest.raises(ConfigurationError) as caught:
+        WorkerSettings.load(env={"AGENTFLEET_GROUP_PROTOCOL": "consumer"}, kafka=kafka, **REQUIRED)
+    assert caught.value.setting == f"kafka.{prop}" and "group-protocol consumer" in caught.value.message
+    assert "\n" not in str(caught.value)
+    assert WorkerSettings.load(env={}, kafka=kafka, **REQUIRED).group_protocol is GroupProtocol.CLASSIC
+
+
+def test_consumer_group_protocol_rejects_the_session_setting_and_names_the_broker_config():
+    with pytest.raises(ConfigurationError, match="session-timeout-ms: .*group.consumer.session.timeout.ms"):
+        WorkerSettings.load(env={"AGENTFLEET_SESSION_TIMEOUT_MS": "6000"}, group_protocol="consumer", **REQUIRED)
+    with pytest.raises(ConfigurationError, match="group-protocol"):
+        WorkerSettings.load(env={}, group_protocol="kip-848", **REQUIRED)
+
+
+def test_group_protocol_is_set_only_through_its_setting():
+    with pytest.raises(ConfigurationError, match="kafka.group.protocol: set it with group-protocol"):
+        WorkerSettings.load(env={}, kafka={"group.protocol": "consumer"}, **REQUIRED)
+
+
+def test_each_group_protocol_gets_only_the_consumer_properties_it_takes():
+    required = {**REQUIRED, "agent": "tests.worker.integration.agents:PoisonAgent"}  # Worker() imports it
+    classic = Worker(WorkerSettings.load(env={}, **required))._consumer_config()
+    assert classic["partition.assignment.strategy"] == "cooperative-sticky" and "group.protocol" not in classic
+    assert (classic["session.timeout.ms"], classic["heartbeat.interval.ms"]) == (10_000, 1000)
+    settings = WorkerSettings.load(env={}, group_protocol="consumer", kafka={"group.remote.assignor": "range"},
+                                   **required)
+    consumer = Worker(settings)._consumer_config()
+    assert consumer["group.protocol"] == "consumer" and consumer["group.remote.assignor"] == "range"
+    assert not {"session.timeout.ms", "heartbeat.interval.ms", "partition.assignment.strategy"} & set(consumer)
+    assert consumer["isolation.level"] == "read_committed" and consumer["enable.auto.commit"] is False

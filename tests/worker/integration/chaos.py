@@ -47,13 +47,15 @@ from typing import Any, Callable
 
 from confluent_kafka import Message, Producer
 
-from agentplan.testing.llm_stub import StubReply, default_responder
-from tests.worker.integration.harness import TopicTail, WorkerProcess, header
+from agentplan.testing.llm_stub import StubLLMServer, StubReply, default_responder
+from tests.worker.integration.harness import TopicTail, WorkerProcess, header, set_consumer_group_session
 
 logger = logging.getLogger(__name__)
 
 AGENT = "tests.worker.integration.agents:CountingAgent"
-EVENT_KINDS = ("kill", "term", "join", "leave")  # kill/term restart the same instance; leave does not
+# kill/term restart the same instance; leave (SIGTERM) and crash (SIGKILL) do not. Random schedules
+# leave out crash: the fleet would only shrink.
+EVENT_KINDS = ("kill", "term", "join", "leave", "crash")
 _ANSWER_ID = re.compile(r"#(\d+)$")
 _COMMITTED = re.compile(r"committed (\S+)#(\d+) in ")
 _ABORTED = re.compile(r"transaction (\S+#\d+) aborted")
@@ -89,6 +91,7 @@ class ChaosConfig:
     settle_before_events: bool = True
     settle_timeout_s: float = 90.0
     schedule: list[ChaosEvent] | None = None  # explicit events instead of the seeded ones
+    group_protocol: str = "classic"  # or "consumer" (KIP-848), with the same 6 s session as a group config
 
     @property
     def production_s(self) -> float:
@@ -187,16 +190,17 @@ class Fleet:
     """Worker processes of one app, by instance id; every incarnation is kept for the analysis."""
 
     def __init__(self, bootstrap: str, input_topic: str, output_topic: str, app_id: str, work_dir: Path,
-                 env: dict[str, str]) -> None:
+                 env: dict[str, str], group_protocol: str = "classic") -> None:
         self.bootstrap, self.input_topic, self.output_topic = bootstrap, input_topic, output_topic
-        self.app_id, self.work_dir = app_id, work_dir
+        self.app_id, self.work_dir, self.group_protocol = app_id, work_dir, group_protocol
         self.env = {**env, "AGENTFLEET_TEST_TRACE_COMMITS": "1"}
         self.live: dict[str, Incarnation] = {}
         self.incarnations: list[Incarnation] = []
 
     def start(self, instance: str) -> Incarnation:
         process = WorkerProcess(self.bootstrap, AGENT, self.input_topic, self.output_topic, self.app_id,
-                                self.work_dir / f"state-{instance}", instance, self.work_dir, env=self.env)
+                                self.work_dir / f"state-{instance}", instance, self.work_dir, env=self.env,
+                                group_protocol=self.group_protocol)
         incarnation = Incarnation(instance, process, time.time())
         process.start()
         self.live[instance] = incarnation
@@ -213,7 +217,7 @@ class Fleet:
         """Carry out ``event``; returns the wall time of its signal (or of the join)."""
         if event.kind == "join":
             return self.start(event.instance).started
-        incarnation = self.stop(event.instance, "kill" if event.kind == "kill" else "term")
+        incarnation = self.stop(event.instance, "kill" if event.kind in ("kill", "crash") else "term")
         if event.kind in ("kill", "term"):
             self.start(event.instance)
         assert incarnation.ended is not None
@@ -307,8 +311,10 @@ def run_chaos(config: ChaosConfig, bootstrap: str, input_topic: str, output_topi
     """Run the fleet through the schedule, drain, stop everything gracefully and analyse."""
     schedule = plan_schedule(config)
     echo("schedule: " + ", ".join(f"{e.at_s}s {e.kind} {e.instance}" for e in schedule))
+    if config.group_protocol == "consumer":
+        set_consumer_group_session(bootstrap, app_id)
     fleet = Fleet(bootstrap, input_topic, output_topic, app_id, work_dir,
-                  {"OPENAI_BASE_URL": stub_url, "OPENAI_API_KEY": "test"})
+                  {"OPENAI_BASE_URL": stub_url, "OPENAI_API_KEY": "test"}, config.group_protocol)
     outputs = TopicTail(bootstrap, output_topic, config.partitions).start()
     dlq = TopicTail(bootstrap, dlq_topic, config.partitions).start()
     applied: list[dict[str, Any]] = []
@@ -363,6 +369,16 @@ def run_chaos(config: ChaosConfig, bootstrap: str, input_topic: str, output_topi
         "group_stuck": stuck,
     })
     return report
+
+
+def run_chaos_on(kafka: Any, config: ChaosConfig, app_id: str, work_dir: Path) -> dict[str, Any]:
+    """run_chaos on a test session's cluster, with fresh topics and a stub model that keeps the ledger."""
+    input_topic = kafka.new_topic("chaos-in", partitions=config.partitions)
+    output_topic = kafka.new_topic("chaos-out", partitions=config.partitions)
+    ledger = CallLedger()
+    with StubLLMServer(responder=ledger, latency_ms=config.llm_latency_ms) as stub:
+        return run_chaos(config, kafka.bootstrap_servers, input_topic, output_topic, f"{input_topic}-dlq", app_id,
+                         stub.base_url, ledger, work_dir, hides_aborted=kafka.hides_aborted)
 
 
 def _incarnation_of(prefix: str, incarnations: list[Incarnation], app_id: str) -> Incarnation | None:
@@ -466,7 +482,8 @@ def analyse(config: ChaosConfig, records: list[Message], incarnations: list[Inca
 
 def _recovery(events: list[dict[str, Any]], copies: dict[tuple[str, int], list[dict[str, Any]]],
               incarnations: list[Incarnation], app_id: str) -> list[dict[str, Any]]:
-    """Per kill/term/leave: the partitions the victim held (its log) and when each produced output again."""
+    """Per kill/term/leave/crash: the partitions the victim held (its log) and when each produced output again;
+    per join: see _takeover."""
     by_partition: dict[int, list[tuple[float, str]]] = defaultdict(list)
     for cs in copies.values():
         for c in cs:
@@ -486,8 +503,31 @@ def _recovery(events: list[dict[str, Any]], copies: dict[tuple[str, int], list[d
                 gaps.append(after[0] - event["wall"] if after else None)
             entry["partitions"] = held
             entry["recovery_s"] = round(max(gaps), 2) if gaps and None not in gaps else None
+        joiner = next((i for i in incarnations if i.instance == event["instance"] and i.started == event["wall"]), None)
+        if event["kind"] == "join" and joiner is not None and joiner.ownership:
+            entry.update(_takeover(event["wall"], joiner, by_partition, incarnations, app_id))
         out.append(entry)
     return out
+
+
+def _takeover(started: float, joiner: Incarnation, by_partition: dict[int, list[tuple[float, str]]],
+              incarnations: list[Incarnation], app_id: str) -> dict[str, Any]:
+    """A join: the partitions first assigned to the newcomer (its log), seconds from its start until
+    its first output, and the longest a partition it took over went without output (from the previous
+    owner's last output to the newcomer's first)."""
+    taken = sorted(joiner.ownership[0][2])
+    firsts, pauses = [], []
+    for partition in taken:
+        timeline = by_partition.get(partition, [])
+        mine = [n for n, (_ts, prefix) in enumerate(timeline)
+                if _incarnation_of(prefix, incarnations, app_id) is joiner]
+        if not mine:
+            return {"partitions": taken, "first_output_s": None, "pause_s": None}
+        firsts.append(timeline[mine[0]][0])
+        if mine[0] > 0:
+            pauses.append(timeline[mine[0]][0] - timeline[mine[0] - 1][0])
+    return {"partitions": taken, "first_output_s": round(min(firsts) - started, 2),
+            "pause_s": round(max(pauses), 2) if pauses else None}
 
 
 def violations(report: dict) -> list[str]:
@@ -543,7 +583,8 @@ def render_markdown(report: dict[str, Any], command: str) -> str:
         lines.append(f"| {e['at_s']} | {e['actual_s']} | {e['kind']} | {e['instance']} | "
                      f"{e.get('partitions', '')} | {e.get('recovery_s', '')} |")
     lines += ["", "kill = SIGKILL and restart, term = SIGTERM and restart, join = a new worker, "
-              "leave = SIGTERM without restart. Each event waits until the group is stable "
+              "leave = SIGTERM without restart, crash = SIGKILL without restart. Each event waits until the group "
+              "is stable "
               f"(settle_before_events={c['settle_before_events']}): the embedded broker never evicts a group leader "
               "SIGKILLed during a rebalance. Recovery: from the signal until every input partition the victim "
               "held (its assigned/revoking log lines) has output from another process.", ""]

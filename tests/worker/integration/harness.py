@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from confluent_kafka import Consumer, Message, TopicPartition
+from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource, ResourceType
 
 from worker.kafka.embedded import free_port
 
@@ -28,15 +29,19 @@ class WorkerProcess:
 
     def __init__(self, bootstrap: str, agent: str, input_topic: str, output_topic: str, app_id: str,
                  state_dir: Path, instance_id: str, log_dir: Path, env: dict[str, str] | None = None,
-                 extra_args: list[str] | None = None) -> None:
+                 extra_args: list[str] | None = None, group_protocol: str = "classic") -> None:
         self.metrics_port = free_port()
         self.instance_id = instance_id
         self.log_path = log_dir / f"worker-{instance_id}-{uuid.uuid4().hex[:6]}.log"
+        # A classic member asks for a 6 s session itself; a KIP-848 group takes it from the broker or the
+        # group's config (see set_consumer_group_session), and the worker refuses session.timeout.ms there.
+        session = ["-X", "session.timeout.ms=6000"] if group_protocol == "classic" else \
+            ["--group-protocol", group_protocol]
         self.args = [sys.executable, "-m", "worker.cli", "worker", "--agent", agent, "--input-topic", input_topic,
                      "--output-topic", output_topic, "--bootstrap-servers", bootstrap, "--app-id", app_id,
                      "--state-dir", str(state_dir), "--instance-id", instance_id,
                      "--metrics-host", "127.0.0.1", "--metrics-port", str(self.metrics_port),
-                     "-X", "session.timeout.ms=6000", *(extra_args or [])]
+                     *session, *(extra_args or [])]
         self.env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -109,6 +114,21 @@ class WorkerProcess:
 
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
+
+
+def set_consumer_group_session(bootstrap: str, group: str, session_timeout_ms: int = 6000) -> None:
+    """Give a KIP-848 group the session classic members of these tests ask for (``-X session.timeout.ms``).
+
+    Under ``group.protocol=consumer`` the session timeout is a group config, bounded by the broker's
+    ``group.consumer.min/max.session.timeout.ms`` (the test broker allows 6 s); it can be set before
+    the group exists.
+    """
+    entry = ConfigEntry("consumer.session.timeout.ms", str(session_timeout_ms),
+                        incremental_operation=AlterConfigOpType.SET)
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    for future in admin.incremental_alter_configs([ConfigResource(ResourceType.GROUP, group,
+                                                                  incremental_configs=[entry])]).values():
+        future.result(timeout=30)
 
 
 def read_all(bootstrap: str, topic: str, partitions: int, expected: int, timeout_s: float = 60,
