@@ -431,6 +431,7 @@ def state_inspect(key: Optional[str] = typer.Option(None, help="the key to show;
 def state_reset(app_id: str = typer.Option(..., envvar=E + "APP_ID", help="application id to reset"),
                 state_dir: Path = typer.Option(Path("./state"), envvar=E + "STATE_DIR", help="state directory"),
                 yes: bool = typer.Option(False, "--yes", help="do not ask for confirmation"),
+                force: bool = typer.Option(False, "--force", help="reset even while the group has live members"),
                 bootstrap_servers: str = BOOTSTRAP, kafka_property: list[str] = PROPS) -> None:
     """Delete the app's changelog, repartition topic, group offsets and local stores (workers stopped)."""
     from worker.operator_tools import reset_app
@@ -438,7 +439,7 @@ def state_reset(app_id: str = typer.Option(..., envvar=E + "APP_ID", help="appli
     if not yes and not typer.confirm(f"Reset all state of app {app_id!r}? Inputs will be reprocessed"):
         raise typer.Exit(1)
     try:
-        reset_app(bootstrap_servers, app_id, state_dir, _parse_properties(kafka_property), typer.echo)
+        reset_app(bootstrap_servers, app_id, state_dir, _parse_properties(kafka_property), typer.echo, force)
     except WorkerError as exc:
         _fail(exc)
 

@@ -27,7 +27,9 @@ def list_topics(admin: TopicAdmin, internal: bool = False) -> list[dict[str, Any
 
 def describe_topic(admin: TopicAdmin, topic: str) -> dict[str, Any] | None:
     """Partitions (leader, replicas, in-sync replicas, offsets) and the configs set on the topic."""
-    metadata = admin.client.list_topics(topic, timeout=_TIMEOUT_S).topics.get(topic)
+    # All topics' metadata, not list_topics(topic): asking for one topic by name lets a broker with
+    # auto.create.topics.enable create it.
+    metadata = admin.client.list_topics(timeout=_TIMEOUT_S).topics.get(topic)
     if metadata is None or metadata.error is not None:
         return None
     partitions = sorted(metadata.partitions.values(), key=lambda p: p.id)

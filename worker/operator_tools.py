@@ -32,7 +32,7 @@ def _stores(state_dir: Path, app_id: str) -> list[Path]:
 def inspect_key(state_dir: Path, app_id: str, key: str) -> dict[str, Any] | None:
     """The locally stored state of ``key`` (the local stores mirror the committed changelog)."""
     for path in _stores(state_dir, app_id):
-        store = PartitionStore(path)
+        store = PartitionStore(path, read_only=True)
         try:
             raw = store.get(key.encode())
             if raw is not None:
@@ -46,7 +46,7 @@ def inspect_key(state_dir: Path, app_id: str, key: str) -> dict[str, Any] | None
 def list_keys(state_dir: Path, app_id: str) -> list[str]:
     keys: list[str] = []
     for path in _stores(state_dir, app_id):
-        store = PartitionStore(path)
+        store = PartitionStore(path, read_only=True)
         try:
             keys.extend(k.decode("utf-8", "replace") for k in store.keys() if k != OFFSET_KEY)
         finally:
@@ -55,10 +55,22 @@ def list_keys(state_dir: Path, app_id: str) -> list[str]:
 
 
 def reset_app(bootstrap: str, app_id: str, state_dir: Path, config: dict[str, Any],
-              echo: Callable[[str], None]) -> None:
-    """Forget everything the app remembers: local stores, changelog, repartition topic, group offsets."""
+              echo: Callable[[str], None], force: bool = False) -> None:
+    """Forget everything the app remembers: local stores, changelog, repartition topic, group offsets.
+
+    Refuses while the group has members: deleting a live worker's changelog crashes it and
+    loses its uncommitted runs (``force`` is for a group whose members are known to be gone).
+    """
     admin = TopicAdmin(bootstrap, config, timeout_s=10)
     admin.check_reachable()
+    if not force:
+        from worker.cluster_info import describe_group
+
+        members = describe_group(admin, app_id)["members"]
+        if members:
+            clients = ", ".join(sorted({m["client"] for m in members}))
+            raise ConfigurationError("app-id", f"group {app_id!r} has {len(members)} live member(s) ({clients}): "
+                                               "stop its workers first (or pass --force)")
     deleted = admin.delete_topics([f"{app_id}-state-changelog", f"{app_id}-repartition"])
     echo(f"deleted topics: {deleted or 'none'}")
     try:

@@ -38,7 +38,8 @@ def test_plan_show_bad_path():
 def test_state_inspect_lists_and_shows_keys(tmp_path: Path):
     store = PartitionStore(tmp_path / "app" / "3")
     store.apply({b"user-1": json.dumps({"m": {"v": {"count": 2}}, "p": 41}).encode()}, 7)
-    store.close()
+    # Left open, as a running worker holds it: inspect reads without RocksDB's lock.
+    close_store = store.close
     listed = cli("state", "inspect", "--app-id", "app", "--state-dir", str(tmp_path))
     assert listed.returncode == 0 and listed.stdout.split() == ["user-1"]
     shown = cli("state", "inspect", "--key", "user-1", "--app-id", "app", "--state-dir", str(tmp_path))
@@ -49,6 +50,7 @@ def test_state_inspect_lists_and_shows_keys(tmp_path: Path):
     assert missing.returncode == 1 and "no stored state" in missing.stderr
     no_app = cli("state", "inspect", "--app-id", "other", "--state-dir", str(tmp_path))
     assert no_app.returncode == 2 and "state-dir" in no_app.stderr
+    close_store()
 
 
 def test_state_reset_asks_for_confirmation(tmp_path: Path):
@@ -91,3 +93,35 @@ def test_topics_produce_consume_reset_round_trip(kafka, tmp_path: Path):
     assert cli("topics", "describe", f"{app}-state-changelog", *bs).returncode == 1
     deleted = cli("topics", "delete", topic, *bs)
     assert deleted.returncode == 0 and topic in deleted.stdout
+
+
+@pytest.mark.integration
+def test_state_reset_refuses_while_the_group_has_live_members(kafka, tmp_path: Path):
+    from confluent_kafka import Consumer
+
+    from tests.kafka_support import consumer_config
+
+    topic = kafka.new_topic("reset-live")
+    app = f"live{tmp_path.name[-6:]}".replace("_", "-")
+    (tmp_path / app / "0").mkdir(parents=True)
+    member = Consumer(consumer_config(kafka.bootstrap_servers, app, client_id="worker-w1"))
+    joined: list[object] = []
+    member.subscribe([topic], on_assign=lambda c, parts: joined.extend(parts))
+    try:
+        for _ in range(300):  # bounded: until the group has assigned the partition (a live member)
+            member.poll(0.1)
+            if joined:
+                break
+        assert joined
+        bs = ["--bootstrap-servers", kafka.bootstrap_servers]
+        refused = cli("state", "reset", "--app-id", app, "--state-dir", str(tmp_path), "--yes", *bs)
+        assert refused.returncode == 2
+        assert refused.stderr.strip() == (f"error: app-id: group {app!r} has 1 live member(s) (worker-w1): "
+                                          "stop its workers first (or pass --force)")
+        assert (tmp_path / app).exists()  # nothing was deleted
+    finally:
+        member.close()
+    forced = cli("state", "reset", "--app-id", app, "--state-dir", str(tmp_path), "--yes", "--force",
+                 "--bootstrap-servers", kafka.bootstrap_servers)
+    assert forced.returncode == 0, forced.stderr
+    assert not (tmp_path / app).exists()

@@ -338,6 +338,8 @@ class ApacheKafka:
             "transaction.abort.timed.out.transaction.cleanup.interval.ms": "1000",
             "log.retention.check.interval.ms": "1000",
             "num.partitions": "1",
+            # A typo in a topic name must fail, not create a topic: the worker and the CLI create topics explicitly.
+            "auto.create.topics.enable": "false",
         }
         props.update(self._security_properties())
         props.update(self.properties)

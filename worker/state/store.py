@@ -13,7 +13,7 @@ import shutil
 import struct
 from pathlib import Path
 
-from rocksdict import Options, Rdict, WriteBatch
+from rocksdict import AccessType, Options, Rdict, WriteBatch
 
 from worker.exceptions import ConfigurationError, StateStoreError
 
@@ -50,14 +50,17 @@ def ensure_writable(state_dir: Path) -> None:
 class PartitionStore:
     """Key -> state bytes for one partition, plus the last applied changelog offset."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, read_only: bool = False) -> None:
+        """``read_only``: for operator tools; it takes no lock, so it works while a worker holds the store."""
         self.path = path
-        self._db = self._open(path)
+        self._db = self._open(path, read_only)
 
     @staticmethod
-    def _open(path: Path) -> Rdict:
-        path.mkdir(parents=True, exist_ok=True)
+    def _open(path: Path, read_only: bool = False) -> Rdict:
         options = Options(raw_mode=True)
+        if read_only:
+            return Rdict(str(path), options=options, access_type=AccessType.read_only())
+        path.mkdir(parents=True, exist_ok=True)
         options.create_if_missing(True)
         return Rdict(str(path), options=options)
 
