@@ -48,14 +48,36 @@ def _setup_logging(level: str) -> None:
 
 
 def _setting_help(name: str) -> str:
-    """A worker flag's help is its setting's description: one text for --help and the reference.
+    """A worker flag's help is its setting's description: one text for --help and the reference,
+    followed by what a user needs to set it: required or its default, and its environment variable.
 
     No ``envvar`` on these flags: ``WorkerSettings.load`` reads ``AGENTFLEET_*`` itself, below the
     flags and above the config file, which is the documented precedence.
     """
+    from pydantic_core import PydanticUndefined
+
     from worker.config import WorkerSettings
 
-    return WorkerSettings.model_fields[name].description or name.replace("_", " ")
+    field = WorkerSettings.model_fields[name]
+    text = field.description or name.replace("_", " ")
+    # Parentheses, not brackets: typer renders help as rich markup, where [required] is a tag.
+    if field.is_required():
+        extra = "required"
+    elif field.default not in (None, PydanticUndefined):
+        extra = f"default {getattr(field.default, 'value', field.default)}"
+    else:
+        extra = "optional"
+    return f"{text} ({extra}; env {E}{name.upper()})"
+
+
+def _setting_option(name: str, metavar: str | None = None) -> Any:
+    """A worker flag for setting ``name``; its metavar says what to write (N, PATH, MODULE:CLASS...)."""
+    from worker.config import WorkerSettings
+
+    if metavar is None:
+        annotation = str(WorkerSettings.model_fields[name].annotation)
+        metavar = "N" if "int" in annotation else "PATH" if "Path" in annotation else "TEXT"
+    return typer.Option(None, metavar=metavar, help=_setting_help(name))
 
 
 def _parse_properties(values: list[str]) -> dict[str, str]:
@@ -80,30 +102,31 @@ def _parse_resources(values: list[str]) -> dict[str, str]:
 
 @app.command()
 def worker(
-    agent: Optional[str] = typer.Option(None, help=_setting_help("agent")),
-    input_topic: Optional[str] = typer.Option(None, help=_setting_help("input_topic")),
-    output_topic: Optional[str] = typer.Option(None, help=_setting_help("output_topic")),
-    bootstrap_servers: Optional[str] = typer.Option(None, help=_setting_help("bootstrap_servers")),
-    app_id: Optional[str] = typer.Option(None, help=_setting_help("app_id")),
-    input_model: Optional[str] = typer.Option(None, help=_setting_help("input_model")),
-    key_field: Optional[str] = typer.Option(None, help=_setting_help("key_field")),
-    state_dir: Optional[Path] = typer.Option(None, help=_setting_help("state_dir")),
-    instance_id: Optional[str] = typer.Option(None, help=_setting_help("instance_id")),
-    max_inflight: Optional[int] = typer.Option(None, help=_setting_help("max_inflight")),
-    commit_interval_ms: Optional[int] = typer.Option(None, help=_setting_help("commit_interval_ms")),
-    processing_guarantee: Optional[str] = typer.Option(None, help=_setting_help("processing_guarantee")),
-    metrics_port: Optional[int] = typer.Option(None, help=_setting_help("metrics_port")),
-    metrics_host: Optional[str] = typer.Option(None, help=_setting_help("metrics_host")),
-    dlq_topic: Optional[str] = typer.Option(None, help=_setting_help("dlq_topic")),
-    group_protocol: Optional[str] = typer.Option(None, help=_setting_help("group_protocol")),
-    agent_config: Optional[Path] = typer.Option(None, help=_setting_help("agent_config")),
-    resource: list[str] = typer.Option([], "--resource", "-r",
-                                       help="environment resource NAME=MODULE:ATTR (repeatable)"),
-    kafka_property: list[str] = typer.Option([], "--kafka-property", "-X",
-                                             help="extra librdkafka property key=value (repeatable)"),
-    config: Optional[Path] = typer.Option(None, help="YAML file with any of these settings",
+    agent: Optional[str] = _setting_option("agent", "MODULE:CLASS"),
+    input_topic: Optional[str] = _setting_option("input_topic", "TOPIC"),
+    output_topic: Optional[str] = _setting_option("output_topic", "TOPIC"),
+    bootstrap_servers: Optional[str] = _setting_option("bootstrap_servers", "HOST:PORT,..."),
+    app_id: Optional[str] = _setting_option("app_id", "ID"),
+    input_model: Optional[str] = _setting_option("input_model", "MODULE:CLASS"),
+    key_field: Optional[str] = _setting_option("key_field", "FIELD"),
+    state_dir: Optional[Path] = _setting_option("state_dir"),
+    instance_id: Optional[str] = _setting_option("instance_id", "ID"),
+    max_inflight: Optional[int] = _setting_option("max_inflight"),
+    commit_interval_ms: Optional[int] = _setting_option("commit_interval_ms"),
+    processing_guarantee: Optional[str] = _setting_option("processing_guarantee", "exactly-once|at-least-once"),
+    metrics_port: Optional[int] = _setting_option("metrics_port"),
+    metrics_host: Optional[str] = _setting_option("metrics_host", "HOST"),
+    dlq_topic: Optional[str] = _setting_option("dlq_topic", "TOPIC"),
+    replication_factor: Optional[int] = _setting_option("replication_factor"),
+    group_protocol: Optional[str] = _setting_option("group_protocol", "classic|consumer"),
+    agent_config: Optional[Path] = _setting_option("agent_config"),
+    resource: list[str] = typer.Option([], "--resource", "-r", metavar="NAME=MODULE:ATTR",
+                                       help="environment resource (repeatable)"),
+    kafka_property: list[str] = typer.Option([], "--kafka-property", "-X", metavar="KEY=VALUE",
+                                             help="extra librdkafka property (repeatable)"),
+    config: Optional[Path] = typer.Option(None, metavar="PATH", help="YAML file with any of these settings",
                                           envvar=E + "CONFIG"),
-    log_level: str = typer.Option("INFO", help="log level", envvar=E + "LOG_LEVEL"),
+    log_level: str = typer.Option("INFO", metavar="LEVEL", help="log level", envvar=E + "LOG_LEVEL"),
 ) -> None:
     """Join the consumer group and run the agent over the input topic until SIGTERM."""
     _setup_logging(log_level)
@@ -118,6 +141,7 @@ def worker(
             bootstrap_servers=bootstrap_servers, app_id=app_id, input_model=input_model, key_field=key_field,
             state_dir=state_dir, instance_id=instance_id, max_inflight=max_inflight,
             commit_interval_ms=commit_interval_ms, processing_guarantee=processing_guarantee,
+            replication_factor=replication_factor,
             metrics_port=metrics_port, metrics_host=metrics_host, dlq_topic=dlq_topic, group_protocol=group_protocol,
             agent_config=agent_config, kafka=_parse_properties(kafka_property), resources=_parse_resources(resource))
         code = Worker(settings).run()
@@ -207,8 +231,9 @@ groups_app = typer.Typer(help="Consumer groups: members, assignment, committed o
 app.add_typer(groups_app, name="groups")
 
 BOOTSTRAP = typer.Option("127.0.0.1:9092", "--bootstrap-servers", envvar=E + "BOOTSTRAP_SERVERS",
-                         help="Kafka bootstrap servers")
-PROPS = typer.Option([], "--kafka-property", "-X", help="extra librdkafka property key=value (repeatable)")
+                         metavar="HOST:PORT,...", help="Kafka bootstrap servers")
+PROPS = typer.Option([], "--kafka-property", "-X", metavar="KEY=VALUE",
+                     help="extra librdkafka property (repeatable)")
 
 
 def _admin(bootstrap_servers: str, kafka_property: list[str]) -> Any:
