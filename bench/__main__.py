@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import report, stubload
+from bench.broker import add_broker_argument, broker_info, require_broker
 from bench.scenarios import SCENARIOS, RunOptions
 
 logger = logging.getLogger("bench")
@@ -24,6 +25,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run scenarios, write bench/results/latest.{json,md} and plots")
+    add_broker_argument(run)
     run.add_argument("--quick", action="store_true", help="smaller inputs, 1 repeat (~2-3 min)")
     run.add_argument("--scenarios", default=",".join(SCENARIOS), help="comma-separated, e.g. S1,S2")
     run.add_argument("--repeats", type=int, default=None, help="runs per scenario; medians are reported "
@@ -57,12 +59,14 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
     unknown = [n for n in names if n not in SCENARIOS]
     if unknown:
         raise SystemExit(f"--scenarios: unknown {unknown}; known {list(SCENARIOS)}")
+    require_broker(args.broker)
     repeats = args.repeats or (1 if args.quick else 3)
-    options = RunOptions(quick=args.quick, peers=args.peers, profile=args.profile,
+    options = RunOptions(broker=args.broker, quick=args.quick, peers=args.peers, profile=args.profile,
                          stub_workers=args.stub_workers, results_dir=args.out)
     results: dict[str, Any] = {
         "command": "python -m bench " + shlex.join(argv), "mode": "quick" if args.quick else "full",
-        "started": report.now(), "machine": report.machine(), "repeats": repeats, "scenarios": {},
+        "started": report.now(), "machine": report.machine(), "broker": broker_info(args.broker),
+        "repeats": repeats, "scenarios": {},
     }
     began = time.monotonic()
     if not args.no_stub_load:

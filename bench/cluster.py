@@ -1,4 +1,4 @@
-"""What a scenario runs against: the embedded broker, stub processes, topics, workers, input and output.
+"""What a scenario runs against: a broker (bench/broker.py), stub processes, topics, workers, input and output.
 
 Workers are ``agentfleet worker`` subprocesses started through the integration tests' harness, so the
 benchmark measures exactly what the tests exercise.
@@ -25,9 +25,10 @@ from typing import Any, Iterable
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from bench.peers.peer_common import percentile, take_ready  # one definition for ours and the peers
+from bench.broker import DEFAULT_BROKER, BenchBroker, start_broker
 from tests.worker.integration.harness import WorkerProcess, read_all
 from worker.kafka.admin import TopicAdmin
-from worker.kafka.embedded import EmbeddedBroker, free_port
+from worker.kafka.embedded import free_port
 
 logger = logging.getLogger(__name__)
 
@@ -172,15 +173,16 @@ class OutputCollector:
 
 @dataclass
 class Cluster:
-    """A fresh embedded broker plus whatever a scenario starts on it; everything is stopped on exit."""
+    """A fresh broker (``engine``: kafka or tansu) plus whatever a scenario starts on it; all stopped on exit."""
 
+    engine: str = DEFAULT_BROKER
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="agentfleet-bench-")))
-    broker: EmbeddedBroker = field(default_factory=EmbeddedBroker)
     stubs: list[StubProcess] = field(default_factory=list)
     workers: list[WorkerProcess] = field(default_factory=list)
+    broker: BenchBroker | None = field(default=None, init=False)
 
     def __enter__(self) -> Cluster:
-        self.broker.start()
+        self.broker = start_broker(self.engine)
         self.admin = TopicAdmin(self.bootstrap)
         return self
 
@@ -191,11 +193,14 @@ class Cluster:
                 w.kill()
         for s in self.stubs:
             s.stop()
-        self.broker.stop()
+        if self.broker is not None:
+            self.broker.stop()
         shutil.rmtree(self.workdir, ignore_errors=True)
 
     @property
     def bootstrap(self) -> str:
+        if self.broker is None:
+            raise BenchError("the cluster's broker runs only inside `with Cluster(...)`")
         return self.broker.bootstrap_servers
 
     def keep_logs(self, dest: Path) -> Path:

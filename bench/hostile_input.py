@@ -1,6 +1,6 @@
 """Hot-key fairness and worker memory: other keys' latency while a 10k-record key drains.
 
-    .venv/bin/python -m bench.hostile_input [--hot 10000] [--rate 100]
+    .venv/bin/python -m bench.hostile_input [--broker kafka|tansu] [--hot 10000] [--rate 100]
 
 One worker, 4 partitions. Other keys (200 of them) arrive at ``--rate`` records/s throughout; after
 a baseline phase, 10k records of one key land at once. Latency = output record timestamp minus input
@@ -8,7 +8,7 @@ record timestamp, for the other keys, split into: baseline, during the hot backl
 partitions, and during it on the hot key's own partition (which must wait: its offsets are behind the
 hot key's). Two agents, measured in the same run: TypedEchoAgent (no model call) and CountingAgent
 (one stub LLM call per record, 0 ms stub latency). Worker RSS before, peak and after. Writes
-``bench/results/hostile_input.{json,md}``.
+``bench/results/hostile_input.{json,md}``, naming the broker (Apache Kafka unless ``--broker tansu``).
 """
 
 from __future__ import annotations
@@ -31,9 +31,9 @@ if str(REPO) not in sys.path:
 from confluent_kafka import Producer  # noqa: E402
 
 from agentplan.testing.llm_stub import StubLLMServer  # noqa: E402
+from bench.broker import add_broker_argument, broker_info, require_broker, start_broker  # noqa: E402
 from tests.worker.integration.harness import TopicTail, WorkerProcess, header  # noqa: E402
 from worker.kafka.admin import TopicAdmin  # noqa: E402
-from worker.kafka.embedded import EmbeddedBroker  # noqa: E402
 
 RESULTS = REPO / "bench" / "results"
 PARTITIONS = 4
@@ -152,8 +152,9 @@ def scenario(bootstrap: str, admin: TopicAdmin, agent: str, extra_args: list[str
             "rss_mb": {"before": round(rss_before), "peak": round(rss_peak), "after": round(rss_after)}}
 
 
-def render(results: dict[str, Any], command: str) -> str:
+def render(results: dict[str, Any], command: str, broker: dict[str, Any]) -> str:
     lines = ["# Hot key and memory", "", f"Command: `{command}`", "",
+             f"Broker: {broker['description']}; workers' consumer group protocol: {broker['group_protocol']}.", "",
              "Other keys' latency (input timestamp to output timestamp) while one key's records drain.", "",
              "| agent | hot drain (s) | phase | n | p50 ms | p99 ms | max ms |", "|---|---|---|---|---|---|---|"]
     for agent, r in results.items():
@@ -170,15 +171,17 @@ def render(results: dict[str, Any], command: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.hostile_input", description=__doc__.split("\n\n")[0])
+    add_broker_argument(parser)
     parser.add_argument("--hot", type=int, default=10_000)
     parser.add_argument("--rate", type=float, default=100.0, help="other keys' records per second")
     parser.add_argument("--out", type=Path, default=RESULTS / "hostile_input")
     args = parser.parse_args(argv)
+    require_broker(args.broker)
     command = "python -m bench.hostile_input " + " ".join(argv if argv is not None else sys.argv[1:])
     work_dir = Path(tempfile.mkdtemp(prefix="agentfleet-hot-"))
     results = {}
     try:
-        with EmbeddedBroker() as broker, StubLLMServer() as stub:
+        with start_broker(args.broker) as broker, StubLLMServer() as stub:
             admin = TopicAdmin(broker.bootstrap_servers)
             env = {"OPENAI_BASE_URL": stub.base_url, "OPENAI_API_KEY": "test"}
             for name, (agent, extra) in AGENTS.items():
@@ -188,8 +191,9 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         shutil.rmtree(work_dir, ignore_errors=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
-    markdown = render(results, command.strip())
+    described = broker_info(args.broker)
+    args.out.with_suffix(".json").write_text(json.dumps({"broker": described, "agents": results}, indent=2) + "\n")
+    markdown = render(results, command.strip(), described)
     args.out.with_suffix(".md").write_text(markdown)
     print(markdown)
     return 0

@@ -127,6 +127,13 @@ def write(results: dict[str, Any], out_dir: Path) -> list[Path]:
     return [out_dir / "latest.json", out_dir / "latest.md", *plots]
 
 
+def _broker_line(broker: dict[str, Any] | None) -> list[str]:
+    """The markdown line naming the broker (bench/broker.py's broker_info); none in older results."""
+    if not broker:
+        return []
+    return [f"Broker: {broker['description']}; workers' consumer group protocol: {broker['group_protocol']}  "]
+
+
 def _fmt(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:,.3g}" if abs(value) < 100 else f"{value:,.0f}"
@@ -142,6 +149,7 @@ def markdown(results: dict[str, Any], plots: list[str]) -> str:
              f"Machine: {m.get('cores')} cores ({m.get('cpu', '?')}), {m.get('ram_gib', '?')} GiB RAM, "
              f"Python {m.get('python')}, {m.get('platform')}, commit {m.get('commit', '?')}  ",
              "Versions: " + ", ".join(f"{k} {v}" for k, v in m.get("versions", {}).items()) + "  ",
+             *_broker_line(results.get("broker")),
              f"Load average at start: {m.get('load_average_at_start')} (other processes share the cores: "
              "figures are under that contention)", "",
              "| scenario | figure | median | goal | ratio | pass | earlier | what |",

@@ -1,13 +1,14 @@
 """State restore rate: restore_partition into an empty store, side by side with a baseline.
 
-    .venv/bin/python bench/restore_rate.py [--records 100000] [--rounds 3]
+    .venv/bin/python bench/restore_rate.py [--broker kafka|tansu] [--records 100000] [--rounds 3]
         [--baseline /tmp/restore_old.py]   # e.g. from `git show <rev>:worker/state/restore.py`
 
-Fills one changelog partition on the embedded broker (batched, like an at-least-once changelog,
-values shaped like the worker's state records), then alternates the implementations round by
-round on the same topic so both see the same machine load. The changelog ends with a
-single-record batch: Tansu's ListOffsets end is then right, so a baseline that trusts it reads
-everything too. Prints JSON: records/s per implementation and round, and the median ratio.
+Fills one changelog partition on the broker (Apache Kafka unless ``--broker tansu``; batched, like an
+at-least-once changelog, values shaped like the worker's state records), then alternates the
+implementations round by round on the same topic so both see the same machine load. The changelog
+ends with a single-record batch: Tansu's ListOffsets end is then right, so a baseline that trusts it
+reads everything too. Prints JSON: the broker, records/s per implementation and round, and the
+median ratio.
 """
 
 from __future__ import annotations
@@ -28,8 +29,8 @@ sys.path.insert(0, str(REPO))
 
 from confluent_kafka import Producer  # noqa: E402
 
+from bench.broker import add_broker_argument, require_broker, start_broker  # noqa: E402
 from worker.kafka.admin import TopicAdmin  # noqa: E402
-from worker.kafka.embedded import EmbeddedBroker  # noqa: E402
 from worker.state.restore import restore_partition  # noqa: E402
 
 Restore = Callable[..., Any]
@@ -70,21 +71,23 @@ def run_once(restore: Restore, bootstrap: str, topic: str, workdir: Path, label:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_broker_argument(parser)
     parser.add_argument("--records", type=int, default=100_000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--baseline", type=Path, help="a restore.py to compare against")
     args = parser.parse_args()
+    require_broker(args.broker)
     implementations: dict[str, Restore] = {"current": restore_partition}
     if args.baseline:
         implementations = {"baseline": load_baseline(args.baseline), **implementations}
     rates: dict[str, list[float]] = {label: [] for label in implementations}
-    with EmbeddedBroker() as broker, tempfile.TemporaryDirectory(prefix="bench-restore-") as tmp:
+    with start_broker(args.broker) as broker, tempfile.TemporaryDirectory(prefix="bench-restore-") as tmp:
         TopicAdmin(broker.bootstrap_servers).create_topic("changelog", 1)
         fill(broker.bootstrap_servers, "changelog", args.records)
         for round_ in range(args.rounds):
             for label, restore in implementations.items():
                 rates[label].append(run_once(restore, broker.bootstrap_servers, "changelog", Path(tmp), label, round_))
-    figures: dict[str, Any] = {"records": args.records,
+    figures: dict[str, Any] = {"broker": broker.info()["description"], "records": args.records,
                                "records_per_s": {k: [round(r) for r in v] for k, v in rates.items()}}
     if "baseline" in rates:
         figures["median_ratio_current_to_baseline"] = round(

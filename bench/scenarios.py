@@ -1,4 +1,5 @@
-"""The issue's scenarios. Each runs once on a fresh broker and returns its figures as a flat dict.
+"""The issue's scenarios. Each runs once on a fresh broker (``RunOptions.broker``) and returns its figures
+as a flat dict.
 
 S1  throughput, seed sentiment agent, in-process instant chat model, 1 worker, EOS + changelog; CPU/record
 S2  throughput, same agent against the HTTP stub at 0 ms
@@ -23,6 +24,7 @@ from typing import Any, Callable
 
 from confluent_kafka import Producer
 
+from bench.broker import DEFAULT_BROKER
 from bench.cluster import (HTTP_LLM, INSTANT_LLM, SENTIMENT_AGENT, SESSION_TIMEOUT_MS, BenchError, Cluster, Output,
                            OutputCollector, cpu_seconds, machine_cpu_seconds, percentile, wait_assignment, wait_ready)
 from bench.profiling import Profiler
@@ -42,6 +44,7 @@ INSTANT_MODEL_PEERS = ("quix", "naive")
 
 @dataclass
 class RunOptions:
+    broker: str = DEFAULT_BROKER  # bench/broker.py: kafka or tansu
     quick: bool = False
     peers: bool = False
     profile: bool = False
@@ -112,7 +115,7 @@ def _run_peers(options: RunOptions, scenario: str, cluster: Cluster, input_topic
 def _throughput(options: RunOptions, scenario: str, llm: str, count: int, stub_latency_ms: float | None,
                 partitions: int = 4, keys: int = 10_000) -> dict[str, Any]:
     """Drain a pre-produced backlog with one worker; rate, CPU per record, optional profile and peers."""
-    with Cluster() as cluster:
+    with Cluster(options.broker) as cluster:
         stub = cluster.stub(stub_latency_ms, options.stub_workers) if stub_latency_ms is not None else None
         input_topic, output_topic = _name("in"), _name("out")
         cluster.topics(input_topic, output_topic, partitions=partitions)
@@ -176,7 +179,7 @@ def s3_latency_bound(options: RunOptions) -> dict[str, Any]:
         for inflight in (64, 256, 1024):
             expected = min(inflight / (latency_ms / 1000), s2_rate)
             tag = f"{latency_ms}ms_mi{inflight}"
-            with Cluster() as cluster:
+            with Cluster(options.broker) as cluster:
                 stub = cluster.stub(latency_ms, options.stub_workers)
                 input_topic, output_topic = _name("in"), _name("out")
                 cluster.topics(input_topic, output_topic, partitions=4)
@@ -249,7 +252,7 @@ def s4_scaling(options: RunOptions) -> dict[str, Any]:
     rates = {}
     for workers in (1, 4):
         count = int(per_worker * workers * seconds)
-        with Cluster() as cluster:
+        with Cluster(options.broker) as cluster:
             stub = cluster.stub(latency_ms, options.stub_workers)
             input_topic, output_topic, app = _name("in"), _name("out"), _name("app")
             cluster.topics(input_topic, output_topic, partitions=partitions)
@@ -278,7 +281,7 @@ def s5_restore(options: RunOptions) -> dict[str, Any]:
     """Fill the changelog with N keys, then start a worker on an empty state directory."""
     keys = 200_000 if options.quick else 1_000_000
     partitions = 4
-    with Cluster() as cluster:
+    with Cluster(options.broker) as cluster:
         app = _name("app")
         input_topic, output_topic = _name("in"), _name("out")
         changelog = WorkerSettings(agent=SENTIMENT_AGENT, input_topic=input_topic, output_topic=output_topic,
@@ -309,15 +312,15 @@ def s6_failover(options: RunOptions) -> dict[str, Any]:
     """3 workers, 6 partitions, paced load through a 50 ms stub; SIGKILL one; time until its partitions
     produce output again, and whether every input got its output.
 
-    Tansu never times out a transaction its killed producer left open, and read_committed readers
-    stall at it (BROKER.md); Kafka would abort it after transaction.timeout.ms. When that happens the
-    victim is restarted under its instance id, whose init_transactions aborts it, and the outputs are
-    read then. The resume time comes from the outputs' own timestamps, so it is unaffected. The
-    aborted records, which Tansu still delivers, are counted apart from other duplicates.
+    Tansu (``--broker tansu``) never times out a transaction its killed producer left open, and
+    read_committed readers stall at it (BROKER.md); Apache Kafka aborts it after transaction.timeout.ms.
+    When that happens the victim is restarted under its instance id, whose init_transactions aborts it,
+    and the outputs are read then. The resume time comes from the outputs' own timestamps, so it is
+    unaffected. The aborted records, which Tansu still delivers, are counted apart from other duplicates.
     """
     partitions, rate = 6, 100.0
     before_s, after_s = (4.0, 16.0) if options.quick else (6.0, 20.0)
-    with Cluster() as cluster:
+    with Cluster(options.broker) as cluster:
         stub = cluster.stub(50, options.stub_workers)
         input_topic, output_topic, app = _name("in"), _name("out"), _name("app")
         cluster.topics(input_topic, output_topic, partitions=partitions)
@@ -390,7 +393,7 @@ def _missing_by_partition(inputs: dict[tuple[int, int], int], seen: set[tuple[in
 def s7_low_rate_latency(options: RunOptions) -> dict[str, Any]:
     """10 records/s through the 0 ms HTTP stub; e2e latency from input create time to the reader."""
     seconds = 10.0 if options.quick else 20.0
-    with Cluster() as cluster:
+    with Cluster(options.broker) as cluster:
         stub = cluster.stub(0, options.stub_workers)
         input_topic, output_topic = _name("in"), _name("out")
         cluster.topics(input_topic, output_topic, partitions=4)

@@ -1,12 +1,13 @@
-"""Run the peers once each on the embedded broker and the LLM stub; print one JSON line per run.
+"""Run the peers once each on a broker and the LLM stub; print one JSON line per run.
 
-    .venv/bin/python -m bench.peers.measure --count 200 --latency-ms 0 200
+    .venv/bin/python -m bench.peers.measure [--broker kafka|tansu] --count 200 --latency-ms 0 200
     .venv/bin/python -m bench.peers.measure --count 200 --latency-ms 200 --peers flink_agents \
         --peer-args flink_agents "--parallelism 8"
 
 The full side-by-side comparison with our worker is bench/harness's job; this is the quick
 check that every peer works here and what it does on its own. For each run a fresh input
 topic gets ``count`` seed records keyed by id (Flink Agents builds its own collection).
+The broker is Apache Kafka unless ``--broker tansu`` (bench/broker.py); the first line names it.
 """
 
 from __future__ import annotations
@@ -23,11 +24,11 @@ import uuid
 from confluent_kafka import Producer
 
 from agentplan.testing.llm_stub import StubLLMServer
+from bench.broker import add_broker_argument, require_broker, start_broker
 from bench.peers import PEERS, run_peer
 from bench.peers.peer_common import seed_records
 from bench.peers.venv import ensure_venv
 from worker.kafka.admin import TopicAdmin
-from worker.kafka.embedded import EmbeddedBroker
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +43,7 @@ def produce_seed_records(bootstrap: str, topic: str, count: int) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_broker_argument(parser)
     parser.add_argument("--count", type=int, default=200)
     parser.add_argument("--latency-ms", type=float, nargs="+", default=[0.0, 200.0])
     parser.add_argument("--peers", nargs="+", choices=sorted(PEERS), default=list(PEERS))
@@ -51,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--peer-args", nargs=2, action="append", default=[], metavar=("PEER", "ARGS"),
                         help='extra CLI arguments for one peer, e.g. --peer-args flink_agents "--parallelism 8"')
     args = parser.parse_args(argv)
+    require_broker(args.broker)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     extra_args: dict[str, list[str]] = {}
     for name, text in args.peer_args:
@@ -62,7 +65,8 @@ def main(argv: list[str] | None = None) -> int:
         stamp = ensure_venv(venv)
         print(json.dumps({"peers_venv": venv, **{k: stamp[k] for k in ("pip_install_seconds", "total_build_seconds")}}),
               flush=True)
-    with EmbeddedBroker() as broker, StubLLMServer() as stub:
+    with start_broker(args.broker) as broker, StubLLMServer() as stub:
+        print(json.dumps({"broker": broker.info()["description"]}), flush=True)
         admin = TopicAdmin(broker.bootstrap_servers)
         for latency_ms in args.latency_ms:
             stub.set_latency(latency_ms)

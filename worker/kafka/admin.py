@@ -123,7 +123,11 @@ class TopicAdmin:
             return actual
         if self._create(name, partitions, config, 1):
             return partitions
-        actual = self.partitions(name)  # lost a creation race with someone else
+        # Lost a creation race (workers of one app starting together): Apache Kafka answers
+        # TOPIC_ALREADY_EXISTS before its metadata lists the winner's topic, so wait for it too.
+        self._await_metadata(time.monotonic() + self.timeout_s,
+                             lambda md: name in md.topics and md.topics[name].error is None)
+        actual = self.partitions(name)
         if actual is None:
             raise BrokerUnavailableError(
                 "bootstrap.servers", f"topic {name!r} reported as existing but not in metadata"

@@ -22,6 +22,10 @@ What the analysis counts, from the output topic and the workers' logs:
   result and its output are committed together: nothing can be collected between them.
 * recovery: for each kill or SIGTERM, the input partitions the victim held (its assigned/revoking log lines);
   seconds from the signal until each of them has output from another process, the maximum of those.
+  For a broker-kill (a multi-node Apache Kafka cluster: one node SIGKILLed, started again
+  ``broker_down_s`` later): the longest any output partition went without a newly readable record
+  (read_committed, as received) from the kill until the next event. Output timestamps would not do:
+  workers keep producing while their commits wait for the new leaders.
 
 Events wait until the group is stable (``settle_before_events``). The embedded broker keeps a
 SIGKILLed group leader as leader when it dies during a rebalance: every later JoinGroup names the
@@ -43,9 +47,10 @@ from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
-from confluent_kafka import Message, Producer
+from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
 
 from agentplan.testing.llm_stub import StubLLMServer, StubReply, default_responder
 from tests.worker.integration.harness import TopicTail, WorkerProcess, header, set_consumer_group_session
@@ -55,7 +60,9 @@ logger = logging.getLogger(__name__)
 AGENT = "tests.worker.integration.agents:CountingAgent"
 # kill/term restart the same instance; leave (SIGTERM) and crash (SIGKILL) do not. Random schedules
 # leave out crash: the fleet would only shrink.
-EVENT_KINDS = ("kill", "term", "join", "leave", "crash")
+# broker-kill SIGKILLs a broker node (the app's group coordinator) and starts it again: see BrokerChaos.
+BROKER_KILL = "broker-kill"
+EVENT_KINDS = ("kill", "term", "join", "leave", "crash", BROKER_KILL)
 _ANSWER_ID = re.compile(r"#(\d+)$")
 _COMMITTED = re.compile(r"committed (\S+)#(\d+) in ")
 _ABORTED = re.compile(r"transaction (\S+#\d+) aborted")
@@ -92,6 +99,11 @@ class ChaosConfig:
     settle_timeout_s: float = 90.0
     schedule: list[ChaosEvent] | None = None  # explicit events instead of the seeded ones
     group_protocol: str = "classic"  # or "consumer" (KIP-848), with the same 6 s session as a group config
+    # broker-kill events the seeded schedule adds (run_chaos then needs ``brokers``, a multi-node cluster).
+    broker_kills: int = 0
+    broker_down_s: float = 10.0  # a killed node is started again this long after its SIGKILL
+    # No worker event from a broker kill until this much later, so the outage it causes is its own.
+    broker_window_s: float = 25.0
 
     @property
     def production_s(self) -> float:
@@ -122,7 +134,22 @@ def plan_schedule(config: ChaosConfig) -> list[ChaosEvent]:
                 live.remove(instance)
         events.append(ChaosEvent(round(at, 2), kind, instance))
         at += rng.uniform(*config.interval_s)
+    for n in range(config.broker_kills):
+        events = _with_broker_kill(events, config, config.production_s * (n + 1) / (config.broker_kills + 1))
     return events
+
+
+def _with_broker_kill(events: list[ChaosEvent], config: ChaosConfig, target_s: float) -> list[ChaosEvent]:
+    """Insert a broker-kill a full interval after the last worker event before ``target_s`` and move the
+    later events ``broker_window_s`` past it; those pushed beyond the quiet tail are dropped (the last
+    ones: nothing after them refers to their instances)."""
+    before = [e for e in events if e.at_s <= target_s]
+    after = [e for e in events if e.at_s > target_s]
+    at = round(before[-1].at_s + config.interval_s[1], 2) if before else round(target_s, 2)
+    shift = max(0.0, at + config.broker_window_s - after[0].at_s) if after else 0.0
+    moved = [ChaosEvent(round(e.at_s + shift, 2), e.kind, e.instance) for e in after]
+    last = config.production_s - config.quiet_tail_s
+    return [*before, ChaosEvent(at, BROKER_KILL, "coordinator"), *(e for e in moved if e.at_s <= last)]
 
 
 class CallLedger:
@@ -255,6 +282,122 @@ class Fleet:
                 incarnation.process.kill()
 
 
+class NodeControl(Protocol):
+    """What a broker-kill needs of the cluster's launcher (worker.kafka.apache.ApacheKafka)."""
+
+    nodes: int
+
+    def kill_node(self, index: int) -> None: ...
+
+    def start_node(self, index: int, timeout_s: float = ...) -> None: ...
+
+
+class BrokerChaos:
+    """broker-kill events: SIGKILL the node coordinating the app's group, start it again ``down_s`` later.
+
+    The group coordinator is the node whose loss touches the most: group membership, and the offsets
+    every transaction commits. The restart runs on a thread so that the schedule goes on meanwhile.
+    """
+
+    def __init__(self, cluster: NodeControl, bootstrap: str, app_id: str, output_topic: str, down_s: float) -> None:
+        self.cluster, self.app_id, self.output_topic, self.down_s = cluster, app_id, output_topic, down_s
+        self.admin = AdminClient({"bootstrap.servers": bootstrap})
+        self.kills: list[dict[str, Any]] = []  # per kill: node, what it led, kill and restart wall times
+        self._restart: threading.Thread | None = None
+        self.error: BaseException | None = None
+
+    def apply(self, event: ChaosEvent) -> float:
+        """Kill the coordinator now; returns the wall time of the SIGKILL."""
+        self.join()  # one node down at a time: the topics' min.insync.replicas allow no more
+        self.check()
+        node = self._coordinator()
+        led = self._led_partitions(node)
+        killed = time.time()
+        self.cluster.kill_node(node - 1)  # the launcher numbers its nodes 1..n in start order
+        kill: dict[str, Any] = {"node": node, "output_partitions_led": led, "killed": killed, "restarted": None}
+        self.kills.append(kill)
+        self._restart = threading.Thread(target=self._start_again, args=(kill,), name="broker-restart", daemon=True)
+        self._restart.start()
+        return killed
+
+    def _start_again(self, kill: dict[str, Any]) -> None:
+        time.sleep(self.down_s)  # the outage itself
+        try:
+            self.cluster.start_node(kill["node"] - 1)
+            kill["restarted"] = time.time()
+        except BaseException as exc:  # noqa: BLE001 - reported by run_chaos
+            self.error = exc
+
+    def join(self) -> None:
+        """Wait for a pending restart (also on the way out: the cluster must not be stopped under it)."""
+        if self._restart is not None:
+            self._restart.join()
+
+    def check(self) -> None:
+        if self.error is not None:
+            raise RuntimeError(f"a killed broker node did not start again: {self.error}")
+
+    def _coordinator(self) -> int:
+        future = self.admin.describe_consumer_groups([self.app_id])[self.app_id]
+        return int(future.result(timeout=30).coordinator.id)
+
+    def _led_partitions(self, node: int) -> list[int]:
+        try:
+            topic = self.admin.list_topics(self.output_topic, timeout=10).topics[self.output_topic]
+        except KafkaException:
+            return []
+        return sorted(p for p, meta in topic.partitions.items() if meta.leader == node)
+
+
+class ArrivalClock(threading.Thread):
+    """When each output partition's records became readable: wall time of receipt by a read_committed reader.
+
+    A record's own timestamp says when a worker produced it, not when its transaction committed;
+    after a broker kill workers go on producing while their commits wait for new leaders.
+    """
+
+    def __init__(self, bootstrap: str, topic: str, partitions: int) -> None:
+        super().__init__(name=f"arrivals-{topic}", daemon=True)
+        self._consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"arrivals-{topic}",
+                                   "enable.auto.commit": False, "isolation.level": "read_committed",
+                                   "fetch.wait.max.ms": 10})
+        self._consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
+        self.arrivals: dict[int, list[float]] = defaultdict(list)
+        self._stopping = threading.Event()
+
+    def run(self) -> None:
+        try:
+            while not self._stopping.is_set():
+                batch = self._consumer.consume(num_messages=1000, timeout=0.05)
+                now = time.time()
+                for msg in batch:
+                    partition = msg.partition()
+                    if msg.error() is None and partition is not None:
+                        self.arrivals[partition].append(now)
+        finally:
+            self._consumer.close()  # on this thread: librdkafka calls from another block behind consume()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self.join(30)
+
+    def longest_outage(self, start: float, end: float) -> float | None:
+        """Over all partitions, the longest time without a new readable record from ``start`` on, counting
+        the gaps that begin before ``end``; None if a partition had nothing readable after ``start``."""
+        longest = 0.0
+        for times in self.arrivals.values():
+            previous = start
+            for at in times:
+                if at <= start:
+                    continue
+                if previous >= end:
+                    break
+                longest, previous = max(longest, at - previous), at
+            if previous == start:
+                return None
+        return round(longest, 2)
+
+
 class PacedProducer(threading.Thread):
     """Produce the input at ``rate_per_s`` so that events hit a fleet that is busy."""
 
@@ -307,10 +450,21 @@ def wait_for_distinct(tail: TopicTail, expected: int, timeout_s: float) -> int:
 
 def run_chaos(config: ChaosConfig, bootstrap: str, input_topic: str, output_topic: str, dlq_topic: str,
               app_id: str, stub_url: str, ledger: CallLedger, work_dir: Path, hides_aborted: bool,
-              echo: Callable[[str], None] = logger.info) -> dict[str, Any]:
-    """Run the fleet through the schedule, drain, stop everything gracefully and analyse."""
+              echo: Callable[[str], None] = logger.info, brokers: NodeControl | None = None) -> dict[str, Any]:
+    """Run the fleet through the schedule, drain, stop everything gracefully and analyse.
+
+    ``brokers``: the cluster's launcher, for broker-kill events (a cluster of 3 nodes, whose topics
+    survive the loss of one).
+    """
     schedule = plan_schedule(config)
     echo("schedule: " + ", ".join(f"{e.at_s}s {e.kind} {e.instance}" for e in schedule))
+    broker_chaos = clock = None
+    if any(e.kind == BROKER_KILL for e in schedule):
+        if brokers is None or brokers.nodes < 3:
+            raise ValueError("broker-kill events need brokers=, a cluster of 3 nodes")
+        broker_chaos = BrokerChaos(brokers, bootstrap, app_id, output_topic, config.broker_down_s)
+        clock = ArrivalClock(bootstrap, output_topic, config.partitions)
+        clock.start()
     if config.group_protocol == "consumer":
         set_consumer_group_session(bootstrap, app_id)
     fleet = Fleet(bootstrap, input_topic, output_topic, app_id, work_dir,
@@ -341,7 +495,8 @@ def run_chaos(config: ChaosConfig, bootstrap: str, input_topic: str, output_topi
                 echo(f"{time.time() - start:7.1f}s group not settled within {config.settle_timeout_s}s: "
                      "no further events")
                 break
-            at = fleet.apply(event)
+            at = broker_chaos.apply(event) if broker_chaos is not None and event.kind == BROKER_KILL \
+                else fleet.apply(event)
             applied.append({**asdict(event), "actual_s": round(at - start, 2), "wall": at})
             echo(f"{at - start:7.1f}s {event.kind:5} {event.instance}")
         producer.join(config.production_s + 120)
@@ -355,7 +510,14 @@ def run_chaos(config: ChaosConfig, bootstrap: str, input_topic: str, output_topi
         caught_up = outputs.wait_caught_up() and dlq.wait_caught_up()
     finally:
         fleet.kill_all()
+        if broker_chaos is not None:
+            broker_chaos.join()
         records, dead = outputs.stop(), dlq.stop()
+        if clock is not None:
+            clock.stop()
+    if broker_chaos is not None and clock is not None:
+        broker_chaos.check()
+        _broker_kill_outages(applied, broker_chaos, clock, start + drained_s)
     for incarnation in fleet.incarnations:
         incarnation.read_log()
     report = analyse(config, records, fleet.incarnations, applied, ledger, hides_aborted, app_id)
@@ -368,7 +530,26 @@ def run_chaos(config: ChaosConfig, bootstrap: str, input_topic: str, output_topi
         "read_to_the_end": caught_up,
         "group_stuck": stuck,
     })
+    if broker_chaos is not None:
+        report["broker_kills"] = [{"node": k["node"], "output_partitions_led": k["output_partitions_led"],
+                                   "killed_s": round(k["killed"] - start, 2),
+                                   "restarted_s": round(k["restarted"] - start, 2) if k["restarted"] else None}
+                                  for k in broker_chaos.kills]
     return report
+
+
+def _broker_kill_outages(applied: list[dict[str, Any]], broker_chaos: BrokerChaos, clock: ArrivalClock,
+                         drained: float) -> None:
+    """Give each applied broker-kill its node, the output partitions it led and its recovery: the longest
+    any output partition went without a readable record from the kill until the next event (or the drain)."""
+    kills = iter(broker_chaos.kills)
+    for n, event in enumerate(applied):
+        if event["kind"] != BROKER_KILL:
+            continue
+        kill = next(kills)
+        end = applied[n + 1]["wall"] if n + 1 < len(applied) else drained
+        event.update({"node": kill["node"], "partitions": kill["output_partitions_led"],
+                      "recovery_s": clock.longest_outage(event["wall"], end)})
 
 
 def run_chaos_on(kafka: Any, config: ChaosConfig, app_id: str, work_dir: Path) -> dict[str, Any]:
@@ -557,14 +738,20 @@ def render_markdown(report: dict[str, Any], command: str) -> str:
         f"at {c['rate_per_s']:.0f}/s, CountingAgent with one stub LLM call per record "
         f"({c['llm_latency_ms']:.0f} ms), seed {c['seed']}, events every {c['interval_s'][0]:.0f}-"
         f"{c['interval_s'][1]:.0f} s. Broker hides aborted records: {report['broker_hides_aborted']}.", "",
-        "| figure | value |", "|---|---|",
     ]
+    broker = report.get("broker")  # set by bench/chaos.py
+    if broker:
+        lines += [f"Broker: {broker['description']}. Workers' consumer group protocol: {broker['group_protocol']}"
+                  + (f", session timeout {report['session_timeout_s']:g} s" if "session_timeout_s" in report else "")
+                  + ".", ""]
+    lines += ["| figure | value |", "|---|---|"]
     rows = [
         ("records in", report["records_in"]), ("outputs read (all copies)", report["outputs_read"]),
         ("distinct outputs", report["distinct_outputs"]), ("lost", report["lost"]),
         ("delivered only by a killed producer's open transaction (broker leak)",
          report["delivered_only_by_a_killed_transaction"]),
         ("duplicates (committed)", report["duplicates"]),
+        ("excused transactions (aborted records a leaky broker delivered)", len(report["excused_transactions"])),
         ("copies from a killed producer's open transaction", report["traced_copies"]),
         ("per-key order violations", report["order_violations"]),
         ("count state jumps", report["count_violations"]),
@@ -588,4 +775,9 @@ def render_markdown(report: dict[str, Any], command: str) -> str:
               f"(settle_before_events={c['settle_before_events']}): the embedded broker never evicts a group leader "
               "SIGKILLed during a rebalance. Recovery: from the signal until every input partition the victim "
               "held (its assigned/revoking log lines) has output from another process.", ""]
+    for kill in report.get("broker_kills", []):
+        lines += [(f"broker-kill: node {kill['node']} (the group coordinator; it led output partitions "
+                   f"{kill['output_partitions_led']}) SIGKILLed at {kill['killed_s']} s, started again at "
+                   f"{kill['restarted_s']} s. Its recovery: the longest any output partition went without a newly "
+                   "readable record (read_committed), from the kill until the next event."), ""]
     return "\n".join(lines)

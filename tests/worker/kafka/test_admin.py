@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from confluent_kafka.admin import ConfigResource
@@ -50,6 +51,19 @@ def test_create_ensure_partitions_delete(kafka: KafkaCluster) -> None:
     assert not admin.topic_exists(name)
     assert not admin.topic_exists(other)
     assert admin.delete_topics([]) == []
+
+
+def test_ensure_topic_from_racing_clients(kafka: KafkaCluster) -> None:
+    """Workers of one app start together and all ensure its DLQ topic: each must get the partition
+    count, including the losers of the creation race (on Apache Kafka their metadata may lag)."""
+    name = _unique("admin-race")
+    admins = [TopicAdmin(kafka.bootstrap_servers) for _ in range(4)]
+    try:
+        with ThreadPoolExecutor(len(admins)) as pool:
+            counts = list(pool.map(lambda admin: admin.ensure_topic(name, 12), admins))
+        assert counts == [12] * len(admins)
+    finally:
+        kafka.admin.delete_topics([name])
 
 
 def test_rejects_zero_partitions(kafka: KafkaCluster) -> None:
