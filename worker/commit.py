@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import time
 from typing import Any, Callable
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
@@ -82,6 +83,9 @@ class TransactionalCommit(CommitProtocol):
         super().__init__(producer, consumer, timeout_s)
         self._timeouts = 0
         self._group_metadata: Any = None
+        #: The transactional call in progress and when it began (monotonic), None between calls: the
+        #: worker cuts loose a close that librdkafka keeps blocked past its timeout.
+        self.blocked_in: tuple[str, float] | None = None
 
     def init(self) -> None:
         """Fences any predecessor with our transactional.id and aborts its open transaction."""
@@ -124,6 +128,7 @@ class TransactionalCommit(CommitProtocol):
 
     def _guard(self, call: Callable[[], Any], what: str) -> None:
         """Run a transactional call; classify its failure."""
+        self.blocked_in = (what, time.monotonic())
         try:
             call()
         except KafkaException as exc:
@@ -134,14 +139,22 @@ class TransactionalCommit(CommitProtocol):
                 if self._timeouts >= MAX_CONSECUTIVE_TIMEOUTS:
                     raise self._fail(f"{what} timed out {self._timeouts} times in a row: {error}") from exc
             if error.txn_requires_abort():
-                raise AbortableCommitError(f"{what}: {error}") from exc
+                raise AbortableCommitError(f"{what}: {error}", what) from exc
             if error.retriable() and what in ("commit_transaction", "send_offsets_to_transaction"):
-                raise AbortableCommitError(f"{what} (retriable): {error}") from exc
+                raise AbortableCommitError(f"{what} (retriable): {error}", what) from exc
             raise self._fail(f"{what} failed: {error}") from exc
+        finally:
+            self.blocked_in = None
 
 
 class AbortableCommitError(WorkerError):
     """The transaction must be aborted; the same batch can be retried in a new one."""
+
+    def __init__(self, message: str, call: str = "") -> None:
+        super().__init__(message)
+        #: The transactional call that failed: before commit_transaction, the transaction cannot have
+        #: committed whatever becomes of its abort.
+        self.call = call
 
 
 class AtLeastOnceCommit(CommitProtocol):

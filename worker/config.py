@@ -105,6 +105,9 @@ class WorkerSettings(BaseModel):
     metrics_host: str = Field("0.0.0.0", description="bind address of /metrics, /healthz, /readyz")
     metrics_port: int = Field(9400, ge=-1, description="port of /metrics, /healthz, /readyz; -1 disables")
     dlq_topic: str | None = Field(None, description="dead-letter topic; default <input-topic>-dlq")
+    replication_factor: int = Field(
+        -1, ge=-1, description="replication factor of the topics the worker creates (changelog, dead-letter, "
+                               "repartition); -1 takes the broker's default.replication.factor")
     max_record_bytes: int = Field(1_048_576, ge=1, description="larger input values go to the DLQ")
     transaction_timeout_ms: int = Field(10_000, ge=1000, description="broker aborts a transaction left open longer")
     session_timeout_ms: int = Field(10_000, ge=1000, description="consumer group session timeout (group protocol "
@@ -149,6 +152,7 @@ class WorkerSettings(BaseModel):
             raise ConfigurationError("session-timeout-ms", "has no effect with group-protocol consumer: "
                                      f"{BROKER_OWNED_UNDER_CONSUMER_PROTOCOL['session.timeout.ms']}; remove it")
         return self
+
     @property
     def changelog_topic(self) -> str:
         return f"{self.app_id}-state-changelog"

@@ -13,7 +13,8 @@ import signal
 import sys
 import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from typing import Any, Hashable
 
@@ -23,12 +24,14 @@ from agentplan import Agent, AgentConfiguration, AgentPlan, AgentPlanError, Engi
 from agentplan.codec import resolve_path
 from worker.commit import (AbortableCommitError, AtLeastOnceCommit, CommitProtocol, FatalCommitError,
                            TransactionalCommit)
+from worker.committer import Committer
 from worker.config import GroupProtocol, ProcessingGuarantee, WorkerSettings
 from worker.exceptions import BrokerUnavailableError, BrokerUnreachableError, ConfigurationError, WorkerError
 from worker.kafka.acls import AclCheck, authorization_error
 from worker.kafka.admin import TopicAdmin, invalid_property_error
 from worker.kafka.outage import BrokerWatch
 from worker.kafka.properties import consumer_properties, producer_properties
+from worker.kafka.retention import check_retention_gaps
 from worker.observability.health import ObservabilityServer
 from worker.observability.metrics import WorkerMetrics
 from worker.offsets import OffsetTracker
@@ -49,6 +52,10 @@ SWITCH_INTERVAL_S = 0.0005
 # backlog would otherwise fill the window and stop every other partition until it drains.
 HOT_KEY_SHARE = 0.25
 HEARTBEATS_PER_SESSION = 10
+# How often a wait for the transaction in flight checks whether librdkafka keeps its close blocked,
+# and how far past its own timeout commit_transaction may block (see _stuck_close).
+STUCK_CHECK_S = 0.5
+STUCK_MARGIN_S = 10.0
 
 
 TopicPart = tuple[str, int]
@@ -185,7 +192,7 @@ class Worker:
         self._hot_partitions: dict[TopicPart, set[Hashable]] = {}  # paused while these keys' backlogs drain
         self._txn_seq = 0
         # Closes exactly-once transactions while the loop goes on; one at a time (see _commit).
-        self._committer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="committer")
+        self._committer = Committer()
         self._in_flight: tuple[_Transaction, Future[AbortableCommitError | FatalCommitError | None]] | None = None
         self._txn_prefix = f"{settings.transactional_id}@{int(time.time() * 1000)}"
         self._last_commit = time.monotonic()
@@ -258,13 +265,14 @@ class Worker:
             raise ConfigurationError("input-topic", f"topic {s.input_topic!r} does not exist")
         if admin.partitions(s.output_topic) is None:
             raise ConfigurationError("output-topic", f"topic {s.output_topic!r} does not exist")
-        changelog = admin.ensure_topic(s.changelog_topic, partitions, {"cleanup.policy": "compact"})
+        replicas = s.replication_factor
+        changelog = admin.ensure_topic(s.changelog_topic, partitions, {"cleanup.policy": "compact"}, replicas)
         if changelog != partitions:
             raise ConfigurationError("app-id", f"changelog topic {s.changelog_topic!r} has {changelog} partitions "
                                                f"but {s.input_topic!r} has {partitions}; they must match")
-        admin.ensure_topic(s.dead_letter_topic, partitions)
+        admin.ensure_topic(s.dead_letter_topic, partitions, replication_factor=replicas)
         if s.key_field:
-            repartition = admin.ensure_topic(s.repartition_topic, partitions)
+            repartition = admin.ensure_topic(s.repartition_topic, partitions, replication_factor=replicas)
             if repartition != partitions:
                 raise ConfigurationError("key-field", f"repartition topic {s.repartition_topic!r} has {repartition} "
                                                       f"partitions but {s.input_topic!r} has {partitions}")
@@ -326,7 +334,7 @@ class Worker:
                 raise self._fatal
         finally:
             self._alive = False
-            self._committer.shutdown(wait=False)
+            self._committer.shutdown()
             if self.server is not None:
                 self.server.stop()
 
@@ -557,8 +565,9 @@ class Worker:
             self._in_flight = (txn, self._committer.submit(self._close_transaction, txn))
 
     def _poll_commit(self) -> bool:
-        """Settle the transaction in flight if the broker has answered; True while one is in flight."""
-        if self._in_flight is not None and self._in_flight[1].done():
+        """Settle the transaction in flight if the broker has answered (or its close is stuck); True while
+        one is in flight."""
+        if self._in_flight is not None and (self._in_flight[1].done() or self._stuck_close() is not None):
             self._settle_commit_in_flight()
         return self._in_flight is not None
 
@@ -566,7 +575,52 @@ class Worker:
         if self._in_flight is not None:
             txn, closing = self._in_flight
             self._in_flight = None
-            self._settle(txn, closing.result())
+            self._settle(txn, self._close_outcome(closing))
+
+    def _close_outcome(self, closing: Future[AbortableCommitError | FatalCommitError | None]
+                       ) -> AbortableCommitError | FatalCommitError | None:
+        """Wait for the close in flight to finish; cut it loose once it is stuck (see _stuck_close)."""
+        while True:
+            try:
+                return closing.result(timeout=STUCK_CHECK_S)
+            except FutureTimeout:
+                stuck = self._stuck_close()
+                if stuck is not None:
+                    return self._abandon_close(stuck)
+
+    def _stuck_close(self) -> str | None:
+        """The transactional call that has blocked the committer past any legitimate wait, if one has.
+
+        librdkafka 2.16 can block send_offsets_to_transaction for good once the broker of the group
+        coordinator fails: the dead coordinator stays cached, and the call's timeout is not enforced
+        (confluentinc/librdkafka#5511, #5456). Measured on a 3-node cluster: every worker stopped
+        committing when that node was SIGKILLed, and stayed stopped after it came back. Before EndTxn
+        is sent, a transaction older than transaction.timeout.ms cannot commit any more (the
+        coordinator aborts it), so that is the limit; commit_transaction gets its own timeout and a margin.
+        """
+        protocol = self.protocol
+        blocked = protocol.blocked_in if isinstance(protocol, TransactionalCommit) else None
+        if blocked is None:
+            return None
+        call, since = blocked
+        limit = (protocol.timeout_s + STUCK_MARGIN_S if call == "commit_transaction"  # type: ignore[union-attr]
+                 else self.settings.transaction_timeout_ms / 1000)
+        return call if time.monotonic() - since > limit else None
+
+    def _abandon_close(self, call: str) -> AbortableCommitError | FatalCommitError:
+        """Give up on a stuck close: fence its producer and retry the batch, or exit when the outcome is unknown."""
+        if call == "commit_transaction":
+            # EndTxn may have reached the coordinator: the transaction may be committed, so a retry could
+            # commit the batch twice. A restarted worker resumes from whatever was committed.
+            return FatalCommitError("commit_transaction stayed blocked past its timeout; exiting")
+        logger.error("%s has blocked the committer for over %gs (librdkafka keeps a failed group coordinator "
+                     "cached: confluentinc/librdkafka#5511); fencing that producer with a fresh one and retrying "
+                     "the batch", call, self.settings.transaction_timeout_ms / 1000)
+        self._committer.shutdown()  # its thread stays blocked in librdkafka, with the fenced producer
+        self._committer = Committer()
+        # init_transactions under the same transactional.id aborts the stuck transaction: it cannot commit.
+        self._renew_producer()
+        return AbortableCommitError(f"{call} blocked past transaction.timeout.ms; the transaction was fenced", call)
 
     def _open_transaction(self) -> _Transaction | None:
         """Begin a transaction holding every finished effect; None when there is nothing to commit."""
@@ -641,7 +695,7 @@ class Worker:
         if isinstance(error, AbortableCommitError):
             logger.warning("transaction %s aborted, retrying its batch: %s", txn.name, error)
             m.transactions_aborted_total.inc()
-            self.protocol.abort()
+            self._abort(error)
             self._retry = txn.deltas + self._retry
             self._pending_dlq = txn.dlq + self._pending_dlq
             self._pending_repartition = txn.rekeyed + self._pending_repartition
@@ -678,6 +732,24 @@ class Worker:
         logger.debug("committed %s in %.3fs: %d keys, %d outputs, %d dlq, offsets %s", txn.name, txn.duration_s,
                      len(txn.deltas), txn.outputs, len(txn.dlq), txn.offsets)
 
+    def _abort(self, error: AbortableCommitError) -> None:
+        """Abort the failed transaction; if the abort fails fatally, fence the transaction instead.
+
+        A transaction that failed before commit_transaction cannot have committed, so a fresh producer
+        (whose init_transactions aborts it) lets the batch be retried without exiting. Measured on a
+        3-node cluster under load: records timed out while a node restarted, then abort_transaction
+        failed with INVALID_TXN_STATE, a fatal error that leaves the producer unusable.
+        """
+        assert self.protocol is not None
+        try:
+            self.protocol.abort()
+        except FatalCommitError:
+            if error.call == "commit_transaction":
+                raise  # the transaction may have committed: only a restart resumes from what is certain
+            logger.warning("aborting the failed transaction failed too; fencing it with a fresh producer",
+                           exc_info=True)
+            self._renew_producer()
+
     def _apply_to_stores(self, deltas: list[KeyDelta], changelog_offsets: dict[int, int]) -> None:
         by_partition: dict[int, dict[bytes, bytes | None]] = {}
         for delta in deltas:
@@ -708,6 +780,9 @@ class Worker:
                 part.ready = True  # re-keying needs no state
         self.metrics.assigned_partitions.set(len(self.partitions))
         logger.info("assigned %s", [f"{tp.topic}[{tp.partition}]" for tp in partitions])
+        # Records deleted before this group read them: logged and counted (librdkafka only skips them).
+        check_retention_gaps({**consumer_properties(self._base_config()), "group.id": self.settings.app_id},
+                             partitions, self.metrics)
 
     async def _restore(self, part: _Partition) -> None:
         s = self.settings
@@ -788,16 +863,18 @@ class Worker:
             part.store = None
 
     def _renew_producer(self) -> None:
-        """After an outage, replace the transactional producer with a fresh one (same transactional.id).
+        """After an outage or a stuck close, replace the transactional producer with a fresh one (same
+        transactional.id).
 
         When every broker was down, librdkafka 2.16 re-bootstraps and can keep a decommissioned
         group coordinator cached, so the next send_offsets_to_transaction hangs until its timeout
         (confluentinc/librdkafka#5511, measured here on the embedded broker). The new producer's
-        init_transactions fences the old one; commits are held during an outage, so none is open.
+        init_transactions fences the old one and aborts its open transaction, if any (commits are
+        held during an outage; a stuck close is abandoned before EndTxn, see _stuck_close).
         """
         if not isinstance(self.protocol, TransactionalCommit):
             return
-        logger.info("starting a fresh transactional producer after the outage")
+        logger.info("starting a fresh transactional producer")
         producer = Producer(self._producer_config())
         protocol = TransactionalCommit(producer, self.protocol.consumer)
         protocol.init()

@@ -112,16 +112,18 @@ class TopicAdmin:
             )
         return False
 
-    def ensure_topic(self, name: str, partitions: int, config: Mapping[str, str] | None = None) -> int:
+    def ensure_topic(self, name: str, partitions: int, config: Mapping[str, str] | None = None,
+                     replication_factor: int = 1) -> int:
         """Create the topic if missing; return its actual partition count either way.
 
         Unlike create_topic this tolerates a different existing count and leaves
-        the decision to the caller.
+        the decision to the caller. An existing topic is taken as it is (its configs too).
+        ``replication_factor`` -1 asks for the broker's ``default.replication.factor``.
         """
         actual = self.partitions(name)
         if actual is not None:
             return actual
-        if self._create(name, partitions, config, 1):
+        if self._create(name, partitions, config, replication_factor):
             return partitions
         # Lost a creation race (workers of one app starting together): Apache Kafka answers
         # TOPIC_ALREADY_EXISTS before its metadata lists the winner's topic, so wait for it too.

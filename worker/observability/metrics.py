@@ -32,6 +32,7 @@ METRIC_NAMES: tuple[str, ...] = (
     "agentfleet_records_out_total",
     "agentfleet_records_skipped_total",
     "agentfleet_dlq_records_total",
+    "agentfleet_records_lost_to_retention_total",
     "agentfleet_inflight_records",
     "agentfleet_inflight_limit",
     "agentfleet_key_queue_depth",
@@ -107,6 +108,11 @@ class WorkerMetrics:
         self.dlq_records_total = Counter(
             PREFIX + "dlq_records_total", "Records sent to the dead-letter queue.",
             ["reason"], registry=r)
+        self.records_lost_to_retention_total = Counter(
+            PREFIX + "records_lost_to_retention_total",
+            "Input records deleted by retention before the group read them (committed offset below the log "
+            "start offset at assignment); reading resumed at the log start.",
+            ["topic", "partition"], registry=r)
 
         # Concurrency / backpressure.
         self.inflight_records = Gauge(
