@@ -28,6 +28,8 @@ BROKERS = ("kafka", "tansu")
 DEFAULT_BROKER = "kafka"
 # With three nodes a write needs two replicas: one node may be down without losing an acknowledged record.
 _MIN_INSYNC_REPLICAS = 2
+# A deadline, not a wait: three JVMs starting at once on a busy 2-core machine have taken over a minute.
+START_TIMEOUT_S = 180.0
 
 
 def add_broker_argument(parser: argparse.ArgumentParser) -> None:
@@ -139,4 +141,5 @@ def start_broker(engine: str = DEFAULT_BROKER, nodes: int = 1, data_dir: Path | 
         return BenchBroker(engine, nodes, EmbeddedBroker().start())
     # min.insync.replicas as a broker default reaches the topics the workers create (changelog, DLQ) too.
     _replicas, configs = topic_settings(nodes)
-    return BenchBroker(engine, nodes, ApacheKafka(nodes=nodes, data_dir=data_dir, properties=configs).start())
+    cluster = ApacheKafka(nodes=nodes, data_dir=data_dir, properties=configs)
+    return BenchBroker(engine, nodes, cluster.start(timeout_s=START_TIMEOUT_S))

@@ -62,6 +62,7 @@ AGENT = "tests.worker.integration.agents:CountingAgent"
 # leave out crash: the fleet would only shrink.
 # broker-kill SIGKILLs a broker node (the app's group coordinator) and starts it again: see BrokerChaos.
 BROKER_KILL = "broker-kill"
+NODE_START_TIMEOUT_S = 180.0  # a deadline: one JVM restarting on a busy 2-core machine has taken 40 s
 EVENT_KINDS = ("kill", "term", "join", "leave", "crash", BROKER_KILL)
 _ANSWER_ID = re.compile(r"#(\d+)$")
 _COMMITTED = re.compile(r"committed (\S+)#(\d+) in ")
@@ -323,7 +324,7 @@ class BrokerChaos:
     def _start_again(self, kill: dict[str, Any]) -> None:
         time.sleep(self.down_s)  # the outage itself
         try:
-            self.cluster.start_node(kill["node"] - 1)
+            self.cluster.start_node(kill["node"] - 1, timeout_s=NODE_START_TIMEOUT_S)
             kill["restarted"] = time.time()
         except BaseException as exc:  # noqa: BLE001 - reported by run_chaos
             self.error = exc
@@ -483,8 +484,9 @@ def run_chaos(config: ChaosConfig, bootstrap: str, input_topic: str, output_topi
         start = time.time()
         producer.start()
         stuck = False
+        quiet_until = 0.0  # a broker kill's window: the run may lag its schedule, the window still holds
         for event in schedule:
-            delay = start + event.at_s - time.time()
+            delay = max(start + event.at_s, quiet_until) - time.time()
             if delay > 0:
                 time.sleep(delay)  # the schedule itself
             if not producer.is_alive():
@@ -495,9 +497,17 @@ def run_chaos(config: ChaosConfig, bootstrap: str, input_topic: str, output_topi
                 echo(f"{time.time() - start:7.1f}s group not settled within {config.settle_timeout_s}s: "
                      "no further events")
                 break
+            if time.time() - start > config.production_s - config.quiet_tail_s:
+                # A run behind its schedule (slow settling) keeps the quiet tail too: an event with no input
+                # left after it has no recovery to measure.
+                echo(f"{time.time() - start:7.1f}s within {config.quiet_tail_s:g}s of the input's end: "
+                     "the remaining events are skipped")
+                break
             at = broker_chaos.apply(event) if broker_chaos is not None and event.kind == BROKER_KILL \
                 else fleet.apply(event)
             applied.append({**asdict(event), "actual_s": round(at - start, 2), "wall": at})
+            if event.kind == BROKER_KILL:
+                quiet_until = at + config.broker_window_s
             echo(f"{at - start:7.1f}s {event.kind:5} {event.instance}")
         producer.join(config.production_s + 120)
         if producer.error is not None or producer.is_alive():
