@@ -13,6 +13,14 @@ def pytest_report_header(config: pytest.Config) -> str:
     return f"broker: {describe_engine(selected_engine())}"
 
 
+def pytest_sessionstart(session: pytest.Session) -> None:
+    # The header above is hidden by -q (the README's command); this line is printed at every verbosity.
+    if session.config.getoption("verbose") < 0:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_line(f"broker: {describe_engine(selected_engine())}")
+
+
 @pytest.fixture(scope="session")
 def kafka() -> Iterator[KafkaCluster]:
     """One cluster for the whole session: external, Apache Kafka, testcontainers or embedded Tansu."""

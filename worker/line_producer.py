@@ -131,18 +131,21 @@ def _send_chunk(producer: Producer, topic: str, part: list[LineRecord]) -> None:
             errors.append(err.str())
 
     producer.begin_transaction()
-    for record in part:
-        while True:
-            try:
-                producer.produce(topic, key=record.key, value=record.value, on_delivery=on_delivery)
-                break
-            except BufferError:  # the local queue is full: let deliveries drain it
-                producer.poll(0.1)
-    # commit_transaction flushes; a delivery error makes it raise, and the callback names the cause.
     try:
+        for record in part:
+            while True:
+                try:
+                    producer.produce(topic, key=record.key, value=record.value, on_delivery=on_delivery)
+                    break
+                except BufferError:  # the local queue is full: let deliveries drain it
+                    producer.poll(0.1)
+        # commit_transaction flushes; a delivery error makes it raise.
         producer.commit_transaction(60)
     except KafkaException as exc:
-        raise KafkaException(errors[0] if errors else exc.args[0].str()) from None
+        # A rejected record puts the transaction in an error state, and later calls fail with "Erroneous
+        # state"; the delivery report names the cause, so serve it and prefer it.
+        producer.poll(0)
+        raise KafkaException(errors[0] if errors else _reason(exc)) from None
     if errors:
         raise KafkaException(errors[0])
 

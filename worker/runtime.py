@@ -316,6 +316,8 @@ class Worker:
             try:
                 await asyncio.to_thread(protocol.init)
             except FatalCommitError as exc:  # e.g. TRANSACTIONAL_ID_AUTHORIZATION_FAILED: name the ACL
+                del protocol
+                self._discard_unstarted_clients()
                 raise authorization_error(exc, self.settings) or exc
             self.protocol = protocol
         else:
@@ -380,6 +382,21 @@ class Worker:
                 await asyncio.sleep(0 if messages else IDLE_POLL_S)
         finally:
             self._loop_round = None  # draining at shutdown is bounded by shutdown_grace_s instead
+
+    def _discard_unstarted_clients(self) -> None:
+        """Close the clients of a start that failed before the group was joined, and stop serving metrics.
+
+        Left to the interpreter's exit, a consumer never closed and a producer in a fatal state were
+        destroyed during finalisation, and the process died of SIGSEGV instead of exiting 2 (seen
+        once in a full suite run, in the missing-transactional-id-ACL test).
+        """
+        if self.consumer is not None:
+            self.consumer.close()
+            self.consumer = None
+        self.producer = None
+        if self.server is not None:
+            self.server.stop()
+            self.server = None
 
     async def _shutdown(self) -> None:
         """Stop intake, let in-flight runs finish within the grace period, commit, leave."""
