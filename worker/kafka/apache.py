@@ -29,7 +29,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType, TracebackType
+from types import TracebackType
 from typing import IO
 
 from confluent_kafka import KafkaException
@@ -37,6 +37,7 @@ from confluent_kafka.admin import AdminClient
 
 from worker.exceptions import EmbeddedBrokerError
 from worker.kafka.embedded import free_port
+from worker.kafka.foreground import run_until_signal
 
 __all__ = [
     "KAFKA_VERSION",
@@ -497,34 +498,15 @@ def run_foreground(port: int = 9092, nodes: int = 1, data_dir: Path | None = Non
 
     Raises EmbeddedBrokerError if a node dies on its own.
     """
-    stop_requested = threading.Event()
-    signalled = threading.Event()
-
-    def request_stop(signum: int, frame: FrameType | None) -> None:
-        signalled.set()
-        stop_requested.set()
-
-    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     cluster = ApacheKafka(nodes=nodes, port=port, data_dir=data_dir)
-    try:
+
+    def start() -> list[subprocess.Popen[bytes]]:
         cluster.start()
-        for node in cluster._nodes:
-            process = node.process
-            assert process is not None
+        return [node.process for node in cluster._nodes if node.process is not None]
 
-            def watch(process: subprocess.Popen[bytes] = process) -> None:
-                process.wait()
-                stop_requested.set()
+    def died(process: subprocess.Popen[bytes]) -> str:
+        node = next(n for n in cluster._nodes if n.process is process)
+        return f"Apache Kafka node {node.node_id} exited unexpectedly with code {process.returncode}{cluster._tail(node)}"
 
-            threading.Thread(target=watch, name=f"kafka-node-{node.node_id}", daemon=True).start()
-        print(f"Apache Kafka {cluster.version} (KRaft, {nodes} node{'s' if nodes > 1 else ''}) "
-              f"listening on {cluster.bootstrap_servers}", flush=True)
-        stop_requested.wait()
-        if not signalled.is_set():
-            dead = next(n for n in cluster._nodes if not n.running())
-            raise EmbeddedBrokerError(f"Apache Kafka node {dead.node_id} exited unexpectedly with code "
-                                      f"{dead.process.returncode if dead.process else None}{cluster._tail(dead)}")
-    finally:
-        cluster.stop()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+    run_until_signal(start, lambda: f"Apache Kafka {cluster.version} (KRaft, {nodes} node{'s' if nodes > 1 else ''}) "
+                                    f"listening on {cluster.bootstrap_servers}", cluster.stop, died)

@@ -20,13 +20,14 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from types import FrameType, TracebackType
+from types import TracebackType
 from typing import IO
 
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
 from worker.exceptions import EmbeddedBrokerError
+from worker.kafka.foreground import run_until_signal
 
 __all__ = ["EmbeddedBroker", "tansu_binary", "run_foreground"]
 
@@ -341,33 +342,13 @@ def run_foreground(port: int | None = None) -> None:
 
     Returns after a signal; raises EmbeddedBrokerError if the broker dies on its own.
     """
-    stop_requested = threading.Event()
-    signalled = threading.Event()
-
-    def request_stop(signum: int, frame: FrameType | None) -> None:
-        signalled.set()
-        stop_requested.set()
-
-    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     broker = EmbeddedBroker(port=port)
-    try:
+
+    def start() -> list[subprocess.Popen[bytes]]:
         broker.start()
-        process = broker._process
-        assert process is not None
+        assert broker._process is not None
+        return [broker._process]
 
-        def watch() -> None:
-            # Wake the main thread if the broker dies, so it never waits on a dead child.
-            process.wait()
-            stop_requested.set()
-
-        threading.Thread(target=watch, name="tansu-watcher", daemon=True).start()
-        print(f"embedded Kafka broker listening on {broker.bootstrap_servers}", flush=True)
-        stop_requested.wait()
-        if not signalled.is_set():
-            raise EmbeddedBrokerError(
-                f"embedded broker exited unexpectedly with code {process.returncode}{broker._log_tail()}"
-            )
-    finally:
-        broker.stop()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+    run_until_signal(start, lambda: f"embedded Kafka broker listening on {broker.bootstrap_servers}", broker.stop,
+                     lambda dead: f"embedded broker exited unexpectedly with code {dead.returncode}"
+                                  f"{broker._log_tail()}")
