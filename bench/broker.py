@@ -141,5 +141,9 @@ def start_broker(engine: str = DEFAULT_BROKER, nodes: int = 1, data_dir: Path | 
         return BenchBroker(engine, nodes, EmbeddedBroker().start())
     # min.insync.replicas as a broker default reaches the topics the workers create (changelog, DLQ) too.
     _replicas, configs = topic_settings(nodes)
+    if nodes > 1:
+        # As in tests/worker/integration/test_cluster_failures.py: a crashed node's leaderships move 3 s
+        # after its last heartbeat instead of Kafka's default 9 s (broker.session.timeout.ms).
+        configs = {**configs, "broker.heartbeat.interval.ms": "500", "broker.session.timeout.ms": "3000"}
     cluster = ApacheKafka(nodes=nodes, data_dir=data_dir, properties=configs)
     return BenchBroker(engine, nodes, cluster.start(timeout_s=START_TIMEOUT_S))
