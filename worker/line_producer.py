@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from confluent_kafka import KafkaException, Producer
+from confluent_kafka import KafkaError, KafkaException, Producer
 
 from worker.exceptions import ConfigurationError, WorkerError
 from worker.kafka.admin import TopicAdmin
@@ -27,6 +27,7 @@ __all__ = ["ProduceFailed", "ProduceSummary", "LineRecord", "parse_lines", "prod
 logger = logging.getLogger(__name__)
 
 DEFAULT_CHUNK = 10_000
+_PURGED = (KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT)
 _MAX_REPORTED = 5
 
 
@@ -124,11 +125,14 @@ def produce_lines(bootstrap: str, topic: str, records: list[LineRecord], config:
 
 
 def _send_chunk(producer: Producer, topic: str, part: list[LineRecord]) -> None:
-    errors: list[str] = []
+    causes: list[str] = []  # delivery errors that say why, in order
+    purged: list[str] = []  # "Purged in queue": the records librdkafka dropped after a failure
 
     def on_delivery(err: Any, _msg: Any) -> None:
+        # Once a record fails, librdkafka purges the rest of the transaction's queue and may report those
+        # first; the cause is the first error that is not a purge.
         if err is not None:
-            errors.append(err.str())
+            (purged if err.code() in _PURGED else causes).append(err.str())
 
     producer.begin_transaction()
     try:
@@ -143,11 +147,11 @@ def _send_chunk(producer: Producer, topic: str, part: list[LineRecord]) -> None:
         producer.commit_transaction(60)
     except KafkaException as exc:
         # A rejected record puts the transaction in an error state, and later calls fail with "Erroneous
-        # state"; the delivery report names the cause, so serve it and prefer it.
+        # state"; the delivery reports name the cause, so serve them and prefer it.
         producer.poll(0)
-        raise KafkaException(errors[0] if errors else _reason(exc)) from None
-    if errors:
-        raise KafkaException(errors[0])
+        raise KafkaException((causes or [_reason(exc)])[0]) from None
+    if causes or purged:
+        raise KafkaException((causes or purged)[0])
 
 
 def _reason(exc: KafkaException) -> str:
