@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ logger = logging.getLogger(__name__)
 DEFAULT_CHUNK = 10_000
 _PURGED = (KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT)
 _MAX_REPORTED = 5
+_COMMIT_TIMEOUT_S = 60
 
 
 @dataclass(frozen=True)
@@ -113,10 +115,11 @@ def produce_lines(bootstrap: str, topic: str, records: list[LineRecord], config:
             part = records[start:start + chunk]
             try:
                 _send_chunk(producer, topic, part)
-            except (KafkaException, KeyboardInterrupt) as exc:
+            except _ChunkAborted as exc:
+                raise ProduceFailed(exc.reason, _summary(committed), part[0].line) from None
+            except KeyboardInterrupt:
                 _abort_quietly(producer)
-                reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else _reason(exc)
-                raise ProduceFailed(reason, _summary(committed), part[0].line) from None
+                raise ProduceFailed("interrupted", _summary(committed), part[0].line) from None
             committed.extend(part)
             advance(len(part))
     except KafkaException as exc:  # init_transactions: nothing sent yet
@@ -126,13 +129,12 @@ def produce_lines(bootstrap: str, topic: str, records: list[LineRecord], config:
 
 def _send_chunk(producer: Producer, topic: str, part: list[LineRecord]) -> None:
     causes: list[str] = []  # delivery errors that say why, in order
-    purged: list[str] = []  # "Purged in queue": the records librdkafka dropped after a failure
 
     def on_delivery(err: Any, _msg: Any) -> None:
-        # Once a record fails, librdkafka purges the rest of the transaction's queue and may report those
-        # first; the cause is the first error that is not a purge.
-        if err is not None:
-            (purged if err.code() in _PURGED else causes).append(err.str())
+        # Once a record fails, librdkafka purges the rest of the transaction's queue ("Purged in queue")
+        # and may report those first; the cause is the first error that is not a purge.
+        if err is not None and err.code() not in _PURGED:
+            causes.append(err.str())
 
     producer.begin_transaction()
     try:
@@ -143,15 +145,39 @@ def _send_chunk(producer: Producer, topic: str, part: list[LineRecord]) -> None:
                     break
                 except BufferError:  # the local queue is full: let deliveries drain it
                     producer.poll(0.1)
-        # commit_transaction flushes; a delivery error makes it raise.
-        producer.commit_transaction(60)
+        _flush_until_failure(producer, causes)
+        producer.commit_transaction(_COMMIT_TIMEOUT_S)
     except KafkaException as exc:
         # A rejected record puts the transaction in an error state, and later calls fail with "Erroneous
-        # state"; the delivery reports name the cause, so serve them and prefer it.
-        producer.poll(0)
-        raise KafkaException((causes or [_reason(exc)])[0]) from None
-    if causes or purged:
-        raise KafkaException((causes or purged)[0])
+        # state" -- possibly before the rejected record's delivery report is served. Aborting waits for
+        # every outstanding record to be reported; then the reports are served and the cause preferred.
+        _abort_quietly(producer)
+        while producer.poll(0):
+            pass
+        raise _ChunkAborted((causes or [_reason(exc)])[0]) from None
+
+
+def _flush_until_failure(producer: Producer, causes: list[str]) -> None:
+    """Deliver the chunk, stopping at the first failed record.
+
+    commit_transaction would flush too, but after a rejection the rest of the queue is held back until
+    the transaction is aborted, so its flush would wait out its whole timeout (and leave the abort
+    refused as "conflicting commit_transaction call").
+    """
+    deadline = time.monotonic() + _COMMIT_TIMEOUT_S
+    while producer.flush(0.2) > 0:
+        if causes:
+            raise KafkaException(causes[0])
+        if time.monotonic() > deadline:
+            raise KafkaException(f"records not delivered within {_COMMIT_TIMEOUT_S} s")
+
+
+class _ChunkAborted(Exception):
+    """The chunk's transaction failed and has been aborted; ``reason`` is the first real cause."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 def _reason(exc: KafkaException) -> str:
