@@ -6,14 +6,61 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
+from typer.core import TyperCommand, TyperGroup
 
 from worker.exceptions import ConfigurationError, WorkerError
 
-app = typer.Typer(help="Kafka Agent Fleet: run Flink-Agents-style LLM agents over Kafka.", no_args_is_help=True,
-                  add_completion=False)
+
+def _plain_help_params(params: list[Any]) -> None:
+    """Keep typer's internal type labels (``<bool>``, ``<list[str]>``, ``<FileText>``...) out of help.
+
+    Typer ≥ 0.20 prints a type column: a parameter's metavar when it has one, else a label built
+    from its Python annotation. Flags take no value, so they get an empty metavar; every other
+    option names its value with a metavar of its own (``N``, ``PATH``, ``TOPIC``...), and the name
+    column of an argument already shows its metavar, so its type column is left empty.
+    """
+    for param in params:
+        if getattr(param, "is_flag", False) or getattr(param, "count", False):
+            if param.metavar is None:
+                param.metavar = ""
+        elif param.metavar is None:
+            param.metavar = (param.name or "value").upper()
+        if getattr(param, "param_type_name", "") == "argument" and hasattr(param, "display_type_rich"):
+            param.display_type_rich = _no_type_label
+
+
+def _no_type_label(ctx: Any = None) -> None:
+    return None
+
+
+class _Command(TyperCommand):
+    def format_help(self, ctx: Any, formatter: Any) -> None:
+        _plain_help_params(self.get_params(ctx))
+        super().format_help(ctx, formatter)
+
+
+class _Group(TyperGroup):
+    def format_help(self, ctx: Any, formatter: Any) -> None:
+        _plain_help_params(self.get_params(ctx))
+        super().format_help(ctx, formatter)
+
+
+class _App(typer.Typer):
+    """A Typer whose commands and groups render help without internal type names."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(cls=_Group, **kwargs)
+
+    def command(self, *args: Any, **kwargs: Any) -> Any:
+        kwargs.setdefault("cls", _Command)
+        return super().command(*args, **kwargs)
+
+
+app = _App(help="Kafka Agent Fleet: run Flink-Agents-style LLM agents over Kafka.", no_args_is_help=True,
+           add_completion=False)
 
 E = "AGENTFLEET_"
 
@@ -47,6 +94,10 @@ def _setup_logging(level: str) -> None:
             logging.getLogger(name).setLevel(logging.WARNING)
 
 
+#: Settings whose default is computed at start-up, described in words.
+_COMPUTED_DEFAULTS = {"instance_id": "this host's name"}
+
+
 def _setting_help(name: str) -> str:
     """A worker flag's help is its setting's description: one text for --help and the reference,
     followed by what a user needs to set it: required or its default, and its environment variable.
@@ -63,6 +114,10 @@ def _setting_help(name: str) -> str:
     # Parentheses, not brackets: typer renders help as rich markup, where [required] is a tag.
     if field.is_required():
         extra = "required"
+    elif name in _COMPUTED_DEFAULTS:
+        extra = f"default {_COMPUTED_DEFAULTS[name]}"
+    elif isinstance(field.default, Path):
+        extra = f"default {field.default if field.default.is_absolute() else './' + str(field.default)}"
     elif field.default not in (None, PydanticUndefined):
         extra = f"default {getattr(field.default, 'value', field.default)}"
     else:
@@ -76,7 +131,8 @@ def _setting_option(name: str, metavar: str | None = None) -> Any:
 
     if metavar is None:
         annotation = str(WorkerSettings.model_fields[name].annotation)
-        metavar = "N" if "int" in annotation else "PATH" if "Path" in annotation else "TEXT"
+        metavar = ("N" if "int" in annotation else "SECONDS" if name.endswith("_s") else "PATH" if "Path" in annotation
+                   else "TEXT")
     return typer.Option(None, metavar=metavar, help=_setting_help(name))
 
 
@@ -102,29 +158,38 @@ def _parse_resources(values: list[str]) -> dict[str, str]:
 
 @app.command()
 def worker(
-    agent: Optional[str] = _setting_option("agent", "MODULE:CLASS"),
-    input_topic: Optional[str] = _setting_option("input_topic", "TOPIC"),
-    output_topic: Optional[str] = _setting_option("output_topic", "TOPIC"),
-    bootstrap_servers: Optional[str] = _setting_option("bootstrap_servers", "HOST:PORT,..."),
-    app_id: Optional[str] = _setting_option("app_id", "ID"),
-    input_model: Optional[str] = _setting_option("input_model", "MODULE:CLASS"),
-    key_field: Optional[str] = _setting_option("key_field", "FIELD"),
-    state_dir: Optional[Path] = _setting_option("state_dir"),
-    instance_id: Optional[str] = _setting_option("instance_id", "ID"),
-    max_inflight: Optional[int] = _setting_option("max_inflight"),
-    commit_interval_ms: Optional[int] = _setting_option("commit_interval_ms"),
-    processing_guarantee: Optional[str] = _setting_option("processing_guarantee", "exactly-once|at-least-once"),
-    metrics_port: Optional[int] = _setting_option("metrics_port"),
-    metrics_host: Optional[str] = _setting_option("metrics_host", "HOST"),
-    dlq_topic: Optional[str] = _setting_option("dlq_topic", "TOPIC"),
-    replication_factor: Optional[int] = _setting_option("replication_factor"),
-    group_protocol: Optional[str] = _setting_option("group_protocol", "classic|consumer"),
-    agent_config: Optional[Path] = _setting_option("agent_config"),
+    agent: str | None = _setting_option("agent", "MODULE:CLASS"),
+    input_topic: str | None = _setting_option("input_topic", "TOPIC"),
+    output_topic: str | None = _setting_option("output_topic", "TOPIC"),
+    bootstrap_servers: str | None = _setting_option("bootstrap_servers", "HOST:PORT,..."),
+    app_id: str | None = _setting_option("app_id", "ID"),
+    input_model: str | None = _setting_option("input_model", "MODULE:CLASS"),
+    key_field: str | None = _setting_option("key_field", "FIELD"),
+    state_dir: Path | None = _setting_option("state_dir"),
+    instance_id: str | None = _setting_option("instance_id", "ID"),
+    max_inflight: int | None = _setting_option("max_inflight"),
+    commit_interval_ms: int | None = _setting_option("commit_interval_ms"),
+    processing_guarantee: str | None = _setting_option("processing_guarantee", "exactly-once|at-least-once"),
+    metrics_port: int | None = _setting_option("metrics_port"),
+    metrics_host: str | None = _setting_option("metrics_host", "HOST"),
+    dlq_topic: str | None = _setting_option("dlq_topic", "TOPIC"),
+    replication_factor: int | None = _setting_option("replication_factor"),
+    group_protocol: str | None = _setting_option("group_protocol", "classic|consumer"),
+    agent_config: Path | None = _setting_option("agent_config"),
+    max_record_bytes: int | None = _setting_option("max_record_bytes"),
+    transaction_timeout_ms: int | None = _setting_option("transaction_timeout_ms"),
+    session_timeout_ms: int | None = _setting_option("session_timeout_ms"),
+    shutdown_grace_s: float | None = _setting_option("shutdown_grace_s"),
+    startup_timeout_s: float | None = _setting_option("startup_timeout_s"),
+    broker_unreachable_timeout_s: float | None = _setting_option("broker_unreachable_timeout_s"),
+    loop_stall_timeout_s: float | None = _setting_option("loop_stall_timeout_s"),
     resource: list[str] = typer.Option([], "--resource", "-r", metavar="NAME=MODULE:ATTR",
-                                       help="environment resource (repeatable)"),
+                                       help=f"environment resource, like env.add_resource (repeatable; env "
+                                            f"{E}RESOURCES=NAME=MODULE:ATTR,...)"),
     kafka_property: list[str] = typer.Option([], "--kafka-property", "-X", metavar="KEY=VALUE",
-                                             help="extra librdkafka property (repeatable)"),
-    config: Optional[Path] = typer.Option(None, metavar="PATH", help="YAML file with any of these settings",
+                                             help=f"extra librdkafka property (repeatable; env "
+                                                  f"{E}KAFKA_<PROPERTY>, _ for .)"),
+    config: Path | None = typer.Option(None, metavar="PATH", help="YAML file with any of these settings",
                                           envvar=E + "CONFIG"),
     log_level: str = typer.Option("INFO", metavar="LEVEL", help="log level", envvar=E + "LOG_LEVEL"),
 ) -> None:
@@ -143,7 +208,11 @@ def worker(
             commit_interval_ms=commit_interval_ms, processing_guarantee=processing_guarantee,
             replication_factor=replication_factor,
             metrics_port=metrics_port, metrics_host=metrics_host, dlq_topic=dlq_topic, group_protocol=group_protocol,
-            agent_config=agent_config, kafka=_parse_properties(kafka_property), resources=_parse_resources(resource))
+            agent_config=agent_config, max_record_bytes=max_record_bytes, transaction_timeout_ms=transaction_timeout_ms,
+            session_timeout_ms=session_timeout_ms, shutdown_grace_s=shutdown_grace_s,
+            startup_timeout_s=startup_timeout_s, broker_unreachable_timeout_s=broker_unreachable_timeout_s,
+            loop_stall_timeout_s=loop_stall_timeout_s,
+            kafka=_parse_properties(kafka_property), resources=_parse_resources(resource))
         code = Worker(settings).run()
     except WorkerError as exc:
         typer.echo(f"error: {exc}", err=True)
@@ -163,10 +232,12 @@ def _engine(value: str) -> str:
 
 
 @app.command()
-def demo(count: Optional[int] = typer.Option(None, help="generate N records instead of the seed's 7"),
-         workers: int = typer.Option(2, help="worker processes to start"),
-         timeout_s: float = typer.Option(120.0, help="give up waiting for results after this long"),
-         engine: str = typer.Option("tansu", callback=_engine, help=_ENGINE_HELP)) -> None:
+def demo(count: int | None = typer.Option(None, metavar="N",
+                                             help="generate N records (default: the 7 reviews of "
+                                                  "examples/sentiment/resources/input.txt)"),
+         workers: int = typer.Option(2, metavar="N", help="worker processes to start"),
+         timeout_s: float = typer.Option(120.0, metavar="SECONDS", help="give up waiting for results after this long"),
+         engine: str = typer.Option("tansu", metavar="tansu|kafka", callback=_engine, help=_ENGINE_HELP)) -> None:
     """Run the sentiment pipeline on a broker it starts, with 2 workers; print results; clean up."""
     _setup_logging("WARNING")
     from worker.demo import demo_records, run_demo
@@ -181,11 +252,13 @@ def demo(count: Optional[int] = typer.Option(None, help="generate N records inst
 
 
 @app.command()
-def broker(port: int = typer.Option(9092, help="client port on 127.0.0.1 (3 nodes: this port and the next two)"),
-           engine: str = typer.Option("tansu", callback=_engine, help=_ENGINE_HELP),
-           nodes: int = typer.Option(1, help="kafka engine: 1, or 3 for a replicated cluster"),
-           data_dir: Optional[Path] = typer.Option(None, help="kafka engine: keep data here (default: a temp "
-                                                                "dir removed on exit)")) -> None:
+def broker(port: int = typer.Option(9092, metavar="PORT",
+                                    help="client port on 127.0.0.1 (3 nodes: this port and the next two)"),
+           engine: str = typer.Option("tansu", metavar="tansu|kafka", callback=_engine, help=_ENGINE_HELP),
+           nodes: int = typer.Option(1, metavar="1|3", help="kafka engine: 1, or 3 for a replicated cluster"),
+           data_dir: Path | None = typer.Option(None, metavar="PATH",
+                                                   help="kafka engine: keep data here (default: a temp dir removed "
+                                                        "on exit)")) -> None:
     """Run a broker in the foreground until Ctrl-C: Tansu (embedded) or Apache Kafka (KRaft)."""
     try:
         if engine == "kafka":
@@ -208,10 +281,11 @@ def broker(port: int = typer.Option(9092, help="client port on 127.0.0.1 (3 node
 
 
 @app.command("llm-stub")
-def llm_stub(port: int = typer.Option(8000, help="port to listen on"),
-             host: str = typer.Option("127.0.0.1", help="bind address (0.0.0.0 inside a container)"),
-             latency_ms: float = typer.Option(0.0, min=0, help="added latency per request"),
-             error_rate: float = typer.Option(0.0, min=0, max=1, help="fraction of requests answered 500/503")
+def llm_stub(port: int = typer.Option(8000, metavar="PORT", help="port to listen on"),
+             host: str = typer.Option("127.0.0.1", metavar="HOST", help="bind address (0.0.0.0 inside a container)"),
+             latency_ms: float = typer.Option(0.0, min=0, metavar="MS", help="added latency per request"),
+             error_rate: float = typer.Option(0.0, min=0, max=1, metavar="FRACTION",
+                                              help="fraction of requests answered 500/503")
              ) -> None:
     """Run the OpenAI-compatible stub model server in the foreground."""
     from agentplan.testing.llm_stub import main
@@ -220,14 +294,14 @@ def llm_stub(port: int = typer.Option(8000, help="port to listen on"),
                            "--error-rate", str(error_rate)]))
 
 
-topics_app = typer.Typer(help="Create, describe and delete topics.", no_args_is_help=True)
-state_app = typer.Typer(help="Inspect or reset per-key state (offline: stop the workers first).",
+topics_app = _App(help="Create, describe and delete topics.", no_args_is_help=True)
+state_app = _App(help="Inspect per-key state (also while workers run) or reset it (workers stopped).",
                         no_args_is_help=True)
-plan_app = typer.Typer(help="Show compiled agent plans.", no_args_is_help=True)
+plan_app = _App(help="Show compiled agent plans.", no_args_is_help=True)
 app.add_typer(topics_app, name="topics")
 app.add_typer(state_app, name="state")
 app.add_typer(plan_app, name="plan")
-groups_app = typer.Typer(help="Consumer groups: members, assignment, committed offsets and lag.", no_args_is_help=True)
+groups_app = _App(help="Consumer groups: members, assignment, committed offsets and lag.", no_args_is_help=True)
 app.add_typer(groups_app, name="groups")
 
 BOOTSTRAP = typer.Option("127.0.0.1:9092", "--bootstrap-servers", envvar=E + "BOOTSTRAP_SERVERS",
@@ -274,8 +348,9 @@ def _fail(exc: Exception) -> None:
 
 
 @plan_app.command("show")
-def plan_show(agent: str = typer.Argument(..., help="agent class MODULE:CLASS"),
-              resource: list[str] = typer.Option([], "--resource", "-r", help="NAME=MODULE:ATTR (repeatable)")) -> None:
+def plan_show(agent: str = typer.Argument(..., metavar="MODULE:CLASS", help="the agent class"),
+              resource: list[str] = typer.Option([], "--resource", "-r", metavar="NAME=MODULE:ATTR",
+                                                 help="environment resource (repeatable)")) -> None:
     """Print the compiled AgentPlan as JSON (API keys and passwords redacted)."""
     from worker.operator_tools import plan_json
 
@@ -288,9 +363,9 @@ def plan_show(agent: str = typer.Argument(..., help="agent class MODULE:CLASS"),
 
 
 @topics_app.command("create")
-def topics_create(names: list[str] = typer.Argument(..., help="topic names"),
-                  partitions: int = typer.Option(12, min=1, help="partition count"),
-                  compact: bool = typer.Option(False, help="cleanup.policy=compact"),
+def topics_create(names: list[str] = typer.Argument(..., metavar="TOPIC...", help="topic names"),
+                  partitions: int = typer.Option(12, min=1, metavar="N", help="partition count"),
+                  compact: bool = typer.Option(False, "--compact", help="cleanup.policy=compact (default: delete)"),
                   bootstrap_servers: str = BOOTSTRAP, kafka_property: list[str] = PROPS) -> None:
     """Create topics (no-op for existing ones with the same partition count)."""
     from worker.kafka.admin import TopicAdmin
@@ -349,7 +424,7 @@ def topics_describe(names: list[str] = typer.Argument(..., metavar="TOPIC...", h
 
 
 @topics_app.command("delete")
-def topics_delete(names: list[str] = typer.Argument(..., help="topic names"),
+def topics_delete(names: list[str] = typer.Argument(..., metavar="TOPIC...", help="topic names"),
                   bootstrap_servers: str = BOOTSTRAP, kafka_property: list[str] = PROPS) -> None:
     """Delete topics (unknown ones are ignored)."""
     from worker.kafka.admin import TopicAdmin
@@ -364,9 +439,9 @@ def topics_delete(names: list[str] = typer.Argument(..., help="topic names"),
 
 @app.command()
 def produce(topic: str = typer.Argument(..., metavar="TOPIC", help="target topic"),
-            file: Optional[typer.FileText] = typer.Option(None, "--file", "-f", metavar="PATH",
+            file: typer.FileText | None = typer.Option(None, "--file", "-f", metavar="PATH",
                                                           help="JSON lines (default: stdin)"),
-            key_field: Optional[str] = typer.Option(None, metavar="FIELD",
+            key_field: str | None = typer.Option(None, metavar="FIELD",
                                                     help="JSON field whose value becomes the record key"),
             strict: bool = typer.Option(False, "--strict", help="refuse to send keyless records"),
             from_line: int = typer.Option(1, min=1, metavar="N", help="skip the lines before line N (resume)"),
@@ -403,8 +478,8 @@ def consume(topic: str = typer.Argument(..., metavar="TOPIC", help="topic to rea
             from_beginning: bool = typer.Option(False, "--from-beginning", help="same as --offset earliest"),
             partition: list[int] = typer.Option([], "--partition", "-p", metavar="P",
                                                 help="read only this partition (repeatable; default all)"),
-            key: Optional[str] = typer.Option(None, metavar="KEY", help="print only records with this key"),
-            max_records: Optional[int] = typer.Option(None, "--max", min=1, metavar="N", help="stop after N records"),
+            key: str | None = typer.Option(None, metavar="KEY", help="print only records with this key"),
+            max_records: int | None = typer.Option(None, "--max", min=1, metavar="N", help="stop after N records"),
             follow: bool = typer.Option(False, "--follow", "-F",
                                         help="keep waiting for new records (until --max or Ctrl-C)"),
             fmt: str = typer.Option("json", "--format", metavar="json|raw|base64|TEMPLATE",
@@ -412,7 +487,13 @@ def consume(topic: str = typer.Argument(..., metavar="TOPIC", help="topic to rea
                                          "%o offset, %T timestamp, %t topic"),
             bootstrap_servers: str = BOOTSTRAP, kafka_property: list[str] = PROPS) -> None:
     """Print committed records, one per line; stop at the end of the partitions unless --follow."""
-    from worker.topic_reader import ReadPlan, check_format, parse_offset, read_topic, render
+    from worker.topic_reader import (
+        ReadPlan,
+        check_format,
+        parse_offset,
+        read_topic,
+        render,
+    )
 
     out = sys.stdout.buffer
     try:
@@ -429,9 +510,13 @@ def consume(topic: str = typer.Argument(..., metavar="TOPIC", help="topic to rea
 
 
 @state_app.command("inspect")
-def state_inspect(key: Optional[str] = typer.Option(None, help="the key to show; omit to list keys"),
-                  app_id: str = typer.Option("agentfleet", envvar=E + "APP_ID", help="application id"),
-                  state_dir: Path = typer.Option(Path("./state"), envvar=E + "STATE_DIR", help="state directory")
+def state_inspect(key: str | None = typer.Option(None, metavar="KEY", help="the key to show; omit to list keys"),
+                  app_id: str = typer.Option("agentfleet", envvar=E + "APP_ID", metavar="ID",
+                                             help="the workers' --app-id"),
+                  state_dir: Path = typer.Option("./state", envvar=E + "STATE_DIR", metavar="PATH",
+                                                 help="the workers' --state-dir"),
+                  raw: bool = typer.Option(False, "--raw", help="print the stored encoding as it is (internal "
+                                                                "field names, may change between versions)")
                   ) -> None:
     """Show one key's stored state (memory, progress, unfinished run) or list stored keys."""
     import json
@@ -443,7 +528,7 @@ def state_inspect(key: Optional[str] = typer.Option(None, help="the key to show;
             for name in list_keys(state_dir, app_id):
                 typer.echo(name)
             return
-        found = inspect_key(state_dir, app_id, key)
+        found = inspect_key(state_dir, app_id, key, raw=raw)
     except WorkerError as exc:
         _fail(exc)
     if found is None:
@@ -453,8 +538,10 @@ def state_inspect(key: Optional[str] = typer.Option(None, help="the key to show;
 
 
 @state_app.command("reset")
-def state_reset(app_id: str = typer.Option(..., envvar=E + "APP_ID", help="application id to reset"),
-                state_dir: Path = typer.Option(Path("./state"), envvar=E + "STATE_DIR", help="state directory"),
+def state_reset(app_id: str = typer.Option(..., envvar=E + "APP_ID", metavar="ID",
+                                           help="the workers' --app-id: the application to reset"),
+                state_dir: Path = typer.Option("./state", envvar=E + "STATE_DIR", metavar="PATH",
+                                               help="the workers' --state-dir"),
                 yes: bool = typer.Option(False, "--yes", help="do not ask for confirmation"),
                 force: bool = typer.Option(False, "--force", help="reset even while the group has live members"),
                 bootstrap_servers: str = BOOTSTRAP, kafka_property: list[str] = PROPS) -> None:

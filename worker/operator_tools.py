@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
-
+from typing import Any
 
 from worker.exceptions import ConfigurationError
 from worker.kafka.admin import TopicAdmin
@@ -16,7 +16,7 @@ from worker.state.store import OFFSET_KEY, PartitionStore
 def plan_json(agent_path: str, resources: dict[str, str]) -> str:
     """The compiled plan of an agent as JSON, secrets redacted."""
     from agentplan import AgentConfiguration
-    from worker.runtime import compile_plan, load_agent
+    from worker.plugins import compile_plan, load_agent
 
     plan = compile_plan(load_agent(agent_path), AgentConfiguration.load(), resources)
     return plan.model_dump_json(indent=2, redact_secrets=True)
@@ -29,18 +29,63 @@ def _stores(state_dir: Path, app_id: str) -> list[Path]:
     return sorted((p for p in root.iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: int(p.name))
 
 
-def inspect_key(state_dir: Path, app_id: str, key: str) -> dict[str, Any] | None:
-    """The locally stored state of ``key`` (the local stores mirror the committed changelog)."""
+def inspect_key(state_dir: Path, app_id: str, key: str, raw: bool = False) -> dict[str, Any] | None:
+    """The locally stored state of ``key`` (the local stores mirror the committed changelog).
+
+    Shown under the documented names of :func:`describe_state` unless ``raw`` asks for the
+    stored encoding itself (``"state"``).
+    """
     for path in _stores(state_dir, app_id):
         store = PartitionStore(path, read_only=True)
         try:
-            raw = store.get(key.encode())
-            if raw is not None:
-                return {"partition": int(path.name), "changelog_offset": store.changelog_offset(),
-                        "state": json.loads(raw)}
+            stored = store.get(key.encode())
+            if stored is not None:
+                where = {"key": key, "partition": int(path.name), "changelog_offset": store.changelog_offset()}
+                data = json.loads(stored)
+                return {**where, "state": data} if raw else {**where, **describe_state(data)}
         finally:
             store.close()
     return None
+
+
+def describe_state(data: dict[str, Any]) -> dict[str, Any]:
+    """A key's stored state (the engine's compact encoding) under the names README documents.
+
+    - ``memory``: short-term memory as nested objects (a pydantic model value shows as
+      ``{"__model__": "module:Class", "value": {...}}``);
+    - ``finished_through_offset``: the progress marker, the offset of the last input whose run
+      finished; inputs at or below it are skipped when replayed (null before the first one);
+    - ``unfinished_run``: null, or the run in flight when the state was committed, which a worker
+      resumes: ``input_offset``, ``input``, ``pending_events`` (type and fields, in order),
+      ``actions_done`` (actions of the first pending event already completed), ``sensory_memory``,
+      ``journal`` (recorded durable-call results by ``<event id>:<action>:<call index>``) and
+      ``next_event_seq``.
+
+    Nothing is imported or decoded: values stay the JSON they are stored as.
+    """
+    shown: dict[str, Any] = {"memory": _memory(data.get("m")), "finished_through_offset": data.get("p"),
+                             "unfinished_run": None}
+    run = data.get("r")
+    if run is not None:
+        shown["unfinished_run"] = {
+            "run_id": run.get("id"), "input_offset": run.get("pos"), "input": run.get("in"),
+            "pending_events": run.get("pending", []), "actions_done": run.get("cur"),
+            "sensory_memory": _memory(run.get("s")), "journal": run.get("j") or {},
+            "next_event_seq": run.get("n"),
+        }
+    unknown = {k: v for k, v in data.items() if k not in ("m", "p", "r")}
+    if unknown:  # written by a newer version: shown rather than hidden
+        shown["other"] = unknown
+    return shown
+
+
+def _memory(node: Any) -> dict[str, Any]:
+    """A memory tree (``{"v": values, "o": nested trees}``) as one nested object."""
+    if not isinstance(node, dict):
+        return {}
+    plain: dict[str, Any] = dict(node.get("v") or {})
+    plain.update({name: _memory(child) for name, child in (node.get("o") or {}).items()})
+    return plain
 
 
 def list_keys(state_dir: Path, app_id: str) -> list[str]:

@@ -44,8 +44,11 @@ def test_state_inspect_lists_and_shows_keys(tmp_path: Path):
     assert listed.returncode == 0 and listed.stdout.split() == ["user-1"]
     shown = cli("state", "inspect", "--key", "user-1", "--app-id", "app", "--state-dir", str(tmp_path))
     assert shown.returncode == 0
-    assert json.loads(shown.stdout) == {"partition": 3, "changelog_offset": 7, "state": {"m": {"v": {"count": 2}},
-                                                                                          "p": 41}}
+    assert json.loads(shown.stdout) == {"key": "user-1", "partition": 3, "changelog_offset": 7,
+                                        "memory": {"count": 2}, "finished_through_offset": 41,
+                                        "unfinished_run": None}
+    raw = cli("state", "inspect", "--key", "user-1", "--raw", "--app-id", "app", "--state-dir", str(tmp_path))
+    assert json.loads(raw.stdout)["state"] == {"m": {"v": {"count": 2}}, "p": 41}
     missing = cli("state", "inspect", "--key", "nobody", "--app-id", "app", "--state-dir", str(tmp_path))
     assert missing.returncode == 1 and "no stored state" in missing.stderr
     no_app = cli("state", "inspect", "--app-id", "other", "--state-dir", str(tmp_path))
