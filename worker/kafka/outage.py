@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from confluent_kafka import KafkaError
 
@@ -22,6 +22,8 @@ logger = logging.getLogger(__name__)
 PROBE_INITIAL_S = 0.5
 PROBE_MAX_S = 5.0
 TIMEOUT_SETTING = "broker-unreachable-timeout-s"
+#: How a user sets it, for messages: the worker flag and its environment variable.
+TIMEOUT_SOURCES = "--broker-unreachable-timeout-s / AGENTFLEET_BROKER_UNREACHABLE_TIMEOUT_S"
 
 
 class BrokerWatch:
@@ -54,7 +56,7 @@ class BrokerWatch:
                 self._next_probe = self.down_since + PROBE_INITIAL_S
                 self._backoff = PROBE_INITIAL_S
                 logger.warning("Kafka at %s is unreachable (%s); holding commits, retrying for up to %gs (%s)",
-                               self.bootstrap_servers, error.str(), self.timeout_s, TIMEOUT_SETTING)
+                               self.bootstrap_servers, error.str(), self.timeout_s, TIMEOUT_SOURCES)
         elif error.fatal():
             logger.error("Kafka client fatal error: %s", error.str())
         else:
@@ -74,7 +76,8 @@ class BrokerWatch:
         if now - self.down_since > self.timeout_s:
             raise BrokerUnreachableError(
                 f"{TIMEOUT_SETTING}: Kafka at {self.bootstrap_servers} has been unreachable for "
-                f"{now - self.down_since:.0f}s (limit {self.timeout_s:g}s); exiting. Committed work is safe: "
+                f"{now - self.down_since:.0f}s (limit {self.timeout_s:g}s, {TIMEOUT_SOURCES}); exiting. "
+                "Committed work is safe: "
                 "a restarted worker resumes from the last committed transaction")
         if self._probing is None and now >= self._next_probe:
             self._probing = asyncio.get_running_loop().create_task(self._run_probe())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import pytest
 from confluent_kafka import KafkaError
@@ -65,16 +66,20 @@ def test_outage_is_held_probed_with_backoff_and_ends_on_a_successful_probe():
     asyncio.run(scenario())
 
 
-def test_outage_past_the_deadline_raises_naming_the_setting():
+def test_outage_past_the_deadline_raises_naming_the_setting(caplog: pytest.LogCaptureFixture):
     async def scenario() -> None:
         clock = Clock()
         watch = BrokerWatch("b:9092", timeout_s=30, probe=Probe(), clock=clock)
-        watch.on_client_error(KafkaError(KafkaError._ALL_BROKERS_DOWN))
+        with caplog.at_level(logging.WARNING, logger="worker.kafka.outage"):
+            watch.on_client_error(KafkaError(KafkaError._ALL_BROKERS_DOWN))
+        # How to change the limit: the worker's real flag and variable (both exist: see test_cli_help).
+        assert "(--broker-unreachable-timeout-s / AGENTFLEET_BROKER_UNREACHABLE_TIMEOUT_S)" in caplog.text
         clock.now += 30
         watch.check()  # exactly at the limit: still waiting
         await settle(watch)
         clock.now += 1
-        with pytest.raises(BrokerUnreachableError, match=r"^broker-unreachable-timeout-s: Kafka at b:9092"):
+        with pytest.raises(BrokerUnreachableError, match=r"^broker-unreachable-timeout-s: Kafka at b:9092") as raised:
             watch.check()
+        assert "--broker-unreachable-timeout-s / AGENTFLEET_BROKER_UNREACHABLE_TIMEOUT_S" in str(raised.value)
 
     asyncio.run(scenario())
