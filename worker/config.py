@@ -18,15 +18,12 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from worker.exceptions import ConfigurationError
+from worker.kafka.properties import RESERVED
 
 ENV_PREFIX = "AGENTFLEET_"
 KAFKA_ENV_PREFIX = "AGENTFLEET_KAFKA_"
 
-# Properties the runtime owns: letting users override them would break a stated guarantee.
-RESERVED_KAFKA_PROPERTIES = frozenset({
-    "enable.auto.commit", "isolation.level", "transactional.id", "enable.idempotence", "group.id",
-    "partition.assignment.strategy", "enable.auto.offset.store",
-})
+RESERVED_KAFKA_PROPERTIES = RESERVED
 # librdkafka properties whose values are redacted wherever settings are shown (substring match):
 # sasl.password, ssl.key.password, ssl.keystore.password, ssl.key.pem, sasl.oauthbearer.client.secret,
 # sasl.oauthbearer.config (may carry a client secret), ...

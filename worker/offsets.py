@@ -1,8 +1,14 @@
-"""Which input offsets may be committed: never past a record that is not finished."""
+"""Which input offsets may be committed, and how many records are in flight.
+
+A record is in flight from the moment it is consumed until the checkpoint that finishes it commits:
+first unfinished (its run goes on), then finished but not yet committed (its effects are in a
+checkpoint on its way to the broker). ``--max-inflight`` bounds both together (:attr:`pending`).
+"""
 
 from __future__ import annotations
 
 import heapq
+from collections.abc import Mapping
 from typing import Hashable
 
 
@@ -10,7 +16,7 @@ class OffsetTracker:
     """Per (topic, partition): offsets consumed but unfinished, and the next offset to commit.
 
     Finishing is idempotent: a batch retried after an aborted transaction finishes its
-    records again without disturbing the count.
+    records again without disturbing the counts.
     """
 
     def __init__(self) -> None:
@@ -18,7 +24,14 @@ class OffsetTracker:
         self._open: dict[Hashable, set[int]] = {}
         self._next: dict[Hashable, int] = {}  # highest consumed + 1
         self._committed: dict[Hashable, int] = {}
-        self.pending = 0
+        self._finished: dict[Hashable, int] = {}  # finished records not committed yet, per partition
+        self.unfinished = 0
+        self.finished_uncommitted = 0
+
+    @property
+    def pending(self) -> int:
+        """Records consumed whose effects are not committed yet: what ``--max-inflight`` bounds."""
+        return self.unfinished + self.finished_uncommitted
 
     def add(self, partition: Hashable, offset: int) -> None:
         open_offsets = self._open.setdefault(partition, set())
@@ -27,13 +40,15 @@ class OffsetTracker:
         open_offsets.add(offset)
         heapq.heappush(self._heaps.setdefault(partition, []), offset)
         self._next[partition] = max(self._next.get(partition, 0), offset + 1)
-        self.pending += 1
+        self.unfinished += 1
 
     def finish(self, partition: Hashable, offset: int) -> None:
         open_offsets = self._open.get(partition)
         if open_offsets is not None and offset in open_offsets:
             open_offsets.remove(offset)
-            self.pending -= 1
+            self.unfinished -= 1
+            self._finished[partition] = self._finished.get(partition, 0) + 1
+            self.finished_uncommitted += 1
 
     def committable(self, partition: Hashable) -> int | None:
         """The lowest unfinished offset, or next-to-consume when all are finished."""
@@ -46,7 +61,7 @@ class OffsetTracker:
         return heap[0] if heap else self._next[partition]
 
     def changed(self) -> dict[Hashable, int]:
-        """Partitions whose committable offset moved since :meth:`mark_committed`."""
+        """Partitions whose committable offset moved since the last :meth:`commit`."""
         out = {}
         for partition in self._heaps:
             offset = self.committable(partition)
@@ -54,11 +69,20 @@ class OffsetTracker:
                 out[partition] = offset
         return out
 
-    def mark_committed(self, offsets: dict[Hashable, int]) -> None:
+    def commit(self, offsets: Mapping[Hashable, int], records: Mapping[Hashable, int] | None = None) -> None:
+        """A checkpoint committed ``offsets`` and the ``records`` (count per partition) it finished."""
         self._committed.update(offsets)
+        for partition, count in (records or {}).items():
+            held = self._finished.get(partition)
+            if held is None:
+                continue  # dropped meanwhile
+            done = min(held, count)
+            self._finished[partition] = held - done
+            self.finished_uncommitted -= done
 
     def drop(self, partition: Hashable) -> None:
-        self.pending -= len(self._open.pop(partition, set()))
+        self.unfinished -= len(self._open.pop(partition, set()))
+        self.finished_uncommitted -= self._finished.pop(partition, 0)
         self._heaps.pop(partition, None)
         self._next.pop(partition, None)
         self._committed.pop(partition, None)

@@ -4,7 +4,7 @@ import pytest
 
 from worker.config import REVERSE_DNS, GroupProtocol, ProcessingGuarantee, WorkerSettings, resolve_instance_id
 from worker.exceptions import ConfigurationError
-from worker.runtime import Worker
+from worker.kafka.clients import ClientConfigs
 
 REQUIRED = {"agent": "m:A", "input_topic": "in", "output_topic": "out"}
 
@@ -87,13 +87,13 @@ def test_group_protocol_is_set_only_through_its_setting():
 
 
 def test_each_group_protocol_gets_only_the_consumer_properties_it_takes():
-    required = {**REQUIRED, "agent": "tests.worker.integration.agents:PoisonAgent"}  # Worker() imports it
-    classic = Worker(WorkerSettings.load(env={}, **required))._consumer_config()
+    required = {**REQUIRED, "agent": "tests.worker.integration.agents:PoisonAgent"}
+    classic = ClientConfigs(WorkerSettings.load(env={}, **required)).consumer()
     assert classic["partition.assignment.strategy"] == "cooperative-sticky" and "group.protocol" not in classic
     assert (classic["session.timeout.ms"], classic["heartbeat.interval.ms"]) == (10_000, 1000)
     settings = WorkerSettings.load(env={}, group_protocol="consumer", kafka={"group.remote.assignor": "range"},
                                    **required)
-    consumer = Worker(settings)._consumer_config()
+    consumer = ClientConfigs(settings).consumer()
     assert consumer["group.protocol"] == "consumer" and consumer["group.remote.assignor"] == "range"
     assert not {"session.timeout.ms", "heartbeat.interval.ms", "partition.assignment.strategy"} & set(consumer)
     assert consumer["isolation.level"] == "read_committed" and consumer["enable.auto.commit"] is False

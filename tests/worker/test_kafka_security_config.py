@@ -10,7 +10,8 @@ import pytest
 
 from worker.config import WorkerSettings
 from worker.exceptions import ConfigurationError
-from worker.runtime import Worker
+from worker.kafka.clients import ClientConfigs
+from worker.kafka.topology import prepare_topics
 
 REPO = Path(__file__).resolve().parents[2]
 REQUIRED = {"agent": "tests.worker.integration.agents:PoisonAgent", "input_topic": "in", "output_topic": "out"}
@@ -27,13 +28,13 @@ def settings_from_every_source(tmp_path: Path) -> WorkerSettings:
 
 def test_sasl_ssl_settings_reach_producer_consumer_restore_and_admin_configs(tmp_path: Path):
     settings = settings_from_every_source(tmp_path)
-    worker = Worker(settings)
+    clients = ClientConfigs(settings)
     expected = {**SASL_SSL, "sasl.password": "pw-from-env"}
-    for config in (worker._producer_config(), worker._consumer_config(), worker._base_config()):
+    for config in (clients.producer(), clients.consumer(), clients.base()):
         assert {k: config[k] for k in expected} == expected
     # The worker's own guarantees still win over anything passed through.
-    assert worker._consumer_config()["isolation.level"] == "read_committed"
-    assert worker._producer_config()["enable.idempotence"] is True
+    assert clients.consumer()["isolation.level"] == "read_committed"
+    assert clients.producer()["enable.idempotence"] is True
 
 
 def test_the_admin_client_gets_the_same_properties(tmp_path: Path):
@@ -41,7 +42,7 @@ def test_the_admin_client_gets_the_same_properties(tmp_path: Path):
     settings = WorkerSettings.load(env={}, bootstrap_servers="127.0.0.1:1", kafka={"security.protocol": "bogus"},
                                    **REQUIRED)
     with pytest.raises(ConfigurationError, match=r'^kafka\.security\.protocol: Invalid value "bogus"'):
-        Worker(settings).check_topics()
+        prepare_topics(settings)
 
 
 @pytest.mark.parametrize("source", ["yaml", "env", "flag"])

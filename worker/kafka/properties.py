@@ -15,7 +15,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["CONSUMER_ONLY", "PRODUCER_ONLY", "consumer_properties", "producer_properties"]
+__all__ = ["CONSUMER_ONLY", "PRODUCER_ONLY", "RESERVED", "consumer_properties", "producer_properties"]
+
+#: Properties the worker sets itself (worker/kafka/clients.py): letting a user override them would break a
+#: stated guarantee, so settings refuse them (worker/config.py). The one list both use. (``group.protocol``
+#: is refused too, with a pointer to the group-protocol setting that replaces it.)
+RESERVED = frozenset({
+    "enable.auto.commit", "enable.auto.offset.store", "isolation.level", "group.id",
+    "partition.assignment.strategy", "enable.idempotence", "transactional.id",
+})
 
 CONSUMER_ONLY = frozenset({
     "auto.commit.enable", "auto.commit.interval.ms", "auto.offset.reset", "check.crcs",

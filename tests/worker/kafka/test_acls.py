@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from confluent_kafka import KafkaError, KafkaException
 
-from worker.commit import FatalCommitError
+from worker.checkpoint.producer import FatalCommitError
 from worker.config import WorkerSettings
 from worker.exceptions import ConfigurationError, KafkaAuthorizationError
 from worker.kafka.acls import TOPIC, Acl, authorization_error, denied, principal

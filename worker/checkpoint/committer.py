@@ -2,7 +2,7 @@
 
 A single-thread executor, but on a daemon thread: a ThreadPoolExecutor's threads are joined when
 the interpreter exits, so a close that librdkafka keeps blocked for good (see
-``Worker._stuck_close``) would keep the process from ever exiting. The worker abandons such a
+``Checkpointer.stuck_call``) would keep the process from ever exiting. The worker abandons such a
 thread together with its fenced producer and starts a new committer.
 """
 

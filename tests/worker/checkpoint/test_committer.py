@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from worker.committer import Committer
+from worker.checkpoint.committer import Committer
 
 
 def test_calls_run_in_order_and_hand_back_results_and_errors():

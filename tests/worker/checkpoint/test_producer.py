@@ -1,4 +1,4 @@
-"""The transactional commit protocol against a real broker."""
+"""The transactional producer's steps against a real broker."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from tests.kafka_support import consumer_config, producer_config
-from worker.commit import TransactionalCommit
+from worker.checkpoint.producer import TransactionalProducer
 
 pytestmark = pytest.mark.integration
 
@@ -23,19 +23,25 @@ def test_commit_on_another_thread_completes_while_a_rebalance_callback_waits_for
     topic = kafka.new_topic("commit-cb")
     output = kafka.new_topic("commit-cb-out")
     group = f"commit-cb-{uuid.uuid4().hex[:8]}"
-    producer = Producer(producer_config(kafka.bootstrap_servers, transactional_id=f"txn-{group}"))
     consumer = Consumer(consumer_config(kafka.bootstrap_servers, group))
-    protocol = TransactionalCommit(producer, consumer, timeout_s=20)
+    protocol = TransactionalProducer(
+        lambda: Producer(producer_config(kafka.bootstrap_servers, transactional_id=f"txn-{group}")), consumer,
+        timeout_s=20)
     protocol.init()
     outcome: dict[str, Any] = {}
     committer = ThreadPoolExecutor(1)
+
+    def close(offsets: dict[tuple[str, int], int]) -> None:
+        protocol.flush()
+        protocol.send_offsets(offsets)
+        protocol.commit()
 
     def on_assign(c: Consumer, partitions: list[TopicPartition]) -> None:
         if outcome:
             return
         protocol.begin()
         protocol.produce(output, b"v", key=b"k")
-        closing = committer.submit(protocol.commit, {(topic, 0): 1})
+        closing = committer.submit(close, {(topic, 0): 1})
         try:
             closing.result(timeout=15)
             outcome["committed"] = True
@@ -53,4 +59,4 @@ def test_commit_on_another_thread_completes_while_a_rebalance_callback_waits_for
     finally:
         committer.shutdown(wait=True)  # a stuck commit goes on once the poll above has returned
         consumer.close()
-        producer.flush(5)
+        protocol.close(5)

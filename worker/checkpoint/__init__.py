@@ -1,0 +1,1 @@
+"""The checkpoint package: producer steps, the state table, the checkpointer."""

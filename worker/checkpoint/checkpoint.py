@@ -1,0 +1,160 @@
+"""One checkpoint: the effects of finished work, made durable together in one Kafka transaction.
+
+Its life, as data (:data:`TRANSITIONS`), in the order the steps run:
+
+    OPEN        effects collected from the engine and the intake; nothing sent yet
+    PRODUCING   transaction begun; outputs, dead letters, re-keyed records and changelog records produced
+    COMMITTING  flush -> send input offsets -> commit (on the committer thread: the loop goes on)
+    COMMITTED   the broker committed; post-commit not done yet
+    SETTLED     post-commit done: offsets marked, stores written, keys released
+    ABORTED     the transaction was aborted; its effects go into the next checkpoint
+    FAILED      neither committed nor safely aborted: the worker exits, a restart resumes from the last commit
+
+Every move is checked against the table and an illegal one raises (not an ``assert``, which
+``python -O`` removes). Who drives the steps, retries aborted batches and decides what a failure
+means is :class:`worker.checkpoint.checkpointer.Checkpointer`.
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+from agentplan import KeyDelta
+from worker.checkpoint.producer import AbortableCommitError, CheckpointProducer, FatalCommitError
+from worker.exceptions import WorkerError
+from worker.records import RecordMeta, dlq_headers, encode_output, source_headers
+from worker.state.transaction import StateTransaction
+
+__all__ = ["Checkpoint", "DeadLetter", "IllegalTransition", "Phase", "Rekeyed", "TRANSITIONS", "Topics"]
+
+TopicPart = tuple[str, int]
+
+
+class Phase(enum.Enum):
+    OPEN = "open"
+    PRODUCING = "producing"
+    COMMITTING = "committing"
+    COMMITTED = "committed"
+    SETTLED = "settled"
+    ABORTED = "aborted"
+    FAILED = "failed"
+
+
+TRANSITIONS: dict[Phase, frozenset[Phase]] = {
+    Phase.OPEN: frozenset({Phase.PRODUCING}),
+    Phase.PRODUCING: frozenset({Phase.COMMITTING, Phase.ABORTED, Phase.FAILED}),
+    Phase.COMMITTING: frozenset({Phase.COMMITTED, Phase.ABORTED, Phase.FAILED}),
+    Phase.COMMITTED: frozenset({Phase.SETTLED}),
+    Phase.SETTLED: frozenset(),
+    Phase.ABORTED: frozenset(),
+    Phase.FAILED: frozenset(),
+}
+
+
+class IllegalTransition(WorkerError):
+    """A checkpoint step ran in a phase that does not allow it: a bug, never a broker condition."""
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """An input that cannot be processed, with the reason code that goes into its DLQ headers."""
+
+    meta: RecordMeta
+    reason: str
+    error: BaseException
+    key: bytes | None
+    value: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
+class Rekeyed:
+    """An input that goes back to Kafka under the key taken from its ``--key-field``."""
+
+    meta: RecordMeta
+    key: bytes
+    value: bytes | None
+    headers: Any
+
+
+@dataclass(frozen=True, slots=True)
+class Topics:
+    app_id: str
+    output: str
+    dead_letter: str
+    changelog: str
+    repartition: str
+
+
+class Checkpoint:
+    """The effects one transaction commits, and the phase it is in."""
+
+    def __init__(self, name: str, deltas: list[KeyDelta], dead_letters: list[DeadLetter], rekeyed: list[Rekeyed],
+                 offsets: dict[TopicPart, int], topics: Topics) -> None:
+        self.name = name
+        self.deltas = deltas
+        self.dead_letters = dead_letters
+        self.rekeyed = rekeyed
+        self.offsets = offsets  # input partition -> next offset to consume, committed with the transaction
+        self.topics = topics
+        self.state = StateTransaction(topics.changelog)
+        for delta in deltas:
+            partition, key = delta.key  # type: ignore[misc]
+            self.state.update(partition, key, delta.state)
+        #: Input records this checkpoint finishes, per partition: they leave the in-flight window when it commits.
+        self.records: Counter[TopicPart] = Counter()
+        for delta in deltas:
+            self.records.update((m.topic, m.partition) for m in delta.finished if m is not None)
+        self.records.update((e.meta.topic, e.meta.partition) for e in (*dead_letters, *rekeyed))
+        self.phase = Phase.OPEN
+        self.outputs = 0
+        self.started = time.monotonic()
+        self.duration_s = 0.0
+
+    def move(self, to: Phase) -> None:
+        if to not in TRANSITIONS[self.phase]:
+            raise IllegalTransition(f"checkpoint {self.name}: {self.phase.value} -> {to.value} is not a legal move")
+        self.phase = to
+
+    def produce(self, producer: CheckpointProducer) -> None:
+        """OPEN -> PRODUCING -> COMMITTING: begin the transaction and produce every effect into it."""
+        self.move(Phase.PRODUCING)
+        t = self.topics
+        produce = producer.produce
+        producer.begin()
+        for delta in self.deltas:
+            key = delta.key[1]  # type: ignore[index]
+            for meta, output in delta.outputs:
+                produce(t.output, encode_output(output), key=key, headers=source_headers(meta, t.app_id, self.name))
+                self.outputs += 1
+            for meta, value, error in delta.failures:
+                produce(t.dead_letter, encode_output(value), key=key,
+                        headers=dlq_headers(meta, t.app_id, self.name, "run-failed", error))
+        self.state.prepare(produce)
+        for letter in self.dead_letters:
+            produce(t.dead_letter, letter.value, key=letter.key,
+                    headers=dlq_headers(letter.meta, t.app_id, self.name, letter.reason, letter.error))
+        for record in self.rekeyed:
+            produce(t.repartition, record.value, key=record.key, headers=record.headers)
+        self.move(Phase.COMMITTING)
+
+    def close(self, producer: CheckpointProducer) -> AbortableCommitError | FatalCommitError | None:
+        """COMMITTING: flush, send the input offsets, commit (any thread). The outcome is settled on the
+        loop thread (:meth:`Checkpointer.settle`), which makes the move."""
+        if self.phase is not Phase.COMMITTING:
+            raise IllegalTransition(f"checkpoint {self.name}: close in phase {self.phase.value}")
+        try:
+            producer.flush()  # serves the changelog delivery reports the state transaction waits for
+            producer.send_offsets(self.offsets)
+            producer.commit()
+        except (AbortableCommitError, FatalCommitError) as exc:
+            return exc
+        self.duration_s = time.monotonic() - self.started
+        return None
+
+    @property
+    def failed_runs(self) -> int:
+        return sum(len(d.failures) for d in self.deltas)

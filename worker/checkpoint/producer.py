@@ -1,0 +1,192 @@
+"""The one class that owns the worker's producer, and the one place its failures are classified.
+
+Exactly-once (:class:`TransactionalProducer`): every checkpoint is a Kafka transaction (EOS v2,
+input offsets sent with the consumer's group metadata). At-least-once (:class:`AtLeastOnceProducer`):
+the same steps without a transaction; offsets are committed through the consumer after the flush, so
+a crash between the two replays records whose outputs were written.
+
+Classification: a failure the transaction survives by aborting is an :class:`AbortableCommitError`
+(the checkpoint's batch is retried); anything else is a :class:`FatalCommitError` (the worker exits
+and a restarted worker resumes from the last committed transaction).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Callable
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+
+from worker.exceptions import WorkerError
+
+__all__ = ["AbortableCommitError", "AtLeastOnceProducer", "CheckpointProducer", "FatalCommitError",
+           "TransactionalProducer", "MAX_CONSECUTIVE_TIMEOUTS"]
+
+logger = logging.getLogger(__name__)
+
+MAX_CONSECUTIVE_TIMEOUTS = 3
+Offsets = dict[tuple[str, int], int]
+
+
+class FatalCommitError(WorkerError):
+    """The producer can no longer commit (fenced, fatal error, repeated time-outs)."""
+
+
+class AbortableCommitError(WorkerError):
+    """The transaction must be aborted; the same batch can be retried in a new one."""
+
+    def __init__(self, message: str, call: str = "") -> None:
+        super().__init__(message)
+        #: The call that failed. Before commit_transaction the transaction cannot have committed,
+        #: whatever becomes of its abort.
+        self.call = call
+
+    @property
+    def may_have_committed(self) -> bool:
+        return self.call == "commit_transaction"
+
+
+def classify(error: KafkaError, call: str, consecutive_timeouts: int) -> AbortableCommitError | FatalCommitError:
+    """What a failed producer call means for the transaction."""
+    if error.code() == KafkaError._TIMED_OUT and consecutive_timeouts >= MAX_CONSECUTIVE_TIMEOUTS:
+        # A zombie on some brokers sees time-outs instead of fencing: repeated means fatal.
+        return FatalCommitError(f"{call} timed out {consecutive_timeouts} times in a row: {error}")
+    if error.txn_requires_abort():
+        return AbortableCommitError(f"{call}: {error}", call)
+    if error.retriable() and call in ("commit_transaction", "send_offsets_to_transaction"):
+        return AbortableCommitError(f"{call} (retriable): {error}", call)
+    return FatalCommitError(f"{call} failed: {error}")
+
+
+class CheckpointProducer:
+    """The steps of a checkpoint, as broker calls: begin, produce, flush, send offsets, commit, abort."""
+
+    transactional = False
+
+    def __init__(self, make_producer: Callable[[], Producer], consumer: Consumer, timeout_s: float = 30.0) -> None:
+        self._make_producer = make_producer
+        self.producer = make_producer()
+        self.consumer = consumer
+        self.timeout_s = timeout_s
+
+    def init(self) -> None:
+        """Ready the producer for its first checkpoint."""
+
+    def begin(self) -> None:
+        """Open a checkpoint (on the thread that polls the consumer)."""
+
+    def produce(self, topic: str, value: bytes | None, key: bytes | None = None, partition: int | None = None,
+                headers: list[tuple[str, bytes]] | None = None,
+                on_delivery: Callable[[Any, Any], None] | None = None) -> None:
+        while True:
+            try:
+                # partition -1 is librdkafka's "use the partitioner"; a None callback means none.
+                self.producer.produce(topic, value, key, -1 if partition is None else partition, on_delivery,
+                                      headers=headers)
+                return
+            except BufferError:
+                self.producer.poll(0.05)  # local queue full: let deliveries drain
+
+    def flush(self) -> None:
+        """Wait until every record produced is acknowledged (serves delivery reports)."""
+        remaining = self.producer.flush(self.timeout_s)
+        if remaining:
+            raise FatalCommitError(f"{remaining} records still undelivered after {self.timeout_s}s")
+
+    def send_offsets(self, offsets: Offsets) -> None:
+        raise NotImplementedError
+
+    def commit(self) -> None:
+        """Make what was produced (and the offsets sent) visible to read_committed readers."""
+
+    def abort(self) -> None:
+        """Abandon the open checkpoint; its records are never visible."""
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        self.producer.flush(timeout_s)
+
+    @staticmethod
+    def _partitions(offsets: Offsets) -> list[TopicPartition]:
+        return [TopicPartition(topic, p, o) for (topic, p), o in sorted(offsets.items())]
+
+
+class AtLeastOnceProducer(CheckpointProducer):
+    """Outputs first, then offsets through the consumer; duplicates possible after a crash, never losses."""
+
+    def send_offsets(self, offsets: Offsets) -> None:
+        if offsets:
+            self.consumer.commit(offsets=self._partitions(offsets), asynchronous=False)
+
+
+class TransactionalProducer(CheckpointProducer):
+    """Exactly-once: one Kafka transaction per checkpoint."""
+
+    transactional = True
+
+    def __init__(self, make_producer: Callable[[], Producer], consumer: Consumer, timeout_s: float = 30.0) -> None:
+        super().__init__(make_producer, consumer, timeout_s)
+        self._timeouts = 0
+        self._group_metadata: Any = None
+        self.in_transaction = False
+        #: The transactional call in progress and when it began (monotonic), None between calls: a call
+        #: librdkafka keeps blocked past its timeout is cut loose (worker/checkpoint/checkpointer.py).
+        self.blocked_in: tuple[str, float] | None = None
+
+    def init(self) -> None:
+        """Fences any predecessor with our transactional.id and aborts its open transaction."""
+        self._guard(lambda: self.producer.init_transactions(self.timeout_s), "init_transactions")
+
+    def begin(self) -> None:
+        """The group metadata is taken here, not when offsets are sent: confluent-kafka serialises calls
+        on one consumer, so a committer thread asking for it would wait for the poll in progress, and a
+        poll running a rebalance callback that waits for that commit never returns (measured: the group
+        hung). The offsets committed are also the ones collected under this generation."""
+        self._group_metadata = self.consumer.consumer_group_metadata()
+        self._guard(self.producer.begin_transaction, "begin_transaction")
+        self.in_transaction = True
+
+    def send_offsets(self, offsets: Offsets) -> None:
+        if offsets:
+            metadata = self._group_metadata
+            self._guard(lambda: self.producer.send_offsets_to_transaction(
+                self._partitions(offsets), metadata, self.timeout_s), "send_offsets_to_transaction")
+
+    def commit(self) -> None:
+        self._guard(lambda: self.producer.commit_transaction(self.timeout_s), "commit_transaction")
+        self.in_transaction = False
+        self._timeouts = 0
+
+    def abort(self) -> None:
+        if self.in_transaction:  # a renewed producer has nothing open: its init aborted the old transaction
+            self._guard(lambda: self.producer.abort_transaction(self.timeout_s), "abort_transaction")
+            self.in_transaction = False
+
+    def renew(self) -> None:
+        """Replace the producer with a fresh one under the same transactional.id.
+
+        Its init_transactions fences the old one and aborts the old one's open transaction, if any.
+        Used when librdkafka keeps a dead group coordinator cached after an outage or a node failure
+        (confluentinc/librdkafka#5511): the old producer's next send_offsets_to_transaction would hang.
+        """
+        logger.info("starting a fresh transactional producer")
+        self.producer = self._make_producer()
+        self._timeouts = 0
+        self.in_transaction = False
+        self.blocked_in = None
+        self.init()
+
+    def _guard(self, call: Callable[[], Any], what: str) -> None:
+        """Run a transactional call; classify its failure."""
+        mark = (what, time.monotonic())
+        self.blocked_in = mark
+        try:
+            call()
+        except KafkaException as exc:
+            error: KafkaError = exc.args[0]
+            if error.code() == KafkaError._TIMED_OUT:
+                self._timeouts += 1
+            raise classify(error, what, self._timeouts) from exc
+        finally:
+            if self.blocked_in is mark:  # an abandoned call returning late must not clear a newer one's mark
+                self.blocked_in = None

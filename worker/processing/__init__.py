@@ -1,0 +1,1 @@
+"""Flow control between Kafka and the engine: what is paused, why, and when it resumes."""
