@@ -1,17 +1,12 @@
-"""OpenAI-compatible chat-completions stub server for tests, benchmarks and local runs.
+"""OpenAI-compatible chat-completions stub server for tests, benchmarks, demos and load tests.
 
-Real agents talk to an LLM through the ``openai`` client (httpx, pooled keep-alive
-connections). To exercise that exact code path without a network model, this module
-serves ``/v1/chat/completions`` over a small HTTP/1.1 implementation on asyncio protocols:
-a reply that needs no waiting is written straight from ``data_received`` (no task, no
-stream reader), and a delayed one costs a timer, so thousands of concurrent slow requests
-are cheap. ``--workers N`` runs N processes on one port (SO_REUSEPORT) for benchmarks.
-
-Replies are deterministic (same request -> same content), latency and random errors
-are tunable at runtime, and faults (429/500/503, hangs, malformed JSON, dropped
-connections, a full outage) can be queued from the test thread to check retry and
-recovery behaviour. Every chat request is logged so tests can assert on what the
-agent actually sent.
+Agents talk to a model through the real ``openai`` client; this serves them ``/v1/chat/completions``
+(JSON, or server-sent events when ``stream`` is set), ``/v1/models``, ``/healthz`` and ``/stats`` on
+aiohttp's low-level web server. Replies are deterministic (same request -> same content). Latency, a
+random error rate, slow streams and queued faults (429 with Retry-After, 500/503, a hang, malformed
+JSON, a dropped connection, a full outage) are set at runtime from the test thread, and every chat
+request is logged so tests can assert on what the agent sent. ``--workers N`` runs N processes on
+one port (SO_REUSEPORT) for load tests.
 
 Run standalone with ``python -m agentplan.testing.llm_stub --port 8000 [--workers N]``.
 """
@@ -24,7 +19,6 @@ import collections
 import contextlib
 import dataclasses
 import functools
-import http
 import json
 import logging
 import math
@@ -37,18 +31,17 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 logger = logging.getLogger(__name__)
 
-__all__ = [
-    "FAULTS",
-    "StubLLMServer",
-    "StubReply",
-    "default_responder",
-    "main",
-]
+__all__ = ["FAULTS", "MALFORMED_CONTENT", "StubLLMServer", "StubReply", "default_responder", "main", "model_endpoint"]
 
 #: Fault kinds accepted by :meth:`StubLLMServer.fail_next`.
 FAULTS: frozenset[str] = frozenset({"429", "500", "503", "timeout", "malformed_json", "disconnect"})
@@ -56,11 +49,7 @@ FAULTS: frozenset[str] = frozenset({"429", "500", "503", "timeout", "malformed_j
 MALFORMED_CONTENT = "this is not json {"
 STUB_MODEL_ID = "stub-model"
 
-_CHAT_PATHS = frozenset({"/v1/chat/completions", "/chat/completions"})
-_MODELS_PATHS = frozenset({"/v1/models", "/models"})
-_MAX_BODY_BYTES = 64 * 1024 * 1024
-_STREAM_LIMIT = 1024 * 1024  # max header block size accepted by the reader
-_BACKLOG = 4096  # large accept queue: benchmarks open 1000+ connections at once
+_BACKLOG = 4096  # load tests open 1000+ connections at once
 _START_TIMEOUT_S = 10.0
 _CONTROL_TIMEOUT_S = 5.0
 
@@ -101,12 +90,8 @@ def _english_pattern(word: str) -> re.Pattern[str]:
     return re.compile(rf"\b{body}(?:s|d|ed|ly|ing|n)?\b", re.IGNORECASE)
 
 
-_POSITIVE_PATTERNS = [_english_pattern(w) for w in _POSITIVE_EN] + [
-    re.compile(re.escape(w)) for w in _POSITIVE_ZH
-]
-_NEGATIVE_PATTERNS = [_english_pattern(w) for w in _NEGATIVE_EN] + [
-    re.compile(re.escape(w)) for w in _NEGATIVE_ZH
-]
+_POSITIVE_PATTERNS = [_english_pattern(w) for w in _POSITIVE_EN] + [re.compile(re.escape(w)) for w in _POSITIVE_ZH]
+_NEGATIVE_PATTERNS = [_english_pattern(w) for w in _NEGATIVE_EN] + [re.compile(re.escape(w)) for w in _NEGATIVE_ZH]
 
 
 def _text(content: Any) -> str:
@@ -175,23 +160,15 @@ def _classify_sentiment(text: str) -> dict[str, Any]:
     hits: list[tuple[int, str, int]] = []  # (position, matched text, +1/-1)
     for patterns, sign in ((_POSITIVE_PATTERNS, 1), (_NEGATIVE_PATTERNS, -1)):
         for pattern in patterns:
-            for m in pattern.finditer(text):
-                hits.append((m.start(), m.group(0), sign))
+            hits.extend((m.start(), m.group(0), sign) for m in pattern.finditer(text))
     hits.sort()
     score = sum(sign for _, _, sign in hits)
     sentiment = "positive" if score > 0 else "negative" if score < 0 else "neutral"
-    phrases: list[str] = []
-    for _, word, _ in hits:
-        if word not in phrases:
-            phrases.append(word)
+    phrases = list(dict.fromkeys(word for _, word, _ in hits))
     if not phrases:
         words = (w.strip(string.punctuation) for w in text.split())
         phrases = [w for w in words if w][:3]
-    return {
-        "sentiment": sentiment,
-        "confidence": 0.6 if sentiment == "neutral" else 0.9,
-        "key_phrases": phrases,
-    }
+    return {"sentiment": sentiment, "confidence": 0.6 if sentiment == "neutral" else 0.9, "key_phrases": phrases}
 
 
 def default_responder(request: dict[str, Any]) -> StubReply:
@@ -222,9 +199,7 @@ def default_responder(request: dict[str, Any]) -> StubReply:
         return StubReply(content=raw if isinstance(parsed, dict) else json.dumps({"result": raw}))
 
     last_user = _text(messages[user_idx[-1]].get("content")) if user_idx else ""
-    answered_by_tool = bool(user_idx) and any(
-        m.get("role") == "tool" for m in messages[user_idx[-1] + 1 :]
-    )
+    answered_by_tool = bool(user_idx) and any(m.get("role") == "tool" for m in messages[user_idx[-1] + 1 :])
     if not answered_by_tool:
         calls = _tool_directives(last_user)
         if calls:
@@ -238,8 +213,7 @@ def default_responder(request: dict[str, Any]) -> StubReply:
     if any(_SENTIMENT_RE.search(_text(m.get("content"))) for m in messages):
         marked = next((t for t in user_texts if _INPUT_MARKER in t), last_user)
         _, marker, after = marked.rpartition(_INPUT_MARKER)
-        text = (after if marker else marked).strip()
-        content = _classify_sentiment_json(text)
+        content = _classify_sentiment_json((after if marker else marked).strip())
         if "reasoning" in str(request.get("model", "")):
             content = "<think>stub reasoning</think>" + content
         return StubReply(content=content)
@@ -247,335 +221,80 @@ def default_responder(request: dict[str, Any]) -> StubReply:
     return StubReply(content="echo: " + last_user)
 
 
-# --------------------------------------------------------------------------- HTTP framing
-
-
-class _BadRequest(Exception):
-    """Unparseable HTTP framing; answered with ``status`` and the connection is closed."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-@dataclasses.dataclass
-class _HttpRequest:
-    method: str
-    path: str
-    version: str
-    headers: dict[str, str]
-    body: bytes
-
-    @property
-    def keep_alive(self) -> bool:
-        conn = self.headers.get("connection", "").lower()
-        if self.version == "HTTP/1.0":
-            return "keep-alive" in conn
-        return "close" not in conn
-
-
-def _error_body(message: str, err_type: str, code: str | None = None) -> dict[str, Any]:
-    return {"error": {"message": message, "type": err_type, "param": None, "code": code}}
+# --------------------------------------------------------------------------- response bodies
 
 
 def _encode_json(payload: Any) -> bytes:
     return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
-_REASONS = {status.value: status.phrase for status in http.HTTPStatus}
+def _json(status: int, payload: Any, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(status=status, body=_encode_json(payload), content_type="application/json", headers=headers)
 
 
-def _head(status: int, headers: dict[str, str]) -> bytes:
-    lines = [f"HTTP/1.1 {status} {_REASONS.get(status, 'Unknown')}"]
-    lines.extend(f"{k}: {v}" for k, v in headers.items())
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+def _error(status: int, message: str, err_type: str, code: str | None = None,
+           headers: dict[str, str] | None = None) -> web.Response:
+    return _json(status, {"error": {"message": message, "type": err_type, "param": None, "code": code}}, headers)
 
 
-# The common answer (200, JSON, keep-alive) is a template: formatting it is most of a fast reply.
-_OK_JSON_HEAD = (
-    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
-    b"Connection: keep-alive\r\nx-request-id: req_stub_%d\r\n\r\n"
-)
+def _completion(seq: int, model: str, messages: Sequence[Any], reply: StubReply) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "assistant", "content": reply.content}
+    completion_text = reply.content or ""
+    if reply.tool_calls:
+        calls = []
+        for i, (name, args) in enumerate(reply.tool_calls):
+            arguments = json.dumps(args, ensure_ascii=False)
+            completion_text += name + arguments
+            calls.append({"id": f"call_{seq}_{i}", "type": "function", "function": {"name": name, "arguments": arguments}})
+        message["tool_calls"] = calls
+    # Token counts are a character estimate: enough for usage accounting tests.
+    prompt_tokens = sum(len(_text(m.get("content"))) for m in messages if isinstance(m, dict)) // 4 + 1
+    completion_tokens = len(completion_text) // 4 + 1
+    return {
+        "id": f"chatcmpl-stub-{seq}", "object": "chat.completion", "created": int(time.time()), "model": model,
+        "system_fingerprint": "llm-stub",
+        "choices": [{"index": 0, "message": message, "logprobs": None,
+                     "finish_reason": "tool_calls" if reply.tool_calls else "stop"}],
+        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                  "total_tokens": prompt_tokens + completion_tokens},
+    }
 
 
-def _parse_head(block: bytes) -> tuple[str, str, str, dict[str, str]]:
-    lines = block.decode("latin-1").split("\r\n")
-    parts = lines[0].split(" ")
-    if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
-        raise _BadRequest(400, "malformed request line")
-    headers: dict[str, str] = {}
-    for line in lines[1:]:
-        if not line:
-            continue
-        name, sep, value = line.partition(":")
-        if not sep:
-            raise _BadRequest(400, "malformed header line")
-        key = name.strip().lower()
-        headers[key] = f"{headers[key]}, {value.strip()}" if key in headers else value.strip()
-    return parts[0], parts[1], parts[2], headers
+def _stream_events(completion: dict[str, Any], include_usage: bool) -> list[bytes]:
+    """``completion`` as server-sent ``chat.completion.chunk`` events: 16-character content deltas."""
+    base = {k: completion[k] for k in ("id", "created", "model", "system_fingerprint")}
+    base["object"] = "chat.completion.chunk"
+    choice = completion["choices"][0]
+    message = choice["message"]
+
+    def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+        return {**base, "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}
+
+    content = message.get("content") or ""
+    events = [chunk({"role": "assistant", "content": ""})]
+    events += [chunk({"content": content[i : i + 16]}) for i in range(0, len(content), 16)]
+    events += [chunk({"tool_calls": [{"index": i, **call}]}) for i, call in enumerate(message.get("tool_calls") or [])]
+    events.append(chunk({}, choice["finish_reason"]))
+    if include_usage:
+        events.append({**base, "choices": [], "usage": completion["usage"]})
+    return [b"data: " + _encode_json(e) + b"\n\n" for e in events] + [b"data: [DONE]\n\n"]
 
 
-def _chunked_body(buf: bytearray, start: int) -> tuple[bytes, int] | None:
-    """Decode a ``Transfer-Encoding: chunked`` body at ``start``: (body, end) or ``None`` if incomplete.
-
-    Trailers are discarded.
-    """
-    body = bytearray()
-    i = start
-    while True:
-        eol = buf.find(b"\r\n", i)
-        if eol < 0:
-            return None
-        try:
-            size = int(bytes(buf[i:eol]).split(b";", 1)[0].strip(), 16)
-        except ValueError as exc:
-            raise _BadRequest(400, "invalid chunk size") from exc
-        i = eol + 2
-        if size == 0:
-            while True:
-                eol = buf.find(b"\r\n", i)
-                if eol < 0:
-                    return None
-                if eol == i:
-                    return bytes(body), eol + 2
-                i = eol + 2
-        if len(body) + size > _MAX_BODY_BYTES:
-            raise _BadRequest(413, "request body too large")
-        if len(buf) < i + size + 2:
-            return None
-        body += buf[i : i + size]
-        if buf[i + size : i + size + 2] != b"\r\n":
-            raise _BadRequest(400, "invalid chunk terminator")
-        i += size + 2
-
-
-class _RequestParser:
-    """Incremental HTTP/1.1 request framing over the bytes of one connection (pipelining allowed)."""
-
-    def __init__(self) -> None:
-        self._buf = bytearray()
-        # (method, target, version, headers, body start, content length or -1 when chunked)
-        self._head: tuple[str, str, str, dict[str, str], int, int] | None = None
-
-    @property
-    def partial(self) -> bool:
-        """Bytes of an unfinished request are buffered (a clean close has none)."""
-        return self._head is not None or bool(self._buf.strip())
-
-    def feed(self, data: bytes) -> list[_HttpRequest]:
-        """Complete requests now available; raises :class:`_BadRequest` on broken framing."""
-        self._buf += data
-        requests = []
-        while True:
-            request = self._next()
-            if request is None:
-                return requests
-            requests.append(request)
-
-    def _next(self) -> _HttpRequest | None:
-        buf = self._buf
-        if self._head is None:
-            end = buf.find(b"\r\n\r\n")
-            if end < 0 or end > _STREAM_LIMIT:
-                if len(buf) > _STREAM_LIMIT:
-                    raise _BadRequest(431, "request header block too large")
-                return None
-            method, target, version, headers = _parse_head(bytes(buf[:end]))
-            if "chunked" in headers.get("transfer-encoding", "").lower():
-                length = -1
-            else:
-                try:
-                    length = int(headers.get("content-length", "0") or "0")
-                except ValueError as exc:
-                    raise _BadRequest(400, "invalid Content-Length") from exc
-                if length < 0:
-                    raise _BadRequest(400, "invalid Content-Length")
-                if length > _MAX_BODY_BYTES:
-                    raise _BadRequest(413, "request body too large")
-            self._head = (method, target, version, headers, end + 4, length)
-        method, target, version, headers, start, length = self._head
-        if length >= 0:
-            stop = start + length
-            if len(buf) < stop:
-                return None
-            body = bytes(buf[start:stop])
-        else:
-            decoded = _chunked_body(buf, start)
-            if decoded is None:
-                return None
-            body, stop = decoded
-        del buf[:stop]
-        self._head = None
-        path = target.split("?", 1)[0]
-        if len(path) > 1:
-            path = path.rstrip("/")
-        return _HttpRequest(method.upper(), path, version, headers, body)
-
-
-@dataclasses.dataclass
-class _Reply:
-    """How to answer one request: bytes to write (``None``: close without answering), when, and then
-    whether to keep the connection."""
-
-    data: bytes | None
-    keep_alive: bool
-    delay_s: float = 0.0
-    hang: bool = False  # hold the request unanswered, then close (the "timeout" fault)
-    chat: bool = False  # counted in ``in_flight`` until answered
-
-    @property
-    def immediate(self) -> bool:
-        return self.delay_s <= 0 and not self.hang
-
-
-class _Connection(asyncio.Protocol):
-    """One client connection. Replies that need no waiting are written from ``data_received``
-    itself; a delayed or hanging reply moves the rest of the connection's queue to a task, so
-    responses keep request order."""
-
-    def __init__(self, server: StubLLMServer) -> None:
-        self._server = server
-        self._parser = _RequestParser()
-        self._queue: collections.deque[_HttpRequest | _BadRequest] = collections.deque()
-        self.transport: asyncio.Transport | None = None
-        self.task: asyncio.Task[None] | None = None  # a hanging reply
-        self._timer: asyncio.TimerHandle | None = None  # a delayed reply
-        self._delayed: _Reply | None = None
-        self._closed = False
-        self._eof = False
-        self._wake: asyncio.Future[None] | None = None
-
-    # -- asyncio callbacks
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-        self._server._connection_opened(self)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._closed = True
-        self._server._connection_closed(self)
-        self._wake_up()
-        self._cancel_pending()
-
-    def data_received(self, data: bytes) -> None:
-        self._wake_up()
-        if self._closed:
-            return
-        try:
-            self._queue.extend(self._parser.feed(data))
-        except _BadRequest as exc:
-            self._queue.append(exc)
-            self._parser = _RequestParser()
-        self._pump()
-
-    def eof_received(self) -> bool:
-        self._eof = True
-        self._wake_up()
-        if self._parser.partial:
-            self._queue.append(_BadRequest(400, "truncated request head"))
-        self._pump()
-        return True  # keep the transport open until queued replies are written
-
-    # -- replying
-    @property
-    def _waiting(self) -> bool:
-        return self.task is not None or self._timer is not None
-
-    def _pump(self) -> None:
-        while not self._waiting and self._queue and not self._closed:
-            reply = self._server._answer(self._queue.popleft())
-            if reply.hang:
-                self.task = asyncio.get_running_loop().create_task(self._hang_then_close(reply))
-                return
-            if reply.delay_s > 0:
-                # A timer, not a task: thousands of delayed replies must stay cheap.
-                self._delayed = reply
-                self._timer = asyncio.get_running_loop().call_later(reply.delay_s, self._send_delayed)
-                return
-            if not self._send(reply):
-                return
-        if self._eof and not self._waiting and not self._queue:
-            self.close()
-
-    def _send_delayed(self) -> None:
-        reply, self._delayed, self._timer = self._delayed, None, None
-        if reply is not None and self._send(reply):
-            self._pump()
-
-    def _cancel_pending(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        reply, self._delayed = self._delayed, None
-        if reply is not None and reply.chat:
-            reply.chat = False
-            self._server._chat_done()
-        if self.task is not None:
-            self.task.cancel()
-
-    def _send(self, reply: _Reply) -> bool:
-        """Write ``reply``; ``False`` when the connection is closed after it."""
-        if reply.chat:
-            self._server._chat_done()
-            reply.chat = False
-        assert self.transport is not None
-        if reply.data is not None and not self._closed:
-            self.transport.write(reply.data)
-        if reply.data is None or not reply.keep_alive:
-            self.close()
-            return False
-        return True
-
-    async def _hang_then_close(self, reply: _Reply) -> None:
-        try:
-            await self._hang()
-            reply.data = None
-            self._send(reply)
-        except asyncio.CancelledError:
-            pass  # connection lost or server stopping
-        finally:
-            if reply.chat:
-                reply.chat = False
-                self._server._chat_done()
-            self.task = None
-
-    async def _hang(self) -> None:
-        """Until timeout_hang_s, the client sending anything or closing, or stop()."""
-        stopping = self._server._stopping
-        assert stopping is not None
-        self._wake = asyncio.get_running_loop().create_future()
-        stopped = asyncio.ensure_future(stopping.wait())
-        try:
-            await asyncio.wait({self._wake, stopped}, timeout=self._server.timeout_hang_s,
-                               return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            stopped.cancel()
-            self._wake = None
-
-    def _wake_up(self) -> None:
-        if self._wake is not None and not self._wake.done():
-            self._wake.set_result(None)
-
-    def close(self) -> None:
-        self._closed = True
-        if self.transport is not None:
-            self.transport.close()
-
-    def abort(self) -> None:
-        self._closed = True
-        if self.transport is not None:
-            self.transport.abort()
-        self._cancel_pending()
+def _drop(request: web.BaseRequest) -> web.Response:
+    """Close the connection without an answer; aiohttp discards the returned response unsent."""
+    if request.transport is not None:
+        request.transport.abort()
+    return web.Response(status=500)
 
 
 # --------------------------------------------------------------------------- server
 
 
 class StubLLMServer:
-    """Asyncio HTTP/1.1 server speaking enough of the OpenAI chat API for agents.
+    """aiohttp server speaking enough of the OpenAI chat API for agents, on its own loop thread.
 
-    Control methods (faults, latency, outage, log access) are thread-safe and meant
-    to be called from the test thread while the server runs on its own loop thread.
+    Control methods (faults, latency, outage, log access) are thread-safe and meant to be called
+    from the test thread while the server runs.
     """
 
     def __init__(
@@ -591,19 +310,19 @@ class StubLLMServer:
         timeout_hang_s: float = 30.0,
         record_requests: bool = True,
         reuse_port: bool = False,
+        stream_delay_ms: float = 0,
     ) -> None:
         self._host = host
         self._port = port
         self._latency_ms = self._check_latency(latency_ms)
+        self._stream_delay_ms = self._check_latency(stream_delay_ms)
         self._error_rate = self._check_rate(error_rate)
         self._rng = random.Random(seed)
         self._responder: Responder = responder or default_responder
         self.retry_after_s = float(retry_after_s)
         self.timeout_hang_s = float(timeout_hang_s)
-        # Off for long benchmarks: the log keeps every request body. Counters still count.
-        self._record_requests = record_requests
-        # SO_REUSEPORT lets several stub processes share one port (``--workers``).
-        self._reuse_port = reuse_port
+        self._record_requests = record_requests  # off for long load tests: the log keeps every body
+        self._reuse_port = reuse_port  # several stub processes share one port (``--workers``)
 
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
@@ -614,20 +333,22 @@ class StubLLMServer:
         self._by_fault: collections.Counter[str] = collections.Counter()
         self._by_endpoint: collections.Counter[str] = collections.Counter()
         self._in_flight = 0
+        self._routes: dict[str, tuple[str, Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]]] = {
+            "/v1/chat/completions": ("POST", self._chat), "/chat/completions": ("POST", self._chat),
+            "/v1/models": ("GET", self._models), "/models": ("GET", self._models),
+            "/healthz": ("GET", self._healthz), "/stats": ("GET", self._stats),
+        }
 
-        # Loop-thread state (only touched from the server's event loop).
+        # Loop-thread state.
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread_id: int | None = None
         self._stopping: asyncio.Event | None = None
-        self._server: asyncio.Server | None = None
-        self._conns: dict[_Connection, None] = {}
-
+        self._runner: web.ServerRunner | None = None
+        self._site: web.TCPSite | None = None
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
         self._startup_error: BaseException | None = None
         self._started = False
-
-    # ------------------------------------------------------------------ validation
 
     @staticmethod
     def _check_latency(ms: float) -> float:
@@ -643,8 +364,6 @@ class StubLLMServer:
             raise ValueError(f"error_rate must be within [0, 1], got {rate}")
         return rate
 
-    # ------------------------------------------------------------------ properties
-
     @property
     def host(self) -> str:
         return self._host
@@ -658,29 +377,23 @@ class StubLLMServer:
     def base_url(self) -> str:
         """URL to hand to ``openai.OpenAI(base_url=...)``."""
         host = "127.0.0.1" if self._host in ("", "0.0.0.0", "::", "localhost") else self._host
-        if ":" in host:
-            host = f"[{host}]"
-        return f"http://{host}:{self._port}/v1"
+        return f"http://{f'[{host}]' if ':' in host else host}:{self._port}/v1"
 
     # ------------------------------------------------------------------ lifecycle
 
-    def start(self) -> StubLLMServer:
+    def start(self) -> Self:
         """Serve on a daemon thread; returns once the socket is accepting connections."""
         if self._started:
             raise RuntimeError("StubLLMServer can only be started once")
         self._started = True
-        self._thread = threading.Thread(
-            target=self._thread_main, name=f"llm-stub-{self._port or 'auto'}", daemon=True
-        )
+        self._thread = threading.Thread(target=self._thread_main, name=f"llm-stub-{self._port or 'auto'}", daemon=True)
         self._thread.start()
         if not self._ready.wait(_START_TIMEOUT_S):
             self.stop()
             raise RuntimeError(f"llm stub did not start within {_START_TIMEOUT_S}s")
         if self._startup_error is not None:
             self._thread.join(_CONTROL_TIMEOUT_S)
-            raise RuntimeError(f"llm stub failed to start: {self._startup_error}") from (
-                self._startup_error
-            )
+            raise RuntimeError(f"llm stub failed to start: {self._startup_error}") from self._startup_error
         return self
 
     def serve_forever(self, on_ready: Callable[[StubLLMServer], None] | None = None) -> None:
@@ -688,8 +401,7 @@ class StubLLMServer:
         if self._started:
             raise RuntimeError("StubLLMServer can only be started once")
         self._started = True
-        install = threading.current_thread() is threading.main_thread()
-        asyncio.run(self._main(on_ready=on_ready, install_signals=install))
+        asyncio.run(self._main(on_ready, install_signals=threading.current_thread() is threading.main_thread()))
 
     def stop(self, timeout: float = _CONTROL_TIMEOUT_S) -> None:
         """Close the listener and every open connection, then join the loop thread."""
@@ -703,7 +415,7 @@ class StubLLMServer:
             if thread.is_alive():
                 logger.warning("llm stub thread did not exit within %.1fs", timeout)
 
-    def __enter__(self) -> StubLLMServer:
+    def __enter__(self) -> Self:
         return self if self._started else self.start()
 
     def __exit__(self, *exc_info: object) -> None:
@@ -711,8 +423,8 @@ class StubLLMServer:
 
     def _thread_main(self) -> None:
         try:
-            asyncio.run(self._main(on_ready=None, install_signals=False))
-        except BaseException as exc:  # noqa: BLE001 - reported to start()
+            asyncio.run(self._main(None, install_signals=False))
+        except BaseException as exc:  # reported to start()
             if not self._ready.is_set():
                 self._startup_error = exc
             else:
@@ -720,16 +432,17 @@ class StubLLMServer:
         finally:
             self._ready.set()
 
-    async def _main(
-        self, *, on_ready: Callable[[StubLLMServer], None] | None, install_signals: bool
-    ) -> None:
+    async def _main(self, on_ready: Callable[[StubLLMServer], None] | None, *, install_signals: bool) -> None:
         loop = asyncio.get_running_loop()
-        self._stopping = asyncio.Event()
-        self._loop_thread_id = threading.get_ident()
-        self._loop = loop
+        self._loop, self._loop_thread_id, self._stopping = loop, threading.get_ident(), asyncio.Event()
         signals = (signal.SIGINT, signal.SIGTERM) if install_signals else ()
         for sig in signals:
             loop.add_signal_handler(sig, self._stopping.set)
+        # handler_cancellation: a client (or stop()) closing the connection cancels its handler, which
+        # ends the latency wait or hang and keeps ``in_flight`` exact. No access log: it costs CPU per call.
+        self._runner = web.ServerRunner(web.Server(self._handle, handler_cancellation=True, access_log=None),
+                                        shutdown_timeout=1.0)
+        await self._runner.setup()
         try:
             await self._listen()
             logger.info("llm stub listening on %s", self.base_url)
@@ -741,49 +454,40 @@ class StubLLMServer:
             for sig in signals:
                 loop.remove_signal_handler(sig)
             await self._close_listener_and_connections()
+            await self._runner.cleanup()
             logger.info("llm stub on port %s stopped", self._port)
 
     async def _listen(self) -> None:
-        loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(
-            lambda: _Connection(self),
-            host=self._host,
-            port=self._port,
-            reuse_address=True,
-            reuse_port=self._reuse_port or None,
-            backlog=_BACKLOG,
-        )
-        self._port = self._server.sockets[0].getsockname()[1]
+        assert self._runner is not None
+        site = web.TCPSite(self._runner, self._host, self._port, backlog=_BACKLOG, reuse_port=self._reuse_port or None)
+        await site.start()
+        self._site = site
+        self._port = self._runner.addresses[0][1]
 
     async def _close_listener_and_connections(self) -> None:
-        server, self._server = self._server, None
-        if server is not None:
-            server.close()
-        current = asyncio.current_task()
-        with self._lock:
-            conns = list(self._conns)
-        tasks: list[asyncio.Task[Any]] = []
-        for conn in conns:
-            task = conn.task
-            conn.abort()
-            if task is not None and task is not current:
-                tasks.append(task)
-        if tasks:
-            await asyncio.wait(tasks, timeout=_CONTROL_TIMEOUT_S)
-        if server is not None:
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(server.wait_closed(), _CONTROL_TIMEOUT_S)
+        site, self._site = self._site, None
+        if site is not None:
+            await site.stop()
+        server = self._runner.server if self._runner is not None else None
+        for conn in server.connections if server is not None else ():
+            if conn.transport is not None:
+                conn.transport.abort()
+        await asyncio.sleep(0)  # the aborted connections' handlers are cancelled on the next loop pass
 
     # ------------------------------------------------------------------ outage control
 
-    def _run_in_loop(self, coro_fn: Callable[[], Any]) -> None:
+    def _run_in_loop(self, coro_fn: Callable[[], Awaitable[None]]) -> None:
         loop = self._loop
         if loop is None or self._stopping is None or self._stopping.is_set():
             raise RuntimeError("llm stub is not running")
+
+        async def run() -> None:
+            await coro_fn()
+
         if threading.get_ident() == self._loop_thread_id:
-            loop.create_task(coro_fn())  # called from a responder: cannot block the loop
+            loop.create_task(run())  # called from a responder: cannot block the loop
             return
-        asyncio.run_coroutine_threadsafe(coro_fn(), loop).result(_CONTROL_TIMEOUT_S)
+        asyncio.run_coroutine_threadsafe(run(), loop).result(_CONTROL_TIMEOUT_S)
 
     def refuse_connections(self) -> None:
         """Stop listening and drop every open connection: new connects get ECONNREFUSED."""
@@ -794,7 +498,7 @@ class StubLLMServer:
         """Listen again on the same port after :meth:`refuse_connections`."""
 
         async def relisten() -> None:
-            if self._server is None:
+            if self._site is None:
                 await self._listen()
 
         self._run_in_loop(relisten)
@@ -812,10 +516,16 @@ class StubLLMServer:
     # ------------------------------------------------------------------ knobs
 
     def set_latency(self, ms: float) -> None:
-        """Delay applied to every following chat response (non-blocking sleep)."""
+        """Delay before every following chat response (and error)."""
         ms = self._check_latency(ms)
         with self._lock:
             self._latency_ms = ms
+
+    def set_stream_delay(self, ms: float) -> None:
+        """Delay between the server-sent events of every following streamed response (a slow stream)."""
+        ms = self._check_latency(ms)
+        with self._lock:
+            self._stream_delay_ms = ms
 
     def set_error_rate(self, rate: float) -> None:
         """Fraction of following chat requests answered with a random 500 or 503."""
@@ -864,14 +574,8 @@ class StubLLMServer:
         """Logged requests (status 200 only, unless ``ok_only=False``) mentioning ``substring``."""
         with self._lock:
             entries = list(self._log)
-        return sum(
-            1
-            for e in entries
-            if (not ok_only or e["status"] == 200)
-            and any(
-                isinstance(m, dict) and substring in _text(m.get("content")) for m in e["messages"]
-            )
-        )
+        return sum(1 for e in entries if (not ok_only or e["status"] == 200)
+                   and any(isinstance(m, dict) and substring in _text(m.get("content")) for m in e["messages"]))
 
     def wait_for_requests(self, n: int, timeout: float) -> bool:
         """Block until the log holds at least ``n`` requests; ``False`` on timeout."""
@@ -880,6 +584,7 @@ class StubLLMServer:
 
     def stats(self) -> dict[str, Any]:
         """Counters served at ``GET /stats``."""
+        server = self._runner.server if self._runner is not None else None
         with self._lock:
             return {
                 "pid": os.getpid(),  # tells apart the processes of ``--workers N``
@@ -888,92 +593,36 @@ class StubLLMServer:
                 "by_fault": dict(self._by_fault),
                 "by_endpoint": dict(self._by_endpoint),
                 "in_flight": self._in_flight,
-                "open_connections": len(self._conns),
+                "open_connections": len(server.connections) if server is not None else 0,
                 "pending_faults": len(self._faults),
                 "latency_ms": self._latency_ms,
                 "error_rate": self._error_rate,
             }
 
-    # ------------------------------------------------------------------ connection handling
+    # ------------------------------------------------------------------ handlers
 
-    # ------------------------------------------------------------------ connection handling
-
-    def _connection_opened(self, conn: _Connection) -> None:
+    async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        path = request.path.rstrip("/") or "/"
         with self._lock:
-            self._conns[conn] = None
+            self._by_endpoint[f"{request.method} {path}"] += 1
+        route = self._routes.get(path)
+        if route is None:
+            return _error(404, f"Invalid URL ({request.method} {path})", "invalid_request_error")
+        method, handler = route
+        if request.method != method:
+            return _error(405, f"Method {request.method} not allowed on {path}", "invalid_request_error",
+                          headers={"Allow": method})
+        return await handler(request)
 
-    def _connection_closed(self, conn: _Connection) -> None:
-        with self._lock:
-            self._conns.pop(conn, None)
+    async def _models(self, request: web.BaseRequest) -> web.StreamResponse:
+        return _json(200, {"object": "list",
+                           "data": [{"id": STUB_MODEL_ID, "object": "model", "created": 0, "owned_by": "llm-stub"}]})
 
-    def _chat_done(self) -> None:
-        with self._lock:
-            self._in_flight -= 1
+    async def _healthz(self, request: web.BaseRequest) -> web.StreamResponse:
+        return _json(200, {"status": "ok"})
 
-    def _answer(self, item: _HttpRequest | _BadRequest) -> _Reply:
-        """How to answer one request (runs on the loop, in request order per connection)."""
-        if isinstance(item, _BadRequest):
-            return self._json_reply(item.status, _error_body(str(item), "invalid_request_error"), keep_alive=False)
-        req = item
-        keep = req.keep_alive
-        with self._lock:
-            self._by_endpoint[f"{req.method} {req.path}"] += 1
-        if req.path in _CHAT_PATHS:
-            if req.method != "POST":
-                return self._method_not_allowed(req, "POST", keep)
-            with self._lock:
-                self._in_flight += 1
-            try:
-                reply = self._chat(req)
-            except BaseException:
-                self._chat_done()
-                raise
-            reply.chat = True  # _Connection counts it done once answered
-            return reply
-        if req.path in _MODELS_PATHS:
-            if req.method != "GET":
-                return self._method_not_allowed(req, "GET", keep)
-            payload = {
-                "object": "list",
-                "data": [
-                    {"id": STUB_MODEL_ID, "object": "model", "created": 0, "owned_by": "llm-stub"}
-                ],
-            }
-            return self._json_reply(200, payload, keep_alive=keep)
-        if req.path == "/healthz":
-            return self._json_reply(200, {"status": "ok"}, keep_alive=keep)
-        if req.path == "/stats":
-            return self._json_reply(200, self.stats(), keep_alive=keep)
-        return self._json_reply(
-            404,
-            _error_body(f"Invalid URL ({req.method} {req.path})", "invalid_request_error"),
-            keep_alive=keep,
-        )
-
-    def _method_not_allowed(self, req: _HttpRequest, allow: str, keep: bool) -> _Reply:
-        message = f"Method {req.method} not allowed on {req.path}"
-        body = _error_body(message, "invalid_request_error")
-        return self._json_reply(405, body, keep_alive=keep, headers={"Allow": allow})
-
-    @staticmethod
-    def _json_reply(
-        status: int,
-        payload: Any,
-        *,
-        keep_alive: bool,
-        headers: dict[str, str] | None = None,
-        delay_s: float = 0.0,
-    ) -> _Reply:
-        body = _encode_json(payload)
-        all_headers = {
-            "Content-Type": "application/json",
-            "Content-Length": str(len(body)),
-            "Connection": "keep-alive" if keep_alive else "close",
-            **(headers or {}),
-        }
-        return _Reply(_head(status, all_headers) + body, keep_alive, delay_s)
-
-    # ------------------------------------------------------------------ chat completions
+    async def _stats(self, request: web.BaseRequest) -> web.StreamResponse:
+        return _json(200, self.stats())
 
     def _record(self, entry: dict[str, Any]) -> None:
         with self._cond:
@@ -984,32 +633,35 @@ class StubLLMServer:
                 self._by_fault[entry["fault"]] += 1
             self._cond.notify_all()
 
-    def _chat(self, req: _HttpRequest) -> _Reply:
-        keep = req.keep_alive
+    async def _chat(self, request: web.BaseRequest) -> web.StreamResponse:
+        with self._lock:
+            self._in_flight += 1
         try:
-            body = json.loads(req.body)
-            if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
-                raise ValueError("body must be a JSON object with a 'messages' list")
-        except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError included
+            return await self._answer_chat(request)
+        finally:  # also when the connection closes under a waiting request
             with self._lock:
-                self._seq += 1
-                seq = self._seq
-            self._record(
-                {"seq": seq, "model": "", "messages": [], "tools": None,
-                 "response_format": None, "fault": None, "status": 400}  # fmt: skip
-            )
-            err = _error_body(f"Invalid request body: {exc}", "invalid_request_error")
-            return self._json_reply(400, err, keep_alive=keep)
+                self._in_flight -= 1
 
-        # Sequence number, fault and latency are fixed at arrival so that queued
-        # faults map onto requests in the order the server received them.
+    async def _answer_chat(self, request: web.BaseRequest) -> web.StreamResponse:
+        raw_body = await request.content.read()  # the stream has no size cap: long conversations pass
+        # Sequence number, fault and latency are fixed at arrival so that queued faults map onto
+        # requests in the order the server received them.
         with self._lock:
             self._seq += 1
             seq = self._seq
+            latency_s, stream_delay_s = self._latency_ms / 1000.0, self._stream_delay_ms / 1000.0
+        try:
+            body = json.loads(raw_body)
+            if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
+                raise TypeError("body must be a JSON object with a 'messages' list")
+        except (ValueError, TypeError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+            self._record({"seq": seq, "model": "", "messages": [], "tools": None, "response_format": None,
+                          "fault": None, "status": 400})
+            return _error(400, f"Invalid request body: {exc}", "invalid_request_error")
+        with self._lock:
             fault = self._faults.popleft() if self._faults else None
             if fault is None and self._error_rate > 0 and self._rng.random() < self._error_rate:
                 fault = self._rng.choice(("500", "503"))
-            latency_s = self._latency_ms / 1000.0
 
         model = str(body.get("model", ""))
         reply: StubReply | None = None
@@ -1022,139 +674,50 @@ class StubLLMServer:
             reply = StubReply(content=MALFORMED_CONTENT)
         else:
             try:
-                raw = self._responder(body)
-                reply = StubReply(content=raw) if isinstance(raw, str) else raw
+                answer = self._responder(body)
+                reply = StubReply(content=answer) if isinstance(answer, str) else answer
                 if not isinstance(reply, StubReply):
-                    raise TypeError(f"responder returned {type(raw).__name__}, not StubReply")
-            except Exception:  # noqa: BLE001 - surfaced to the client as a 500
+                    raise TypeError(f"responder returned {type(answer).__name__}, not StubReply")
+            except Exception:  # surfaced to the client as a 500
                 logger.exception("llm stub responder failed for request %d", seq)
                 status = 500
-        self._record(
-            {
-                "seq": seq,
-                "model": model,
-                "messages": body["messages"],
-                "tools": body.get("tools"),
-                "response_format": body.get("response_format"),
-                "fault": fault,
-                "status": status,
-            }
-        )
+        self._record({"seq": seq, "model": model, "messages": body["messages"], "tools": body.get("tools"),
+                      "response_format": body.get("response_format"), "fault": fault, "status": status})
 
         if fault == "timeout":
-            return _Reply(None, False, hang=True)
+            await asyncio.sleep(self.timeout_hang_s)  # cut short when the client or stop() closes the connection
+            return _drop(request)
+        if latency_s > 0:
+            await asyncio.sleep(latency_s)
         if fault == "disconnect":
-            return _Reply(None, False, delay_s=latency_s)
+            return _drop(request)
+        request_id = {"x-request-id": f"req_stub_{seq}"}
         if status == 429:
-            headers = {
-                "Retry-After": str(math.ceil(self.retry_after_s)),
-                "retry-after-ms": str(int(round(self.retry_after_s * 1000))),
-                "x-request-id": f"req_stub_{seq}",
-            }
-            err = _error_body(
-                "Rate limit reached (injected by llm stub).", "requests", "rate_limit_exceeded"
-            )
-            return self._json_reply(429, err, keep_alive=keep, headers=headers, delay_s=latency_s)
+            headers = {"Retry-After": str(math.ceil(self.retry_after_s)),
+                       "retry-after-ms": str(round(self.retry_after_s * 1000)), **request_id}
+            return _error(429, "Rate limit reached (injected by llm stub).", "requests", "rate_limit_exceeded",
+                          headers)
         if status != 200 or reply is None:
-            message = (
-                "The server is overloaded or not ready yet (llm stub)."
-                if status == 503
-                else "The server had an error while processing your request (llm stub)."
-            )
-            err = _error_body(message, "server_error")
-            headers = {"x-request-id": f"req_stub_{seq}"}
-            return self._json_reply(status, err, keep_alive=keep, headers=headers, delay_s=latency_s)
+            message = ("The server is overloaded or not ready yet (llm stub)." if status == 503
+                       else "The server had an error while processing your request (llm stub).")
+            return _error(status, message, "server_error", headers=request_id)
 
-        completion = self._completion(seq, model, body["messages"], reply)
-        if body.get("stream"):
-            include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-            return _Reply(self._stream(completion, include_usage, keep), keep, latency_s)
-        if keep:
-            payload = _encode_json(completion)
-            return _Reply(_OK_JSON_HEAD % (len(payload), seq) + payload, True, latency_s)
-        return self._json_reply(
-            200, completion, keep_alive=keep, headers={"x-request-id": f"req_stub_{seq}"}, delay_s=latency_s
-        )
-
-
-    @staticmethod
-    def _completion(
-        seq: int, model: str, messages: Sequence[Any], reply: StubReply
-    ) -> dict[str, Any]:
-        message: dict[str, Any] = {"role": "assistant", "content": reply.content}
-        completion_text = reply.content or ""
-        if reply.tool_calls:
-            calls = []
-            for i, (name, args) in enumerate(reply.tool_calls):
-                arguments = json.dumps(args, ensure_ascii=False)
-                completion_text += name + arguments
-                calls.append(
-                    {
-                        "id": f"call_{seq}_{i}",
-                        "type": "function",
-                        "function": {"name": name, "arguments": arguments},
-                    }
-                )
-            message["tool_calls"] = calls
-        prompt_chars = sum(len(_text(m.get("content"))) for m in messages if isinstance(m, dict))
-        prompt_tokens = prompt_chars // 4 + 1
-        completion_tokens = len(completion_text) // 4 + 1
-        return {
-            "id": f"chatcmpl-stub-{seq}",
-            "object": "chat.completion",
-            "created": int(time.time()),
-            "model": model,
-            "system_fingerprint": "llm-stub",
-            "choices": [
-                {
-                    "index": 0,
-                    "message": message,
-                    "logprobs": None,
-                    "finish_reason": "tool_calls" if reply.tool_calls else "stop",
-                }
-            ],
-            "usage": {
-                "prompt_tokens": prompt_tokens,
-                "completion_tokens": completion_tokens,
-                "total_tokens": prompt_tokens + completion_tokens,
-            },
-        }
-
-
-    @staticmethod
-    def _stream(completion: dict[str, Any], include_usage: bool, keep: bool) -> bytes:
-        """Send ``completion`` as server-sent ``chat.completion.chunk`` events (chunked body)."""
-        base = {k: completion[k] for k in ("id", "created", "model", "system_fingerprint")}
-        base["object"] = "chat.completion.chunk"
-        choice = completion["choices"][0]
-        message = choice["message"]
-
-        def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
-            return {**base, "choices": [{"index": 0, "delta": delta, "logprobs": None,
-                                         "finish_reason": finish}]}  # fmt: skip
-
-        events: list[dict[str, Any]] = [chunk({"role": "assistant", "content": ""})]
-        content = message.get("content") or ""
-        for i in range(0, len(content), 16):
-            events.append(chunk({"content": content[i : i + 16]}))
-        for i, call in enumerate(message.get("tool_calls") or []):
-            events.append(chunk({"tool_calls": [{"index": i, **call}]}))
-        events.append(chunk({}, choice["finish_reason"]))
-        if include_usage:
-            events.append({**base, "choices": [], "usage": completion["usage"]})
-
-        headers = {
-            "Content-Type": "text/event-stream",
-            "Cache-Control": "no-cache",
-            "Transfer-Encoding": "chunked",
-            "Connection": "keep-alive" if keep else "close",
-        }
-        out = bytearray(_head(200, headers))
-        payloads = [b"data: " + _encode_json(e) + b"\n\n" for e in events] + [b"data: [DONE]\n\n"]
-        for data in payloads:
-            out += f"{len(data):x}\r\n".encode("ascii") + data + b"\r\n"
-        out += b"0\r\n\r\n"
-        return bytes(out)
+        completion = _completion(seq, model, body["messages"], reply)
+        if not body.get("stream"):
+            return _json(200, completion, request_id)
+        include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        events = _stream_events(completion, include_usage)
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
+                                               **request_id})
+        await response.prepare(request)
+        if stream_delay_s > 0:
+            for event in events:
+                await asyncio.sleep(stream_delay_s)
+                await response.write(event)
+        else:
+            await response.write(b"".join(events))  # one write: streaming costs no more than JSON
+        await response.write_eof()
+        return response
 
 
 # --------------------------------------------------------------------------- CLI
@@ -1162,45 +725,40 @@ class StubLLMServer:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the stub in the foreground until SIGINT/SIGTERM."""
-    parser = argparse.ArgumentParser(
-        prog="python -m agentplan.testing.llm_stub",
-        description="OpenAI-compatible chat-completions stub server.",
-    )
+    parser = argparse.ArgumentParser(prog="python -m agentplan.testing.llm_stub",
+                                     description="OpenAI-compatible chat-completions stub server.")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000, help="0 picks a free port")
     parser.add_argument("--latency-ms", type=float, default=0.0)
+    parser.add_argument("--stream-delay-ms", type=float, default=0.0, help="delay between streamed events")
     parser.add_argument("--error-rate", type=float, default=0.0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--log-level", default="WARNING")
     parser.add_argument("--workers", type=int, default=1,
                         help="processes sharing the port (SO_REUSEPORT); fault control stays per process")
     parser.add_argument("--no-request-log", action="store_true",
-                        help="keep counters only, not every request body (long benchmarks)")
-    parser.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
+                        help="keep counters only, not every request body (long load tests)")
+    parser.add_argument("--parent-pid", type=int, default=0, help=argparse.SUPPRESS)  # set for --workers' extras
     args = parser.parse_args(argv)
     if args.workers < 1:
         parser.error("--workers must be >= 1")
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
-
-    server = StubLLMServer(
-        host=args.host,
-        port=args.port,
-        latency_ms=args.latency_ms,
-        error_rate=args.error_rate,
-        seed=args.seed,
-        record_requests=not args.no_request_log,
-        reuse_port=args.reuse_port or args.workers > 1,
-    )
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    if args.parent_pid:
+        _die_with_parent(args.parent_pid)
+    try:
+        server = StubLLMServer(host=args.host, port=args.port, latency_ms=args.latency_ms,
+                               stream_delay_ms=args.stream_delay_ms, error_rate=args.error_rate, seed=args.seed,
+                               record_requests=not args.no_request_log,
+                               reuse_port=bool(args.parent_pid) or args.workers > 1)
+    except ValueError as exc:
+        parser.error(str(exc))
     children: list[subprocess.Popen[bytes]] = []
 
     def announce(srv: StubLLMServer) -> None:
         # Extra processes bind the port this one got; the ready line waits for all of them.
-        for _ in range(args.workers - 1):
-            children.append(_start_child(argv, srv.port))
-        print(f"llm-stub listening on {srv.base_url}" + (f" ({args.workers} processes)" if children else ""),
-              flush=True)
+        children.extend(_start_child(argv, srv.port) for _ in range(args.workers - 1))
+        suffix = f" ({args.workers} processes)" if children else ""
+        print(f"llm-stub listening on {srv.base_url}{suffix}", flush=True)
 
     try:
         server.serve_forever(on_ready=announce)
@@ -1222,10 +780,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _start_child(argv: Sequence[str] | None, port: int) -> subprocess.Popen[bytes]:
     """One more stub process on ``port``; it exits with its parent (Linux) and is ready on return."""
-    args = [a for a in (sys.argv[1:] if argv is None else list(argv))]
+    args = list(sys.argv[1:] if argv is None else argv)
     command = [sys.executable, "-m", "agentplan.testing.llm_stub", *args, "--port", str(port), "--workers", "1",
-               "--reuse-port"]
-    child = subprocess.Popen(command, stdout=subprocess.PIPE, preexec_fn=_die_with_parent)
+               "--parent-pid", str(os.getpid())]
+    child = subprocess.Popen(command, stdout=subprocess.PIPE)
     assert child.stdout is not None
     line = child.stdout.readline()
     if b"listening" not in line:
@@ -1235,18 +793,16 @@ def _start_child(argv: Sequence[str] | None, port: int) -> subprocess.Popen[byte
     return child
 
 
-def _die_with_parent() -> None:
-    """PR_SET_PDEATHSIG: a SIGKILLed parent must not leave stub processes behind."""
-    try:
+def _die_with_parent(parent_pid: int) -> None:
+    """PR_SET_PDEATHSIG: a SIGKILLed parent must not leave stub processes behind (Linux only).
+
+    Set by the child itself rather than in ``preexec_fn``, which is unsafe in a threaded parent."""
+    with contextlib.suppress(OSError, AttributeError):
         import ctypes
 
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
-    except (OSError, AttributeError):
-        pass
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    if os.getppid() != parent_pid:  # the parent died before the signal was armed
+        sys.exit(0)
 
 
 @contextlib.contextmanager
@@ -1264,3 +820,7 @@ def model_endpoint() -> Iterator[str]:
             yield stub.base_url
         finally:
             os.environ.pop("OPENAI_BASE_URL", None)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

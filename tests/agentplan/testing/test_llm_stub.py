@@ -201,6 +201,24 @@ def test_custom_responder_and_streaming() -> None:
         assert chunks[-1].usage is not None
 
 
+def test_slow_stream_spaces_its_events() -> None:
+    delay_s = 0.1
+    with StubLLMServer(stream_delay_ms=delay_s * 1000) as srv, client_for(srv) as client:
+        arrivals: list[tuple[float, str]] = []
+        for chunk in ask(client, "x" * 40, stream=True):  # role, 3 content deltas, finish
+            arrivals.append((time.monotonic(), chunk.choices[0].delta.content or ""))
+        assert "".join(text for _, text in arrivals) == "echo: " + "x" * 40
+        assert len(arrivals) == 5
+        # Each event is written delay_s after the one before: the last comes >= 4 delays after the first.
+        assert arrivals[-1][0] - arrivals[0][0] >= 3.5 * delay_s
+        srv.set_stream_delay(0)
+        started = time.monotonic()
+        assert "".join(c.choices[0].delta.content or "" for c in ask(client, "fast", stream=True)) == "echo: fast"
+        assert time.monotonic() - started < 4 * delay_s
+    with pytest.raises(ValueError):
+        StubLLMServer(stream_delay_ms=-1)
+
+
 # --------------------------------------------------------------------------- faults
 
 
@@ -237,6 +255,12 @@ def test_fault_timeout() -> None:
                 ask(client, "slow")
             assert ask(client, "fast").choices[0].message.content == "echo: fast"
         assert [(r["fault"], r["status"]) for r in srv.requests] == [("timeout", 0), (None, 200)]
+        # The client gave up and closed its connection: the hanging request is no longer in flight.
+        # Nothing signals that to the test thread, so poll with a deadline.
+        deadline = time.monotonic() + 5
+        while srv.stats()["in_flight"] and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert srv.stats()["in_flight"] == 0
 
 
 def test_fault_timeout_released_by_stop() -> None:
@@ -254,6 +278,7 @@ def test_fault_timeout_released_by_stop() -> None:
     caller = threading.Thread(target=call)
     caller.start()
     assert srv.wait_for_requests(1, timeout=10)
+    assert srv.stats()["in_flight"] == 1
     srv.stop()
     caller.join(10)
     assert not caller.is_alive()
@@ -441,7 +466,7 @@ def test_keep_alive_reuses_connection(server: StubLLMServer) -> None:
         headers = {"Content-Type": "application/json"}
         conn.request("POST", "/v1/chat/completions", body=body, headers=headers)
         first = conn.getresponse()
-        assert first.status == 200 and first.getheader("Connection") == "keep-alive"
+        assert first.status == 200 and first.getheader("Connection") != "close"  # HTTP/1.1: kept alive by default
         first.read()
         sock = conn.sock
         conn.request("GET", "/healthz")
