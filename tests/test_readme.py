@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -17,7 +18,7 @@ README = (REPO / "README.md").read_text()
 
 def section(title: str) -> str:
     start = README.index(title)
-    following = re.search(r"^#{2,3} ", README[start + len(title):], re.M)
+    following = re.search(r"^#{2,3} ", README[start + len(title):], re.MULTILINE)
     return README[start: start + len(title) + (following.start() if following else len(README))]
 
 
@@ -57,3 +58,62 @@ def test_command_table_lists_every_command():
 def test_readme_test_command_is_what_ci_runs():
     ci = (REPO / ".ci" / "run").read_text().strip().splitlines()[-1]
     assert f"```bash\n{ci}\n```" in README
+
+
+def test_writing_agents_snippet_is_complete_and_runs(tmp_path: Path):
+    """The agent in "Writing agents" defines every name it uses and runs as the README says:
+    saved as a file and run with python, on the local runner, against a model server."""
+    import ast
+    import builtins
+    import os
+    import subprocess
+    import sys
+
+    from agentplan.testing.llm_stub import StubLLMServer
+
+    blocks = re.findall(r"```python\n(.*?)```", section("## Writing agents"), re.DOTALL)
+    assert len(blocks) == 1
+    code = blocks[0]
+    tree = ast.parse(code)
+    defined = set(dir(builtins)) | {"__name__"}
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            defined |= {(alias.asname or alias.name).split(".")[0] for alias in node.names}
+        elif isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+            defined.add(node.name)
+            defined |= {arg.arg for arg in node.args.args} if isinstance(node, ast.FunctionDef) else set()
+        elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+            defined.add(node.id)
+    used = {node.id for node in ast.walk(tree) if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load)}
+    assert used <= defined, f"undefined names in the snippet: {sorted(used - defined)}"
+
+    script = tmp_path / "sentiment.py"
+    script.write_text(code)
+    with StubLLMServer() as stub:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "AGENTPLAN_"))}
+        out = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True,
+                             timeout=120, check=False, env={**env, "OPENAI_BASE_URL": stub.base_url})
+    assert out.returncode == 0, out.stderr
+    results = [json.loads(line) for line in out.stdout.splitlines()]
+    assert sorted(r["id"] for r in results) == ["1", "2"]
+    assert all(r["sentiment"] in ("positive", "negative", "neutral") and r["key_phrases"] for r in results)
+
+
+def test_command_table_names_only_real_options():
+    root = typer.main.get_command(app)
+    rows = [line for line in section("## Command line").splitlines() if line.startswith("| `agentfleet")]
+    assert len(rows) >= 12
+    checked = 0
+    for row in rows:
+        first_cell = row.split(" | ")[0]
+        for usage in re.findall(r"`(agentfleet [^`]*)`", first_cell):
+            command, words = root, usage.split()[1:]
+            while words and getattr(command, "commands", None) and words[0] in command.commands:
+                command = command.commands[words.pop(0)]
+            if getattr(command, "commands", None) and words and not words[0].startswith("-"):
+                command = command.commands[words.pop(0).split("|")[0].strip("\\")]  # create|delete: the first
+            options = {opt for param in command.params for opt in (*param.opts, *param.secondary_opts)}
+            for flag in re.findall(r"(?<![\w|\\-])(--?[a-zA-Z][\w-]*)", " ".join(words)):
+                assert flag in options, f"{usage}: {flag} is not an option of {command.name}"
+                checked += 1
+    assert checked >= 30
