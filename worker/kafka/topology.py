@@ -24,8 +24,8 @@ def prepare_topics(settings: WorkerSettings) -> int:
     try:
         admin.check_reachable()  # librdkafka keeps reconnecting with back-off until the deadline
     except BrokerUnavailableError as exc:
-        raise BrokerUnavailableError(exc.setting, f"{exc.message} (the start-up deadline is the setting "
-                                                  "startup_timeout_s / AGENTFLEET_STARTUP_TIMEOUT_S)") from None
+        raise BrokerUnavailableError(exc.setting, f"{exc.message} (the start-up deadline is "
+                                                  "--startup-timeout-s / AGENTFLEET_STARTUP_TIMEOUT_S)") from None
     # Before topics are looked up or created: a topic hidden by a missing ACL is not "missing".
     acls = AclCheck(admin.client, s, s.startup_timeout_s)
     acls.before_topics()

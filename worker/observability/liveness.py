@@ -48,8 +48,8 @@ class LoopLiveness:
         if stalled != self._reported:
             self._reported = stalled
             if stalled:
-                logger.error("the event loop has not completed a round for %.0fs (loop_stall_timeout_s=%g): "
-                             "/healthz now fails", age, self.stall_timeout_s)
+                logger.error("the event loop has not completed a round for %.0fs (--loop-stall-timeout-s / "
+                             "AGENTFLEET_LOOP_STALL_TIMEOUT_S is %g): /healthz now fails", age, self.stall_timeout_s)
             else:
                 logger.warning("the event loop completes rounds again: /healthz passes")
         return not stalled

@@ -6,6 +6,8 @@ import json
 import time
 
 import pytest
+from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
+from confluent_kafka.admin import AdminClient
 
 from tests.worker.integration.harness import read_all
 
@@ -23,13 +25,26 @@ def test_backlog_with_slow_llm_is_bounded(kafka, worker_factory, app_id, stub_ll
     worker = worker_factory("tests.worker.integration.agents:CountingAgent", input_topic, output_topic, app_id,
                             extra_args=["--max-inflight", str(limit)])
     worker.wait_ready(min_partitions=partitions)
-    samples, rss = [], []
+    admin = AdminClient({"bootstrap.servers": kafka.bootstrap_servers})
+    group = ConsumerGroupTopicPartitions(app_id, [TopicPartition(input_topic, p) for p in range(partitions)])
+
+    def committed_records() -> int:
+        """Input records the group has committed, from the broker (offsets start at 0)."""
+        offsets = admin.list_consumer_group_offsets([group])[app_id].result(timeout=10)
+        return sum(max(0, tp.offset) for tp in offsets.topic_partitions)
+
+    samples, uncommitted, rss = [], [], []
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         samples.append(worker.metric("agentfleet_inflight_records"))
+        # Measured outside the worker: records it consumed minus records the broker has committed for it.
+        # Consumed is read first, so intake between the two reads cannot inflate the figure.
+        consumed = worker.metric("agentfleet_records_in_total")
+        uncommitted.append(consumed - committed_records())
         rss.append(worker.rss_mb())
         time.sleep(0.25)
     assert max(samples) <= limit, (max(samples), worker.log())
+    assert max(uncommitted) <= limit, (max(uncommitted), uncommitted)
     assert max(samples) >= limit * 0.5, samples  # it does fill the window against a slow model
     assert worker.metric("agentfleet_records_in_total") < records  # the backlog stays in Kafka
     assert max(rss) < 400, rss

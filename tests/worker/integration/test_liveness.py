@@ -31,5 +31,5 @@ def test_healthz_fails_while_the_event_loop_is_blocked_and_passes_again_after(ka
     outputs = read_all(kafka.bootstrap_servers, output_topic, 1, expected=1, timeout_s=30)
     assert [json.loads(m.value()) for m in outputs] == [{"block_s": 4 * STALL_TIMEOUT_S}]
     log = worker.log()
-    assert f"loop_stall_timeout_s={STALL_TIMEOUT_S}" in log and "completes rounds again" in log, log
+    assert f"AGENTFLEET_LOOP_STALL_TIMEOUT_S is {STALL_TIMEOUT_S:g})" in log and "completes rounds again" in log, log
     assert worker.terminate() == 0, worker.log()

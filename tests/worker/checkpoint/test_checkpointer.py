@@ -1,0 +1,283 @@
+"""The checkpoint protocol driven through every transition and a failure at every step, with a fake producer.
+
+The broker-facing behaviour is tested on Apache Kafka by the integration tests; here each step of the
+state table is made to fail on purpose, which a real broker cannot be told to do.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable
+
+import pytest
+
+from agentplan import KeyDelta
+from worker.checkpoint.checkpoint import TRANSITIONS, Checkpoint, DeadLetter, IllegalTransition, Phase, Topics
+from worker.checkpoint.checkpointer import Checkpointer
+from worker.checkpoint.producer import AbortableCommitError, FatalCommitError, TransactionalProducer
+from worker.exceptions import BrokerUnreachableError
+from worker.offsets import OffsetTracker
+from worker.records import RecordMeta
+from worker.state.transaction import StateTransaction
+
+TOPICS = Topics("app", "out", "dlq", "app-changelog", "app-repartition")
+STEPS = ("begin", "produce", "send_offsets", "commit")
+
+
+class _Msg:
+    def __init__(self, partition: int, offset: int) -> None:
+        self._partition, self._offset = partition, offset
+
+    def partition(self) -> int:
+        return self._partition
+
+    def offset(self) -> int:
+        return self._offset
+
+
+class FakeProducer(TransactionalProducer):
+    """Records each step; ``fail[step]`` raises that error once at that step."""
+
+    def __init__(self) -> None:
+        super().__init__(lambda: object(), consumer=None, timeout_s=1.0)  # type: ignore[arg-type]
+        self.calls: list[str] = []
+        self.fail: dict[str, Exception] = {}
+        self.produced: list[tuple[str, Any, Any, Any]] = []
+        self._reports: list[tuple[Callable[..., None], _Msg]] = []
+        self._next_offset: dict[int, int] = {}
+        self.renewed = 0
+
+    def _step(self, name: str) -> None:
+        self.calls.append(name)
+        error = self.fail.pop(name, None)
+        if error is not None:
+            raise error
+
+    def init(self) -> None:
+        self._step("init")
+
+    def begin(self) -> None:
+        self._step("begin")
+        self.in_transaction = True
+
+    def produce(self, topic: str, value: bytes | None, key: bytes | None = None, partition: int | None = None,
+                headers: Any = None, on_delivery: Callable[..., None] | None = None) -> None:
+        self._step("produce")
+        self.produced.append((topic, key, value, partition))
+        if partition is not None:
+            offset = self._next_offset.get(partition, 0)
+            self._next_offset[partition] = offset + 1
+            if on_delivery is not None:
+                self._reports.append((on_delivery, _Msg(partition, offset)))
+
+    def flush(self) -> None:
+        self._step("flush")
+        for report, msg in self._reports:
+            report(None, msg)
+        self._reports = []
+
+    def send_offsets(self, offsets: dict[tuple[str, int], int]) -> None:
+        self._step("send_offsets")
+
+    def commit(self) -> None:
+        self._step("commit")
+        self.in_transaction = False
+
+    def abort(self) -> None:
+        if self.in_transaction:
+            self._step("abort")
+            self.in_transaction = False
+
+    def renew(self) -> None:
+        self.renewed += 1
+        self.in_transaction = False
+        self.blocked_in = None
+
+
+class FakeEngine:
+    def __init__(self) -> None:
+        self.ready: list[KeyDelta] = []
+        self.released: list[KeyDelta] = []
+
+    def collect(self) -> list[KeyDelta]:
+        ready, self.ready = self.ready, []
+        return ready
+
+    def release(self, deltas: list[KeyDelta]) -> None:
+        self.released.extend(deltas)
+
+
+class FakeStore:
+    def __init__(self) -> None:
+        self.applied: list[tuple[dict[bytes, bytes | None], int]] = []
+
+    def apply(self, states: dict[bytes, bytes | None], offset: int) -> None:
+        self.applied.append((dict(states), offset))
+
+
+def meta(offset: int, partition: int = 0) -> RecordMeta:
+    return RecordMeta("in", partition, offset, 0, b"k")
+
+
+def delta(key: bytes, offset: int, partition: int = 0, output: str = "out") -> KeyDelta:
+    return KeyDelta(key=(partition, key), state=b"state-" + key, version=1, outputs=[(meta(offset, partition), output)],
+                    finished=[meta(offset, partition)])
+
+
+class Rig:
+    def __init__(self, broker_down: bool = False) -> None:
+        self.producer = FakeProducer()
+        self.engine = FakeEngine()
+        self.tracker = OffsetTracker()
+        self.store = FakeStore()
+        self.committed: list[Checkpoint] = []
+        self.aborted: list[Checkpoint] = []
+        self.checkpointer = Checkpointer(
+            self.producer, self.engine, self.tracker, TOPICS, stores=lambda: {0: self.store},  # type: ignore[arg-type, dict-item]
+            name_prefix="t", transaction_timeout_s=5.0, broker_down=lambda: broker_down,
+            on_committed=self.committed.append, on_aborted=lambda cp, e: self.aborted.append(cp))
+
+    def finish(self, *deltas: KeyDelta) -> None:
+        for d in deltas:
+            for m in d.finished:
+                self.tracker.add((m.topic, m.partition), m.offset)
+        self.engine.ready.extend(deltas)
+
+
+def test_the_state_table_allows_only_the_documented_moves() -> None:
+    assert TRANSITIONS[Phase.OPEN] == {Phase.PRODUCING}
+    assert TRANSITIONS[Phase.COMMITTING] == {Phase.COMMITTED, Phase.ABORTED, Phase.FAILED}
+    assert all(not TRANSITIONS[end] for end in (Phase.SETTLED, Phase.ABORTED, Phase.FAILED))
+    checkpoint = Checkpoint("c", [], [], [], {}, TOPICS)
+    with pytest.raises(IllegalTransition, match="open -> committed"):
+        checkpoint.move(Phase.COMMITTED)
+    with pytest.raises(IllegalTransition, match="close in phase open"):
+        checkpoint.close(FakeProducer())
+
+
+def test_a_commit_goes_through_every_phase_then_writes_the_store_at_the_delivered_offset() -> None:
+    rig = Rig()
+    rig.finish(delta(b"a", 0), delta(b"b", 1))
+    rig.checkpointer.commit()
+    assert rig.producer.calls == ["begin", "produce", "produce", "produce", "produce", "flush", "send_offsets",
+                                  "commit"]
+    [checkpoint] = rig.committed
+    assert checkpoint.phase is Phase.SETTLED and checkpoint.outputs == 2
+    # Both keys' states in one batch, with the offset of the partition's last changelog record.
+    assert rig.store.applied == [({b"a": b"state-a", b"b": b"state-b"}, 1)]
+    assert [d.key for d in rig.engine.released] == [(0, b"a"), (0, b"b")]
+    assert rig.tracker.pending == 0 and rig.tracker.changed() == {}
+    assert rig.checkpointer.committed == 1
+
+
+def test_nothing_finished_means_no_transaction() -> None:
+    rig = Rig()
+    rig.checkpointer.commit()
+    assert rig.producer.calls == []
+
+
+@pytest.mark.parametrize("step", STEPS)
+def test_an_abortable_failure_at_any_step_aborts_and_retries_the_same_batch(step: str) -> None:
+    rig = Rig()
+    rig.finish(delta(b"a", 0))
+    rig.producer.fail[step] = AbortableCommitError(f"{step} failed", step)
+    rig.checkpointer.commit()
+    assert [cp.phase for cp in rig.aborted] == [Phase.ABORTED]
+    assert ("abort" in rig.producer.calls) == (step != "begin")  # a transaction that never began has nothing to abort
+    assert rig.store.applied == [] and rig.engine.released == []  # nothing settled from the aborted batch
+    assert rig.tracker.pending == 1  # the record stays in the window until its retry commits
+    rig.producer.calls.clear()
+    rig.checkpointer.commit()  # the retry: the same delta, nothing new collected
+    assert [d.key for d in rig.committed[0].deltas] == [(0, b"a")]
+    assert rig.store.applied == [({b"a": b"state-a"}, 1 if step in ("send_offsets", "commit") else 0)]
+    assert rig.tracker.pending == 0
+
+
+@pytest.mark.parametrize("step", [*STEPS, "flush"])
+def test_a_fatal_failure_at_any_step_fails_the_checkpoint_and_raises(step: str) -> None:
+    rig = Rig()
+    rig.finish(delta(b"a", 0))
+    rig.producer.fail[step] = FatalCommitError(f"{step} fenced")
+    with pytest.raises(FatalCommitError, match=f"{step} fenced"):
+        rig.checkpointer.commit()
+    assert rig.store.applied == [] and rig.engine.released == [] and rig.committed == []
+
+
+def test_a_fatal_failure_while_the_broker_is_down_names_the_outage() -> None:
+    rig = Rig(broker_down=True)
+    rig.finish(delta(b"a", 0))
+    rig.producer.fail["commit"] = FatalCommitError("timed out")
+    with pytest.raises(BrokerUnreachableError, match="became unreachable during transaction"):
+        rig.checkpointer.commit()
+
+
+def test_an_abort_that_fails_before_commit_transaction_fences_with_a_fresh_producer_and_retries() -> None:
+    rig = Rig()
+    rig.finish(delta(b"a", 0))
+    rig.producer.fail["send_offsets"] = AbortableCommitError("coordinator moved", "send_offsets_to_transaction")
+    rig.producer.fail["abort"] = FatalCommitError("INVALID_TXN_STATE")
+    rig.checkpointer.commit()
+    assert rig.producer.renewed == 1 and [cp.phase for cp in rig.aborted] == [Phase.ABORTED]
+    rig.checkpointer.commit()
+    assert len(rig.committed) == 1
+
+
+def test_an_abort_that_fails_after_commit_transaction_failed_exits_because_it_may_have_committed() -> None:
+    rig = Rig()
+    rig.finish(delta(b"a", 0))
+    rig.producer.fail["commit"] = AbortableCommitError("commit (retriable)", "commit_transaction")
+    rig.producer.fail["abort"] = FatalCommitError("INVALID_TXN_STATE")
+    with pytest.raises(FatalCommitError, match="then the abort failed"):
+        rig.checkpointer.commit()
+    assert rig.producer.renewed == 0 and rig.store.applied == []
+
+
+def test_dead_letters_and_their_offsets_go_in_the_same_transaction() -> None:
+    rig = Rig()
+    rig.tracker.add(("in", 0), 7)
+    rig.checkpointer.dead_letter(DeadLetter(meta(7), "not-json", ValueError("bad"), b"k", b"{"))
+    rig.checkpointer.commit()
+    [checkpoint] = rig.committed
+    assert checkpoint.offsets == {("in", 0): 8}
+    assert [(topic, value) for topic, _k, value, _p in rig.producer.produced] == [("dlq", b"{")]
+
+
+def test_pending_effects_of_a_lost_partition_are_discarded() -> None:
+    rig = Rig()
+    rig.finish(delta(b"a", 0, partition=1))
+    rig.producer.fail["commit"] = AbortableCommitError("abortable", "commit_transaction")
+    rig.checkpointer.commit()  # aborted: the delta waits for a retry
+    rig.checkpointer.discard({("in", 1)}, {1})
+    rig.tracker.drop(("in", 1))
+    rig.producer.calls.clear()
+    rig.checkpointer.commit()
+    assert rig.producer.calls == [] and rig.committed == []
+
+
+def test_a_send_offsets_call_blocked_past_the_transaction_timeout_is_fenced_and_retried() -> None:
+    rig = Rig()
+    rig.finish(delta(b"a", 0))
+    rig.producer.blocked_in = ("send_offsets_to_transaction", time.monotonic() - 6.0)  # the limit is 5 s
+    assert rig.checkpointer.stuck_call() == "send_offsets_to_transaction"
+    outcome = rig.checkpointer._abandon("send_offsets_to_transaction")
+    assert isinstance(outcome, AbortableCommitError) and rig.producer.renewed == 1
+
+
+def test_a_commit_transaction_call_blocked_for_good_is_fatal_because_it_may_have_committed() -> None:
+    rig = Rig()
+    rig.producer.blocked_in = ("commit_transaction", time.monotonic() - 5.0)  # within its timeout + margin
+    assert rig.checkpointer.stuck_call() is None
+    rig.producer.blocked_in = ("commit_transaction", time.monotonic() - 12.0)
+    assert rig.checkpointer.stuck_call() == "commit_transaction"
+    assert isinstance(rig.checkpointer._abandon("commit_transaction"), FatalCommitError)
+    assert rig.producer.renewed == 0
+
+
+def test_state_is_never_written_before_its_changelog_records_were_delivered() -> None:
+    state = StateTransaction("changelog")
+    state.update(0, b"a", b"1")
+    with pytest.raises(RuntimeError, match="before its changelog records were produced"):
+        state.flush({0: FakeStore()})  # type: ignore[dict-item]
+    state.prepare(lambda *a, **k: None)  # produced, but no delivery report came back
+    with pytest.raises(RuntimeError, match="without a delivery report"):
+        state.flush({0: FakeStore()})  # type: ignore[dict-item]
