@@ -20,8 +20,13 @@ from agentplan import codec
 from agentplan.agent import ActionSpec
 from agentplan.chat_message import ChatMessage, MessageRole
 from agentplan.chat_models import BaseChatModelSetup, ChatResult, schema_instruction
-from agentplan.events import ChatRequestEvent, ChatResponseEvent, ToolRequestEvent, ToolResponseEvent
-from agentplan.exceptions import ChatModelError, ResourceError, ToolCallLimitExceeded, TransientError
+from agentplan.events import (
+    ChatRequestEvent,
+    ChatResponseEvent,
+    ToolRequestEvent,
+    ToolResponseEvent,
+)
+from agentplan.exceptions import ChatModelError, ResourceError, ToolCallLimitExceeded
 from agentplan.resources import ResourceType
 from agentplan.runner_context import RunnerContext
 
@@ -48,36 +53,24 @@ def parse_structured(content: str, schema: Any) -> Any:
 
 
 async def _call_model(ctx: RunnerContext, setup_name: str, messages: list[ChatMessage]) -> ChatResult:
-    """One durable model call, retrying transient failures with backoff inside the call so a
-    replay finds the single recorded result."""
+    """One durable model call: one request. A transient failure propagates to the engine, the one
+    retry layer, which runs the action again; a replay finds the single recorded result."""
     setup = ctx.get_resource(setup_name, ResourceType.CHAT_MODEL)
     if not isinstance(setup, BaseChatModelSetup):
         raise ResourceError(f"{setup_name!r} is not a chat model setup")
-    config = ctx.config
     metrics = ctx.metrics
     model_label = setup.model or setup_name
 
     async def call() -> ChatResult:
-        attempt = 0
-        while True:
-            started = time.monotonic()
-            try:
-                result = await setup.chat(messages)
-            except TransientError as exc:
-                metrics.llm_request(model_label, time.monotonic() - started, exc)
-                if attempt >= config.max_retries:
-                    raise
-                delay = exc.retry_after_s if exc.retry_after_s is not None else config.backoff(attempt)
-                attempt += 1
-                metrics.transient_retry(exc.kind)
-                await asyncio.sleep(min(delay, config.retry_backoff_max_s))
-                continue
-            except Exception as exc:
-                metrics.llm_request(model_label, time.monotonic() - started, exc)
-                raise
-            metrics.llm_request(model_label, time.monotonic() - started, None,
-                                result.prompt_tokens, result.completion_tokens)
-            return result
+        started = time.monotonic()
+        try:
+            result = await setup.chat(messages)
+        except Exception as exc:
+            metrics.llm_request(model_label, time.monotonic() - started, exc)
+            raise
+        metrics.llm_request(model_label, time.monotonic() - started, None,
+                            result.prompt_tokens, result.completion_tokens)
+        return result
 
     return await ctx.durable_execute_async(call)
 

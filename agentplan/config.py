@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import enum
 import os
+import random
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import yaml
@@ -16,10 +18,16 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from agentplan.exceptions import AgentPlanError
 
 ENV_PREFIX = "AGENTPLAN_"
+#: Longest Retry-After honoured; a longer one (or a hostile server) still retries after this long.
+RETRY_AFTER_MAX_S = 300.0
 
 
 class ErrorHandlingStrategy(str, enum.Enum):
-    """What happens when an action raises (not for transient LLM failures, which always retry).
+    """What happens when an action raises a non-transient error.
+
+    A :class:`~agentplan.exceptions.TransientError` (model unreachable, timed out, 5xx, 429) is not
+    subject to the strategy: the engine retries the action ``transient_retry_limit`` times (by default
+    until the endpoint answers), the one retry layer of a model call.
 
     fail: the run fails (local runner raises; the Kafka worker dead-letters the record, since
     one bad record must never stop the fleet). retry: retry the action ``max_retries`` times
@@ -39,10 +47,10 @@ class AgentConfiguration(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, use_enum_values=False)
 
     error_handling_strategy: ErrorHandlingStrategy = ErrorHandlingStrategy.FAIL
-    max_retries: int = Field(3, ge=0, description="retries of a failing action (strategy retry) "
-                                                  "and of a transient model error inside the chat action")
-    retry_backoff_s: float = Field(0.2, ge=0, description="first backoff; doubles per attempt")
-    retry_backoff_max_s: float = Field(30.0, gt=0, description="cap of any backoff")
+    max_retries: int = Field(3, ge=0, description="retries of an action that raised a non-transient error "
+                                                  "(strategy retry only)")
+    retry_backoff_s: float = Field(0.2, ge=0, description="first backoff; doubles per attempt, jittered")
+    retry_backoff_max_s: float = Field(30.0, gt=0, description="cap of any backoff (a Retry-After aside)")
     max_tool_call_rounds: int = Field(10, ge=0, description="model->tools->model rounds per chat request")
     structured_output_retries: int = Field(1, ge=0, description="re-asks when output_schema parsing fails")
     max_concurrent_runs: int = Field(1024, ge=1, description="runs (keys) in progress at once")
@@ -50,7 +58,8 @@ class AgentConfiguration(BaseModel):
         32 * 2**20, ge=0, description="memory for idle keys' decoded state, kept after each commit so the "
                                       "key's next input skips the state-store read; 0 reloads every time")
     transient_retry_limit: int | None = Field(
-        None, ge=0, description="engine-level retries of a transient failure; None retries until it recovers")
+        None, ge=0, description="retries of a transient failure (model unreachable, timeout, 5xx, 429); None "
+                                "retries until it recovers")
     extra: dict[str, Any] = Field(default_factory=dict, description="user settings, read with get()")
 
     @classmethod
@@ -97,4 +106,13 @@ class AgentConfiguration(BaseModel):
 
     def backoff(self, attempt: int) -> float:
         """Exponential backoff for 0-based ``attempt``, capped."""
-        return float(min(self.retry_backoff_max_s, self.retry_backoff_s * (2 ** attempt)))
+        return float(min(self.retry_backoff_max_s, self.retry_backoff_s * (2 ** min(attempt, 64))))
+
+    def retry_delay(self, attempt: int, retry_after_s: float | None = None,
+                    rng: Callable[[], float] = random.random) -> float:
+        """The wait before retry ``attempt`` (0-based): a uniform draw between half and all of
+        :meth:`backoff`, so that callers failing together do not retry together. A server's
+        ``Retry-After`` is waited in full (up to ``RETRY_AFTER_MAX_S``) plus up to a tenth more."""
+        if retry_after_s is not None:
+            return min(max(0.0, retry_after_s), RETRY_AFTER_MAX_S) * (1.0 + 0.1 * rng())
+        return self.backoff(attempt) * (0.5 + 0.5 * rng())

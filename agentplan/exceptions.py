@@ -39,7 +39,9 @@ class ActionError(AgentPlanError):
 class TransientError(AgentPlanError):
     """A failure expected to go away by itself (LLM 429/5xx, timeout, connection refused).
 
-    The engine retries the action with backoff instead of failing the run.
+    The engine retries the action with jittered backoff instead of failing the run; it is the only
+    layer that retries, up to ``AgentConfiguration.transient_retry_limit`` times. ``retry_after_s``
+    is the server's Retry-After.
     """
 
     def __init__(self, message: str, *, kind: str = "transient", retry_after_s: float | None = None) -> None:

@@ -5,15 +5,20 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
-import math
 import logging
+import math
 import os
 from typing import Any
 
 import openai
 
 from agentplan.chat_message import ChatMessage, MessageRole, ToolCall
-from agentplan.chat_models import BaseChatModelConnection, BaseChatModelSetup, ChatResult
+from agentplan.chat_models import (
+    BaseChatModelConnection,
+    BaseChatModelSetup,
+    ChatResult,
+)
+from agentplan.endpoints import ModelEndpoint, model_endpoints
 from agentplan.exceptions import ChatModelError, ResourceError, TransientError
 from agentplan.integrations.http_transport import (
     LeanAsyncHTTPTransport,
@@ -66,15 +71,36 @@ def _connection_failure(exc: BaseException) -> BaseException | None:
     return None
 
 
+def _describe_connection_failure(exc: openai.APIConnectionError) -> str:
+    """What went wrong on the wire (openai's own message is "Connection error."): the first OS error
+    in the cause chain (refused, reset, unreachable, DNS), else the transport's exception."""
+    direct = exc.__cause__
+    cause: BaseException | None = direct
+    for _ in range(10):  # bounded: chains are short, and must not loop
+        if cause is None:
+            break
+        if isinstance(cause, OSError):
+            return f"{type(cause).__name__}: {cause}"
+        cause = cause.__cause__ or cause.__context__
+    if direct is not None and str(direct):
+        return f"{type(direct).__name__}: {direct}"
+    return str(exc)
+
+
+#: Refusals that mean the endpoint is misconfigured (wrong URL path, key or model), not the request.
+_MISCONFIGURED = (401, 403, 404)
+
+
 def classify_error(exc: Exception) -> Exception:
-    """Map an ``openai`` exception to TransientError (retry) or ChatModelError (give up)."""
+    """Map an ``openai`` exception to TransientError (the engine retries) or ChatModelError (give up)."""
     if isinstance(exc, openai.APITimeoutError):
         failure = _connection_failure(exc)
         if failure is not None:
             return TransientError(f"cannot reach the model server: {failure}", kind="connection")
-        return TransientError(f"model request timed out: {exc}", kind="timeout")
+        return TransientError("model request timed out", kind="timeout")
     if isinstance(exc, openai.APIConnectionError):
-        return TransientError(f"cannot reach the model server: {exc}", kind="connection")
+        return TransientError(f"cannot reach the model server: {_describe_connection_failure(exc)}",
+                              kind="connection")
     if isinstance(exc, openai.RateLimitError):
         return TransientError(f"rate limited: {exc}", kind="rate_limit", retry_after_s=_retry_after(exc))
     if isinstance(exc, openai.APIStatusError):
@@ -85,6 +111,15 @@ def classify_error(exc: Exception) -> Exception:
     if isinstance(exc, openai.APIResponseValidationError):
         return ChatModelError(f"invalid response from the model server: {exc}")
     return exc
+
+
+def _endpoint_failure(exc: Exception) -> bool:
+    """Whether ``exc`` (from the openai client) says the endpoint, not this one request, is failing."""
+    if isinstance(exc, openai.APIConnectionError):  # timeouts included
+        return True
+    if isinstance(exc, openai.APIStatusError):
+        return exc.status_code >= 500 or exc.status_code in _MISCONFIGURED
+    return False
 
 
 def to_openai_message(message: ChatMessage) -> dict[str, Any]:
@@ -128,22 +163,35 @@ class _ShardedTransport:
 class OpenAIChatModelConnection(BaseChatModelConnection):
     """Connection to an OpenAI-compatible server through the official async client.
 
-    Falls back to ``OPENAI_BASE_URL`` / ``OPENAI_API_KEY`` when not given.
+    Falls back to ``OPENAI_BASE_URL`` / ``OPENAI_API_KEY`` when not given. Each call is one HTTP
+    request: the SDK's own retries are off and the transport never replays, because transient
+    failures are retried by the engine, the one retry layer, up to
+    ``AgentConfiguration.transient_retry_limit``. ``max_retries`` is accepted so that Flink Agents
+    code ports unchanged, and has no effect: there it is the SDK's retries before the job restarts,
+    which the engine's retries stand for here. Every outcome feeds the endpoint's health in
+    :data:`agentplan.endpoints.model_endpoints`.
     """
 
     def __init__(self, api_base_url: str | None = None, api_key: str | None = None, timeout: float = 60.0,
-                 max_retries: int = 0, organization: str | None = None,
+                 max_retries: int | None = None, organization: str | None = None,
                  default_headers: dict[str, str] | None = None, max_connections: int = 2048,
                  **_ignored: Any) -> None:
+        if api_base_url:
+            self.base_url_source = f"the api_base_url argument of {type(self).__name__}"
+        elif os.environ.get("OPENAI_BASE_URL"):
+            self.base_url_source = "OPENAI_BASE_URL"
+        else:
+            self.base_url_source = "openai's default: neither api_base_url nor OPENAI_BASE_URL is set"
         self.api_base_url = api_base_url or os.environ.get("OPENAI_BASE_URL")
         self.api_key = api_key or os.environ.get("OPENAI_API_KEY")
         self.timeout = timeout
-        self.max_retries = max_retries
+        self.max_retries = max_retries  # no effect; see the class docstring
         self.organization = organization
         self.default_headers = default_headers
         self.max_connections = max_connections
         self._client: openai.AsyncOpenAI | None = None
         self._client_loop: asyncio.AbstractEventLoop | None = None
+        self._endpoint: ModelEndpoint | None = None
 
     def __repr__(self) -> str:  # never show the key
         return f"OpenAIChatModelConnection(api_base_url={self.api_base_url!r})"
@@ -156,13 +204,16 @@ class OpenAIChatModelConnection(BaseChatModelConnection):
         if client is None:
             if not self.api_key:
                 raise ResourceError("OpenAI connection has no API key: set api_key or OPENAI_API_KEY")
+            # max_retries=0: the engine is the one retry layer (jittered backoff, Retry-After, its budget).
             client = openai.AsyncOpenAI(
                 base_url=self.api_base_url, api_key=self.api_key, timeout=self.timeout,
-                max_retries=self.max_retries, organization=self.organization,
+                max_retries=0, organization=self.organization,
                 default_headers=self.default_headers,
                 http_client=self._http_client(),
             )
             self._client, self._client_loop = client, loop
+            if self._endpoint is None:
+                self._endpoint = model_endpoints.endpoint(self._effective_base_url(), self.base_url_source)
         return client
 
     async def aclose(self) -> None:
@@ -229,8 +280,25 @@ class OpenAIChatModelConnection(BaseChatModelConnection):
             # Error statuses still raise APIStatusError subclasses before the cast.
             response = await self.client().post("/chat/completions", body=request, cast_to=httpx_module.Response)
         except openai.OpenAIError as exc:
-            raise classify_error(exc) from exc
+            error = classify_error(exc)
+            self._report(exc, error)
+            raise error from exc
+        endpoint = self._endpoint
+        if endpoint is not None:
+            endpoint.succeeded()
         return parse_chat_completion(response.content, request["model"])
+
+    def _report(self, exc: Exception, error: Exception) -> None:
+        endpoint = self._endpoint
+        if endpoint is None:
+            return
+        if not _endpoint_failure(exc):
+            endpoint.succeeded()  # it answered: the request, not the endpoint, is at fault
+            return
+        message = str(error)
+        if self.api_key:  # a server may echo the key in its error body
+            message = message.replace(self.api_key, "<api key>")
+        endpoint.failed(message[:300])
 
 
 def _invalid(reason: str, body: bytes) -> ChatModelError:

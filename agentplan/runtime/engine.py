@@ -31,7 +31,12 @@ from agentplan import codec
 from agentplan.agent import ActionSpec
 from agentplan.config import AgentConfiguration, ErrorHandlingStrategy
 from agentplan.events import Event, InputEvent, OutputEvent
-from agentplan.exceptions import ActionError, DurableCallError, SerializationError, TransientError
+from agentplan.exceptions import (
+    ActionError,
+    DurableCallError,
+    SerializationError,
+    TransientError,
+)
 from agentplan.memory import MemoryObject
 from agentplan.metrics import MetricsSink, NullMetrics
 from agentplan.plan import AgentPlan
@@ -364,6 +369,7 @@ class Engine:
     async def _execute_action(self, slot: _Slot, run: _Run, spec: ActionSpec, event: Event) -> list[Event]:
         attempt = 0
         transient_attempt = 0
+        recorded = len(run.journal)
         while True:
             ctx = _ActionContext(self, slot, run, spec, event)
             slot.ctx = ctx
@@ -379,19 +385,22 @@ class Engine:
             except asyncio.CancelledError:
                 raise
             except TransientError as exc:
+                # The one retry layer of a model call (the SDK and the transport never retry): the
+                # action runs again with its journal kept, so the calls it completed are not repeated.
                 self.metrics.action_finished(spec.name, time.monotonic() - started, exc)
                 self._rollback(slot, run)
+                if len(run.journal) > recorded:  # a later call failed: the budget is per call
+                    recorded, transient_attempt = len(run.journal), 0
                 transient_attempt += 1
                 limit = self.config.transient_retry_limit
                 if limit is not None and transient_attempt > limit:
                     raise ActionError(spec.name, exc) from exc
-                delay = exc.retry_after_s if exc.retry_after_s is not None \
-                    else self.config.backoff(transient_attempt - 1)
-                delay = min(delay, self.config.retry_backoff_max_s)
+                delay = self.config.retry_delay(transient_attempt - 1, exc.retry_after_s)
                 self.metrics.transient_retry(exc.kind)
-                logger.info("key %r: action %s hit a transient failure (%s); retry %d in %.2fs",
-                            slot.key, spec.name, exc, transient_attempt, delay)
-                await asyncio.sleep(delay)
+                # DEBUG: an outage is reported once per endpoint (agentplan.endpoints), not per retry.
+                logger.debug("action %s hit a transient failure (%s); retry %d in %.2fs",
+                             spec.name, exc, transient_attempt, delay)
+                await asyncio.sleep(delay)  # cancelled by cancel_keys()/close() at shutdown
             except Exception as exc:  # noqa: BLE001 - user code may raise anything
                 self.metrics.action_finished(spec.name, time.monotonic() - started, exc)
                 self._rollback(slot, run)
@@ -400,7 +409,8 @@ class Engine:
                     # A retry re-executes durable calls: the failed attempt's results may be the
                     # reason it failed. (Transient retries keep them: the failing call recorded nothing.)
                     run.journal = {}
-                    delay = self.config.backoff(attempt)
+                    recorded = 0
+                    delay = self.config.retry_delay(attempt)
                     attempt += 1
                     logger.info("key %r: action %s failed (%r); retry %d in %.2fs",
                                 slot.key, spec.name, exc, attempt, delay)

@@ -24,9 +24,9 @@ def run_async(coro: Coroutine[Any, Any, T], timeout: float = 20.0) -> T:
 
 
 def stub_connection(stub: StubLLMServer, *, timeout: float = 10.0) -> ResourceDescriptor:
-    """A connection descriptor pointed at ``stub`` with the client's own retries disabled."""
+    """A connection descriptor pointed at ``stub`` (transient retries: the engine's, per the test's configuration)."""
     return ResourceDescriptor(clazz=OpenAIChatModelConnection, api_base_url=stub.base_url, api_key="test",
-                              max_retries=0, timeout=timeout)
+                              timeout=timeout)
 
 
 def make_config(**overrides: Any) -> AgentConfiguration:

@@ -11,11 +11,14 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
 from urllib.parse import urlsplit
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from agentplan.endpoints import EndpointRegistry
 
 logger = logging.getLogger(__name__)
 
@@ -184,3 +187,17 @@ class ObservabilityServer:
                 self._dispatch(head=True)
 
         return Handler
+
+
+def model_endpoints_readiness(endpoints: EndpointRegistry) -> tuple[bool, dict[str, Any]]:
+    """``(ready, detail)`` for ``/readyz`` from agentplan's model endpoints: not ready while one fails.
+
+    Only readiness: a worker whose model is down is alive (a restart would not bring the model back,
+    and its runs resume by themselves), so ``/healthz`` must not use this. The detail names each
+    endpoint by its redacted URL and the setting it came from; it never holds the API key.
+    """
+    statuses = endpoints.statuses()
+    detail = [{"url": s.url, "source": s.source, "up": s.up,
+               "since": datetime.fromtimestamp(s.since, timezone.utc).isoformat(timespec="seconds"),
+               "failures": s.failures, "last_error": s.last_error} for s in statuses]
+    return all(s.up for s in statuses), {"model_endpoints": detail}

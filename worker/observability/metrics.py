@@ -10,9 +10,19 @@ so the core reports timings without importing prometheus_client.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
+from agentplan.endpoints import EndpointRegistry, model_endpoints
 from worker.observability.loop_metrics import LoopCounter, LoopHistogram
 
 logger = logging.getLogger(__name__)
@@ -58,6 +68,7 @@ METRIC_NAMES: tuple[str, ...] = (
     "agentfleet_rebalances_total",
     "agentfleet_end_to_end_latency_seconds",
     "agentfleet_transient_retries_total",
+    "agentfleet_llm_endpoint_up",
     "agentfleet_worker_info",
 )
 
@@ -70,6 +81,24 @@ def _default_version() -> str:
         return version("kafka-agent-fleet")
     except Exception:  # not installed (e.g. running from a checkout)
         return "unknown"
+
+
+class EndpointUpCollector(Collector):
+    """``agentfleet_llm_endpoint_up{endpoint}``: 1 while a model endpoint answers, 0 from a failed request
+    until the next answer. Read from agentplan's endpoint registry at scrape time, so nothing feeds it."""
+
+    _labelnames = ("endpoint",)  # as a labelled Gauge has it (README's metrics reference test reads it)
+
+    def __init__(self, endpoints: EndpointRegistry) -> None:
+        self._endpoints = endpoints
+
+    def collect(self) -> Iterator[Metric]:
+        family = GaugeMetricFamily(PREFIX + "llm_endpoint_up",
+                                   "1 while the model endpoint answers, 0 while its requests fail "
+                                   "(unreachable, timed out, 5xx, 401/403/404).", labels=self._labelnames)
+        for status in self._endpoints.statuses():
+            family.add_metric([status.url], 1.0 if status.up else 0.0)
+        yield family
 
 
 class WorkerMetrics:
@@ -89,6 +118,7 @@ class WorkerMetrics:
         app_id: str | None = None,
         instance_id: str = "",
         version: str | None = None,
+        endpoints: EndpointRegistry = model_endpoints,
     ) -> None:
         self.registry: CollectorRegistry = registry if registry is not None else CollectorRegistry()
         r = self.registry
@@ -198,6 +228,8 @@ class WorkerMetrics:
             PREFIX + "transient_retries_total", "Retries of transient failures, by kind.",
             ["kind"], registry=r)
 
+        self.llm_endpoint_up = EndpointUpCollector(endpoints)
+        r.register(self.llm_endpoint_up)
         self.worker_info = Gauge(
             PREFIX + "worker_info", "Worker identity; constant 1.",
             ["app_id", "instance_id", "version"], registry=r)

@@ -34,6 +34,7 @@ from agentplan import (
     RunnerContext,
     TransientError,
 )
+from agentplan.config import RETRY_AFTER_MAX_S, AgentConfiguration
 from agentplan.metrics import RecordingMetrics
 from agentplan.testing.llm_stub import StubLLMServer, StubReply, default_responder
 from tests.agentplan.conftest import EnvFactory
@@ -722,6 +723,49 @@ def test_transient_errors_are_retried_whatever_the_strategy() -> None:
     ((_meta, _value, error),) = limited.failures
     assert isinstance(error.cause, TransientError)
     assert attempts == [1, 1]
+
+
+def test_the_transient_budget_is_per_durable_call() -> None:
+    """Two calls in one action, each failing twice: with a limit of 2 both succeed, and the journal
+    keeps the first call's result while the second one is retried."""
+    failures = {"first": 2, "second": 2}
+    made: list[str] = []
+
+    async def call(name: str) -> str:
+        made.append(name)
+        if failures[name]:
+            failures[name] -= 1
+            raise TransientError(f"{name} busy", kind="busy")
+        return name.upper()
+
+    async def two_calls(event: InputEvent, ctx: RunnerContext) -> None:
+        first = await ctx.durable_execute_async(call, "first")
+        second = await ctx.durable_execute_async(call, "second")
+        ctx.send_event(OutputEvent(output=[first, second]))
+
+    async def main() -> KeyDelta:
+        engine = engine_for(agent_of(("two", [InputEvent], two_calls)), transient_retry_limit=2,
+                            retry_backoff_s=0.001)
+        engine.submit("k", None)
+        await engine.wait_idle()
+        return engine.collect()[0]
+
+    delta = run_async(main())
+    assert delta.failures == []
+    assert [out for _m, out in delta.outputs] == [["FIRST", "SECOND"]]
+    assert made == ["first"] * 3 + ["second"] * 3
+
+
+def test_retry_delays_are_jittered_and_retry_after_is_waited_in_full() -> None:
+    config = AgentConfiguration(retry_backoff_s=1.0, retry_backoff_max_s=8.0)
+    assert [config.retry_delay(a, rng=lambda: 0.0) for a in range(5)] == [0.5, 1.0, 2.0, 4.0, 4.0]
+    assert [config.retry_delay(a, rng=lambda: 0.999999) for a in range(5)] == pytest.approx([1, 2, 4, 8, 8])
+    assert config.retry_delay(0, retry_after_s=20.0, rng=lambda: 0.0) == 20.0  # beyond the backoff cap
+    assert config.retry_delay(0, retry_after_s=20.0, rng=lambda: 0.999999) == pytest.approx(22.0)
+    assert config.retry_delay(0, retry_after_s=10_000.0, rng=lambda: 0.0) == RETRY_AFTER_MAX_S
+    assert config.retry_delay(3, retry_after_s=-1.0) == 0.0
+    draws = {config.retry_delay(2) for _ in range(20)}
+    assert len(draws) > 1 and all(2.0 <= d <= 4.0 for d in draws)
 
 
 def test_send_event_requires_an_event() -> None:
