@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import itertools
+import importlib.util
 import json
 import logging
-import math
 import os
 from typing import Any
 
@@ -20,19 +19,18 @@ from agentplan.chat_models import (
 )
 from agentplan.endpoints import ModelEndpoint, model_endpoints
 from agentplan.exceptions import ChatModelError, ResourceError, TransientError
-from agentplan.integrations.http_transport import (
-    LeanAsyncHTTPTransport,
-    default_tls_context,
-    environment_proxy,
-    httpx_module,
-)
+
+try:
+    import httpx2 as httpx_module  # type: ignore[import-not-found]  # openai 3.x
+except ImportError:  # openai 1.x/2.x build on httpx
+    import httpx as httpx_module  # type: ignore[import-not-found,no-redef]
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_MODEL_ENV = "OPENAI_MODEL"
-#: Which HTTP transport the openai client uses; see OpenAIChatModelConnection._http_client.
+#: Which HTTP stack the openai client uses; see OpenAIChatModelConnection._http_client.
 HTTP_CLIENT_ENV = "AGENTPLAN_HTTP_CLIENT"
-HTTP_CLIENTS = ("lean", "httpx", "aiohttp")
+HTTP_CLIENTS = ("aiohttp", "httpx")
 
 
 def _retry_after(exc: openai.APIStatusError) -> float | None:
@@ -71,19 +69,21 @@ def _connection_failure(exc: BaseException) -> BaseException | None:
     return None
 
 
-def _describe_connection_failure(exc: openai.APIConnectionError) -> str:
-    """What went wrong on the wire (openai's own message is "Connection error."): the first OS error
-    in the cause chain (refused, reset, unreachable, DNS), else the transport's exception."""
+def _describe_connection_failure(exc: BaseException) -> str:
+    """What went wrong on the wire (openai's own message is "Connection error."): the innermost OS
+    error of the cause chain (refused, reset, unreachable, DNS), else the transport's exception."""
     direct = exc.__cause__
+    innermost: BaseException | None = None
     cause: BaseException | None = direct
     for _ in range(10):  # bounded: chains are short, and must not loop
         if cause is None:
             break
         if isinstance(cause, OSError):
-            return f"{type(cause).__name__}: {cause}"
+            innermost = cause
         cause = cause.__cause__ or cause.__context__
-    if direct is not None and str(direct):
-        return f"{type(direct).__name__}: {direct}"
+    found = innermost or direct
+    if found is not None and str(found):
+        return f"{type(found).__name__}: {found}"
     return str(exc)
 
 
@@ -94,9 +94,9 @@ _MISCONFIGURED = (401, 403, 404)
 def classify_error(exc: Exception) -> Exception:
     """Map an ``openai`` exception to TransientError (the engine retries) or ChatModelError (give up)."""
     if isinstance(exc, openai.APITimeoutError):
-        failure = _connection_failure(exc)
-        if failure is not None:
-            return TransientError(f"cannot reach the model server: {failure}", kind="connection")
+        if _connection_failure(exc) is not None:
+            return TransientError(f"cannot reach the model server: {_describe_connection_failure(exc)}",
+                                  kind="connection")
         return TransientError("model request timed out", kind="timeout")
     if isinstance(exc, openai.APIConnectionError):
         return TransientError(f"cannot reach the model server: {_describe_connection_failure(exc)}",
@@ -134,30 +134,6 @@ def to_openai_message(message: ChatMessage) -> dict[str, Any]:
         if not message.content:
             out["content"] = None
     return out
-
-
-POOL_SHARDS = 64
-
-
-class _ShardedTransport:
-    """An httpx transport spreading requests round-robin over several connection pools."""
-
-    def __init__(self, shards: list[Any]) -> None:
-        self._shards = shards
-        self._next = itertools.cycle(shards)
-
-    async def handle_async_request(self, request: Any) -> Any:
-        return await next(self._next).handle_async_request(request)
-
-    async def aclose(self) -> None:
-        for shard in self._shards:
-            await shard.aclose()
-
-    async def __aenter__(self) -> _ShardedTransport:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
 
 
 class OpenAIChatModelConnection(BaseChatModelConnection):
@@ -223,43 +199,23 @@ class OpenAIChatModelConnection(BaseChatModelConnection):
             await client.close()
 
     def _http_client(self) -> Any:
-        """A pooled HTTP client sized for thousands of in-flight calls (the default pool is 1000).
+        """The SDK's HTTP client, pooled for thousands of calls in flight (the SDK's default is 1000).
 
-        ``AGENTPLAN_HTTP_CLIENT`` picks the transport: ``lean`` (default, our asyncio transport),
-        ``httpx`` (the SDK's stock httpx transport) or ``aiohttp``. openai 1.x/2.x build on
-        ``httpx``, 3.x on ``httpx2``; both share the API used here.
+        ``AGENTPLAN_HTTP_CLIENT`` picks the stack: ``aiohttp`` (default: openai's
+        ``DefaultAioHttpClient``, the least CPU per call of the maintained stacks; README, HTTP client)
+        or ``httpx`` (the SDK's stock client; HTTP/2 when ``h2`` is installed). Both are httpx clients
+        to the SDK, so proxies (``HTTPS_PROXY``/``NO_PROXY``), CA bundles (``SSL_CERT_FILE``) and
+        errors behave as the SDK documents. Neither retries: the engine does.
         """
-        choice = os.environ.get(HTTP_CLIENT_ENV, "lean").strip().lower() or "lean"
+        choice = os.environ.get(HTTP_CLIENT_ENV, "aiohttp").strip().lower() or "aiohttp"
         if choice not in HTTP_CLIENTS:
             raise ResourceError(f"{HTTP_CLIENT_ENV}={choice!r}: expected one of {', '.join(HTTP_CLIENTS)}")
-        if choice == "aiohttp" and hasattr(openai, "DefaultAioHttpClient"):
-            try:
-                import aiohttp  # noqa: F401
-            except ImportError:
-                logger.warning("%s=aiohttp but aiohttp is not installed: using httpx", HTTP_CLIENT_ENV)
-            else:
-                # It reports refused connections as time-outs and leaks sessions when a loop closes.
-                return openai.DefaultAioHttpClient(timeout=self.timeout)
-        if choice == "lean":
-            base_url = self._effective_base_url()
-            proxy = environment_proxy(base_url)
-            if proxy is None:
-                return openai.DefaultAsyncHttpxClient(
-                    transport=LeanAsyncHTTPTransport(max_connections=self.max_connections), timeout=self.timeout)
-            # httpx honours *_PROXY only without a custom transport: let it route through the proxy.
-            logger.info("%s=lean does not speak to proxies; %s goes through %s with the stock httpx client",
-                        HTTP_CLIENT_ENV, base_url, proxy)
-            return openai.DefaultAsyncHttpxClient(timeout=self.timeout)
-        # Several small pools instead of one big one: the pool's bookkeeping walks all of its
-        # connections on every request and response, so at 1000 calls in flight one pool cost
-        # ~7 ms of CPU per call, and 64 pools of 16 cost ~1.6 ms (measured against the stub).
-        shards = max(1, min(POOL_SHARDS, self.max_connections))
-        per_shard = math.ceil(self.max_connections / shards)
-        limits = httpx_module.Limits(max_connections=per_shard, max_keepalive_connections=per_shard)
-        tls = default_tls_context()  # one for all pools: loading CA certificates takes ~20 ms
-        transport = _ShardedTransport([httpx_module.AsyncHTTPTransport(limits=limits, verify=tls)
-                                       for _ in range(shards)])
-        return openai.DefaultAsyncHttpxClient(transport=transport, timeout=self.timeout)
+        limits = httpx_module.Limits(max_connections=self.max_connections,
+                                     max_keepalive_connections=self.max_connections)
+        if choice == "aiohttp":
+            return openai.DefaultAioHttpClient(timeout=self.timeout, limits=limits)
+        return openai.DefaultAsyncHttpxClient(timeout=self.timeout, limits=limits,
+                                              http2=importlib.util.find_spec("h2") is not None)
 
     def _effective_base_url(self) -> str:
         """The base URL the client will use (the SDK's own default when none is configured)."""

@@ -24,9 +24,9 @@ from agentplan.testing.llm_stub import StubLLMServer
 from tests.agentplan.support import run_async
 
 
-@pytest.fixture(params=["lean", "aiohttp", "httpx"])
+@pytest.fixture(params=["aiohttp", "httpx"])
 def transport(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Runs a test over both HTTP transports the connection can use."""
+    """Runs a test over both HTTP stacks the connection can use."""
     monkeypatch.setenv("AGENTPLAN_HTTP_CLIENT", request.param)
     return str(request.param)
 
@@ -184,3 +184,28 @@ def test_aclose_closes_the_client_of_the_running_loop(stub_llm: StubLLMServer) -
         await conn.aclose()
 
     run_async(main())
+
+
+def test_proxy_variables_are_honoured(stub_llm: StubLLMServer, transport: str,
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """HTTP_PROXY routes the call (to a proxy nobody listens on: refused); NO_PROXY exempts the host."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        dead_proxy = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    for name in ("HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy", "NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", dead_proxy)
+    with pytest.raises(TransientError) as info:
+        chat(connection(stub_llm), "via the proxy")
+    assert info.value.kind in ("connection", "timeout")
+    assert stub_llm.requests == []  # nothing reached the model directly
+
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    assert chat(connection(stub_llm), "direct").message.content == "echo: direct"
+
+
+def test_an_unknown_http_client_is_refused_naming_the_setting(stub_llm: StubLLMServer,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AGENTPLAN_HTTP_CLIENT", "lean")
+    with pytest.raises(ResourceError, match="AGENTPLAN_HTTP_CLIENT='lean': expected one of aiohttp, httpx"):
+        chat(connection(stub_llm), "x")
