@@ -108,13 +108,19 @@ class Worker:
 
     # -- entry points -------------------------------------------------------------------------------
     def run(self) -> int:
-        """Run until SIGTERM/SIGINT; returns the process exit code."""
+        """Run until SIGTERM/SIGINT; returns the process exit code.
+
+        A :class:`ConfigurationError` (found at start-up, before any side effect) propagates, for the
+        caller to show as one line (the CLI prints ``error: <setting>: ...`` and exits 2).
+        """
         tune_interpreter()
         try:
             asyncio.run(self.run_async())
+        except ConfigurationError:
+            raise
         except WorkerError as exc:
             logger.error("%s", exc)
-            return 2 if isinstance(exc, ConfigurationError) else 1
+            return 1
         return 0
 
     def stop(self) -> None:
@@ -146,11 +152,15 @@ class Worker:
     async def _start(self) -> None:
         s = self.settings
         self._serve_metrics()  # a port in use fails here, before topics or state folders are created
-        ensure_writable(s.state_dir / s.app_id)
-        await asyncio.to_thread(prepare_topics, s)
+        producer = self._make_clients()  # a property librdkafka refuses fails here; clients only connect
+        try:
+            ensure_writable(s.state_dir / s.app_id)
+            await asyncio.to_thread(prepare_topics, s)
+        except BaseException:
+            self._discard_unstarted_consumer()
+            raise
         self.engine = Engine(self.plan, state_loader=self._load_state, metrics=self.metrics)
         self.metrics.inflight_limit.set(s.max_inflight)
-        producer = self._make_clients()
         if isinstance(producer, TransactionalProducer):
             try:
                 await asyncio.to_thread(producer.init)

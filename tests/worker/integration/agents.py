@@ -15,7 +15,7 @@ from agentplan import (Agent, ChatMessage, ChatRequestEvent, ChatResponseEvent, 
 # Chaos runs trace which transactions a killed worker had committed: the runtime logs each commit at
 # DEBUG, and its worker subprocess imports this module after setting up logging.
 if os.environ.get("AGENTFLEET_TEST_TRACE_COMMITS"):
-    logging.getLogger("worker.runtime").setLevel(logging.DEBUG)
+    logging.getLogger("worker.checkpoint.checkpointer").setLevel(logging.DEBUG)
 
 
 class CountingAgent(Agent):

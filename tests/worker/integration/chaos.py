@@ -67,7 +67,7 @@ EVENT_KINDS = ("kill", "term", "join", "leave", "crash", BROKER_KILL)
 _ANSWER_ID = re.compile(r"#(\d+)$")
 _COMMITTED = re.compile(r"committed (\S+)#(\d+) in ")
 _ABORTED = re.compile(r"transaction (\S+#\d+) aborted")
-_OWNERSHIP = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) (?:INFO|WARNING) worker\.runtime: "
+_OWNERSHIP = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) (?:INFO|WARNING) worker\.rebalance: "
                         r"(assigned|revoking|lost) (\[.*\])", re.MULTILINE)
 _PARTITION = re.compile(r"\[(\d+)\]'|, (\d+)\)")  # 'topic[3]' in assigned lines, ('topic', 3) in the others
 

@@ -338,8 +338,8 @@ def test_without_any_one_acl_the_worker_fails_fast_naming_it(deploy, start_worke
     expected = (f"kafka ACL: user {WORKER_USER} may not {missing.operation} {missing.resource_type} {missing.name} "
                 f"({_REFUSED[missing.resource_type]})")
     assert code == 2, log
-    assert [line.split("ERROR worker.runtime: ", 1)[-1] for line in log.splitlines() if "kafka ACL:" in line] == \
-        [expected], log  # one line, naming exactly the missing ACL
+    assert [line.split("error: ", 1)[-1] for line in log.splitlines() if "kafka ACL:" in line] == \
+        [expected], log  # one line, naming exactly the missing ACL, the way the CLI reports misconfiguration
     assert took < FAIL_FAST_S
     deployment.untouched()
     assert WORKER_PASSWORD not in log and ADMIN_PASSWORD not in log
