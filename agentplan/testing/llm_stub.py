@@ -472,7 +472,9 @@ class StubLLMServer:
         for conn in server.connections if server is not None else ():
             if conn.transport is not None:
                 conn.transport.abort()
-        await asyncio.sleep(0)  # the aborted connections' handlers are cancelled on the next loop pass
+        # abort() closes each socket (and cancels its handler) in a callback: let those run before returning,
+        # so the caller's next connect or read already sees the outage.
+        await asyncio.sleep(0)
 
     # ------------------------------------------------------------------ outage control
 
