@@ -318,9 +318,8 @@ def test_refuse_and_accept_connections_same_port(server: StubLLMServer) -> None:
         assert server.port == port
         assert ask(client, "after").choices[0].message.content == "echo: after"
 
-        with server.outage():
-            with pytest.raises(openai.APIConnectionError):
-                ask(client, "down")
+        with server.outage(), pytest.raises(openai.APIConnectionError):
+            ask(client, "down")
         assert ask(client, "up").choices[0].message.content == "echo: up"
 
 
