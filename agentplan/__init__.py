@@ -3,12 +3,25 @@
 Knows nothing of Kafka: the worker package drives the same engine over topics.
 """
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from agentplan.agent import Agent
 from agentplan.chat_message import ChatMessage, MessageRole, ToolCall
-from agentplan.chat_models import BaseChatModelConnection, BaseChatModelSetup, ChatResult
+from agentplan.chat_models import (
+    BaseChatModelConnection,
+    BaseChatModelSetup,
+    ChatResult,
+)
 from agentplan.config import AgentConfiguration, ErrorHandlingStrategy
-from agentplan.decorators import action, chat_model_connection, chat_model_setup, prompt, tool
-from agentplan.environment import AgentsExecutionEnvironment, LocalExecutionEnvironment
+from agentplan.decorators import (
+    action,
+    chat_model_connection,
+    chat_model_setup,
+    prompt,
+    tool,
+)
+from agentplan.environment import AgentsExecutionEnvironment
 from agentplan.events import (
     ChatRequestEvent,
     ChatResponseEvent,
@@ -30,7 +43,6 @@ from agentplan.exceptions import (
     ToolCallLimitExceeded,
     TransientError,
 )
-from agentplan.integrations.openai import OpenAIChatModelConnection, OpenAIChatModelSetup
 from agentplan.memory import MemoryObject
 from agentplan.plan import AgentPlan
 from agentplan.prompts import Prompt
@@ -38,9 +50,35 @@ from agentplan.react import ReActAgent
 from agentplan.resources import Resource, ResourceDescriptor, ResourceType
 from agentplan.runner_context import RunnerContext
 from agentplan.runtime.engine import Engine, KeyDelta
+from agentplan.runtime.local_execution_environment import LocalExecutionEnvironment
 from agentplan.tools import FunctionTool
 
+if TYPE_CHECKING:
+    from agentplan.integrations.openai import (
+        OpenAIChatModelConnection,
+        OpenAIChatModelSetup,
+    )
+
 __version__ = "0.1.0"
+
+# Loaded on first use, so that ``import agentplan`` pulls in neither ``openai`` nor its HTTP stack
+# (an agent on another provider, the worker's CLI and plan tools need neither).
+_LAZY = {"OpenAIChatModelConnection": "agentplan.integrations.openai",
+         "OpenAIChatModelSetup": "agentplan.integrations.openai"}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'agentplan' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later lookups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __all__ = [
     "ActionError", "Agent", "AgentConfiguration", "AgentPlan", "AgentPlanError", "AgentRunError",

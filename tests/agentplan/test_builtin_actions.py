@@ -33,7 +33,7 @@ from agentplan import (
     ToolCallLimitExceeded,
     tool,
 )
-from agentplan.builtin_actions import parse_structured
+from agentplan.plan.actions import parse_structured
 from agentplan.metrics import RecordingMetrics
 from agentplan.testing.llm_stub import MALFORMED_CONTENT, StubLLMServer
 from tests.agentplan.conftest import EnvFactory

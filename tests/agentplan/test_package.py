@@ -43,3 +43,30 @@ print(json.dumps(sorted(sys.modules)))
     assert "agentplan.runtime.engine" in modules and "agentplan.testing.llm_stub" in modules
     forbidden = [m for m in modules if m.split(".")[0] in ("confluent_kafka", "rocksdict", "worker")]
     assert forbidden == []
+
+
+def test_importing_agentplan_pulls_in_no_http_or_model_sdk() -> None:
+    """The openai integration loads on first use of its names: a plain ``import agentplan`` (the
+    worker's CLI, plan tools, agents on other providers) costs neither openai nor an HTTP stack."""
+    script = """
+import json, sys
+import agentplan
+before = sorted(sys.modules)
+agentplan.OpenAIChatModelConnection  # the lazy name still works
+print(json.dumps([before, sorted(sys.modules)]))
+"""
+    proc = subprocess.run([sys.executable, "-c", script], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    before, after = json.loads(proc.stdout)
+    heavy = ("openai", "httpx", "httpx2", "httpcore", "httpcore2", "aiohttp", "anyio")
+    assert [m for m in before if m.split(".")[0] in heavy] == []
+    assert "openai" in after and "agentplan.integrations.openai" in after  # the check above could fail
+
+
+def test_layout_built_in_actions_beside_the_plan_and_the_local_runner_beside_the_engine() -> None:
+    from agentplan.plan.actions import BUILTIN_ACTIONS, CHAT_ACTION, TOOL_ACTION
+    from agentplan.runtime.local_execution_environment import LocalExecutionEnvironment
+
+    assert [spec.name for spec in BUILTIN_ACTIONS] == [CHAT_ACTION, TOOL_ACTION]
+    assert agentplan.LocalExecutionEnvironment is LocalExecutionEnvironment
+    assert type(agentplan.AgentsExecutionEnvironment.get_execution_environment()) is LocalExecutionEnvironment

@@ -1,13 +1,10 @@
-"""Built-in actions added to every plan: the chat loop and tool calls.
-
-A chat request is a small state machine kept in the run's sensory memory, advanced one step per
-action so every step is checkpointed: model call -> (tool request -> tool response -> model
-call)* -> response. Model and tool calls are durable calls.
+"""The built-in chat action: a chat request as a small state machine kept in the run's sensory memory,
+advanced one step per action so every step is checkpointed: model call -> (tool request -> tool
+response -> model call)* -> response. Model calls are durable calls.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import re
@@ -16,8 +13,6 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from agentplan import codec
-from agentplan.agent import ActionSpec
 from agentplan.chat_message import ChatMessage, MessageRole
 from agentplan.chat_models import BaseChatModelSetup, ChatResult, schema_instruction
 from agentplan.events import (
@@ -33,7 +28,6 @@ from agentplan.runner_context import RunnerContext
 logger = logging.getLogger(__name__)
 
 CHAT_ACTION = "chat_model_action"
-TOOL_ACTION = "tool_call_action"
 _CONVERSATIONS = "__chat__"
 _FENCE = re.compile(r"^\s*```(?:json)?\s*(.*?)\s*```\s*$", re.DOTALL)
 
@@ -48,7 +42,7 @@ def parse_structured(content: str, schema: Any) -> Any:
         return schema.model_validate_json(text)
     value = json.loads(text)
     if not isinstance(value, dict):
-        raise ValueError("expected a JSON object")
+        raise ValueError("expected a JSON object")  # noqa: TRY004 - callers treat ValueError as "does not parse"
     return value
 
 
@@ -142,39 +136,3 @@ async def chat_model_action(event: ChatRequestEvent | ToolResponseEvent, ctx: Ru
         ctx.send_event(ChatResponseEvent(request_id=state["request_id"], response=answer,
                                          structured_output=structured))
         return
-
-
-async def tool_call_action(event: ToolRequestEvent, ctx: RunnerContext) -> None:
-    """Run requested tools one by one; failures become error results, never run failures."""
-    responses: dict[str, Any] = {}
-    errors: dict[str, str] = {}
-    for call in event.tool_calls:
-        try:
-            tool = ctx.get_resource(call.name, ResourceType.TOOL)
-        except ResourceError:
-            errors[call.id] = f"unknown tool {call.name!r}"
-            continue
-
-        async def run(tool: Any = tool, arguments: dict[str, Any] = call.arguments) -> Any:
-            result = await tool.call(arguments)
-            try:
-                codec.check_storable(result)
-            except Exception:
-                result = str(result)
-            return result
-
-        try:
-            responses[call.id] = await ctx.durable_execute_async(run)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - a tool's failure is reported to the model
-            logger.info("tool %s failed: %r", call.name, exc)
-            errors[call.id] = f"{type(exc).__name__}: {exc}"
-    ctx.send_event(ToolResponseEvent(request_id=event.id, responses=responses, errors=errors,
-                                     chat_request_id=event.chat_request_id))
-
-
-BUILTIN_ACTIONS = (
-    ActionSpec(CHAT_ACTION, (ChatRequestEvent, ToolResponseEvent), chat_model_action),
-    ActionSpec(TOOL_ACTION, (ToolRequestEvent,), tool_call_action),
-)

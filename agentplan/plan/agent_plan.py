@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from agentplan import codec
 from agentplan.agent import ActionSpec, Agent
@@ -27,7 +28,7 @@ URL_CREDENTIALS = re.compile(r"(?<=://)[^/@\s]+@")
 
 
 def _builtin_actions() -> list[ActionSpec]:
-    from agentplan.builtin_actions import BUILTIN_ACTIONS
+    from agentplan.plan.actions import BUILTIN_ACTIONS
 
     return list(BUILTIN_ACTIONS)
 

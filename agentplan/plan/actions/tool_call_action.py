@@ -1,0 +1,47 @@
+"""The built-in tool action: runs the tools a model asked for, each as a durable call."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from agentplan import codec
+from agentplan.events import ToolRequestEvent, ToolResponseEvent
+from agentplan.exceptions import ResourceError
+from agentplan.resources import ResourceType
+from agentplan.runner_context import RunnerContext
+
+logger = logging.getLogger(__name__)
+
+TOOL_ACTION = "tool_call_action"
+
+
+async def tool_call_action(event: ToolRequestEvent, ctx: RunnerContext) -> None:
+    """Run requested tools one by one; failures become error results, never run failures."""
+    responses: dict[str, Any] = {}
+    errors: dict[str, str] = {}
+    for call in event.tool_calls:
+        try:
+            tool = ctx.get_resource(call.name, ResourceType.TOOL)
+        except ResourceError:
+            errors[call.id] = f"unknown tool {call.name!r}"
+            continue
+
+        async def run(tool: Any = tool, arguments: dict[str, Any] = call.arguments) -> Any:
+            result = await tool.call(arguments)
+            try:
+                codec.check_storable(result)
+            except Exception:  # noqa: BLE001 - whatever cannot be stored is kept as its text
+                result = str(result)
+            return result
+
+        try:
+            responses[call.id] = await ctx.durable_execute_async(run)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a tool's failure is reported to the model
+            logger.info("tool %s failed: %r", call.name, exc)
+            errors[call.id] = f"{type(exc).__name__}: {exc}"
+    ctx.send_event(ToolResponseEvent(request_id=event.id, responses=responses, errors=errors,
+                                     chat_request_id=event.chat_request_id))

@@ -1,0 +1,90 @@
+"""The local runner: an agent over a list, in process, on the engine the Kafka worker also drives."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from agentplan.agent import Agent
+from agentplan.config import AgentConfiguration, ErrorHandlingStrategy
+from agentplan.environment import AgentsExecutionEnvironment
+from agentplan.exceptions import AgentPlanError, AgentRunError
+from agentplan.metrics import MetricsSink, RecordingMetrics
+from agentplan.plan import AgentPlan
+from agentplan.runtime.engine import Engine
+
+logger = logging.getLogger(__name__)
+
+
+class LocalExecutionEnvironment(AgentsExecutionEnvironment):
+    """Runs inputs from a list through an agent; keys run concurrently, each key in order."""
+
+    def __init__(self, config: AgentConfiguration | None = None, metrics: MetricsSink | None = None) -> None:
+        super().__init__(config)
+        self.metrics = metrics or RecordingMetrics()
+        self._inputs: list[dict[str, Any]] | None = None
+        self._plan: AgentPlan | None = None
+        self._outputs: list[dict[Any, Any]] = []
+        self.dead_letters: list[dict[str, Any]] = []
+        self.state: dict[Any, bytes] = {}  # committed per-key state, kept across execute() calls
+
+    def from_list(self, inputs: list[dict[str, Any]]) -> LocalExecutionEnvironment:
+        for i, item in enumerate(inputs):
+            if not isinstance(item, dict) or "value" not in item:
+                raise AgentPlanError(f"input #{i} must be a dict with 'value' (and optionally 'key'), got {item!r}")
+        self._inputs = list(inputs)
+        return self
+
+    def apply(self, agent: Agent) -> LocalExecutionEnvironment:
+        if self._inputs is None:
+            raise AgentPlanError("call from_list(...) before apply(agent)")
+        self._plan = self.compile(agent)
+        return self
+
+    def to_list(self) -> list[dict[Any, Any]]:
+        """The output list, filled by :meth:`execute` with ``{key: output}`` entries in input order."""
+        if self._plan is None:
+            raise AgentPlanError("call apply(agent) before to_list()")
+        return self._outputs
+
+    def execute(self) -> None:
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            asyncio.run(self.execute_async())
+            return
+        raise AgentPlanError("execute() called inside a running event loop; use await execute_async()")
+
+    async def execute_async(self) -> None:
+        if self._plan is None or self._inputs is None:
+            raise AgentPlanError("nothing to execute: use from_list(...).apply(agent) first")
+        engine = Engine(self._plan, state_loader=self.state.get, metrics=self.metrics)
+        try:
+            for index, item in enumerate(self._inputs):
+                key = item.get("key", index)
+                engine.submit(key, item["value"], position=None, meta=index)
+            await engine.wait_idle()
+        finally:
+            await self._plan.aclose()
+        deltas = engine.collect()
+        for delta in deltas:
+            self.state[delta.key] = delta.state
+        engine.release(deltas)
+        outputs: list[tuple[int, int, dict[Any, Any]]] = []
+        failures = []
+        for delta in deltas:
+            for seq, (meta, output) in enumerate(delta.outputs):
+                outputs.append((meta, seq, {delta.key: output}))
+            for meta, value, error in delta.failures:
+                failures.append((meta, delta.key, value, error))
+        outputs.sort(key=lambda entry: (entry[0], entry[1]))
+        self._outputs.extend(entry[2] for entry in outputs)
+        failures.sort(key=lambda entry: entry[0])
+        for _meta, key, value, error in failures:
+            self.dead_letters.append({"key": key, "value": value, "error": str(error)})
+        # retry fails like fail once its retries are spent; only dead-letter collects quietly.
+        if failures and self.config.error_handling_strategy in (ErrorHandlingStrategy.FAIL,
+                                                               ErrorHandlingStrategy.RETRY):
+            _meta, key, _value, error = failures[0]
+            raise AgentRunError(key, error.cause if hasattr(error, "cause") else error) from error
