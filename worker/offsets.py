@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Mapping
-from typing import Hashable
+
+
+TopicPart = tuple[str, int]
 
 
 class OffsetTracker:
@@ -20,11 +22,11 @@ class OffsetTracker:
     """
 
     def __init__(self) -> None:
-        self._heaps: dict[Hashable, list[int]] = {}  # min-heap over open offsets (lazy deletion)
-        self._open: dict[Hashable, set[int]] = {}
-        self._next: dict[Hashable, int] = {}  # highest consumed + 1
-        self._committed: dict[Hashable, int] = {}
-        self._finished: dict[Hashable, int] = {}  # finished records not committed yet, per partition
+        self._heaps: dict[TopicPart, list[int]] = {}  # min-heap over open offsets (lazy deletion)
+        self._open: dict[TopicPart, set[int]] = {}
+        self._next: dict[TopicPart, int] = {}  # highest consumed + 1
+        self._committed: dict[TopicPart, int] = {}
+        self._finished: dict[TopicPart, int] = {}  # finished records not committed yet, per partition
         self.unfinished = 0
         self.finished_uncommitted = 0
 
@@ -33,7 +35,7 @@ class OffsetTracker:
         """Records consumed whose effects are not committed yet: what ``--max-inflight`` bounds."""
         return self.unfinished + self.finished_uncommitted
 
-    def add(self, partition: Hashable, offset: int) -> None:
+    def add(self, partition: TopicPart, offset: int) -> None:
         open_offsets = self._open.setdefault(partition, set())
         if offset in open_offsets:
             return
@@ -42,7 +44,7 @@ class OffsetTracker:
         self._next[partition] = max(self._next.get(partition, 0), offset + 1)
         self.unfinished += 1
 
-    def finish(self, partition: Hashable, offset: int) -> None:
+    def finish(self, partition: TopicPart, offset: int) -> None:
         open_offsets = self._open.get(partition)
         if open_offsets is not None and offset in open_offsets:
             open_offsets.remove(offset)
@@ -50,7 +52,7 @@ class OffsetTracker:
             self._finished[partition] = self._finished.get(partition, 0) + 1
             self.finished_uncommitted += 1
 
-    def committable(self, partition: Hashable) -> int | None:
+    def committable(self, partition: TopicPart) -> int | None:
         """The lowest unfinished offset, or next-to-consume when all are finished."""
         heap = self._heaps.get(partition)
         if heap is None:
@@ -60,7 +62,7 @@ class OffsetTracker:
             heapq.heappop(heap)
         return heap[0] if heap else self._next[partition]
 
-    def changed(self) -> dict[Hashable, int]:
+    def changed(self) -> dict[TopicPart, int]:
         """Partitions whose committable offset moved since the last :meth:`commit`."""
         out = {}
         for partition in self._heaps:
@@ -69,7 +71,7 @@ class OffsetTracker:
                 out[partition] = offset
         return out
 
-    def commit(self, offsets: Mapping[Hashable, int], records: Mapping[Hashable, int] | None = None) -> None:
+    def commit(self, offsets: Mapping[TopicPart, int], records: Mapping[TopicPart, int] | None = None) -> None:
         """A checkpoint committed ``offsets`` and the ``records`` (count per partition) it finished."""
         self._committed.update(offsets)
         for partition, count in (records or {}).items():
@@ -80,12 +82,12 @@ class OffsetTracker:
             self._finished[partition] = held - done
             self.finished_uncommitted -= done
 
-    def drop(self, partition: Hashable) -> None:
+    def drop(self, partition: TopicPart) -> None:
         self.unfinished -= len(self._open.pop(partition, set()))
         self.finished_uncommitted -= self._finished.pop(partition, 0)
         self._heaps.pop(partition, None)
         self._next.pop(partition, None)
         self._committed.pop(partition, None)
 
-    def partitions(self) -> list[Hashable]:
+    def partitions(self) -> list[TopicPart]:
         return list(self._heaps)

@@ -11,10 +11,19 @@ from contextlib import contextmanager
 
 from rich.console import Console
 from rich.progress import (
-    BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn,
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
 )
 
 Advance = Callable[[int], None]
+
+
+def _ignore(n: int = 1) -> None:
+    pass
 
 
 @contextmanager
@@ -22,10 +31,13 @@ def progress(description: str, total: int | None = None, console: Console | None
     """Yields ``advance(n)``; ``total=None`` shows a running count instead of a bar."""
     console = console or Console(stderr=True)
     if not console.is_terminal:
-        yield lambda n=1: None
+        yield _ignore
         return
     columns = [SpinnerColumn(), TextColumn("[progress.description]{task.description}")]
     columns += [BarColumn(), MofNCompleteColumn()] if total else [TextColumn("{task.completed}")]
     with Progress(*columns, TimeElapsedColumn(), console=console, transient=True) as bar:
         task = bar.add_task(description, total=total)
-        yield lambda n=1: bar.advance(task, n)
+        def advance(n: int = 1) -> None:
+            bar.advance(task, n)
+
+        yield advance

@@ -14,7 +14,7 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from confluent_kafka import Consumer, Message, TopicPartition
 
@@ -29,6 +29,7 @@ from worker.observability.metrics import WorkerMetrics
 from worker.offsets import OffsetTracker
 from worker.processing.hot_keys import HotKeys
 from worker.processing.pausing import PauseReason, PausingManager
+from worker.records import EngineKey
 from worker.state.restore import restore_partition
 from worker.state.store import PartitionStore
 
@@ -157,7 +158,7 @@ class Rebalancer:
         """Forget partitions and everything pending for them; their next owner redoes it from the last commit."""
         state_parts = {p for topic, p in numbers if topic == self.settings.state_topic}
         self.hot_keys.drop(numbers, state_parts)
-        self.engine.cancel_keys(lambda key: key[0] in state_parts)  # type: ignore[index]
+        self.engine.cancel_keys(lambda key: cast(EngineKey, key)[0] in state_parts)
         self.checkpointer.discard(numbers, state_parts)
         self.pausing.forget(numbers)
         for number in numbers:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from pydantic import BaseModel, ValidationError
 
@@ -25,6 +25,15 @@ class DecodeFailure(Exception):
         super().__init__(message)
         self.reason = reason
         self.cause = cause
+
+
+#: The engine's key for a record: its partition (state lives per partition) and its Kafka key.
+EngineKey = tuple[int, bytes]
+
+
+def position(message: Any) -> tuple[str, int, int]:
+    """Topic, partition and offset of a consumed record (set on every record; only error events lack them)."""
+    return cast(str, message.topic()), cast(int, message.partition()), cast(int, message.offset())
 
 
 @dataclass(slots=True)

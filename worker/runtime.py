@@ -18,14 +18,27 @@ import logging
 import signal
 import sys
 import time
+from collections.abc import Hashable
+from typing import cast
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import (
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
 
 from agentplan import Agent, AgentConfiguration, AgentPlan, Engine
 from worker.checkpoint.checkpoint import Checkpoint, DeadLetter, Rekeyed, Topics
 from worker.checkpoint.checkpointer import Checkpointer
-from worker.checkpoint.producer import AtLeastOnceProducer, CheckpointProducer, FatalCommitError, \
-    TransactionalProducer
+from worker.checkpoint.producer import (
+    AtLeastOnceProducer,
+    CheckpointProducer,
+    FatalCommitError,
+    TransactionalProducer,
+)
 from worker.config import ProcessingGuarantee, WorkerSettings
 from worker.exceptions import ConfigurationError, WorkerError
 from worker.kafka.acls import authorization_error
@@ -42,7 +55,7 @@ from worker.plugins import compile_plan, load_agent, load_model
 from worker.processing.hot_keys import RESUME_FRACTION, HotKeys
 from worker.processing.pausing import PauseReason, PausingManager
 from worker.rebalance import Rebalancer
-from worker.records import DecodeFailure, InputDecoder, RecordMeta
+from worker.records import DecodeFailure, EngineKey, InputDecoder, RecordMeta, position
 from worker.state.store import ensure_writable
 
 __all__ = ["Worker", "tune_interpreter"]
@@ -304,10 +317,11 @@ class Worker:
             logger.warning("consumer error: %s", error)
             return
         assert self.rebalancer is not None
-        part = self.rebalancer.partitions.get((message.topic(), message.partition()))
+        topic, partition, offset = position(message)
+        part = self.rebalancer.partitions.get((topic, partition))
         if part is None:
             return  # fetched before a revoke
-        self.tracker.add((message.topic(), message.partition()), message.offset())
+        self.tracker.add((topic, partition), offset)
         part.records_in.inc()
         if not part.ready:
             part.buffered.append(message)
@@ -317,8 +331,7 @@ class Worker:
     def _dispatch(self, message: Message) -> None:
         assert self.engine is not None and self.checkpointer is not None and self.hot_keys is not None
         raw_key = message.key()
-        meta = RecordMeta(message.topic(), message.partition(), message.offset(), message.timestamp()[1],
-                          raw_key or b"")
+        meta = RecordMeta(*position(message), message.timestamp()[1], raw_key or b"")
         repartition = self.settings.key_field is not None and meta.topic == self.settings.input_topic
         try:
             # Re-keyed records take their key from the field, whatever key they arrived with.
@@ -334,8 +347,8 @@ class Worker:
         self.engine.submit(engine_key, value, position=meta.offset, meta=meta)
         self.hot_keys.submitted((meta.topic, meta.partition), engine_key)
 
-    def _load_state(self, engine_key: object) -> bytes | None:
-        partition, key = engine_key  # type: ignore[misc]
+    def _load_state(self, engine_key: Hashable) -> bytes | None:
+        partition, key = cast(EngineKey, engine_key)
         store = self.rebalancer.store_of(partition) if self.rebalancer is not None else None
         return None if store is None else store.get(key)
 

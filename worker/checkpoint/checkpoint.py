@@ -21,12 +21,22 @@ import enum
 import time
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from agentplan import KeyDelta
-from worker.checkpoint.producer import AbortableCommitError, CheckpointProducer, FatalCommitError
+from worker.checkpoint.producer import (
+    AbortableCommitError,
+    CheckpointProducer,
+    FatalCommitError,
+)
 from worker.exceptions import WorkerError
-from worker.records import RecordMeta, dlq_headers, encode_output, source_headers
+from worker.records import (
+    EngineKey,
+    RecordMeta,
+    dlq_headers,
+    encode_output,
+    source_headers,
+)
 from worker.state.transaction import StateTransaction
 
 __all__ = ["Checkpoint", "DeadLetter", "IllegalTransition", "Phase", "Rekeyed", "TRANSITIONS", "Topics"]
@@ -102,13 +112,14 @@ class Checkpoint:
         self.topics = topics
         self.state = StateTransaction(topics.changelog)
         for delta in deltas:
-            partition, key = delta.key  # type: ignore[misc]
+            partition, key = cast(EngineKey, delta.key)
             self.state.update(partition, key, delta.state)
         #: Input records this checkpoint finishes, per partition: they leave the in-flight window when it commits.
         self.records: Counter[TopicPart] = Counter()
         for delta in deltas:
             self.records.update((m.topic, m.partition) for m in delta.finished if m is not None)
-        self.records.update((e.meta.topic, e.meta.partition) for e in (*dead_letters, *rekeyed))
+        self.records.update((e.meta.topic, e.meta.partition) for e in dead_letters)
+        self.records.update((e.meta.topic, e.meta.partition) for e in rekeyed)
         self.phase = Phase.OPEN
         self.outputs = 0
         self.started = time.monotonic()
@@ -126,7 +137,7 @@ class Checkpoint:
         produce = producer.produce
         producer.begin()
         for delta in self.deltas:
-            key = delta.key[1]  # type: ignore[index]
+            key = cast(EngineKey, delta.key)[1]
             for meta, output in delta.outputs:
                 produce(t.output, encode_output(output), key=key, headers=source_headers(meta, t.app_id, self.name))
                 self.outputs += 1

@@ -21,14 +21,20 @@ import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
+from typing import cast
 
 from agentplan import Engine, KeyDelta
 from worker.checkpoint.checkpoint import Checkpoint, DeadLetter, Phase, Rekeyed, Topics
 from worker.checkpoint.committer import Committer
-from worker.checkpoint.producer import (AbortableCommitError, CheckpointProducer, FatalCommitError,
-                                        TransactionalProducer)
+from worker.checkpoint.producer import (
+    AbortableCommitError,
+    CheckpointProducer,
+    FatalCommitError,
+    TransactionalProducer,
+)
 from worker.exceptions import BrokerUnreachableError
 from worker.offsets import OffsetTracker
+from worker.records import EngineKey
 from worker.state.store import PartitionStore
 
 __all__ = ["Checkpointer", "Outcome"]
@@ -126,8 +132,8 @@ class Checkpointer:
             for meta in delta.finished:
                 if meta is not None:
                     self.tracker.finish((meta.topic, meta.partition), meta.offset)
-        for entry in (*letters, *rekeyed):
-            self.tracker.finish((entry.meta.topic, entry.meta.partition), entry.meta.offset)
+        for meta in [letter.meta for letter in letters] + [record.meta for record in rekeyed]:
+            self.tracker.finish((meta.topic, meta.partition), meta.offset)
         offsets = self.tracker.changed()
         if not deltas and not letters and not rekeyed and not offsets:
             return None
@@ -243,7 +249,7 @@ class Checkpointer:
     # -- partitions leaving -------------------------------------------------------------------------------
     def discard(self, numbers: set[tuple[str, int]], state_partitions: set[int]) -> None:
         """Drop pending effects of partitions this worker no longer owns (their next owner redoes them)."""
-        self._retry = [d for d in self._retry if d.key[0] not in state_partitions]  # type: ignore[index]
+        self._retry = [d for d in self._retry if cast(EngineKey, d.key)[0] not in state_partitions]
         self._dead_letters = [e for e in self._dead_letters if (e.meta.topic, e.meta.partition) not in numbers]
         self._rekeyed = [e for e in self._rekeyed if (e.meta.topic, e.meta.partition) not in numbers]
 

@@ -16,7 +16,13 @@ import logging
 import time
 from typing import Any, Callable
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka import (
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Producer,
+    TopicPartition,
+)
 
 from worker.exceptions import WorkerError
 
@@ -77,7 +83,7 @@ class CheckpointProducer:
         """Open a checkpoint (on the thread that polls the consumer)."""
 
     def produce(self, topic: str, value: bytes | None, key: bytes | None = None, partition: int | None = None,
-                headers: list[tuple[str, bytes]] | None = None,
+                headers: Any = None,
                 on_delivery: Callable[[Any, Any], None] | None = None) -> None:
         while True:
             try:

@@ -30,7 +30,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import IO
+from typing import IO, Any
 
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
@@ -413,11 +413,12 @@ class ApacheKafka:
         node's process, so a JVM that dies during start is noticed at once.
         """
         watched = nodes or self._nodes
-        admins = {node.node_id: AdminClient({"bootstrap.servers": f"{self.host}:{node.port}",
-                                             "socket.connection.setup.timeout.ms": 2000,
-                                             "reconnect.backoff.ms": 50, "reconnect.backoff.max.ms": 200,
-                                             "logger": logger, **self.client_security()})
-                  for node in watched}
+        def admin_config(port: int) -> dict[str, Any]:
+            return {"bootstrap.servers": f"{self.host}:{port}", "socket.connection.setup.timeout.ms": 2000,
+                    "reconnect.backoff.ms": 50, "reconnect.backoff.max.ms": 200, "logger": logger,
+                    **self.client_security()}
+
+        admins = {node.node_id: AdminClient(admin_config(node.port)) for node in watched}
         pending = set(admins)
         while pending:
             for node in watched:

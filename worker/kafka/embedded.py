@@ -21,7 +21,7 @@ import threading
 import time
 from pathlib import Path
 from types import TracebackType
-from typing import IO
+from typing import IO, Any
 
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
@@ -266,15 +266,14 @@ class EmbeddedBroker:
                 except OSError:
                     self._wait_for_exit(min(0.02, remaining))
                     continue
-                admin = AdminClient(
-                    {
+                admin_config: dict[str, Any] = {
                         "bootstrap.servers": self.bootstrap_servers,
                         "socket.connection.setup.timeout.ms": 2000,
                         "reconnect.backoff.ms": 20,
                         "reconnect.backoff.max.ms": 200,
                         "logger": logger,
                     }
-                )
+                admin = AdminClient(admin_config)
             try:
                 admin.list_topics(timeout=min(2.0, max(remaining, 0.1)))
             except KafkaException as exc:

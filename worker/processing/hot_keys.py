@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Hashable, Iterable
+from typing import cast
 
 from agentplan import KeyDelta
 from worker.processing.pausing import PauseReason, PausingManager
+from worker.records import EngineKey
 
 __all__ = ["HOT_KEY_SHARE", "HotKeys"]
 
@@ -60,6 +62,6 @@ class HotKeys:
                 self._pausing.resume([partition], PauseReason.HOT_KEY)
 
     def drop(self, partitions: set[TopicPart], state_partitions: set[int]) -> None:
-        self._backlog = {k: n for k, n in self._backlog.items() if k[0] not in state_partitions}  # type: ignore[index]
+        self._backlog = {k: n for k, n in self._backlog.items() if cast(EngineKey, k)[0] not in state_partitions}
         for partition in partitions:
             self._hot.pop(partition, None)

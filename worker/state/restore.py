@@ -15,10 +15,17 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    Message,
+    TopicPartition,
+)
 
 from worker.exceptions import StateRestoreError
 from worker.state.store import PartitionStore
@@ -122,13 +129,14 @@ class _Restore:
             records = batch
             if any(map(Message.error, batch)):  # rare: partition EOF, or a consumer error
                 for event in (msg for msg in batch if msg.error() is not None):
-                    if event.error().code() != KafkaError._PARTITION_EOF:
+                    if cast(KafkaError, event.error()).code() != KafkaError._PARTITION_EOF:
                         raise StateRestoreError(f"restore of {self.name}: {event.error()}")
                 records = [msg for msg in batch if msg.error() is None]
             if records:  # C-level iteration: the per-record cost that bounds the restore rate
-                pending.update(zip(map(Message.key, records), map(Message.value, records)))
+                pending.update(cast(Iterable[tuple[bytes, bytes | None]],
+                                    zip(map(Message.key, records), map(Message.value, records))))
                 self.records += len(records)
-                last = records[-1].offset()
+                last = cast(int, records[-1].offset())
             if records is not batch:
                 break  # reached the end the fetches report: the high watermark, or the last stable offset
             if len(pending) >= BATCH:
@@ -157,9 +165,9 @@ class _Restore:
             error = msg.error()
             if error is None:
                 self.unverified = None
-                return [m for m in batch[index:] if m.error() is not None or m.offset() > applied]
+                return [m for m in batch[index:] if m.error() is not None or cast(int, m.offset()) > applied]
             if error.code() == KafkaError._PARTITION_EOF:
-                if msg.offset() > applied:  # reached past the record (compacted away or filtered)
+                if cast(int, msg.offset()) > applied:  # reached past the record (compacted away or filtered)
                     self.unverified = None
                     return batch[index:]
                 self._rebuild(f"the changelog ends at {msg.offset()}")

@@ -12,6 +12,7 @@ import os
 import shutil
 import struct
 from pathlib import Path
+from typing import cast
 
 from rocksdict import AccessType, Options, Rdict, WriteBatch
 
@@ -117,7 +118,7 @@ class PartitionStore:
         self._db = self._open(self.path)
 
     def keys(self) -> list[bytes]:
-        return [bytes(k) for k in self._db.keys() if bytes(k) != OFFSET_KEY]
+        return [key for key in map(bytes, cast(list[bytes], self._db.keys())) if key != OFFSET_KEY]
 
     def close(self) -> None:
         try:
