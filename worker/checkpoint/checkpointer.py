@@ -46,6 +46,9 @@ Outcome = AbortableCommitError | FatalCommitError | None
 # how far past its own timeout commit_transaction may block (see stuck_call).
 STUCK_CHECK_S = 0.5
 STUCK_MARGIN_S = 10.0
+# How long a call before EndTxn may block before its producer is fenced: first, and at most (the limit
+# doubles after each fence, so a broker that is slow rather than failed still gets a commit through).
+STUCK_FIRST_LIMIT_S = 4.0
 
 
 class Checkpointer:
@@ -74,6 +77,7 @@ class Checkpointer:
         self._seq = 0
         self._committer = Committer()
         self._in_flight: tuple[Checkpoint, Future[Outcome]] | None = None
+        self._stuck_limit_s = min(STUCK_FIRST_LIMIT_S, transaction_timeout_s)
         self.committed = 0
 
     # -- intake ---------------------------------------------------------------------------------
@@ -168,6 +172,7 @@ class Checkpointer:
         self.engine.release(checkpoint.deltas)
         checkpoint.move(Phase.SETTLED)
         self.committed += 1
+        self._stuck_limit_s = min(STUCK_FIRST_LIMIT_S, self._transaction_timeout_s)
         self._on_committed(checkpoint)
         logger.debug("committed %s in %.3fs: %d keys, %d outputs, %d dead letters, offsets %s", checkpoint.name,
                      checkpoint.duration_s, len(checkpoint.deltas), checkpoint.outputs, len(checkpoint.dead_letters),
@@ -216,14 +221,18 @@ class Checkpointer:
         (confluentinc/librdkafka#5511, #5456). Measured on a 3-node cluster: every worker stopped
         committing when that node was SIGKILLed, and stayed stopped after it came back. Before EndTxn
         is sent, a transaction older than transaction.timeout.ms cannot commit any more (the
-        coordinator aborts it), so that is the limit; commit_transaction gets its own timeout and a margin.
+        coordinator aborts it), so that is the most a call before EndTxn may take. Fencing earlier is
+        safe too (the transaction cannot have committed) and only costs the batch's retry; a legitimate
+        coordinator move takes the broker's session timeout plus an election (~3-5 s), so the first limit
+        is STUCK_FIRST_LIMIT_S, doubled after each fence up to transaction.timeout.ms. commit_transaction
+        gets its own timeout and a margin: past EndTxn the outcome is unknown.
         """
         producer = self.producer
         blocked = producer.blocked_in if isinstance(producer, TransactionalProducer) else None
         if blocked is None:
             return None
         call, since = blocked
-        limit = producer.timeout_s + STUCK_MARGIN_S if call == "commit_transaction" else self._transaction_timeout_s
+        limit = producer.timeout_s + STUCK_MARGIN_S if call == "commit_transaction" else self._stuck_limit_s
         return call if time.monotonic() - since > limit else None
 
     def _abandon(self, call: str) -> Outcome:
@@ -234,17 +243,18 @@ class Checkpointer:
             return FatalCommitError("commit_transaction stayed blocked past its timeout; exiting")
         logger.error("%s has blocked the committer for over %gs (librdkafka keeps a failed group coordinator "
                      "cached: confluentinc/librdkafka#5511); fencing that producer with a fresh one and retrying "
-                     "the batch", call, self._transaction_timeout_s)
+                     "the batch", call, self._stuck_limit_s)
+        self._stuck_limit_s = min(2 * self._stuck_limit_s, self._transaction_timeout_s)
         self._committer.shutdown()  # its thread stays blocked in librdkafka, with the fenced producer
         self._committer = Committer()
         # init_transactions under the same transactional.id aborts the stuck transaction: it cannot commit.
         self.renew_producer()
-        return AbortableCommitError(f"{call} blocked past transaction.timeout.ms; the transaction was fenced", call)
+        return AbortableCommitError(f"{call} stayed blocked; the transaction was fenced", call)
 
     def renew_producer(self) -> None:
         """A fresh transactional producer (same transactional.id) after an outage or a stuck close."""
         if isinstance(self.producer, TransactionalProducer):
-            self.producer.renew()
+            self.producer = self.producer.renewed()
 
     # -- partitions leaving -------------------------------------------------------------------------------
     def discard(self, numbers: set[tuple[str, int]], state_partitions: set[int]) -> None:

@@ -168,24 +168,23 @@ class TransactionalProducer(CheckpointProducer):
             self._guard(lambda: self.producer.abort_transaction(self.timeout_s), "abort_transaction")
             self.in_transaction = False
 
-    def renew(self) -> None:
-        """Replace the producer with a fresh one under the same transactional.id.
+    def renewed(self) -> TransactionalProducer:
+        """A fresh producer under the same transactional.id, initialised; this one is fenced by it.
 
-        Its init_transactions fences the old one and aborts the old one's open transaction, if any.
-        Used when librdkafka keeps a dead group coordinator cached after an outage or a node failure
-        (confluentinc/librdkafka#5511): the old producer's next send_offsets_to_transaction would hang.
+        Its init_transactions fences this one and aborts this one's open transaction, if any. Used when
+        librdkafka keeps a dead group coordinator cached after an outage or a node failure
+        (confluentinc/librdkafka#5511): this producer's next send_offsets_to_transaction would hang. A new
+        object, not this one refitted: a committer thread still blocked in this one goes on with it when
+        it returns, and must meet a fenced producer, never the new one's open transaction.
         """
         logger.info("starting a fresh transactional producer")
-        self.producer = self._make_producer()
-        self._timeouts = 0
-        self.in_transaction = False
-        self.blocked_in = None
-        self.init()
+        fresh = type(self)(self._make_producer, self.consumer, self.timeout_s)
+        fresh.init()
+        return fresh
 
     def _guard(self, call: Callable[[], Any], what: str) -> None:
         """Run a transactional call; classify its failure."""
-        mark = (what, time.monotonic())
-        self.blocked_in = mark
+        self.blocked_in = (what, time.monotonic())
         try:
             call()
         except KafkaException as exc:
@@ -194,5 +193,4 @@ class TransactionalProducer(CheckpointProducer):
                 self._timeouts += 1
             raise classify(error, what, self._timeouts) from exc
         finally:
-            if self.blocked_in is mark:  # an abandoned call returning late must not clear a newer one's mark
-                self.blocked_in = None
+            self.blocked_in = None

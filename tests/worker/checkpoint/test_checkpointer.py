@@ -45,7 +45,7 @@ class FakeProducer(TransactionalProducer):
         self.produced: list[tuple[str, Any, Any, Any]] = []
         self._reports: list[tuple[Callable[..., None], _Msg]] = []
         self._next_offset: dict[int, int] = {}
-        self.renewed = 0
+        self.renewals = 0
 
     def _step(self, name: str) -> None:
         self.calls.append(name)
@@ -88,10 +88,11 @@ class FakeProducer(TransactionalProducer):
             self._step("abort")
             self.in_transaction = False
 
-    def renew(self) -> None:
-        self.renewed += 1
-        self.in_transaction = False
-        self.blocked_in = None
+    def renewed(self) -> FakeProducer:
+        fresh = FakeProducer()
+        fresh.renewals = self.renewals + 1
+        fresh.fail, fresh.calls = self.fail, self.calls  # one script and one record across renewals
+        return fresh
 
 
 class FakeEngine:
@@ -217,7 +218,7 @@ def test_an_abort_that_fails_before_commit_transaction_fences_with_a_fresh_produ
     rig.producer.fail["send_offsets"] = AbortableCommitError("coordinator moved", "send_offsets_to_transaction")
     rig.producer.fail["abort"] = FatalCommitError("INVALID_TXN_STATE")
     rig.checkpointer.commit()
-    assert rig.producer.renewed == 1 and [cp.phase for cp in rig.aborted] == [Phase.ABORTED]
+    assert rig.checkpointer.producer.renewals == 1 and [cp.phase for cp in rig.aborted] == [Phase.ABORTED]
     rig.checkpointer.commit()
     assert len(rig.committed) == 1
 
@@ -229,7 +230,7 @@ def test_an_abort_that_fails_after_commit_transaction_failed_exits_because_it_ma
     rig.producer.fail["abort"] = FatalCommitError("INVALID_TXN_STATE")
     with pytest.raises(FatalCommitError, match="then the abort failed"):
         rig.checkpointer.commit()
-    assert rig.producer.renewed == 0 and rig.store.applied == []
+    assert rig.checkpointer.producer is rig.producer and rig.store.applied == []
 
 
 def test_dead_letters_and_their_offsets_go_in_the_same_transaction() -> None:
@@ -257,10 +258,19 @@ def test_pending_effects_of_a_lost_partition_are_discarded() -> None:
 def test_a_send_offsets_call_blocked_past_the_transaction_timeout_is_fenced_and_retried() -> None:
     rig = Rig()
     rig.finish(delta(b"a", 0))
-    rig.producer.blocked_in = ("send_offsets_to_transaction", time.monotonic() - 6.0)  # the limit is 5 s
+    rig.producer.blocked_in = ("send_offsets_to_transaction", time.monotonic() - 3.0)  # a coordinator moving
+    assert rig.checkpointer.stuck_call() is None
+    rig.producer.blocked_in = ("send_offsets_to_transaction", time.monotonic() - 4.5)  # past the first limit
     assert rig.checkpointer.stuck_call() == "send_offsets_to_transaction"
     outcome = rig.checkpointer._abandon("send_offsets_to_transaction")
-    assert isinstance(outcome, AbortableCommitError) and rig.producer.renewed == 1
+    assert isinstance(outcome, AbortableCommitError)
+    # A new producer object: the committer thread still blocked in the old one must not reach the new one.
+    assert rig.checkpointer.producer is not rig.producer and rig.checkpointer.producer.renewals == 1
+    # The next limit is doubled but never past transaction.timeout.ms (5 s here): a slow broker still commits.
+    rig.checkpointer.producer.blocked_in = ("send_offsets_to_transaction", time.monotonic() - 4.5)
+    assert rig.checkpointer.stuck_call() is None
+    rig.checkpointer.producer.blocked_in = ("send_offsets_to_transaction", time.monotonic() - 5.5)
+    assert rig.checkpointer.stuck_call() == "send_offsets_to_transaction"
 
 
 def test_a_commit_transaction_call_blocked_for_good_is_fatal_because_it_may_have_committed() -> None:
@@ -270,7 +280,7 @@ def test_a_commit_transaction_call_blocked_for_good_is_fatal_because_it_may_have
     rig.producer.blocked_in = ("commit_transaction", time.monotonic() - 12.0)
     assert rig.checkpointer.stuck_call() == "commit_transaction"
     assert isinstance(rig.checkpointer._abandon("commit_transaction"), FatalCommitError)
-    assert rig.producer.renewed == 0
+    assert rig.checkpointer.producer is rig.producer
 
 
 def test_state_is_never_written_before_its_changelog_records_were_delivered() -> None:
