@@ -123,6 +123,7 @@ class Rebalancer:
         except FatalCommitError:
             logger.exception("the transaction in flight when partitions were lost failed")
         self.drop(numbers)
+        self.checkpointer.request_renewal()
 
     # -- restore ---------------------------------------------------------------------------------------
     async def _restore(self, part: OwnedPartition) -> None:

@@ -257,7 +257,7 @@ class Worker:
                 committing = checkpointer.poll()
                 if self.broker.down:
                     self.broker.check()  # commits wait for the broker; raises past the deadline
-                elif self.broker.take_recovery():
+                elif self.broker.take_recovery() or checkpointer.renewal_requested:
                     await checkpointer.wait_in_flight()
                     checkpointer.settle_in_flight()
                     await asyncio.to_thread(checkpointer.renew_producer)
