@@ -126,10 +126,19 @@ class TopicAdmin:
         if self._create(name, partitions, config, replication_factor):
             return partitions
         # Lost a creation race (workers of one app starting together): Apache Kafka answers
-        # TOPIC_ALREADY_EXISTS before its metadata lists the winner's topic, so wait for it too.
-        self._await_metadata(time.monotonic() + self.timeout_s,
-                             lambda md: name in md.topics and md.topics[name].error is None)
-        actual = self.partitions(name)
+        # TOPIC_ALREADY_EXISTS before its metadata lists the winner's topic, so wait for it too. The
+        # count comes from the same answer: on a cluster the next request may go to a broker that
+        # does not know the topic yet (seen on 3 nodes).
+        seen: list[int] = []
+
+        def listed(md: Any) -> bool:
+            found = md.topics.get(name)
+            if found is not None and found.error is None and found.partitions:
+                seen.append(len(found.partitions))
+            return bool(seen)
+
+        self._await_metadata(time.monotonic() + self.timeout_s, listed)
+        actual = seen[0] if seen else None
         if actual is None:
             raise BrokerUnavailableError(
                 "bootstrap.servers", f"topic {name!r} reported as existing but not in metadata"
