@@ -1,6 +1,6 @@
 """CPU per model call and throughput of each HTTP stack under the openai client, side by side in one run.
 
-``python -m bench.http_client [--calls 8000] [--latency-ms 200] [--concurrency 1024] [--rounds 3]``
+``[BENCH_STACKS=paired] python -m bench.http_client [--calls 8000] [--latency-ms 200] [--concurrency 1024] [--rounds 3]``
 
 Every stack drives the same call as ``OpenAIChatModelConnection.chat`` (``AsyncOpenAI.post`` of a
 chat request, body parsed by ``parse_chat_completion``) against the LLM stub in its own process:
@@ -10,8 +10,7 @@ chat request, body parsed by ``parse_chat_completion``) against the LLM stub in 
 * ``httpx-64-pools``: the same spread round-robin over 64 pools of limit/64 connections each;
 * ``httpx-h2``: the same with ``http2=True``, only when ``h2`` is installed *and* the stub speaks
   HTTP/2 (it does not: over cleartext httpx then stays on HTTP/1.1, so the row is skipped);
-* ``lean``: the hand-written ``agentplan.integrations.http_transport``, deleted after this comparison
-  (README, HTTP client); the row appears when run at a commit that still has it (6bb4b6b).
+* ``lean``: agentplan's own asyncio transport, ``agentplan.integrations._lean_http``.
 
 Reported per stack: CPU ms of this process per call (``time.process_time``: the stub's CPU is not
 counted) and calls/s (wall clock). Each round runs every stack once, in an order rotated per round,
@@ -26,6 +25,7 @@ import asyncio
 import contextlib
 import importlib.util
 import json
+import os
 import signal
 import socket
 import statistics
@@ -112,7 +112,7 @@ def _httpx_sharded(limit: int, shards: int = 64) -> Any:
 
 
 def _lean(limit: int) -> Any:
-    from agentplan.integrations.http_transport import LeanAsyncHTTPTransport  # type: ignore[import-not-found]
+    from agentplan.integrations._lean_http import LeanAsyncHTTPTransport
 
     return openai.DefaultAsyncHttpxClient(transport=LeanAsyncHTTPTransport(max_connections=limit),
                                           timeout=TIMEOUT_S)
@@ -123,10 +123,10 @@ def stacks() -> dict[str, Callable[[int], Any]]:
     found: dict[str, Callable[[int], Any]] = {}
     if importlib.util.find_spec("aiohttp") is not None:
         found["aiohttp"] = _aiohttp
-    found["httpx"] = _httpx
-    found["httpx-64-pools"] = _httpx_sharded
-    if importlib.util.find_spec("agentplan.integrations.http_transport") is not None:
-        found["lean"] = _lean
+    if os.environ.get("BENCH_STACKS") != "paired":  # paired: only the two the 1.3x rule compares
+        found["httpx"] = _httpx
+        found["httpx-64-pools"] = _httpx_sharded
+    found["lean"] = _lean
     return found
 
 
@@ -201,6 +201,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stub-workers", type=int, default=1, help="stub processes (its --workers)")
     parser.add_argument("--json", action="store_true", help="print JSON rows instead of a table")
     args = parser.parse_args(argv)
+    # SIGTERM (e.g. from `timeout`) unwinds like Ctrl-C, so the stub process is stopped, not orphaned.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     rows = run(args.calls, args.latency_ms, args.concurrency, args.rounds, args.stub_workers)
     print(json.dumps(rows, indent=2) if args.json else table(rows))
     return 0

@@ -1,7 +1,8 @@
 """``agentfleet demo``: the whole pipeline on one machine, no Docker.
 
-A broker (embedded Tansu, or Apache Kafka with ``--engine kafka``), LLM stub (unless OPENAI_BASE_URL is set), topics, two worker processes, the
-seed's sentiment input; prints each result as it is committed, then stops everything it started.
+A broker (embedded Tansu, or Apache Kafka with ``--engine kafka``), the LLM stub (unless OPENAI_BASE_URL
+is set), topics, two worker processes and seven sample reviews; prints each result as it is committed,
+then stops everything it started.
 """
 
 from __future__ import annotations
@@ -13,8 +14,8 @@ import signal
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from confluent_kafka import Producer
 

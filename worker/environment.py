@@ -8,7 +8,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from agentplan import Agent, AgentConfiguration
 from agentplan.codec import import_path

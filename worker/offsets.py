@@ -10,7 +10,6 @@ from __future__ import annotations
 import heapq
 from collections.abc import Mapping
 
-
 TopicPart = tuple[str, int]
 
 

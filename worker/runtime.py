@@ -180,7 +180,7 @@ class Worker:
             except FatalCommitError as exc:  # e.g. TRANSACTIONAL_ID_AUTHORIZATION_FAILED: name the ACL
                 del producer
                 self._discard_unstarted_consumer()
-                raise authorization_error(exc, s) or exc
+                raise (authorization_error(exc, s) or exc) from None
         assert self.consumer is not None
         self.pausing = PausingManager(self.consumer, self.metrics.paused_partitions)
         self.hot_keys = HotKeys(s.max_inflight, self.pausing)

@@ -94,8 +94,7 @@ def test_worker_settings_come_from_the_environment_too():
 
 @pytest.mark.parametrize("level, expected", [("INFO", "WARNING WARNING"), ("DEBUG", "DEBUG DEBUG")])
 def test_http_libraries_do_not_log_every_model_call_below_debug(level: str, expected: str) -> None:
-    code = ("import logging; from worker.cli import _setup_logging; _setup_logging(%r); "
-            "print(*(logging.getLevelName(logging.getLogger(n).getEffectiveLevel()) for n in ('httpx', 'httpx2')))"
-            % level)
+    code = (f"import logging; from worker.cli import _setup_logging; _setup_logging({level!r}); "
+            "print(*(logging.getLevelName(logging.getLogger(n).getEffectiveLevel()) for n in ('httpx', 'httpx2')))")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == expected, out.stderr

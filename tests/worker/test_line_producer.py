@@ -57,7 +57,8 @@ def test_a_broker_rejection_mid_way_reports_what_landed_and_resume_sends_the_res
                     "-X", "batch.size=50000")
     assert first.returncode == 2, first.stderr
     last = first.stderr.strip().splitlines()[-1]
-    assert last.startswith("error: kafka: Broker: Message size too large; ") and "lines 1-10000 (10000 records) are committed" in last, last
+    assert last.startswith("error: kafka: Broker: Message size too large; "), last
+    assert "lines 1-10000 (10000 records) are committed" in last, last
     assert last.endswith("resume with --from-line 10001"), last
     assert sorted(ids_in(kafka, topic), key=int) == [str(n) for n in range(1, 10_001)]
 

@@ -507,7 +507,8 @@ def run_foreground(port: int = 9092, nodes: int = 1, data_dir: Path | None = Non
 
     def died(process: subprocess.Popen[bytes]) -> str:
         node = next(n for n in cluster._nodes if n.process is process)
-        return f"Apache Kafka node {node.node_id} exited unexpectedly with code {process.returncode}{cluster._tail(node)}"
+        code = process.returncode
+        return f"Apache Kafka node {node.node_id} exited unexpectedly with code {code}{cluster._tail(node)}"
 
     run_until_signal(start, lambda: f"Apache Kafka {cluster.version} (KRaft, {nodes} node{'s' if nodes > 1 else ''}) "
                                     f"listening on {cluster.bootstrap_servers}", cluster.stop, died)

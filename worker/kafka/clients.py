@@ -7,7 +7,8 @@ input, manual offsets, an idempotent transactional producer.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from worker.config import GroupProtocol, ProcessingGuarantee, WorkerSettings
 from worker.exceptions import ConfigurationError

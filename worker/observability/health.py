@@ -11,9 +11,10 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from collections.abc import Callable
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import urlsplit
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -82,7 +83,7 @@ class ObservabilityServer:
 
     # ------------------------------------------------------------- lifecycle
 
-    def start(self) -> "ObservabilityServer":
+    def start(self) -> ObservabilityServer:
         """Bind and serve in a daemon thread; idempotent. Returns self."""
         with self._lock:
             if self._server is not None:
@@ -119,7 +120,7 @@ class ObservabilityServer:
                     logger.warning("observability server thread did not stop within %.1fs", timeout_s)
         logger.info("observability server stopped")
 
-    def __enter__(self) -> "ObservabilityServer":
+    def __enter__(self) -> ObservabilityServer:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

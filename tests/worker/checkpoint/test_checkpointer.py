@@ -7,7 +7,8 @@ state table is made to fail on purpose, which a real broker cannot be told to do
 from __future__ import annotations
 
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 

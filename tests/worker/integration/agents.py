@@ -8,9 +8,23 @@ import time
 
 from pydantic import BaseModel, ConfigDict
 
-from agentplan import (Agent, ChatMessage, ChatRequestEvent, ChatResponseEvent, InputEvent, MessageRole,
-                       OpenAIChatModelConnection, OpenAIChatModelSetup, OutputEvent, ResourceDescriptor,
-                       RunnerContext, action, chat_model_connection, chat_model_setup, tool)
+from agentplan import (
+    Agent,
+    ChatMessage,
+    ChatRequestEvent,
+    ChatResponseEvent,
+    InputEvent,
+    MessageRole,
+    OpenAIChatModelConnection,
+    OpenAIChatModelSetup,
+    OutputEvent,
+    ResourceDescriptor,
+    RunnerContext,
+    action,
+    chat_model_connection,
+    chat_model_setup,
+    tool,
+)
 
 # Chaos runs trace which transactions a killed worker had committed: the runtime logs each commit at
 # DEBUG, and its worker subprocess imports this module after setting up logging.

@@ -4,9 +4,21 @@ from __future__ import annotations
 
 import os
 
-from agentplan import (Agent, ChatMessage, ChatRequestEvent, ChatResponseEvent, InputEvent, MessageRole,
-                       OpenAIChatModelConnection, OpenAIChatModelSetup, OutputEvent, ResourceDescriptor,
-                       RunnerContext, action, chat_model_setup)
+from agentplan import (
+    Agent,
+    ChatMessage,
+    ChatRequestEvent,
+    ChatResponseEvent,
+    InputEvent,
+    MessageRole,
+    OpenAIChatModelConnection,
+    OpenAIChatModelSetup,
+    OutputEvent,
+    ResourceDescriptor,
+    RunnerContext,
+    action,
+    chat_model_setup,
+)
 
 # Passed with ``--resource keyed_llm=...``: the API key becomes part of the compiled plan, the way a
 # deployment that configures keys in code would have it.

@@ -16,8 +16,7 @@ import pytest
 
 from tests.kafka_support import KafkaCluster
 from tests.worker.integration.harness import WorkerProcess, counted_round, produce_round, read_all, wait_for
-from tests.worker.integration.topic_probe import (admin_client, committed_offsets, delete_records_before,
-                                                  end_offsets)
+from tests.worker.integration.topic_probe import admin_client, committed_offsets, delete_records_before, end_offsets
 
 pytestmark = pytest.mark.integration
 

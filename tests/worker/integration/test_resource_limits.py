@@ -14,15 +14,22 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
 from agentplan.testing.llm_stub import StubLLMServer
 from tests.kafka_support import KafkaCluster
-from tests.worker.integration.harness import (REPO, WorkerProcess, assert_counts_continue, counted_round,
-                                               produce_round, read_all, wait_for)
+from tests.worker.integration.harness import (
+    REPO,
+    WorkerProcess,
+    assert_counts_continue,
+    counted_round,
+    produce_round,
+    read_all,
+    wait_for,
+)
 from tests.worker.integration.tcp_proxy import TcpProxy
 from worker.kafka.embedded import EmbeddedBroker, free_port
 from worker.state.store import PartitionStore
@@ -234,7 +241,8 @@ def test_unreachable_broker_at_start_exits_after_the_deadline_naming_it():
                          "--metrics-port", "-1", env={"AGENTFLEET_STARTUP_TIMEOUT_S": str(deadline_s)})
     elapsed = time.monotonic() - started
     assert out.returncode == 2, out.stderr
-    assert "bootstrap.servers: cannot reach Kafka" in out.stderr and "AGENTFLEET_STARTUP_TIMEOUT_S" in out.stderr, out.stderr
+    assert "bootstrap.servers: cannot reach Kafka" in out.stderr, out.stderr
+    assert "AGENTFLEET_STARTUP_TIMEOUT_S" in out.stderr, out.stderr
     assert deadline_s <= elapsed < deadline_s + MARGIN_S
 
 

@@ -35,7 +35,8 @@ def test_a_metrics_port_in_use_fails_before_topics_or_state_are_created(kafka: K
             cwd=REPO, capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(REPO)})
     assert out.returncode == 2, out.stderr
     last = out.stderr.strip().splitlines()[-1]
-    assert last.startswith(f"error: metrics-port: cannot listen on 127.0.0.1:{port}: ") and "--metrics-port" in last, last
+    assert last.startswith(f"error: metrics-port: cannot listen on 127.0.0.1:{port}: "), last
+    assert "--metrics-port" in last, last
     assert "Traceback" not in out.stderr
     topics = AdminClient({"bootstrap.servers": kafka.bootstrap_servers}).list_topics(timeout=10).topics
     assert not [t for t in topics if t.startswith(app_id)], sorted(topics)

@@ -19,10 +19,20 @@ from confluent_kafka import Message
 from confluent_kafka.admin import AdminClient
 
 from tests.kafka_support import KafkaCluster
-from tests.worker.integration.harness import (WorkerProcess, assert_counts_continue, header, produce_round,
-                                              read_all, wait_for)
-from tests.worker.integration.topic_probe import (admin_client, committed_offsets, open_transaction_partitions,
-                                                  read_to_end)
+from tests.worker.integration.harness import (
+    WorkerProcess,
+    assert_counts_continue,
+    header,
+    produce_round,
+    read_all,
+    wait_for,
+)
+from tests.worker.integration.topic_probe import (
+    admin_client,
+    committed_offsets,
+    open_transaction_partitions,
+    read_to_end,
+)
 from worker.config import WorkerSettings
 
 pytestmark = pytest.mark.integration

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from tests.kafka_support import selected_engine
-from worker.kafka.admin import TopicAdmin
 from worker.kafka import apache
+from worker.kafka.admin import TopicAdmin
 from worker.kafka.apache import cache_root, jars_cached
 from worker.kafka.embedded import free_port
 
