@@ -17,20 +17,20 @@ from agentplan.chat_models import (
     BaseChatModelSetup,
     ChatResult,
 )
-from agentplan.endpoints import ModelEndpoint, model_endpoints
+from agentplan.endpoints import ModelEndpoint, model_endpoints, redact_url
 from agentplan.exceptions import ChatModelError, ResourceError, TransientError
-
-try:
-    import httpx2 as httpx_module  # type: ignore[import-not-found]  # openai 3.x
-except ImportError:  # openai 1.x/2.x build on httpx
-    import httpx as httpx_module  # type: ignore[import-not-found,no-redef]
+from agentplan.integrations._lean_http import (
+    LeanAsyncHTTPTransport,
+    environment_proxy,
+    httpx_module,
+)
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_MODEL_ENV = "OPENAI_MODEL"
 #: Which HTTP stack the openai client uses; see OpenAIChatModelConnection._http_client.
 HTTP_CLIENT_ENV = "AGENTPLAN_HTTP_CLIENT"
-HTTP_CLIENTS = ("aiohttp", "httpx")
+HTTP_CLIENTS = ("lean", "aiohttp", "httpx")
 
 
 def _retry_after(exc: openai.APIStatusError) -> float | None:
@@ -201,17 +201,27 @@ class OpenAIChatModelConnection(BaseChatModelConnection):
     def _http_client(self) -> Any:
         """The SDK's HTTP client, pooled for thousands of calls in flight (the SDK's default is 1000).
 
-        ``AGENTPLAN_HTTP_CLIENT`` picks the stack: ``aiohttp`` (default: openai's
-        ``DefaultAioHttpClient``, the least CPU per call of the maintained stacks; README, HTTP client)
-        or ``httpx`` (the SDK's stock client; HTTP/2 when ``h2`` is installed). Both are httpx clients
-        to the SDK, so proxies (``HTTPS_PROXY``/``NO_PROXY``), CA bundles (``SSL_CERT_FILE``) and
-        errors behave as the SDK documents. Neither retries: the engine does.
+        ``AGENTPLAN_HTTP_CLIENT`` picks the stack (README, HTTP client): ``lean`` (default: the
+        package-internal asyncio transport, ~1.5x less CPU per call than the next best), ``aiohttp``
+        (openai's ``DefaultAioHttpClient``) or ``httpx`` (the SDK's stock client; HTTP/2 with ``h2``).
+        ``lean`` hands over to ``aiohttp`` when a proxy variable applies to the model URL; it reads
+        CA bundles (``SSL_CERT_FILE``/``SSL_CERT_DIR``) through httpx's TLS context, as the others
+        do. None of them retries: the engine does.
         """
-        choice = os.environ.get(HTTP_CLIENT_ENV, "aiohttp").strip().lower() or "aiohttp"
+        choice = os.environ.get(HTTP_CLIENT_ENV, "lean").strip().lower() or "lean"
         if choice not in HTTP_CLIENTS:
             raise ResourceError(f"{HTTP_CLIENT_ENV}={choice!r}: expected one of {', '.join(HTTP_CLIENTS)}")
         limits = httpx_module.Limits(max_connections=self.max_connections,
                                      max_keepalive_connections=self.max_connections)
+        if choice == "lean":
+            base_url = self._effective_base_url()
+            proxy = environment_proxy(base_url)
+            if proxy is None:
+                return openai.DefaultAsyncHttpxClient(
+                    transport=LeanAsyncHTTPTransport(max_connections=self.max_connections), timeout=self.timeout)
+            logger.info("%s=lean does not speak to proxies: %s goes through openai's aiohttp client and proxy %s",
+                        HTTP_CLIENT_ENV, redact_url(base_url), redact_url(proxy))
+            choice = "aiohttp"
         if choice == "aiohttp":
             return openai.DefaultAioHttpClient(timeout=self.timeout, limits=limits)
         return openai.DefaultAsyncHttpxClient(timeout=self.timeout, limits=limits,

@@ -24,7 +24,7 @@ from agentplan.testing.llm_stub import StubLLMServer
 from tests.agentplan.support import run_async
 
 
-@pytest.fixture(params=["aiohttp", "httpx"])
+@pytest.fixture(params=["lean", "aiohttp", "httpx"])
 def transport(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """Runs a test over both HTTP stacks the connection can use."""
     monkeypatch.setenv("AGENTPLAN_HTTP_CLIENT", request.param)
@@ -206,6 +206,6 @@ def test_proxy_variables_are_honoured(stub_llm: StubLLMServer, transport: str,
 
 def test_an_unknown_http_client_is_refused_naming_the_setting(stub_llm: StubLLMServer,
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("AGENTPLAN_HTTP_CLIENT", "lean")
-    with pytest.raises(ResourceError, match="AGENTPLAN_HTTP_CLIENT='lean': expected one of aiohttp, httpx"):
+    monkeypatch.setenv("AGENTPLAN_HTTP_CLIENT", "h3")
+    with pytest.raises(ResourceError, match="AGENTPLAN_HTTP_CLIENT=.h3.: expected one of lean, aiohttp, httpx"):
         chat(connection(stub_llm), "x")
