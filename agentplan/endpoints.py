@@ -5,7 +5,8 @@ worker's ``/readyz`` and ``agentfleet_llm_endpoint_up`` gauge, or anything else)
 :meth:`EndpointRegistry.statuses`. The registry also does the logging an operator needs when an
 endpoint fails: one WARNING when it starts failing and one when it answers again, naming the URL and
 the setting the URL came from, and while it keeps failing one reminder per ``warn_interval_s`` (not
-one line per retried request).
+one line per retried request). An endpoint is down after ``failures_to_down`` failed requests in a
+row, so that one 5xx or one connection lost under a healthy server does not flap ``/readyz``.
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ import logging
 import threading
 import time
 import urllib.parse
-from dataclasses import dataclass
 from collections.abc import Callable
+from dataclasses import dataclass
 
 logger = logging.getLogger(__name__)
 
@@ -45,10 +46,10 @@ class EndpointStatus:
 
     url: str  # redacted: no credentials, no query
     source: str  # the setting the URL came from, e.g. "OPENAI_BASE_URL"
-    up: bool  # False from a failed request until the next request it answers
+    up: bool  # False from the failures_to_down-th failed request in a row until the next answer
     since: float  # wall-clock time (time.time()) of the last change of ``up``
     last_error: str | None  # the latest failure, kept after recovery
-    failures: int  # failed requests since the endpoint was last up
+    failures: int  # failed requests in a row (since the endpoint last answered)
 
 
 class ModelEndpoint:
@@ -67,10 +68,11 @@ class ModelEndpoint:
 
     def succeeded(self) -> None:
         """The endpoint answered (any HTTP answer that is not its own failure, a 429 included)."""
-        if self.up:  # the hot path: no lock, no log
+        if self.up and not self.failures:  # the hot path: no lock, no log
             return
         with self._registry._lock:
             if self.up:
+                self.failures = 0
                 return
             down_for = self._registry._clock() - self._down_at
             failures = self.failures
@@ -87,6 +89,8 @@ class ModelEndpoint:
             self.failures += 1
             failures = self.failures
             if self.up:
+                if failures < registry.failures_to_down:
+                    return
                 self.up, self.since, self._down_at = False, registry._wall(), now
                 first = True
             elif now - self._last_warning >= registry.warn_interval_s:
@@ -109,9 +113,10 @@ class ModelEndpoint:
 class EndpointRegistry:
     """The model endpoints of this process, by redacted URL. Thread-safe: probes read it from another thread."""
 
-    def __init__(self, warn_interval_s: float = 60.0, clock: Callable[[], float] = time.monotonic,
-                 wall: Callable[[], float] = time.time) -> None:
+    def __init__(self, warn_interval_s: float = 60.0, failures_to_down: int = 3,
+                 clock: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time) -> None:
         self.warn_interval_s = warn_interval_s
+        self.failures_to_down = max(1, failures_to_down)
         self._clock = clock
         self._wall = wall
         self._lock = threading.Lock()

@@ -37,10 +37,10 @@ def test_failing_endpoint_warns_once_then_reminds_per_interval_then_recovers(cap
     (first,) = warnings(caplog)
     assert "http://127.0.0.1:9/v1" in first and "OPENAI_BASE_URL" in first and "Connection refused" in first
     (status,) = registry.statuses()
-    assert not status.up and status.failures == 50 and status.since == 1000.0
+    assert not status.up and status.failures == 50 and status.since == 1001.0  # down at the 3rd failure
     assert status.last_error is not None and "Connection refused" in status.last_error
 
-    clock.now += 36  # 61 s after the first warning
+    clock.now += 37  # 61 s after the first warning
     endpoint.failed("model request timed out")
     assert len(warnings(caplog)) == 2
     assert "still failing after 61s and 51 failed requests" in warnings(caplog)[1]
@@ -72,3 +72,19 @@ def test_one_endpoint_per_url_and_the_first_source_is_kept() -> None:
 ])
 def test_redact_url_drops_credentials_and_query(url: str, expected: str) -> None:
     assert redact_url(url) == expected
+
+
+def test_isolated_failures_do_not_take_the_endpoint_down(caplog: pytest.LogCaptureFixture) -> None:
+    registry = EndpointRegistry(failures_to_down=3)
+    endpoint = registry.endpoint("http://h/v1", "OPENAI_BASE_URL")
+    caplog.set_level(logging.DEBUG, LOGGER)
+    for _ in range(5):  # two failures, an answer: never three in a row
+        endpoint.failed("model server error 500")
+        endpoint.failed("model server error 500")
+        endpoint.succeeded()
+    (status,) = registry.statuses()
+    assert status.up and status.failures == 0 and status.last_error == "model server error 500"
+    assert warnings(caplog) == []
+    for _ in range(3):
+        endpoint.failed("model server error 500")
+    assert not registry.statuses()[0].up and len(warnings(caplog)) == 1

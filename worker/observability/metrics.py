@@ -84,8 +84,9 @@ def _default_version() -> str:
 
 
 class EndpointUpCollector(Collector):
-    """``agentfleet_llm_endpoint_up{endpoint}``: 1 while a model endpoint answers, 0 from a failed request
-    until the next answer. Read from agentplan's endpoint registry at scrape time, so nothing feeds it."""
+    """``agentfleet_llm_endpoint_up{endpoint}``: 1 while a model endpoint answers, 0 once requests fail in a
+    row (``EndpointRegistry.failures_to_down``) until the next answer. Read from agentplan's endpoint
+    registry at scrape time, so nothing feeds it."""
 
     _labelnames = ("endpoint",)  # as a labelled Gauge has it (README's metrics reference test reads it)
 
@@ -94,7 +95,7 @@ class EndpointUpCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         family = GaugeMetricFamily(PREFIX + "llm_endpoint_up",
-                                   "1 while the model endpoint answers, 0 while its requests fail "
+                                   "1 while the model endpoint answers, 0 once its requests fail in a row "
                                    "(unreachable, timed out, 5xx, 401/403/404).", labels=self._labelnames)
         for status in self._endpoints.statuses():
             family.add_metric([status.url], 1.0 if status.up else 0.0)

@@ -124,7 +124,7 @@ def test_unreachable_endpoint_warns_once_naming_url_and_setting(monkeypatch: pyt
 
 
 def test_the_endpoint_is_up_again_after_an_answer(stub_llm: StubLLMServer, caplog: pytest.LogCaptureFixture) -> None:
-    stub_llm.fail_next(2, "503")
+    stub_llm.fail_next(3, "503")  # three in a row take it down
     env = environment(make_config(retry_backoff_s=0.001), api_base_url=stub_llm.base_url)
     output = env.from_list([{"key": "k", "value": "hi"}]).apply(AskAgent()).to_list()
     env.execute()
@@ -145,7 +145,7 @@ def test_shutdown_cancels_the_backoff_of_a_model_outage(monkeypatch: pytest.Monk
     async def main() -> float:
         engine = Engine(plan)
         engine.submit("k", "hi", position=1)
-        while not model_endpoints.statuses() or model_endpoints.statuses()[0].up:
+        while not model_endpoints.statuses() or not model_endpoints.statuses()[0].failures:
             await asyncio.sleep(0.01)  # polls a condition; the request is refused within milliseconds
         grace = 0.3
         started = time.monotonic()

@@ -24,7 +24,7 @@ def _readyz(port: int) -> tuple[int, dict]:
 
 
 def test_gauge_follows_each_endpoint_at_scrape_time() -> None:
-    endpoints = EndpointRegistry()
+    endpoints = EndpointRegistry(failures_to_down=1)
     metrics = WorkerMetrics(endpoints=endpoints)
     sample = metrics.registry.get_sample_value
     assert sample("agentfleet_llm_endpoint_up", {"endpoint": "http://a:1/v1"}) is None  # none called yet
@@ -39,7 +39,7 @@ def test_gauge_follows_each_endpoint_at_scrape_time() -> None:
 
 
 def test_readyz_fails_while_a_model_endpoint_fails_and_healthz_stays_green() -> None:
-    endpoints = EndpointRegistry()
+    endpoints = EndpointRegistry(failures_to_down=1)
     assert model_endpoints_readiness(endpoints) == (True, {"model_endpoints": []})
     endpoint = endpoints.endpoint("http://127.0.0.1:9/v1", "OPENAI_BASE_URL")
     metrics = WorkerMetrics(endpoints=endpoints)
