@@ -1,6 +1,7 @@
 """CPU per model call and throughput of each HTTP stack under the openai client, side by side in one run.
 
-``[BENCH_STACKS=paired] python -m bench.http_client [--calls 8000] [--latency-ms 200] [--concurrency 1024] [--rounds 3]``
+``python -m bench.http_client [--calls 8000] [--latency-ms 200] [--concurrency 1024] [--rounds 3]``
+(``BENCH_STACKS=paired``: only ``aiohttp`` and ``lean``, the two the 1.3x rule compares)
 
 Every stack drives the same call as ``OpenAIChatModelConnection.chat`` (``AsyncOpenAI.post`` of a
 chat request, body parsed by ``parse_chat_completion``) against the LLM stub in its own process:
@@ -96,7 +97,7 @@ def _httpx_sharded(limit: int, shards: int = 64) -> Any:
     per_shard = max(1, -(-limit // shards))
     pools = [httpx_module.AsyncHTTPTransport(limits=_limits(per_shard)) for _ in range(shards)]
 
-    class Sharded(httpx_module.AsyncBaseTransport):  # type: ignore[misc,name-defined]
+    class Sharded(httpx_module.AsyncBaseTransport):
         def __init__(self) -> None:
             self._next = 0
 

@@ -38,7 +38,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 try:
-    import httpx2 as httpx_module  # type: ignore[import-not-found]
+    import httpx2 as httpx_module  # openai 3.x
 except ImportError:  # openai 1.x/2.x build on httpx
     import httpx as httpx_module  # type: ignore[import-not-found,no-redef]
 
@@ -80,7 +80,7 @@ def environment_proxy(url: str) -> str | None:
     proxy = proxies.get(parsed.scheme) or proxies.get("all")
     if not proxy or not parsed.hostname:
         return None
-    if urllib.request.proxy_bypass_environment(parsed.hostname, proxies):
+    if urllib.request.proxy_bypass_environment(parsed.hostname, proxies):  # type: ignore[attr-defined]  # not in typeshed
         return None
     return proxy
 
@@ -99,7 +99,7 @@ class _ProtocolViolation(Exception):
     """The server sent something that is not HTTP/1.1; becomes RemoteProtocolError."""
 
 
-class _ResponseStream(httpx_module.AsyncByteStream):  # type: ignore[misc,name-defined]
+class _ResponseStream(httpx_module.AsyncByteStream):
     """The response of one exchange: head fields once parsed, then body pieces as they arrive.
 
     The connection fills it from ``data_received``; it outlives the exchange, so the connection
@@ -666,7 +666,7 @@ class _HostPool:
                 waiter.set_exception(httpx_module.PoolTimeout("the HTTP transport was closed"))
 
 
-class LeanAsyncHTTPTransport(httpx_module.AsyncBaseTransport):  # type: ignore[misc,name-defined]
+class LeanAsyncHTTPTransport(httpx_module.AsyncBaseTransport):
     """An ``httpx`` async transport on asyncio protocols; see the module docstring.
 
     ``max_connections`` bounds each (scheme, host, port) pool: a request beyond it waits for a
