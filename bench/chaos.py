@@ -91,6 +91,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=100.0, help="input records per second")
     parser.add_argument("--out", type=Path, default=None,
                         help="results path without suffix (default bench/results/chaos, or chaos-3-nodes)")
+    parser.add_argument("--group-protocol", choices=("classic", "consumer"), default="classic",
+                        help="the workers' consumer group protocol (consumer = KIP-848, Apache Kafka only)")
     parser.add_argument("--keep-logs", action="store_true",
                         help="keep the workers' logs and state directories (and Apache Kafka's node directories)")
     args = parser.parse_args(argv)
@@ -100,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING)
     out: Path = args.out or RESULTS / ("chaos" if args.nodes == 1 else f"chaos-{args.nodes}-nodes")
     config = ChaosConfig(records=args.records, keys=args.keys, rate_per_s=args.rate, seed=args.seed,
-                         broker_kills=1 if args.nodes > 1 else 0)
+                         broker_kills=1 if args.nodes > 1 else 0, group_protocol=args.group_protocol)
     command = "python -m bench.chaos " + " ".join(argv if argv is not None else sys.argv[1:])
     work_dir = Path(tempfile.mkdtemp(prefix="agentfleet-chaos-"))
     ledger = CallLedger()
