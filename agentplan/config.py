@@ -8,8 +8,8 @@ from __future__ import annotations
 import enum
 import os
 import random
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import yaml

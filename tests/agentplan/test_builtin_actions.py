@@ -33,8 +33,8 @@ from agentplan import (
     ToolCallLimitExceeded,
     tool,
 )
-from agentplan.plan.actions import parse_structured
 from agentplan.metrics import RecordingMetrics
+from agentplan.plan.actions import parse_structured
 from agentplan.testing.llm_stub import MALFORMED_CONTENT, StubLLMServer
 from tests.agentplan.conftest import EnvFactory
 from tests.agentplan.support import CONNECTION, make_config, run_async, stub_connection
