@@ -34,8 +34,7 @@ from agentplan.testing.llm_stub import StubLLMServer  # noqa: E402
 from bench.broker import add_broker_argument, require_broker, start_broker, topic_settings  # noqa: E402
 from bench.cluster import SESSION_TIMEOUT_MS  # noqa: E402
 from tests.second_reader import output_copies, read_topic_to_end  # noqa: E402
-from tests.worker.integration.chaos import (BROKER_KILL, CallLedger, ChaosConfig, render_markdown,  # noqa: E402
-                                            run_chaos, violations)
+from tests.worker.integration.chaos import BROKER_KILL, CallLedger, ChaosConfig, render_markdown, run_chaos, violations  # noqa: E402
 from worker.kafka.admin import TopicAdmin  # noqa: E402
 
 RESULTS = REPO / "bench" / "results"

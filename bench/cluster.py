@@ -17,15 +17,16 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Iterable
+from typing import Any
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from bench.peers.peer_common import percentile, take_ready  # one definition for ours and the peers
 from bench.broker import DEFAULT_BROKER, BenchBroker, start_broker
+from bench.peers.peer_common import take_ready  # one definition for ours and the peers
 from tests.worker.integration.harness import WorkerProcess, read_all
 from worker.kafka.admin import TopicAdmin
 from worker.kafka.embedded import free_port

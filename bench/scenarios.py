@@ -18,15 +18,29 @@ import re
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from confluent_kafka import Producer
 
 from bench.broker import DEFAULT_BROKER
-from bench.cluster import (HTTP_LLM, INSTANT_LLM, SENTIMENT_AGENT, SESSION_TIMEOUT_MS, BenchError, Cluster, Output,
-                           OutputCollector, cpu_seconds, machine_cpu_seconds, percentile, wait_assignment, wait_ready)
+from bench.cluster import (
+    HTTP_LLM,
+    INSTANT_LLM,
+    SENTIMENT_AGENT,
+    SESSION_TIMEOUT_MS,
+    BenchError,
+    Cluster,
+    Output,
+    OutputCollector,
+    cpu_seconds,
+    machine_cpu_seconds,
+    wait_assignment,
+    wait_ready,
+)
+from bench.peers.peer_common import percentile
 from bench.profiling import Profiler
 from worker.config import WorkerSettings
 

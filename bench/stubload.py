@@ -12,7 +12,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.cluster import StubProcess, percentile
+from bench.cluster import StubProcess
+from bench.peers.peer_common import percentile
 
 _BODY = json.dumps({"model": "stub", "messages": [
     {"role": "system", "content": "Analyze the sentiment of the given text and classify it."},

@@ -79,12 +79,10 @@ def main(argv: list[str] | None = None) -> int:
     cpu_meter = peer_common.ProcessTreeCpu()
     cpu_meter.start()
 
+    from custom_types import TextInput, local_llm_descriptor
+    from flink_agents.api.execution_environment import AgentsExecutionEnvironment
     from pyflink.common import Types
     from pyflink.datastream import StreamExecutionEnvironment
-
-    from flink_agents.api.execution_environment import AgentsExecutionEnvironment
-
-    from custom_types import TextInput, local_llm_descriptor
     from sentiment_agent import SentimentAnalysisAgent
 
     env = StreamExecutionEnvironment.get_execution_environment()

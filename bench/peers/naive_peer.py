@@ -16,9 +16,8 @@ import sys
 import time
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, Message, Producer
-
 import peer_common
+from confluent_kafka import Consumer, KafkaError, Message, Producer
 
 logger = logging.getLogger("naive_peer")
 

@@ -18,10 +18,9 @@ import threading
 import time
 from typing import Any
 
+import peer_common
 from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource
 from quixstreams import Application, State
-
-import peer_common
 
 logger = logging.getLogger("quix_peer")
 
