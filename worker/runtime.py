@@ -31,6 +31,7 @@ from confluent_kafka import (
 )
 
 from agentplan import Agent, AgentConfiguration, AgentPlan, Engine
+from agentplan.endpoints import model_endpoints
 from worker.checkpoint.checkpoint import Checkpoint, DeadLetter, Rekeyed, Topics
 from worker.checkpoint.checkpointer import Checkpointer
 from worker.checkpoint.producer import (
@@ -47,7 +48,7 @@ from worker.kafka.clients import ClientConfigs
 from worker.kafka.outage import BrokerWatch
 from worker.kafka.topology import prepare_topics
 from worker.observability.checkpoints import CheckpointObserver
-from worker.observability.health import ObservabilityServer
+from worker.observability.health import ObservabilityServer, model_endpoints_readiness
 from worker.observability.liveness import LoopLiveness
 from worker.observability.metrics import WorkerMetrics
 from worker.offsets import OffsetTracker
@@ -406,12 +407,15 @@ class Worker:
         self.checkpointer.producer.producer.list_topics(timeout=2.0)
 
     def _readiness(self) -> tuple[bool, dict[str, object]]:
+        """Ready: partitions restored and every model endpoint answering (liveness ignores the models: a
+        restart would not bring one back, and runs resume by themselves)."""
+        models_ok, models = model_endpoints_readiness(model_endpoints)
         r = self.rebalancer
         if r is None:
-            return False, {"assigned_partitions": 0, "restoring_partitions": 0}
+            return False, {"assigned_partitions": 0, "restoring_partitions": 0, **models}
         restoring = r.restoring
-        return (self.liveness.alive and restoring == 0 and self.consumer is not None,
-                {"assigned_partitions": len(r.partitions), "restoring_partitions": restoring})
+        return (self.liveness.alive and restoring == 0 and self.consumer is not None and models_ok,
+                {"assigned_partitions": len(r.partitions), "restoring_partitions": restoring, **models})
 
     def _refresh_gauges(self) -> None:
         assert self.engine is not None and self.consumer is not None and self.rebalancer is not None

@@ -36,6 +36,12 @@ def test_model_outage_is_reported_once_and_sigterm_drains_within_the_grace(kafka
         kafka.produce(input_topic, [(f"k{i}", json.dumps({"key": f"k{i}", "seq": 0})) for i in range(6)])
         assert wait_for(lambda: endpoint_up(worker, stub_llm.base_url) == 0.0), worker.log()
         assert wait_for(lambda: worker.metric("agentfleet_transient_retries_total") >= 30), worker.log()
+        # Not ready while its model fails, yet alive: a restart would not bring the model back.
+        ready_status, ready_body = worker.http("/readyz")
+        endpoints = json.loads(ready_body)["model_endpoints"]
+        assert ready_status == 503 and [(e["url"], e["up"]) for e in endpoints] == [(stub_llm.base_url, False)], \
+            ready_body
+        assert worker.http("/healthz")[0] == 200
         log = worker.log()
         warnings = [line for line in log.splitlines() if "model endpoint" in line and "WARNING" in line]
         assert len(warnings) == 1, log  # not one per retry
