@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import inspect
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from agentplan.decorators import ACTION_MARK, RESOURCE_MARK
 from agentplan.events import Event
@@ -34,7 +35,8 @@ def infer_resource_type(instance: Any) -> ResourceType:
 
     if isinstance(instance, Prompt):
         return ResourceType.PROMPT
-    if isinstance(instance, FunctionTool) or callable(instance) and not isinstance(instance, (type, ResourceDescriptor)):
+    if isinstance(instance, FunctionTool) or (
+            callable(instance) and not isinstance(instance, (type, ResourceDescriptor))):
         return ResourceType.TOOL
     if isinstance(instance, ResourceDescriptor):
         kind = instance.resource_type()

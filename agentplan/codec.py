@@ -55,7 +55,7 @@ def resolve_path(path: str) -> Any:
 
 def check_storable(value: Any, where: str = "value") -> None:
     """Raise :class:`TypeError`-compatible error unless ``value`` is JSON-like or pydantic."""
-    if isinstance(value, _JSON_SCALARS) or isinstance(value, BaseModel):
+    if isinstance(value, (*_JSON_SCALARS, BaseModel)):
         if isinstance(value, float) and value != value:  # NaN is not JSON
             raise SerializationError(f"{where}: NaN cannot be stored")
         return

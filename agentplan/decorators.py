@@ -5,7 +5,8 @@ They may sit above or below ``@staticmethod``; the marker is stored on the funct
 
 from __future__ import annotations
 
-from typing import Any, Callable, TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from agentplan.events import Event
 from agentplan.exceptions import PlanCompileError

@@ -40,7 +40,8 @@ class AgentsExecutionEnvironment:
     def get_config(self) -> AgentConfiguration:
         return self.config
 
-    def add_resource(self, name: str, type_or_value: ResourceType | Any, value: Any = None) -> AgentsExecutionEnvironment:
+    def add_resource(self, name: str, type_or_value: ResourceType | Any,
+                     value: Any = None) -> AgentsExecutionEnvironment:
         if name in self.resources:
             raise PlanCompileError(f"duplicate resource name {name!r}")
         if isinstance(type_or_value, ResourceType) and value is not None:

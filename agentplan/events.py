@@ -12,7 +12,6 @@ from agentplan import codec
 from agentplan.chat_message import ChatMessage, ToolCall
 from agentplan.exceptions import SerializationError
 
-
 _ID_PREFIX = uuid.uuid4().hex[:16]  # unique per process
 _ID_COUNTER = itertools.count(1)
 

@@ -8,7 +8,8 @@ not at the next checkpoint.
 from __future__ import annotations
 
 import copy
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from pydantic import BaseModel
 
@@ -16,7 +17,7 @@ from agentplan import codec
 from agentplan.exceptions import MemoryValueError, SerializationError
 
 
-class _Node(dict):  # type: ignore[type-arg]
+class _Node(dict):
     """An object node; plain dict values stored by users stay plain dicts."""
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import enum
 from abc import ABC
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from agentplan import codec
 from agentplan.exceptions import ResourceError

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import inspect
 import re
-from typing import Any, Callable, get_type_hints
+from collections.abc import Callable
+from typing import Any, get_type_hints
 
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
@@ -74,7 +75,7 @@ class FunctionTool:
             annotation = hints.get(param.name, Any)
             default = ... if param.default is inspect.Parameter.empty else param.default
             fields[param.name] = (annotation, Field(default, description=arg_docs.get(param.name)))
-        return create_model(  # type: ignore[call-overload,no-any-return]
+        return create_model(
             f"{self.name}_args", __config__=ConfigDict(extra="forbid"), **fields
         )
 

@@ -31,7 +31,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--repeats", type=int, default=None, help="runs per scenario; medians are reported "
                                                                 "(default 3, or 1 with --quick)")
     run.add_argument("--peers", action="store_true", help="also run bench.peers side by side in S1-S3")
-    run.add_argument("--profile", action="store_true", help="sample the worker with py-spy in S1, S2 and S3 (200 ms, 1024 in flight)")
+    run.add_argument("--profile", action="store_true",
+                     help="sample the worker with py-spy in S1, S2 and S3 (200 ms, 1024 in flight)")
     run.add_argument("--stub-workers", type=int, default=1, help="LLM stub processes (SO_REUSEPORT)")
     run.add_argument("--no-stub-load", action="store_true", help="skip measuring the stub alone")
     run.add_argument("--out", type=Path, default=RESULTS, help="results directory")

@@ -161,7 +161,8 @@ def render(results: dict[str, Any], command: str, broker: dict[str, Any]) -> str
         for phase, p in r["latency"].items():
             lines.append(f"| {agent} | {r['hot_drain_s']} | {phase} | {p['n']} | {p['p50_ms']} | {p['p99_ms']} | "
                          f"{p['max_ms']} |")
-    lines += ["", "| agent | outputs / expected | RSS before MB | RSS peak MB | RSS after MB |", "|---|---|---|---|---|"]
+    lines += ["", "| agent | outputs / expected | RSS before MB | RSS peak MB | RSS after MB |",
+              "|---|---|---|---|---|"]
     for agent, r in results.items():
         rss = r["rss_mb"]
         lines.append(f"| {agent} | {r['outputs']} / {r['expected']} | {rss['before']} | {rss['peak']} | "

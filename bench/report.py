@@ -78,7 +78,8 @@ def goal_rows(scenarios: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
             continue
         value = figures["median"].get(goal.figure)
         if goal.worst:
-            values = [run[goal.figure] for run in figures.get("runs", []) if isinstance(run.get(goal.figure), (int, float))]
+            values = [run[goal.figure] for run in figures.get("runs", [])
+                      if isinstance(run.get(goal.figure), (int, float))]
             if values:
                 value = max(values) if goal.direction == "max" else min(values)
         ratio = goal.ratio(value) if isinstance(value, (int, float)) else None
@@ -100,7 +101,8 @@ def peer_rows(scenarios: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
         for key in median:
             if not key.endswith("peer_quix_records_per_s") and not key.endswith("peer_naive_records_per_s"):
                 continue
-            prefix = key[: -len("peer_quix_records_per_s")] if "quix" in key else key[: -len("peer_naive_records_per_s")]
+            suffix = "peer_quix_records_per_s" if "quix" in key else "peer_naive_records_per_s"
+            prefix = key[: -len(suffix)]
             if any(r["scenario"] == name and r["prefix"] == prefix for r in rows):
                 continue
             ours = median.get(f"{prefix}records_per_s")

@@ -17,7 +17,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any, Union
+from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_STORED, Consumer, KafkaException, Message, Producer, TopicPartition
 
@@ -38,9 +38,9 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-Bytesish = Union[bytes, str, None]
-Headers = Union[Sequence[tuple[str, Union[bytes, str, None]]], Mapping[str, Union[bytes, str, None]]]
-Record = Union[tuple[Bytesish, Bytesish], tuple[Bytesish, Bytesish, Headers]]
+Bytesish = bytes | str | None
+Headers = Sequence[tuple[str, bytes | str | None]] | Mapping[str, bytes | str | None]
+Record = tuple[Bytesish, Bytesish] | tuple[Bytesish, Bytesish, Headers]
 
 # The testcontainers KafkaContainer boots through Confluent image scripts, so the
 # apache/kafka image does not work with it; keep the module's default (cp-kafka 7.6 = Kafka 3.6).

@@ -9,8 +9,8 @@ check that does not trust librdkafka.
 
 from __future__ import annotations
 
-import time
 import json
+import time
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -60,6 +60,7 @@ def read_topic_to_end(bootstrap: str, topic: str, isolation: str = "read_committ
         consumer.close()
 
 
-def output_copies(records: Iterable[ReadRecord], fields: tuple[str, ...] = ("key", "seq")) -> Counter[tuple[object, ...]]:
+def output_copies(records: Iterable[ReadRecord],
+                  fields: tuple[str, ...] = ("key", "seq")) -> Counter[tuple[object, ...]]:
     """How many times each input's output was read: outputs are JSON objects naming their input by ``fields``."""
     return Counter(tuple(json.loads(r.value or b"null")[f] for f in fields) for r in records)

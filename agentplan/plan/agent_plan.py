@@ -67,7 +67,8 @@ class AgentPlan:
                 raise PlanCompileError(f"prompt {name!r} must be a Prompt, got {type(provider).__name__}")
             if kind is ResourceType.TOOL and not (callable(provider) or isinstance(provider, FunctionTool)):
                 raise PlanCompileError(f"tool {name!r} must be a function")
-            if kind in (ResourceType.CHAT_MODEL, ResourceType.CHAT_MODEL_CONNECTION) and isinstance(provider, ResourceDescriptor):
+            model_kinds = (ResourceType.CHAT_MODEL, ResourceType.CHAT_MODEL_CONNECTION)
+            if kind in model_kinds and isinstance(provider, ResourceDescriptor):
                 try:
                     declared = provider.resource_type()
                 except Exception as exc:

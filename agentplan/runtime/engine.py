@@ -24,8 +24,9 @@ import json
 import logging
 import time
 from collections import OrderedDict, deque
+from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Hashable, TypeVar
+from typing import Any, TypeVar
 
 from agentplan import codec
 from agentplan.agent import ActionSpec
@@ -161,7 +162,8 @@ class Engine:
         if slot.task is None:
             self._busy_keys += 1
             self._idle.clear()
-            slot.task = asyncio.get_running_loop().create_task(self._drive(slot))  # unnamed: a name costs a repr per run
+            # Unnamed: a task name costs a repr per run.
+            slot.task = asyncio.get_running_loop().create_task(self._drive(slot))
 
     def collect(self) -> list[KeyDelta]:
         """Deltas of every key that changed since the last call, consistent at action boundaries."""
@@ -511,7 +513,7 @@ class _ActionContext(RunnerContext):
     def durable_execute(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         key = self._journal_key()
         if key in self._run.journal:
-            return codec.decode(self._run.journal[key])  # type: ignore[no-any-return]
+            return codec.decode(self._run.journal[key])
         self._durable_depth += 1
         try:
             result = fn(*args, **kwargs)
@@ -527,7 +529,7 @@ class _ActionContext(RunnerContext):
     async def durable_execute_async(self, fn: Callable[..., T | Awaitable[T]], *args: Any, **kwargs: Any) -> T:
         key = self._journal_key()
         if key in self._run.journal:
-            return codec.decode(self._run.journal[key])  # type: ignore[no-any-return]
+            return codec.decode(self._run.journal[key])
         self._durable_depth += 1
         try:
             if inspect.iscoroutinefunction(fn):
@@ -539,4 +541,4 @@ class _ActionContext(RunnerContext):
         finally:
             self._durable_depth -= 1
         self._record(key, result)
-        return result  # type: ignore[return-value]
+        return result

@@ -245,7 +245,8 @@ def _completion(seq: int, model: str, messages: Sequence[Any], reply: StubReply)
         for i, (name, args) in enumerate(reply.tool_calls):
             arguments = json.dumps(args, ensure_ascii=False)
             completion_text += name + arguments
-            calls.append({"id": f"call_{seq}_{i}", "type": "function", "function": {"name": name, "arguments": arguments}})
+            calls.append({"id": f"call_{seq}_{i}", "type": "function",
+                          "function": {"name": name, "arguments": arguments}})
         message["tool_calls"] = calls
     # Token counts are a character estimate: enough for usage accounting tests.
     prompt_tokens = sum(len(_text(m.get("content"))) for m in messages if isinstance(m, dict)) // 4 + 1

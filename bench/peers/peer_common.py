@@ -52,7 +52,8 @@ def parse_args(peer: str, argv: list[str] | None = None, extra: Callable[[argpar
     parser.add_argument("--input-topic", required=True)
     parser.add_argument("--output-topic", required=True)
     parser.add_argument("--count", type=int, required=True, help="stop after this many outputs")
-    parser.add_argument("--llm-base-url", required=True, help="OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1, "
+    parser.add_argument("--llm-base-url", required=True,
+                        help="OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1, "
                                                     f"or {INSTANT_MODEL!r} for an in-process model answering at once")
     parser.add_argument("--model", required=True)
     parser.add_argument("--group", default=None, help="consumer group (default: a fresh one)")

@@ -25,8 +25,8 @@ class Panel(NamedTuple):
 def quantiles(histogram: str, by: str = "") -> list[tuple[str, str]]:
     group = f"le{', ' + by if by else ''}"
     suffix = f" {{{{{by}}}}}" if by else ""
-    return [(f"histogram_quantile({q}, sum by ({group}) (rate({histogram}_bucket[{RATE}])))", f"p{int(q * 100)}{suffix}")
-            for q in (0.5, 0.99)]
+    return [(f"histogram_quantile({q}, sum by ({group}) (rate({histogram}_bucket[{RATE}])))",
+             f"p{int(q * 100)}{suffix}") for q in (0.5, 0.99)]
 
 
 ROWS: list[tuple[str, list[Panel]]] = [
@@ -47,7 +47,8 @@ ROWS: list[tuple[str, list[Panel]]] = [
     ("LLM", [
         Panel("LLM request latency", "s", quantiles("agentfleet_llm_request_duration_seconds", "model")),
         Panel("LLM requests and errors", "rps", [
-            ("sum by (model, outcome) (rate(agentfleet_llm_requests_total[$__rate_interval]))", "{{model}} {{outcome}}"),
+            ("sum by (model, outcome) (rate(agentfleet_llm_requests_total[$__rate_interval]))",
+             "{{model}} {{outcome}}"),
             ("sum by (kind) (rate(agentfleet_llm_errors_total[$__rate_interval]))", "error {{kind}}"),
             ("sum by (kind) (rate(agentfleet_transient_retries_total[$__rate_interval]))", "retry {{kind}}"),
         ]),

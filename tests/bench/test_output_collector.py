@@ -7,7 +7,8 @@ from tests.kafka_support import KafkaCluster
 
 
 def _output(source_offset: int) -> tuple[bytes, bytes, list[tuple[str, bytes]]]:
-    return (b"k", b"{}", [("agentfleet.source.partition", b"0"), ("agentfleet.source.offset", str(source_offset).encode()),
+    return (b"k", b"{}", [("agentfleet.source.partition", b"0"),
+                          ("agentfleet.source.offset", str(source_offset).encode()),
                           ("agentfleet.txn", b"app-w1@123#4")])
 
 

@@ -16,7 +16,14 @@ import pytest
 import yaml
 
 from tests.deploy.deploy_files import (
-    COMPOSE_FILE, DOCKERFILE, PROMETHEUS_FILE, REPO, compose, compose_variables, interpolate, parse_cli,
+    COMPOSE_FILE,
+    DOCKERFILE,
+    PROMETHEUS_FILE,
+    REPO,
+    compose,
+    compose_variables,
+    interpolate,
+    parse_cli,
 )
 from worker.config import ENV_PREFIX, KAFKA_ENV_PREFIX, REVERSE_DNS, WorkerSettings
 
@@ -142,7 +149,7 @@ def test_kafka_is_single_node_kraft_with_transaction_log_fit_for_one_broker():
     assert env["KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR"] == "1"
     assert env["KAFKA_TRANSACTION_STATE_LOG_MIN_ISR"] == "1"
     assert env["KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR"] == "1"
-    internal = next(l for l in env["KAFKA_ADVERTISED_LISTENERS"].split(",") if l.startswith("INTERNAL://"))
+    internal = next(li for li in env["KAFKA_ADVERTISED_LISTENERS"].split(",") if li.startswith("INTERNAL://"))
     assert internal.removeprefix("INTERNAL://") == environment("worker")["AGENTFLEET_BOOTSTRAP_SERVERS"]
 
 

@@ -68,8 +68,9 @@ def test_labels_in_expressions_and_legends_exist_on_their_metrics():
 
 def test_dashboard_covers_what_operators_watch():
     read = set().union(*(metric_families(e) for e in promql_expressions().values()))
-    for needed in ("agentfleet_records_in_total", "agentfleet_records_out_total", "agentfleet_end_to_end_latency_seconds",
-                   "agentfleet_llm_request_duration_seconds", "agentfleet_llm_errors_total", "agentfleet_llm_tokens_total",
+    for needed in ("agentfleet_records_in_total", "agentfleet_records_out_total",
+                   "agentfleet_end_to_end_latency_seconds", "agentfleet_llm_request_duration_seconds",
+                   "agentfleet_llm_errors_total", "agentfleet_llm_tokens_total",
                    "agentfleet_inflight_records", "agentfleet_key_queue_depth", "agentfleet_consumer_lag",
                    "agentfleet_transactions_committed_total", "agentfleet_transactions_aborted_total",
                    "agentfleet_restoring_partitions", "agentfleet_dlq_records_total", "agentfleet_rebalances_total"):

@@ -95,7 +95,8 @@ def test_instance_id_is_the_pod_name_and_the_llm_key_a_secret_reference():
 
 def test_config_map_holds_only_settings_the_worker_knows():
     data = documents()["ConfigMap"]["data"]
-    unknown = [k for k in data if k.startswith(ENV_PREFIX) and k[len(ENV_PREFIX):].lower() not in WorkerSettings.model_fields]
+    unknown = [k for k in data
+               if k.startswith(ENV_PREFIX) and k[len(ENV_PREFIX):].lower() not in WorkerSettings.model_fields]
     assert not unknown
     assert not any("KEY" in k or "PASSWORD" in k for k in data), "secrets belong in a Secret"
     WorkerSettings.load(env={**data, "AGENTFLEET_INSTANCE_ID": "agentfleet-worker-0"})

@@ -88,7 +88,7 @@ class LoopCounter(_Family):
     def _new_child(self) -> _CounterChild:
         return _CounterChild()
 
-    def labels(self, *values: str, **by_name: str) -> _CounterChild:  # type: ignore[override]
+    def labels(self, *values: str, **by_name: str) -> _CounterChild:
         return super().labels(*values, **by_name)  # type: ignore[return-value]
 
     def inc(self, amount: float = 1.0) -> None:
@@ -130,7 +130,7 @@ class LoopHistogram(_Family):
     def _new_child(self) -> _HistogramChild:
         return _HistogramChild(self.bounds)
 
-    def labels(self, *values: str, **by_name: str) -> _HistogramChild:  # type: ignore[override]
+    def labels(self, *values: str, **by_name: str) -> _HistogramChild:
         return super().labels(*values, **by_name)  # type: ignore[return-value]
 
     def observe(self, amount: float) -> None:
