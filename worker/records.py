@@ -31,6 +31,12 @@ class DecodeFailure(Exception):
 EngineKey = tuple[int, bytes]
 
 
+def describe_key(engine_key: Any) -> str:
+    """An engine key as its user knows it, for log lines: the record key, and the partition it lives on."""
+    partition, key = cast(EngineKey, engine_key)
+    return f"{key.decode('utf-8', 'replace')!r} (partition {partition})"
+
+
 def position(message: Any) -> tuple[str, int, int]:
     """Topic, partition and offset of a consumed record (set on every record; only error events lack them)."""
     return cast(str, message.topic()), cast(int, message.partition()), cast(int, message.offset())

@@ -4,7 +4,7 @@ One asyncio loop owns everything Kafka-facing (consumer, producer, engine), so r
 checkpoints and actions never race. Where each guarantee lives:
   exactly-once commit ............ worker/checkpoint/ (the checkpoint's state table and its settling)
   store never ahead of changelog . worker/state/transaction.py
-  bounded in-flight window ....... worker/offsets.py (what is counted) and this module (the intake)
+  bounded in-flight window ....... worker/offsets.py (what is counted), worker/processing/window.py
   pausing, hot keys .............. worker/processing/
   hand-over on rebalance ......... worker/rebalance.py
   liveness ....................... worker/observability/liveness.py
@@ -13,10 +13,8 @@ checkpoints and actions never race. Where each guarantee lives:
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import signal
-import sys
 import time
 from collections.abc import Hashable
 from typing import cast
@@ -27,7 +25,6 @@ from confluent_kafka import (
     KafkaException,
     Message,
     Producer,
-    TopicPartition,
 )
 
 from agentplan import Agent, AgentConfiguration, AgentPlan, Engine
@@ -42,49 +39,32 @@ from worker.checkpoint.producer import (
 )
 from worker.config import ProcessingGuarantee, WorkerSettings
 from worker.exceptions import ConfigurationError, WorkerError
+from worker.interpreter import tune_interpreter
 from worker.kafka.acls import authorization_error
 from worker.kafka.admin import invalid_property_error
 from worker.kafka.clients import ClientConfigs
 from worker.kafka.outage import BrokerWatch
 from worker.kafka.topology import prepare_topics
 from worker.observability.checkpoints import CheckpointObserver
+from worker.observability.gauges import refresh_gauges
 from worker.observability.health import ObservabilityServer, model_endpoints_readiness
 from worker.observability.liveness import LoopLiveness
 from worker.observability.metrics import WorkerMetrics
 from worker.offsets import OffsetTracker
 from worker.plugins import compile_plan, load_agent, load_model
-from worker.processing.hot_keys import RESUME_FRACTION, HotKeys
+from worker.processing.hot_keys import HotKeys
 from worker.processing.pausing import PauseReason, PausingManager
+from worker.processing.window import InFlightWindow
 from worker.rebalance import Rebalancer
-from worker.records import DecodeFailure, EngineKey, InputDecoder, RecordMeta, position
+from worker.records import DecodeFailure, EngineKey, InputDecoder, RecordMeta, describe_key, position
 from worker.state.store import ensure_writable
 
-__all__ = ["Worker", "tune_interpreter"]
+__all__ = ["Worker"]
 
 logger = logging.getLogger(__name__)
 
 IDLE_POLL_S = 0.002
 LAG_REFRESH_S = 2.0
-PAUSE_AFTER_FULL_S = 3.0
-IDLE_COMMIT_GAP_S = 0.005
-GC_GEN0_THRESHOLD = 10_000
-SWITCH_INTERVAL_S = 0.0005
-
-
-def tune_interpreter() -> None:
-    """For a process that runs a worker: fewer, cheaper cyclic collections; prompt GIL hand-offs.
-
-    Per record the engine allocates a few hundred short-lived objects; at the default gen-0 threshold
-    (700) the collector runs every few records and keeps re-scanning the long-lived plan, modules and
-    clients. Freezing those and collecting gen 0 every GC_GEN0_THRESHOLD allocations took ~10-15% off
-    the engine's CPU per record (measured). The committer thread needs the GIL back after each broker
-    call; at the default 5 ms switch interval a busy loop kept it waiting (S1 commits took 45 ms, 26 ms
-    at this interval; measured).
-    """
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(GC_GEN0_THRESHOLD, 20, 10)
-    sys.setswitchinterval(SWITCH_INTERVAL_S)
 
 
 class Worker:
@@ -107,7 +87,6 @@ class Worker:
         self.metrics.event_loop_round_age_seconds.set_function(self.liveness.round_age)
         self._stopping: asyncio.Event | None = None  # created inside the running loop
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._last_consume = time.monotonic()  # when consume() last ran (it serves rebalance callbacks)
         self._last_commit = time.monotonic()
         self._last_lag = 0.0
         self._fatal: WorkerError | None = None  # raised after the graceful shutdown it triggered
@@ -173,7 +152,8 @@ class Worker:
         except BaseException:
             self._discard_unstarted_consumer()
             raise
-        self.engine = Engine(self.plan, state_loader=self._load_state, metrics=self.metrics)
+        self.engine = Engine(self.plan, state_loader=self._load_state, metrics=self.metrics,
+                             describe_key=describe_key)
         self.metrics.inflight_limit.set(s.max_inflight)
         if isinstance(producer, TransactionalProducer):
             try:
@@ -240,18 +220,15 @@ class Worker:
     # -- the loop ------------------------------------------------------------------------------------
     async def _main_loop(self) -> None:
         assert self.consumer is not None and self._stopping is not None and self.checkpointer is not None
+        assert self.engine is not None and self.pausing is not None
         checkpointer = self.checkpointer
+        window = InFlightWindow(self.settings.max_inflight, self.tracker, self.engine, self.pausing)
         interval = self.settings.commit_interval_ms / 1000
         try:
             while not self._stopping.is_set():
                 self.liveness.begin_round()
-                # Never take more than the in-flight window has room for, so the bound holds exactly. A full
-                # window takes nothing: the records wait in the client's fetch queue (see _apply_backpressure).
-                room = self.settings.max_inflight - self.tracker.pending
-                messages: list[Message] = []
-                if room > 0 or self._window_paused:
-                    messages = self.consumer.consume(num_messages=max(1, min(500, room)), timeout=0)
-                    self._last_consume = time.monotonic()
+                room = window.room()
+                messages: list[Message] = self.consumer.consume(num_messages=room, timeout=0) if room else []
                 for message in messages:
                     self._on_message(message)
                 now = time.monotonic()
@@ -262,14 +239,16 @@ class Worker:
                     await checkpointer.wait_in_flight()
                     checkpointer.settle_in_flight()
                     await asyncio.to_thread(checkpointer.renew_producer)
-                elif not committing and (now - self._last_commit >= interval or self._window_full_of_finished_work()
-                                         or (not messages and self._idle_with_finished_work(now))):
+                elif not committing and (now - self._last_commit >= interval
+                                         or window.commit_early(now, self._last_commit, bool(messages))):
                     checkpointer.start()
                     self._last_commit = now
-                self._apply_backpressure()
-                self.metrics.inflight_records.set(self.tracker.pending)
+                window.apply_backpressure()
+                self.metrics.inflight_records.set(self.tracker.unfinished)
                 if now - self._last_lag >= LAG_REFRESH_S:
-                    self._refresh_gauges()
+                    assert self.rebalancer is not None
+                    refresh_gauges(self.metrics, self.tracker, self.engine, self.consumer, self.rebalancer.partitions)
+                    self.observer.report_dead_letters()
                     self._last_lag = now
                 await asyncio.sleep(0 if messages else IDLE_POLL_S)
         finally:
@@ -279,7 +258,7 @@ class Worker:
         """Stop intake, let in-flight runs finish within the grace period, commit, leave."""
         assert self.consumer is not None and self.engine is not None and self.checkpointer is not None
         assert self.pausing is not None and self.rebalancer is not None
-        logger.info("shutting down: draining %d in-flight records", self.tracker.pending)
+        logger.info("shutting down: draining %d in-flight records", self.tracker.unfinished)
         self.pausing.pause_all(PauseReason.SHUTDOWN)
         try:
             await asyncio.wait_for(self.engine.wait_idle(), timeout=self.settings.shutdown_grace_s)
@@ -358,48 +337,6 @@ class Worker:
         self.hot_keys.committed(checkpoint.deltas)
         self.observer.committed(checkpoint)
 
-    # -- the in-flight window ----------------------------------------------------------------------
-    @property
-    def _window_paused(self) -> bool:
-        return self.pausing is not None and self.pausing.holds(PauseReason.WINDOW_FULL)
-
-    def _apply_backpressure(self) -> None:
-        """Pause intake only when a full window has kept consume() from running for PAUSE_AFTER_FULL_S.
-
-        Pausing drops the client's prefetched records, and the fetch after resuming comes on the client's
-        next broker wake-up, 0.5-1 s later (measured). While runs keep finishing, each commit frees room
-        and consume() runs, so a full window just stops taking records. Only a stall (e.g. a model
-        outage) pauses: consume() must keep serving rebalance callbacks.
-        """
-        assert self.pausing is not None
-        pending, limit = self.tracker.pending, self.settings.max_inflight
-        if not self._window_paused and pending >= limit and time.monotonic() - self._last_consume >= PAUSE_AFTER_FULL_S:
-            self.pausing.pause_all(PauseReason.WINDOW_FULL)
-            logger.debug("in-flight %d >= %d: paused intake", pending, limit)
-        elif self._window_paused and pending <= limit * RESUME_FRACTION:
-            self.pausing.resume_all(PauseReason.WINDOW_FULL)
-            logger.debug("in-flight %d: resumed intake", pending)
-
-    def _idle_with_finished_work(self, now: float) -> bool:
-        """Nothing arrived and nothing runs, yet finished records wait for the commit.
-
-        Committing at once takes end-to-end latency at low rates from half the commit interval down to
-        the commit's own few milliseconds. Under load records keep arriving, so the interval still
-        batches; the gap bounds commits of an idle worker with buffered records.
-        """
-        assert self.engine is not None
-        return now - self._last_commit >= IDLE_COMMIT_GAP_S and self.tracker.unfinished > 0 and \
-            self.engine.inflight_runs == 0 and self.engine.queued_inputs == 0
-
-    def _window_full_of_finished_work(self) -> bool:
-        """The window is full, partly of records only waiting for a checkpoint (finished by the engine, or
-        in an aborted batch): committing frees it without pausing (a pause/resume cycle costs a fetch round
-        trip, ~0.9 s measured)."""
-        assert self.engine is not None
-        t = self.tracker
-        return t.pending >= self.settings.max_inflight and (
-            t.finished_uncommitted > 0 or self.engine.inflight_runs + self.engine.queued_inputs < t.unfinished)
-
     # -- observability -------------------------------------------------------------------------------
     def _probe_broker(self) -> None:
         """Raises unless a broker answers a metadata request (runs in a thread while Kafka is down)."""
@@ -416,19 +353,3 @@ class Worker:
         restoring = r.restoring
         return (self.liveness.alive and restoring == 0 and self.consumer is not None and models_ok,
                 {"assigned_partitions": len(r.partitions), "restoring_partitions": restoring, **models})
-
-    def _refresh_gauges(self) -> None:
-        assert self.engine is not None and self.consumer is not None and self.rebalancer is not None
-        m = self.metrics
-        m.inflight_records.set(self.tracker.pending)
-        m.key_queue_depth.set(self.engine.queued_inputs)
-        m.active_keys.set(self.engine.active_keys)
-        self.observer.report_dead_letters()
-        for topic, partition in list(self.rebalancer.partitions):
-            try:
-                _low, high = self.consumer.get_watermark_offsets(TopicPartition(topic, partition), cached=True)
-            except Exception:  # noqa: BLE001 - lag is best effort
-                continue
-            committed = self.tracker.committable((topic, partition))
-            if high is not None and high >= 0 and committed is not None:
-                m.consumer_lag.labels(topic, str(partition)).set(max(0, high - committed))

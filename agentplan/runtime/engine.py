@@ -125,8 +125,11 @@ class Engine:
     """Runs a compiled :class:`AgentPlan` for many keys on the current asyncio loop."""
 
     def __init__(self, plan: AgentPlan, *, state_loader: StateLoader | None = None,
-                 metrics: MetricsSink | None = None) -> None:
+                 metrics: MetricsSink | None = None, describe_key: Callable[[Hashable], str] = repr) -> None:
+        """``describe_key`` renders a key in log lines the way its user knows it (the Kafka worker's keys
+        carry their partition, which users never wrote)."""
         self.plan = plan
+        self._describe_key = describe_key
         self.config: AgentConfiguration = plan.config
         self.metrics: MetricsSink = metrics or NullMetrics()
         self._load_state = state_loader
@@ -300,8 +303,8 @@ class Engine:
                         self._skip(slot, item)
                         continue
                     if item.position != run.position:
-                        logger.warning("key %r: resuming run %s although input %s arrived first",
-                                       slot.key, run.run_id, item.position)
+                        logger.warning("key %s: resuming run %s although input %s arrived first",
+                                       self._describe_key(slot.key), run.run_id, item.position)
                         slot.queue.appendleft(item)
                         self.queued_inputs += 1
                     else:
@@ -356,7 +359,7 @@ class Engine:
                 run.pending.popleft()
                 run.cursor = 0
         except ActionError as exc:
-            logger.warning("key %r: run %s failed: %s", slot.key, run.run_id, exc)
+            logger.warning("key %s: run %s failed: %s", self._describe_key(slot.key), run.run_id, exc)
             slot.failures.append((run.meta, run.input, exc))
         self._finish_run(slot, run)
 
@@ -414,12 +417,13 @@ class Engine:
                     recorded = 0
                     delay = self.config.retry_delay(attempt)
                     attempt += 1
-                    logger.info("key %r: action %s failed (%r); retry %d in %.2fs",
-                                slot.key, spec.name, exc, attempt, delay)
+                    logger.info("key %s: action %s failed (%r); retry %d in %.2fs",
+                                self._describe_key(slot.key), spec.name, exc, attempt, delay)
                     await asyncio.sleep(delay)
                     continue
                 if strategy is ErrorHandlingStrategy.IGNORE:
-                    logger.warning("key %r: action %s failed and is ignored: %r", slot.key, spec.name, exc)
+                    logger.warning("key %s: action %s failed and is ignored: %r", self._describe_key(slot.key),
+                                   spec.name, exc)
                     return []
                 raise ActionError(spec.name, exc) from exc
             finally:

@@ -62,11 +62,14 @@ class CheckpointObserver:
         if not self._example:
             if checkpoint.dead_letters:
                 letter = checkpoint.dead_letters[0]
-                self._example = (f"{letter.meta.topic}[{letter.meta.partition}]@{letter.meta.offset}: "
+                key = (letter.key or b"").decode("utf-8", "replace")
+                self._example = (f"{letter.meta.topic}[{letter.meta.partition}]@{letter.meta.offset} key {key!r}: "
                                  f"{letter.reason}: {str(letter.error)[:200]}")
             else:
                 meta, _value, error = next(f for d in checkpoint.deltas for f in d.failures)
-                self._example = f"{meta.topic}[{meta.partition}]@{meta.offset}: run-failed: {str(error)[:200]}"
+                key = meta.key.decode("utf-8", "replace")
+                self._example = (f"{meta.topic}[{meta.partition}]@{meta.offset} key {key!r}: run-failed: "
+                                 f"{str(error)[:200]}")
         self.report_dead_letters()
 
     def report_dead_letters(self, force: bool = False) -> None:

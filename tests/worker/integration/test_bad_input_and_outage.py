@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -44,6 +45,16 @@ def test_hostile_input_goes_to_dlq_with_reasons_and_worker_keeps_going(any_broke
 
     # All offsets committed: a worker of the same group that starts later reads nothing new.
     assert worker.terminate() == 0, worker.log()
+    # Never silent: WARNING lines (rate-limited) name the DLQ topic and count every record by reason, with
+    # an example's coordinates and key; by shutdown all 7 are reported.
+    reports = [line for line in worker.log().splitlines() if "WARNING" in line and "dead-lettered" in line]
+    assert reports and all(f" to {input_topic}-dlq (" in line for line in reports), worker.log()
+    counted: dict[str, int] = {}
+    for line in reports:
+        for reason, n in re.findall(r"([a-z0-9-]+)=(\d+)", line.split(" (", 1)[1].split(")", 1)[0]):
+            counted[reason] = counted.get(reason, 0) + int(n)
+    assert counted == {r: 1 for _, _, r in bad}, reports
+    assert re.search(rf"e\.g\. {input_topic}\[\d\]@\d+ key '[a-z]*': ", reports[0]), reports[0]
     second = worker_factory("tests.worker.integration.agents:PoisonAgent", input_topic, output_topic, app_id)
     second.wait_ready(min_partitions=2)
     kafka.produce(input_topic, [("z", json.dumps({"n": 99}).encode())])
