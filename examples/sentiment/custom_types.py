@@ -1,13 +1,13 @@
 import os
+from typing import List
 
 from pydantic import BaseModel
 
+from agentplan import ChatMessage, MessageRole
+from agentplan import Prompt
+from agentplan import ResourceDescriptor
 from agentplan import (
-    ChatMessage,
-    MessageRole,
     OpenAIChatModelConnection,
-    Prompt,
-    ResourceDescriptor,
 )
 
 sentiment_analysis_prompt = Prompt.from_messages(
@@ -49,4 +49,4 @@ class SentimentAnalysisResult(BaseModel):
     id: str
     sentiment: str
     confidence: float
-    key_phrases: list[str]
+    key_phrases: List[str]

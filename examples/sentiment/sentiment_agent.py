@@ -2,22 +2,18 @@ import json
 import logging
 import os
 
+from agentplan import Agent
+from agentplan import ChatMessage, MessageRole
+from agentplan import action, chat_model_setup, prompt
+from agentplan import ChatRequestEvent, ChatResponseEvent
+from agentplan import InputEvent, OutputEvent
+from agentplan import Prompt
+from agentplan import ResourceDescriptor
+from agentplan import RunnerContext
 from agentplan import (
-    Agent,
-    ChatMessage,
-    ChatRequestEvent,
-    ChatResponseEvent,
-    InputEvent,
-    MessageRole,
     OpenAIChatModelSetup,
-    OutputEvent,
-    Prompt,
-    ResourceDescriptor,
-    RunnerContext,
-    action,
-    chat_model_setup,
-    prompt,
 )
+
 from examples.sentiment.custom_types import SentimentAnalysisResult, sentiment_analysis_prompt
 
 
