@@ -18,7 +18,8 @@ def test_commit_never_passes_an_unfinished_record():
 
 
 def test_a_record_stays_pending_until_the_checkpoint_that_finished_it_commits():
-    """--max-inflight counts records consumed and not committed: finishing alone does not free the window."""
+    """Unfinished (what --max-inflight bounds) drops when a checkpoint collects a record; pending (uncommitted)
+    only when that checkpoint commits."""
     t = OffsetTracker()
     for o in range(4):
         t.add(0, o)
