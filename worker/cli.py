@@ -461,7 +461,7 @@ def produce(topic: str = typer.Argument(..., metavar="TOPIC", help="target topic
         records = parse_lines(file or sys.stdin, key_field, from_line)
         with progress(f"producing to {topic}", total=len(records)) as advance:
             summary = produce_lines(bootstrap_servers, topic, records, _parse_properties(kafka_property), chunk,
-                                    advance)
+                                    advance, source=None if file is None else file.name)
     except WorkerError as exc:
         _fail(exc)
     if summary.records:

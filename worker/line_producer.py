@@ -9,8 +9,10 @@ read_committed readers, as workers are), and ``--from-line`` resumes at the firs
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import os
 import time
 import uuid
 from collections.abc import Callable, Iterable
@@ -93,9 +95,25 @@ def _check(text: str, key_field: str | None) -> tuple[str | None, str | None]:
     return None, str(value[key_field])
 
 
+def transactional_id(topic: str, source: str | None) -> str:
+    """The same for every run that sends ``source`` (a file path) to ``topic``; random for stdin.
+
+    A run whose abort did not reach the broker (a crash, a kill, an abort that failed) leaves its
+    transaction open until the broker times it out, and read_committed readers (workers included) see
+    nothing past it meanwhile. The resume, or any re-run of the same file, fences it at once instead:
+    its init_transactions aborts the open transaction of the same transactional.id.
+    """
+    if source is None:
+        return f"agentfleet-produce-{uuid.uuid4().hex}"
+    digest = hashlib.sha256(f"{topic}\0{os.path.abspath(source)}".encode()).hexdigest()[:20]
+    return f"agentfleet-produce-{digest}"
+
+
 def produce_lines(bootstrap: str, topic: str, records: list[LineRecord], config: dict[str, Any],
-                  chunk: int = DEFAULT_CHUNK, advance: Callable[[int], None] = lambda n: None) -> ProduceSummary:
-    """Send ``records`` in order, one transaction per ``chunk``; return what was committed.
+                  chunk: int = DEFAULT_CHUNK, advance: Callable[[int], None] = lambda n: None,
+                  source: str | None = None) -> ProduceSummary:
+    """Send ``records`` (read from the file ``source``, or stdin) in order, one transaction per ``chunk``;
+    return what was committed.
 
     On any failure, or KeyboardInterrupt, the open chunk is aborted and :class:`ProduceFailed`
     says which lines are committed; the command never returns with records in flight.
@@ -107,7 +125,7 @@ def produce_lines(bootstrap: str, topic: str, records: list[LineRecord], config:
     if not records:
         return _summary([])
     producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, **producer_properties(config),
-                         "transactional.id": f"agentfleet-produce-{uuid.uuid4().hex}"})
+                         "transactional.id": transactional_id(topic, source)})
     committed: list[LineRecord] = []
     try:
         producer.init_transactions(30)

@@ -8,9 +8,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from confluent_kafka import Producer
 
 from tests.kafka_support import KafkaCluster
 from tests.second_reader import read_topic_to_end
+from worker.line_producer import transactional_id
 
 pytestmark = pytest.mark.integration
 
@@ -81,3 +83,22 @@ def test_without_key_field_warns_and_strict_refuses(kafka: KafkaCluster, tmp_pat
     refused = produce(kafka, topic, path, "--strict")
     assert refused.returncode == 2 and refused.stderr.startswith("error: key-field: records will have no key")
     assert len(read_topic_to_end(kafka.bootstrap_servers, topic)) == 2
+
+
+def test_a_transaction_left_open_by_a_dead_run_is_fenced_by_the_next_run_of_the_same_file(
+        kafka: KafkaCluster, tmp_path: Path) -> None:
+    """A run killed mid-send leaves its transaction open, and read_committed readers see nothing past it
+    until the broker times it out (60 s). The next run of the same file uses the same transactional.id,
+    so its start aborts the leftover and its own records are readable at once."""
+    topic = kafka.new_topic("produce-leftover")
+    path = tmp_path / "in.jsonl"
+    path.write_text('{"id": "1"}\n{"id": "2"}\n', encoding="utf-8")
+    dead = Producer({"bootstrap.servers": kafka.bootstrap_servers,
+                     "transactional.id": transactional_id(topic, str(path))})
+    dead.init_transactions(30)
+    dead.begin_transaction()
+    dead.produce(topic, b'{"id": "dead"}', b"dead")
+    dead.flush(30)  # written, never committed nor aborted: what a SIGKILL leaves
+    out = produce(kafka, topic, path, "--key-field", "id")
+    assert out.returncode == 0, out.stderr
+    assert sorted(ids_in(kafka, topic)) == ["1", "2"]  # end = the last stable offset: past the fenced one
