@@ -259,18 +259,18 @@ def test_pending_effects_of_a_lost_partition_are_discarded() -> None:
 def test_a_send_offsets_call_blocked_past_the_transaction_timeout_is_fenced_and_retried() -> None:
     rig = Rig()
     rig.finish(delta(b"a", 0))
-    rig.producer.blocked_in = ("send_offsets_to_transaction", time.monotonic() - 3.0)  # a coordinator moving
+    rig.producer.blocked_in = ("send_offsets_to_transaction", time.monotonic() - 1.5)
     assert rig.checkpointer.stuck_call() is None
-    rig.producer.blocked_in = ("send_offsets_to_transaction", time.monotonic() - 4.5)  # past the first limit
+    rig.producer.blocked_in = ("send_offsets_to_transaction", time.monotonic() - 2.5)  # past the first limit
     assert rig.checkpointer.stuck_call() == "send_offsets_to_transaction"
     outcome = rig.checkpointer._abandon("send_offsets_to_transaction")
     assert isinstance(outcome, AbortableCommitError)
     # A new producer object: the committer thread still blocked in the old one must not reach the new one.
     assert rig.checkpointer.producer is not rig.producer and rig.checkpointer.producer.renewals == 1
-    # The next limit is doubled but never past transaction.timeout.ms (5 s here): a slow broker still commits.
-    rig.checkpointer.producer.blocked_in = ("send_offsets_to_transaction", time.monotonic() - 4.5)
+    # The next limit is doubled (4 s here; never past transaction.timeout.ms): a slow broker still commits.
+    rig.checkpointer.producer.blocked_in = ("send_offsets_to_transaction", time.monotonic() - 3.5)
     assert rig.checkpointer.stuck_call() is None
-    rig.checkpointer.producer.blocked_in = ("send_offsets_to_transaction", time.monotonic() - 5.5)
+    rig.checkpointer.producer.blocked_in = ("send_offsets_to_transaction", time.monotonic() - 4.5)
     assert rig.checkpointer.stuck_call() == "send_offsets_to_transaction"
 
 
