@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -34,8 +35,19 @@ def write_lines(path: Path, replace: dict[int, str] | None = None) -> Path:
     return path
 
 
-def ids_in(kafka: KafkaCluster, topic: str) -> list[str]:
-    return [json.loads(r.value or b"{}")["id"] for r in read_topic_to_end(kafka.bootstrap_servers, topic)]
+def ids_in(kafka: KafkaCluster, topic: str, expected: int = 0, timeout_s: float = 30.0) -> list[str]:
+    """Ids of the committed records, read by a second client up to the last stable offset.
+
+    commit_transaction returns once the coordinator has logged the commit; the markers that let
+    read_committed readers past the records follow asynchronously (slower under load: CI read 10,000 of
+    20,001 right after a commit). So, until ``expected`` records are readable or the deadline passes,
+    read again; the caller asserts the exact contents either way.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        ids = [json.loads(r.value or b"{}")["id"] for r in read_topic_to_end(kafka.bootstrap_servers, topic)]
+        if len(ids) >= expected or time.monotonic() > deadline:
+            return ids
 
 
 @pytest.mark.parametrize("bad_line", [1, 10_000, LINES])
@@ -62,13 +74,13 @@ def test_a_broker_rejection_mid_way_reports_what_landed_and_resume_sends_the_res
     assert last.startswith("error: kafka: Broker: Message size too large; "), last
     assert "lines 1-10000 (10000 records) are committed" in last, last
     assert last.endswith("resume with --from-line 10001"), last
-    assert sorted(ids_in(kafka, topic), key=int) == [str(n) for n in range(1, 10_001)]
+    assert sorted(ids_in(kafka, topic, expected=10_000), key=int) == [str(n) for n in range(1, 10_001)]
 
     fixed = write_lines(tmp_path / "fixed.jsonl")
     resumed = produce(kafka, topic, fixed, "--key-field", "id", "--from-line", "10001", "-X", "batch.size=50000")
     assert resumed.returncode == 0, resumed.stderr
     assert "produced 10001 records" in resumed.stderr and "(lines 10001-20001, committed)" in resumed.stderr
-    ids = ids_in(kafka, topic)
+    ids = ids_in(kafka, topic, expected=LINES)
     assert len(ids) == LINES and sorted(ids, key=int) == [str(n) for n in range(1, LINES + 1)]
 
 
@@ -101,4 +113,4 @@ def test_a_transaction_left_open_by_a_dead_run_is_fenced_by_the_next_run_of_the_
     dead.flush(30)  # written, never committed nor aborted: what a SIGKILL leaves
     out = produce(kafka, topic, path, "--key-field", "id")
     assert out.returncode == 0, out.stderr
-    assert sorted(ids_in(kafka, topic)) == ["1", "2"]  # end = the last stable offset: past the fenced one
+    assert sorted(ids_in(kafka, topic, expected=2)) == ["1", "2"]  # end = the last stable offset: past the fenced one
