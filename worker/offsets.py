@@ -1,11 +1,11 @@
-"""Which input offsets may be committed, and how many records are in flight or uncommitted.
+"""Which input offsets may be committed, and how many records are in flight.
 
 A record is unfinished from the moment it is consumed until a checkpoint collects it (its run goes on,
-or it waits behind its key); then it is finished but uncommitted until that checkpoint commits.
-``--max-inflight`` bounds the unfinished ones (:attr:`unfinished`). With one checkpoint in flight at a
-time, holding at most what was unfinished when it opened, at most twice that many records are
-uncommitted (:attr:`pending`). Counting the finished ones too cost 11-17% of S1 and up to a third of
-S3 at small windows (measured side by side on Apache Kafka): each commit held its records' slots.
+or it waits behind its key). ``--max-inflight`` bounds the unfinished ones (:attr:`unfinished`). With one
+checkpoint in flight at a time, holding at most what was unfinished when it opened, at most twice that
+many records are uncommitted (the backpressure test measures this at the broker). Counting the collected
+records too until their commit cost 11-17% of S1 and up to a third of S3 at small windows (measured side
+by side on Apache Kafka): each commit held its records' slots.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ class OffsetTracker:
     """Per (topic, partition): offsets consumed but unfinished, and the next offset to commit.
 
     Finishing is idempotent: a batch retried after an aborted transaction finishes its
-    records again without disturbing the counts.
+    records again without disturbing the count.
     """
 
     def __init__(self) -> None:
@@ -28,14 +28,7 @@ class OffsetTracker:
         self._open: dict[TopicPart, set[int]] = {}
         self._next: dict[TopicPart, int] = {}  # highest consumed + 1
         self._committed: dict[TopicPart, int] = {}
-        self._finished: dict[TopicPart, int] = {}  # finished records not committed yet, per partition
         self.unfinished = 0
-        self.finished_uncommitted = 0
-
-    @property
-    def pending(self) -> int:
-        """Records consumed whose effects are not committed yet (at most twice ``--max-inflight``)."""
-        return self.unfinished + self.finished_uncommitted
 
     def add(self, partition: TopicPart, offset: int) -> None:
         open_offsets = self._open.setdefault(partition, set())
@@ -51,8 +44,6 @@ class OffsetTracker:
         if open_offsets is not None and offset in open_offsets:
             open_offsets.remove(offset)
             self.unfinished -= 1
-            self._finished[partition] = self._finished.get(partition, 0) + 1
-            self.finished_uncommitted += 1
 
     def committable(self, partition: TopicPart) -> int | None:
         """The lowest unfinished offset, or next-to-consume when all are finished."""
@@ -73,20 +64,12 @@ class OffsetTracker:
                 out[partition] = offset
         return out
 
-    def commit(self, offsets: Mapping[TopicPart, int], records: Mapping[TopicPart, int] | None = None) -> None:
-        """A checkpoint committed ``offsets`` and the ``records`` (count per partition) it finished."""
+    def commit(self, offsets: Mapping[TopicPart, int]) -> None:
+        """A checkpoint committed ``offsets``."""
         self._committed.update(offsets)
-        for partition, count in (records or {}).items():
-            held = self._finished.get(partition)
-            if held is None:
-                continue  # dropped meanwhile
-            done = min(held, count)
-            self._finished[partition] = held - done
-            self.finished_uncommitted -= done
 
     def drop(self, partition: TopicPart) -> None:
         self.unfinished -= len(self._open.pop(partition, set()))
-        self.finished_uncommitted -= self._finished.pop(partition, 0)
         self._heaps.pop(partition, None)
         self._next.pop(partition, None)
         self._committed.pop(partition, None)

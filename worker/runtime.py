@@ -236,9 +236,11 @@ class Worker:
                 if self.broker.down:
                     self.broker.check()  # commits wait for the broker; raises past the deadline
                 elif self.broker.take_recovery() or checkpointer.renewal_requested:
+                    checkpointer.request_renewal()
                     await checkpointer.wait_in_flight()
-                    checkpointer.settle_in_flight()
-                    await asyncio.to_thread(checkpointer.renew_producer)
+                    checkpointer.settle_in_flight()  # fencing a stuck close renews the producer already
+                    if checkpointer.renewal_requested:
+                        await asyncio.to_thread(checkpointer.renew_producer)
                 elif not committing and (now - self._last_commit >= interval
                                          or window.commit_early(now, self._last_commit, bool(messages))):
                     checkpointer.start()

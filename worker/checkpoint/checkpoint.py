@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import enum
 import time
-from collections import Counter
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -114,12 +113,6 @@ class Checkpoint:
         for delta in deltas:
             partition, key = cast(EngineKey, delta.key)
             self.state.update(partition, key, delta.state)
-        #: Input records this checkpoint finishes, per partition: they leave the in-flight window when it commits.
-        self.records: Counter[TopicPart] = Counter()
-        for delta in deltas:
-            self.records.update((m.topic, m.partition) for m in delta.finished if m is not None)
-        self.records.update((e.meta.topic, e.meta.partition) for e in dead_letters)
-        self.records.update((e.meta.topic, e.meta.partition) for e in rekeyed)
         self.phase = Phase.OPEN
         self.outputs = 0
         self.started = time.monotonic()

@@ -170,7 +170,7 @@ class Checkpointer:
 
     def _post_commit(self, checkpoint: Checkpoint) -> None:
         checkpoint.move(Phase.COMMITTED)
-        self.tracker.commit(checkpoint.offsets, checkpoint.records)
+        self.tracker.commit(checkpoint.offsets)
         checkpoint.state.flush(self._stores())
         self.engine.release(checkpoint.deltas)
         checkpoint.move(Phase.SETTLED)

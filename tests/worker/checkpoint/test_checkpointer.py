@@ -168,7 +168,7 @@ def test_a_commit_goes_through_every_phase_then_writes_the_store_at_the_delivere
     # Both keys' states in one batch, with the offset of the partition's last changelog record.
     assert rig.store.applied == [({b"a": b"state-a", b"b": b"state-b"}, 1)]
     assert [d.key for d in rig.engine.released] == [(0, b"a"), (0, b"b")]
-    assert rig.tracker.pending == 0 and rig.tracker.changed() == {}
+    assert rig.tracker.unfinished == 0 and rig.tracker.changed() == {}
     assert rig.checkpointer.committed == 1
 
 
@@ -187,12 +187,12 @@ def test_an_abortable_failure_at_any_step_aborts_and_retries_the_same_batch(step
     assert [cp.phase for cp in rig.aborted] == [Phase.ABORTED]
     assert ("abort" in rig.producer.calls) == (step != "begin")  # a transaction that never began has nothing to abort
     assert rig.store.applied == [] and rig.engine.released == []  # nothing settled from the aborted batch
-    assert rig.tracker.pending == 1  # the record stays in the window until its retry commits
+    assert rig.tracker.changed() == {("in", 0): 1}  # its offset is not marked committed until the retry commits
     rig.producer.calls.clear()
     rig.checkpointer.commit()  # the retry: the same delta, nothing new collected
     assert [d.key for d in rig.committed[0].deltas] == [(0, b"a")]
     assert rig.store.applied == [({b"a": b"state-a"}, 1 if step in ("send_offsets", "commit") else 0)]
-    assert rig.tracker.pending == 0
+    assert rig.tracker.changed() == {}
 
 
 @pytest.mark.parametrize("step", [*STEPS, "flush"])
