@@ -48,11 +48,14 @@ def candidates(name: str, setup: BaseChatModelSetup,
 
 def _up(connection: BaseChatModelConnection, probe: bool) -> bool:
     if not connection.is_down():
+        if _last_probe:
+            _last_probe.pop(connection, None)
         return True
     if not probe:
         return False
     now = time.monotonic()
-    if now - _last_probe.get(connection, 0.0) >= PROBE_INTERVAL_S:
+    last = _last_probe.setdefault(connection, now)  # first seen down: the first probe is due in an interval
+    if now - last >= PROBE_INTERVAL_S:
         _last_probe[connection] = now  # this call is the probe
         return True
     return False

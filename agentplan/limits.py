@@ -111,10 +111,10 @@ class _Bucket:
 
     def wait_s(self, now: float, need: float) -> float:
         """Seconds until the level reaches ``need`` (inf at a zero rate)."""
+        if self.per_s <= 0:
+            return math.inf  # a zero share: nothing may go until set_share
         self.refill(now)
-        if self.level >= need:
-            return 0.0
-        return math.inf if self.per_s <= 0 else (need - self.level) / self.per_s
+        return 0.0 if self.level >= need else (need - self.level) / self.per_s
 
 
 @dataclass
@@ -124,6 +124,7 @@ class Permit:
     limiter: EndpointLimiter
     epoch: int
     started: float
+    load: int  # calls in flight when granted, this one included
     finished: bool = False
 
     def finish(self, error: BaseException | None, tokens: int = 0) -> None:
@@ -220,7 +221,7 @@ class EndpointLimiter:
         self.in_flight += 1
         if self._requests is not None:
             self._requests.level -= 1.0
-        return Permit(self, self._epoch, self._clock())
+        return Permit(self, self._epoch, self._clock(), self.in_flight)
 
     def _dispatch(self) -> None:
         """Grant permits to waiters in order while allowed; else wake up when the blocking time is over."""
@@ -279,15 +280,15 @@ class EndpointLimiter:
     def _succeeded(self, permit: Permit, latency: float) -> None:
         baseline = self._baseline
         # The baseline follows the fastest answers, and drifts up slowly so a lasting change is learned.
-        self._baseline = latency if baseline is None or latency < baseline else baseline + (latency - baseline) * 0.01
+        self._baseline = latency if baseline is None or latency < baseline else baseline + (latency - baseline) * 0.002
         self._recent = latency if self._recent is None else self._recent + (latency - self._recent) * 0.2
         flat = self._recent <= self._baseline * LATENCY_TOLERANCE + LATENCY_SLACK_S
         if not flat:
             if self._recent > self._baseline * 2 * LATENCY_TOLERANCE + LATENCY_SLACK_S:
                 self._decrease(permit)  # queueing at the endpoint: back off before it refuses
             return
-        if (self.in_flight + 1) * 2 < self.limit:
-            return  # the limit is not in use: growing it would prove nothing
+        if permit.epoch != self._epoch or permit.load * 2 < self.limit:
+            return  # granted before the last decrease, or the limit was not in use: no news
         step = 1.0 if self._slow_start else 1.0 / self.limit
         self.limit = min(float(self.max_limit), self.limit + step)
 
