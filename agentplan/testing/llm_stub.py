@@ -544,7 +544,8 @@ class StubLLMServer:
 
     def set_rate_limit(self, per_s: float) -> None:
         """Answer 429 (``Retry-After``: the wait for the next free slot) above ``per_s`` requests/s, over
-        all clients of this process; 0 turns it off. The bucket holds a tenth of a second's worth (>= 1)."""
+        all clients of this process; 0 turns it off. The bucket holds one second's worth, as a
+        provider's per-minute limit allows bursts."""
         per_s = float(per_s)
         if per_s < 0 or math.isnan(per_s):
             raise ValueError(f"rate_limit must be >= 0, got {per_s}")
@@ -554,7 +555,7 @@ class StubLLMServer:
             self._bucket_stamp = time.monotonic()
 
     def _bucket_capacity(self) -> float:
-        return max(1.0, self._rate_limit / 10)
+        return max(1.0, self._rate_limit)
 
     def _rate_limited_for(self) -> float:
         """0 if a slot is free (and takes it), else the seconds until one is; under the lock."""
