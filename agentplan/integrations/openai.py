@@ -162,6 +162,7 @@ class OpenAIChatModelConnection(BaseChatModelConnection):
         self.limit_settings = LimitSettings.from_arguments(type(self).__name__, {
             "max_concurrency": max_concurrency, "initial_concurrency": initial_concurrency,
             "requests_per_minute": requests_per_minute, "tokens_per_minute": tokens_per_minute})
+        self._limited = self.limit_settings.enabled  # read per call: kept out of the hot path
         self._limiter: EndpointLimiter | None = None
         if api_base_url:
             self.base_url_source = f"the api_base_url argument of {type(self).__name__}"
@@ -248,7 +249,7 @@ class OpenAIChatModelConnection(BaseChatModelConnection):
         return not self._endpoint.up
 
     def limiter(self) -> EndpointLimiter | None:
-        if self._limiter is None and self.limit_settings.enabled:
+        if self._limiter is None and self._limited:
             self._limiter = endpoint_limits.limiter(self._effective_base_url(), self.limit_settings)
         return self._limiter
 
