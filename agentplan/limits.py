@@ -5,10 +5,11 @@ each request and reports the outcome; a driver that shares a fleet-wide rate amo
 Kafka worker, by the partitions it owns) calls :meth:`LimiterRegistry.set_share`.
 
 The concurrency limit is AIMD with a latency guard, after the ideas of Netflix's concurrency-limits:
-it doubles per round trip until the endpoint first pushes back (slow start), then grows by about one
-per round trip while latency stays near its baseline, holds while latency climbs, and shrinks by
-``BACKOFF_RATIO`` at most once per window of calls on an overload (429, 503, 504, timeout) or a
-doubled latency. A ``Retry-After`` pauses the whole endpoint, not only the call that got it.
+it grows by one per answered call (nearly doubling per round trip) until the endpoint first pushes back
+(slow start), then by about one per round trip while latency stays near its baseline; it holds while
+latency climbs, and shrinks by ``BACKOFF_RATIO`` at most once per window of calls on an overload (429,
+503, 504, timeout) or a latency past twice the tolerance. A ``Retry-After`` pauses the whole
+endpoint, not only the call that got it.
 
 Waiting is on asyncio futures, first come first served: a caller waiting for a permit blocks neither
 the event loop nor the callers of other endpoints.
