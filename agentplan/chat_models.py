@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import re
 from abc import abstractmethod
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import BaseModel
 
 from agentplan.chat_message import ChatMessage, MessageRole
 from agentplan.exceptions import ResourceError
+from agentplan.limits import EndpointLimiter
 from agentplan.prompts import Prompt
 from agentplan.resources import Resource, ResourceType
 from agentplan.tools import FunctionTool
@@ -28,17 +29,28 @@ class ChatResult(BaseModel):
     model: str = ""
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    fallback: str = ""  # the fallback setup that answered (agentplan.fallback); empty: the requested one
 
 
 class BaseChatModelConnection(Resource):
     """Transport to a model server."""
 
     resource_type = ResourceType.CHAT_MODEL_CONNECTION
+    #: Takes the limiter arguments of agentplan.limits (checked when the plan compiles).
+    accepts_limits: ClassVar[bool] = False
 
     @abstractmethod
     async def chat(self, messages: list[ChatMessage], *, model: str, tools: list[dict[str, Any]] | None = None,
                    **params: Any) -> ChatResult:
         """One model call. Raise TransientError or ChatModelError on failure."""
+
+    def is_down(self) -> bool:
+        """Whether the endpoint is known to fail (agentplan.endpoints); a fallback is then preferred."""
+        return False
+
+    def limiter(self) -> EndpointLimiter | None:
+        """The endpoint's limiter, when the connection configures one (agentplan.limits)."""
+        return None
 
 
 class BaseChatModelSetup(Resource):
@@ -48,8 +60,12 @@ class BaseChatModelSetup(Resource):
 
     def __init__(self, connection: str | BaseChatModelConnection, model: str | None = None,
                  prompt: str | Prompt | None = None, tools: list[str] | None = None,
-                 extract_reasoning: bool = False, **params: Any) -> None:
+                 extract_reasoning: bool = False, fallback: list[str] | None = None, **params: Any) -> None:
+        if fallback is not None and (not isinstance(fallback, list)
+                                     or not all(isinstance(n, str) and n for n in fallback)):
+            raise ResourceError(f"fallback must be a list of chat model setup names, got {fallback!r}")
         self.connection_ref = connection
+        self.fallback = list(fallback or [])  # setups to use while this one's endpoint is down or over its limit
         self.model = model
         self.prompt_ref = prompt
         self.tool_names = list(tools or [])

@@ -285,13 +285,15 @@ def llm_stub(port: int = typer.Option(8000, metavar="PORT", help="port to listen
              host: str = typer.Option("127.0.0.1", metavar="HOST", help="bind address (0.0.0.0 inside a container)"),
              latency_ms: float = typer.Option(0.0, min=0, metavar="MS", help="added latency per request"),
              error_rate: float = typer.Option(0.0, min=0, max=1, metavar="FRACTION",
-                                              help="fraction of requests answered 500/503")
+                                              help="fraction of requests answered 500/503"),
+             rate_limit: float = typer.Option(0.0, min=0, metavar="PER_S",
+                                              help="requests/s answered; above it 429 with Retry-After (0: none)")
              ) -> None:
     """Run the OpenAI-compatible stub model server in the foreground."""
     from agentplan.testing.llm_stub import main
 
     raise typer.Exit(main(["--host", host, "--port", str(port), "--latency-ms", str(latency_ms),
-                           "--error-rate", str(error_rate)]))
+                           "--error-rate", str(error_rate), "--rate-limit", str(rate_limit)]))
 
 
 topics_app = _App(help="Create, describe and delete topics.", no_args_is_help=True)

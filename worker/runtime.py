@@ -148,7 +148,7 @@ class Worker:
         producer = self._make_clients()  # a property librdkafka refuses fails here; clients only connect
         try:
             ensure_writable(s.state_dir / s.app_id)
-            await asyncio.to_thread(prepare_topics, s)
+            partition_count = await asyncio.to_thread(prepare_topics, s)
         except BaseException:
             self._discard_unstarted_consumer()
             raise
@@ -176,6 +176,7 @@ class Worker:
                                      self.hot_keys, self.checkpointer, dispatch=self._dispatch, fail=self._fail)
         topics = [s.input_topic, *([s.repartition_topic] if s.key_field else [])]
         r = self.rebalancer
+        r.partition_count = partition_count
         self.consumer.subscribe(topics, on_assign=r.on_assign, on_revoke=r.on_revoke, on_lost=r.on_lost)
         logger.info("worker %s joined group %s on %s (%s)", s.instance_id, s.app_id, s.input_topic,
                     s.processing_guarantee.value)

@@ -16,6 +16,7 @@ from agentplan.agent import ActionSpec, Agent
 from agentplan.config import AgentConfiguration
 from agentplan.events import Event
 from agentplan.exceptions import PlanCompileError, ResourceError, SerializationError
+from agentplan.limits import LimitSettings
 from agentplan.prompts import Prompt
 from agentplan.resources import ResourceDescriptor, ResourceType
 from agentplan.tools import FunctionTool
@@ -77,6 +78,12 @@ class AgentPlan:
                     raise PlanCompileError(f"{kind.value} {name!r} is built from a {declared.value} class")
             if kind is ResourceType.CHAT_MODEL and isinstance(provider, ResourceDescriptor):
                 self._validate_setup(name, provider.arguments)
+            if (kind is ResourceType.CHAT_MODEL_CONNECTION and isinstance(provider, ResourceDescriptor)
+                    and getattr(provider.clazz, "accepts_limits", False)):
+                try:  # limits are checked at compile time: a bad one fails the worker's start
+                    LimitSettings.from_arguments(f"chat model connection {name!r}", provider.arguments)
+                except ResourceError as exc:
+                    raise PlanCompileError(str(exc)) from None
 
     def _validate_setup(self, name: str, args: dict[str, Any]) -> None:
         def require(ref: Any, kind: ResourceType, what: str) -> None:
@@ -96,6 +103,14 @@ class AgentPlan:
         for tool_name in args.get("tools") or []:
             if isinstance(tool_name, str):
                 require(tool_name, ResourceType.TOOL, "tool")
+        fallback = args.get("fallback")
+        if fallback is not None and not (isinstance(fallback, list) and all(isinstance(f, str) for f in fallback)):
+            raise PlanCompileError(f"chat model setup {name!r}: fallback must be a list of setup names, "
+                                   f"got {fallback!r}")
+        for fallback_name in fallback or []:
+            if fallback_name == name:
+                raise PlanCompileError(f"chat model setup {name!r} names itself as a fallback")
+            require(fallback_name, ResourceType.CHAT_MODEL, "fallback")
 
     # -- execution-time lookups -------------------------------------------------------------------
     def actions_for(self, event_type: type) -> list[ActionSpec]:
