@@ -16,7 +16,7 @@ from agentplan.chat_message import ChatMessage, MessageRole
 from agentplan.exceptions import ResourceError
 from agentplan.prompts import Prompt
 from agentplan.resources import Resource, ResourceType
-from agentplan.tools import FunctionTool
+from agentplan.tools import Tool
 
 _THINK = re.compile(r"<think>(.*?)</think>", re.DOTALL)
 
@@ -70,7 +70,7 @@ class BaseChatModelSetup(Resource):
         ref = self.prompt_ref
         return self.get_resource(ref, ResourceType.PROMPT) if isinstance(ref, str) else ref
 
-    def tools(self) -> list[FunctionTool]:
+    def tools(self) -> list[Tool]:
         return [self.get_resource(name, ResourceType.TOOL) for name in self.tool_names]
 
     # -- request building ----------------------------------------------------------------------

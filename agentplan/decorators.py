@@ -53,3 +53,8 @@ chat_model_setup = _resource(ResourceType.CHAT_MODEL)
 chat_model_setup.__doc__ = "The decorated function returns a chat model setup ``ResourceDescriptor``."
 tool = _resource(ResourceType.TOOL)
 tool.__doc__ = "The decorated function is a tool; its schema comes from its signature and docstring."
+mcp_server = _resource(ResourceType.MCP_SERVER)
+mcp_server.__doc__ = ("The decorated function returns an MCP server ``ResourceDescriptor``; the server's tools and "
+                      "prompts become resources under their own names.")
+skills = _resource(ResourceType.SKILLS)
+skills.__doc__ = "The decorated function returns :class:`~agentplan.skills.Skills` (directories with a SKILL.md)."

@@ -16,6 +16,8 @@ class ResourceType(str, enum.Enum):
     CHAT_MODEL_CONNECTION = "chat_model_connection"
     PROMPT = "prompt"
     TOOL = "tool"
+    MCP_SERVER = "mcp_server"
+    SKILLS = "skills"
 
 
 ResourceResolver = Callable[[str, ResourceType], Any]

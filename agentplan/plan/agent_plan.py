@@ -18,7 +18,7 @@ from agentplan.events import Event
 from agentplan.exceptions import PlanCompileError, ResourceError, SerializationError
 from agentplan.prompts import Prompt
 from agentplan.resources import ResourceDescriptor, ResourceType
-from agentplan.tools import FunctionTool
+from agentplan.tools import FunctionTool, Tool
 
 SECRET_NAME = re.compile(r"(api[_-]?key|password|secret|token|credential|authorization)",
                          re.IGNORECASE)
@@ -39,10 +39,15 @@ class AgentPlan:
     def __init__(self, actions: dict[str, ActionSpec], resources: dict[str, tuple[ResourceType, Any]],
                  config: AgentConfiguration) -> None:
         self.actions = actions
-        self.resource_providers = resources
+        self.resource_providers = dict(resources)
         self.config = config
         self._by_event: dict[type, list[ActionSpec]] = {}
         self._built: dict[str, Any] = {}
+        self._discovered: set[str] = set()  # resources an MCP server offers: asked again when loaded
+        if any(kind is ResourceType.MCP_SERVER for kind, _ in resources.values()):
+            from agentplan.integrations.mcp import expand_mcp_servers
+
+            self._discovered = expand_mcp_servers(self.resource_providers, self._built)
         self._validate()
 
     # -- compile --------------------------------------------------------------------------
@@ -65,7 +70,7 @@ class AgentPlan:
         for name, (kind, provider) in self.resource_providers.items():
             if kind is ResourceType.PROMPT and not isinstance(provider, Prompt):
                 raise PlanCompileError(f"prompt {name!r} must be a Prompt, got {type(provider).__name__}")
-            if kind is ResourceType.TOOL and not (callable(provider) or isinstance(provider, FunctionTool)):
+            if kind is ResourceType.TOOL and not (callable(provider) or isinstance(provider, Tool)):
                 raise PlanCompileError(f"tool {name!r} must be a function")
             model_kinds = (ResourceType.CHAT_MODEL, ResourceType.CHAT_MODEL_CONNECTION)
             if kind in model_kinds and isinstance(provider, ResourceDescriptor):
@@ -119,7 +124,7 @@ class AgentPlan:
         provider = entry[1]
         if isinstance(provider, ResourceDescriptor):
             built = provider.build(self.get_resource)
-        elif kind is ResourceType.TOOL and not isinstance(provider, FunctionTool):
+        elif kind is ResourceType.TOOL and not isinstance(provider, Tool):
             built = FunctionTool(provider, name=name)
         else:
             built = provider
@@ -146,6 +151,8 @@ class AgentPlan:
 
         resources = []
         for name, (kind, provider) in self.resource_providers.items():
+            if name in self._discovered:
+                continue
             entry: dict[str, Any] = {"name": name, "type": kind.value}
             if isinstance(provider, ResourceDescriptor):
                 data = provider.to_dict()

@@ -8,7 +8,7 @@ from typing import Any
 
 from agentplan import codec
 from agentplan.events import ToolRequestEvent, ToolResponseEvent
-from agentplan.exceptions import ResourceError
+from agentplan.exceptions import ResourceError, TransientError
 from agentplan.resources import ResourceType
 from agentplan.runner_context import RunnerContext
 
@@ -38,8 +38,8 @@ async def tool_call_action(event: ToolRequestEvent, ctx: RunnerContext) -> None:
 
         try:
             responses[call.id] = await ctx.durable_execute_async(run)
-        except asyncio.CancelledError:
-            raise
+        except (asyncio.CancelledError, TransientError):
+            raise  # a transient failure (server unreachable) is the engine's to retry, not the model's
         except Exception as exc:  # noqa: BLE001 - a tool's failure is reported to the model
             logger.info("tool %s failed: %r", call.name, exc)
             errors[call.id] = f"{type(exc).__name__}: {exc}"
