@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from abc import abstractmethod
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
@@ -17,6 +17,9 @@ from agentplan.exceptions import ResourceError
 from agentplan.prompts import Prompt
 from agentplan.resources import Resource, ResourceType
 from agentplan.tools import Tool
+
+if TYPE_CHECKING:
+    from agentplan.skill.kit import SkillKit
 
 _THINK = re.compile(r"<think>(.*?)</think>", re.DOTALL)
 
@@ -48,7 +51,17 @@ class BaseChatModelSetup(Resource):
 
     def __init__(self, connection: str | BaseChatModelConnection, model: str | None = None,
                  prompt: str | Prompt | None = None, tools: list[str] | None = None,
-                 extract_reasoning: bool = False, **params: Any) -> None:
+                 extract_reasoning: bool = False, skills: list[str] | None = None,
+                 skill_discovery_prompt: str | None = None, allowed_commands: list[str] | None = None,
+                 allowed_script_dirs: list[str] | None = None, **params: Any) -> None:
+        self.skill_kit: SkillKit | None = None
+        if skills:  # adds the load_skill and bash tools and a skill-discovery system message
+            from agentplan.skill.kit import SkillKit
+
+            self.skill_kit = SkillKit(skills, skill_discovery_prompt, list(allowed_commands or []),
+                                      list(allowed_script_dirs or []), **{
+                                          k: params.pop(k) for k in ("bash_timeout_limit_s", "bash_output_limit_bytes")
+                                          if k in params})
         self.connection_ref = connection
         self.model = model
         self.prompt_ref = prompt
@@ -71,7 +84,15 @@ class BaseChatModelSetup(Resource):
         return self.get_resource(ref, ResourceType.PROMPT) if isinstance(ref, str) else ref
 
     def tools(self) -> list[Tool]:
-        return [self.get_resource(name, ResourceType.TOOL) for name in self.tool_names]
+        own = self.skill_kit.tools() if self.skill_kit is not None else []
+        return [self.get_resource(name, ResourceType.TOOL) for name in self.tool_names] + own
+
+    def bind(self, resolver: Any) -> None:
+        super().bind(resolver)
+        if self.skill_kit is not None:
+            from agentplan.skill.kit import SKILLS_RESOURCE
+
+            self.skill_kit.bind(lambda: self.get_resource(SKILLS_RESOURCE, ResourceType.SKILLS).load())
 
     # -- request building ----------------------------------------------------------------------
     def prepare_messages(self, messages: list[ChatMessage]) -> list[ChatMessage]:
@@ -79,12 +100,16 @@ class BaseChatModelSetup(Resource):
         that carry content of their own."""
         prompt = self.prompt
         if prompt is None:
-            return list(messages)
-        variables: dict[str, Any] = {}
-        for message in messages:
-            variables.update(message.extra_args)
-        formatted = prompt.format_messages(**variables)
-        return formatted + [m for m in messages if m.content or m.tool_calls]
+            prepared = list(messages)
+        else:
+            variables: dict[str, Any] = {}
+            for message in messages:
+                variables.update(message.extra_args)
+            prepared = prompt.format_messages(**variables) + [m for m in messages if m.content or m.tool_calls]
+        if self.skill_kit is not None:  # after the first system message, as Flink Agents places it
+            at = 1 if prepared and prepared[0].role is MessageRole.SYSTEM else 0
+            prepared.insert(at, self.skill_kit.discovery_message())
+        return prepared
 
     def postprocess(self, result: ChatResult) -> ChatResult:
         if self.extract_reasoning and "<think>" in result.message.content:  # a substring test spares the regex

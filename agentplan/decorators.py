@@ -57,4 +57,4 @@ mcp_server = _resource(ResourceType.MCP_SERVER)
 mcp_server.__doc__ = ("The decorated function returns an MCP server ``ResourceDescriptor``; the server's tools and "
                       "prompts become resources under their own names.")
 skills = _resource(ResourceType.SKILLS)
-skills.__doc__ = "The decorated function returns :class:`~agentplan.skills.Skills` (directories with a SKILL.md)."
+skills.__doc__ = "The decorated function returns :class:`~agentplan.skill.Skills` (directories with a SKILL.md)."

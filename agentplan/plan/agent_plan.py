@@ -48,6 +48,10 @@ class AgentPlan:
             from agentplan.integrations.mcp import expand_mcp_servers
 
             self._discovered = expand_mcp_servers(self.resource_providers, self._built)
+        if any(kind is ResourceType.SKILLS for kind, _ in resources.values()):
+            from agentplan.skill.plan_support import merge_skills
+
+            self._discovered.add(merge_skills(self.resource_providers))
         self._validate()
 
     # -- compile --------------------------------------------------------------------------
@@ -101,6 +105,10 @@ class AgentPlan:
         for tool_name in args.get("tools") or []:
             if isinstance(tool_name, str):
                 require(tool_name, ResourceType.TOOL, "tool")
+        if args.get("skills"):
+            from agentplan.skill.plan_support import check_setup_skills
+
+            check_setup_skills(name, args["skills"], self.resource_providers)
 
     # -- execution-time lookups -------------------------------------------------------------------
     def actions_for(self, event_type: type) -> list[ActionSpec]:
@@ -161,6 +169,8 @@ class AgentPlan:
                 entry["descriptor"] = data
             elif isinstance(provider, Prompt):
                 entry["prompt"] = provider.model_dump(mode="json", exclude_none=True)
+            elif kind is ResourceType.SKILLS and hasattr(provider, "sources"):
+                entry["skills"] = provider.model_dump(mode="json")
             elif kind is ResourceType.TOOL:
                 func = provider.func if isinstance(provider, FunctionTool) else provider
                 entry["function"] = func_path(func, f"tool {name!r}")
@@ -196,6 +206,10 @@ class AgentPlan:
                 provider: Any = ResourceDescriptor.from_dict(r["descriptor"])
             elif "prompt" in r:
                 provider = Prompt.model_validate(r["prompt"])
+            elif "skills" in r:
+                from agentplan.skill.sources import Skills
+
+                provider = Skills.model_validate(r["skills"])
             else:
                 provider = codec.resolve_path(r["function"])
             resources[r["name"]] = (kind, provider)

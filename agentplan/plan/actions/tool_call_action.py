@@ -17,13 +17,23 @@ logger = logging.getLogger(__name__)
 TOOL_ACTION = "tool_call_action"
 
 
+def _own_tool(ctx: RunnerContext, model: str, name: str) -> Any:
+    """A tool the requesting setup brings itself (the skills' load_skill and bash, bound to its policy)."""
+    try:
+        setup = ctx.get_resource(model, ResourceType.CHAT_MODEL)
+    except ResourceError:  # a user-sent request may name no setup
+        return None
+    kit = getattr(setup, "skill_kit", None)
+    return kit.tool(name) if kit is not None else None
+
+
 async def tool_call_action(event: ToolRequestEvent, ctx: RunnerContext) -> None:
     """Run requested tools one by one; failures become error results, never run failures."""
     responses: dict[str, Any] = {}
     errors: dict[str, str] = {}
     for call in event.tool_calls:
         try:
-            tool = ctx.get_resource(call.name, ResourceType.TOOL)
+            tool = _own_tool(ctx, event.model, call.name) or ctx.get_resource(call.name, ResourceType.TOOL)
         except ResourceError:
             errors[call.id] = f"unknown tool {call.name!r}"
             continue
