@@ -91,8 +91,7 @@ class BashPolicy:
         pipelines: list[tuple[str, Pipeline]] = []
         for tree in trees:  # newline-separated commands run one after the other, like ';'
             self._list(tree, cwd, pipelines, ";")
-        first_op, first = pipelines[0]
-        return CommandList(first=first, rest=tuple(pipelines[1:]))
+        return CommandList(first=pipelines[0][1], rest=tuple(pipelines[1:]))
 
     def is_inside_scripts(self, path: Path) -> bool:
         return any(path == d or path.is_relative_to(d) for d in self.script_dirs)
@@ -195,6 +194,10 @@ def _refuse_redirect(node: Any) -> str:
 
 
 def _describe(node: Any) -> str:
+    if node.kind == "compound":
+        inner = getattr(node, "list", None) or []
+        opener = getattr(inner[0], "word", "") if inner else ""
+        return {"(": "a subshell", "{": "a command group"}.get(opener, "control flow (if/for/while/case)")
     names = {"commandsubstitution": "command substitution", "processsubstitution": "process substitution",
              "parameter": "variable expansion", "tilde": "'~' expansion", "compound": "a subshell or group",
              "function": "a function definition", "if": "'if'", "for": "'for'", "while": "'while'",
