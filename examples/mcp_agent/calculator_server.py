@@ -2,8 +2,8 @@
 
 Built on the official MCP SDK's own server (``MCPServer``, called ``FastMCP`` before mcp 2).
 Run it over streamable HTTP (``--port``; endpoint ``http://127.0.0.1:PORT/mcp``) or over stdio
-(``--stdio``). ``--call-log FILE`` appends one line per ``add`` call, so tests can count the
-calls a server really received.
+(``--stdio``). ``--call-log FILE`` appends one JSON line per ``add`` call (its arguments and the server's pid), so
+tests can count the calls a server really received.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ def build_server(call_log: str | None) -> MCPServer:
         if call_log:
             # O_APPEND writes of one short line are atomic: concurrent calls never interleave.
             with open(call_log, "a", encoding="utf-8") as log:
-                log.write(json.dumps({"a": a, "b": b}) + "\n")
+                log.write(json.dumps({"a": a, "b": b, "pid": os.getpid()}) + "\n")
         return a + b
 
     @server.prompt()

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -35,8 +37,13 @@ REPO = Path(__file__).resolve().parents[3]
 QUESTION = {"id": "q1", "a": 17, "b": 25, "question": 'What is 17 plus 25? [[tool:add {"a": 17, "b": 25}]]'}
 
 
-def calls(log: Path) -> list[dict[str, int]]:
+def server_calls(log: Path) -> list[dict[str, int]]:
     return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+
+
+def calls(log: Path) -> list[dict[str, int]]:
+    """The arguments of every call the server received."""
+    return [{"a": c["a"], "b": c["b"]} for c in server_calls(log)]
 
 
 @pytest.fixture()
@@ -143,6 +150,28 @@ def test_stdio_server(tmp_path: Path, llm: StubLLMServer) -> None:
     env.execute()
     assert outputs == [{"q1": {"id": "q1", "answer": '{"result": 42}'}}]
     assert calls(log) == [{"a": 17, "b": 25}]
+
+
+def test_stdio_server_is_started_again_after_it_dies(tmp_path: Path) -> None:
+    log = tmp_path / "stdio-calls.log"
+    server = MCPServer(command=[sys.executable, "-m", "examples.mcp_agent.calculator_server", "--stdio",
+                                "--call-log", str(log)], env={"PYTHONPATH": str(REPO)}, cwd=str(REPO), timeout=10)
+
+    async def scenario() -> None:
+        assert await server.call_tool("add", {"a": 1, "b": 1}) == {"result": 2}
+        first_pid = server_calls(log)[0]["pid"]
+        os.kill(first_pid, signal.SIGKILL)  # the server process this session started
+        for _ in range(50):  # bounded: the session notices the closed pipe and ends
+            try:
+                assert await server.call_tool("add", {"a": 2, "b": 2}) == {"result": 4}
+                break
+            except TransientError:
+                await asyncio.sleep(0.1)
+        await server.aclose()
+
+    asyncio.run(scenario())
+    pids = [c["pid"] for c in server_calls(log)]
+    assert len(pids) == 2 and pids[0] != pids[1]
 
 
 def test_bad_server_settings_fail_at_start_up() -> None:
