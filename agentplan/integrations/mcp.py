@@ -118,7 +118,10 @@ class MCPServer(Resource):
                 session = self._session = _Session(self)
                 try:
                     await asyncio.wait_for(asyncio.shield(session.opened), self.timeout)
-                except BaseException as exc:
+                except asyncio.CancelledError:
+                    session.close()
+                    raise
+                except Exception as exc:  # noqa: BLE001 - classified: transient unless the server refused us
                     session.close()
                     raise _classify(exc, f"MCP server {self.address}: cannot connect") from exc
             return session.client
@@ -128,7 +131,9 @@ class MCPServer(Resource):
         client = await self._client()
         try:
             result = await asyncio.wait_for(client.call_tool(name, arguments), self.timeout)
-        except BaseException as exc:
+        except asyncio.CancelledError:  # the caller is being cancelled (shutdown); the session lives on
+            raise
+        except Exception as exc:  # noqa: BLE001 - classified: transient unless the server refused the call
             error = _classify(exc, f"MCP server {self.address}: tool {name!r}")
             if isinstance(error, TransientError) and self._session is not None:
                 self._session.broken = True  # the next call reconnects
@@ -251,14 +256,11 @@ def _leaf(exc: BaseException) -> BaseException:
     return exc
 
 
-def _classify(exc: BaseException, what: str) -> Exception:
+def _classify(exc: Exception, what: str) -> Exception:
     """Transient (retry after reconnecting) unless a live server refused the request itself."""
     from mcp import MCPError
 
     leaf = _leaf(exc)
-    if isinstance(leaf, asyncio.CancelledError) and asyncio.current_task() is not None \
-            and asyncio.current_task().cancelling():  # type: ignore[union-attr]
-        raise exc  # the caller itself is being cancelled (shutdown): not a server failure
     if isinstance(leaf, MCPError) and leaf.code in _PERMANENT_CODES:
         return ResourceError(f"{what}: {leaf.message}")
     status = getattr(getattr(leaf, "response", None), "status_code", None)
