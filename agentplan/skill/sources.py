@@ -14,7 +14,7 @@ import urllib.request
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, PrivateAttr, field_validator
@@ -61,7 +61,7 @@ class SkillSourceSpec(BaseModel):
 class Skills(BaseModel):
     """A skills resource (``@skills``): where to find skill directories."""
 
-    resource_type: ResourceType = ResourceType.SKILLS
+    resource_type: ClassVar[ResourceType] = ResourceType.SKILLS
     sources: list[SkillSourceSpec]
     _loaded: dict[str, Skill] | None = PrivateAttr(None)
 
