@@ -33,6 +33,12 @@ COMMAND_RUNNERS = frozenset({
     "runuser", "flock", "systemd-run",
 })
 _LIST_OPERATORS = frozenset({";", "&&", "||"})
+MAX_COMMAND_CHARS = 10_000
+
+
+def search_path() -> str:
+    """PATH without relative entries ('.', ''), which would find programs in the working directory."""
+    return os.pathsep.join(p for p in os.environ.get("PATH", os.defpath).split(os.pathsep) if os.path.isabs(p))
 
 
 class CommandRefused(Exception):
@@ -82,6 +88,8 @@ class BashPolicy:
         """The checked command, or :class:`CommandRefused`."""
         if not command.strip():
             raise CommandRefused("empty command")
+        if len(command) > MAX_COMMAND_CHARS:
+            raise CommandRefused(f"the command is longer than {MAX_COMMAND_CHARS} characters")
         if any(ord(c) < 32 and c not in "\t\n" for c in command) or "\x7f" in command:
             raise CommandRefused("control characters are not allowed")
         try:
@@ -151,7 +159,7 @@ class BashPolicy:
             if word not in self.allowed_commands:
                 allowed = ", ".join(sorted(self.allowed_commands)) or "none"
                 raise CommandRefused(f"command {word!r} is not allowed (allowed: {allowed})")
-            found = shutil.which(word)
+            found = shutil.which(word, path=search_path())
             if found is None:
                 raise CommandRefused(f"command {word!r} is not installed")
             return found

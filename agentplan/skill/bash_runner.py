@@ -16,14 +16,14 @@ import signal
 from pathlib import Path
 from typing import Any
 
-from agentplan.skill.bash_policy import CommandList, Pipeline
+from agentplan.skill.bash_policy import CommandList, Pipeline, search_path
 
-_ENV_KEYS = ("PATH", "LANG", "LC_ALL")
+_ENV_KEYS = ("LANG", "LC_ALL")
 
 
 def _child_env(cwd: Path) -> dict[str, str]:
     env = {k: os.environ[k] for k in _ENV_KEYS if k in os.environ}
-    env.setdefault("PATH", os.defpath)
+    env["PATH"] = search_path()
     env["HOME"] = str(cwd)
     return env
 

@@ -114,6 +114,19 @@ def test_a_symlink_out_of_a_script_dir_is_refused(tmp_path: Path) -> None:
         BashPolicy([], [str(scripts)]).parse("./scripts/rm -rf /", tmp_path)
 
 
+def test_programs_are_found_on_absolute_path_entries_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = tmp_path / "echo"
+    fake.write_text("#!/bin/sh\necho pwned\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", "." + os.pathsep + os.environ["PATH"])
+    monkeypatch.chdir(tmp_path)  # '.' on PATH now finds the fake echo first
+    checked = BashPolicy(["echo"], []).parse("echo hi", tmp_path)
+    assert checked.first.commands[0].argv[0] not in ("./echo", str(fake))
+    assert asyncio.run(run_command_list(checked, tmp_path, 10, 4096))["stdout"] == "hi\n"
+    with pytest.raises(CommandRefused, match="longer than"):
+        BashPolicy(["echo"], []).parse("echo " + "a" * 10_000, tmp_path)
+
+
 def test_command_runners_cannot_be_allowed() -> None:
     for runner in ("bash", "sh", "env", "xargs", "sudo"):
         with pytest.raises(ResourceError, match=f"{runner!r} runs arbitrary commands"):
