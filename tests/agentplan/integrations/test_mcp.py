@@ -88,6 +88,17 @@ def test_agent_calls_the_mcp_tool_through_the_stub(calculator: ServerProcess, ll
     assert first["messages"][0]["content"] == "Use the add tool to add 17 and 25, then report the sum."
 
 
+def test_many_keys_call_the_tool_at_once(calculator: ServerProcess, llm: StubLLMServer) -> None:
+    questions = [{"id": f"q{i}", "a": i, "b": 1000, "question": f'[[tool:add {{"a": {i}, "b": 1000}}]]'}
+                 for i in range(20)]
+    env = AgentsExecutionEnvironment.get_execution_environment()
+    outputs = env.from_list([{"key": q["id"], "value": q} for q in questions]).apply(CalculatorAgent()).to_list()
+    env.execute()
+    answers = {k: json.loads(v["answer"])["result"] for entry in outputs for k, v in entry.items()}
+    assert answers == {f"q{i}": i + 1000 for i in range(20)}
+    assert sorted(c["a"] for c in calls(calculator.call_log)) == list(range(20))
+
+
 def test_session_reconnects_after_a_server_restart(calculator: ServerProcess) -> None:
     async def scenario() -> None:
         server = MCPServer(calculator.endpoint, timeout=5)
