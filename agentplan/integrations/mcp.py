@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+_MAX_PAGES = 100  # listings a server pages through: bounded, a paginator that never ends cannot hang start-up
 # JSON-RPC codes that say the request reached a live server which refused it: not worth retrying.
 _PERMANENT_CODES = frozenset({-32600, -32601, -32602, -32700})
 
@@ -165,20 +166,42 @@ class MCPServer(Resource):
     async def _discover(self) -> tuple[list[MCPTool], dict[str, Prompt]]:
         async def ask() -> tuple[list[MCPTool], dict[str, Prompt]]:
             async with self.connect() as client:
-                tools = [MCPTool(self, t.name, t.description or t.name, t.input_schema)
-                         for t in (await client.list_tools()).tools]
+                tools: list[MCPTool] = []
+                cursor: str | None = None
+                for _ in range(_MAX_PAGES):
+                    page = await client.list_tools(cursor=cursor)
+                    tools += [MCPTool(self, t.name, t.description or t.name, t.input_schema) for t in page.tools]
+                    if not (cursor := page.next_cursor):
+                        break
                 prompts: dict[str, Prompt] = {}
                 capabilities = client.server_capabilities
                 if capabilities is None or capabilities.prompts is not None:
-                    for p in (await client.list_prompts()).prompts:
-                        placeholders = {a.name: "{" + a.name + "}" for a in p.arguments or []}
-                        rendered = await client.get_prompt(p.name, placeholders)
-                        prompts[p.name] = Prompt.from_messages([
-                            ChatMessage(role=MessageRole(m.role), content=getattr(m.content, "text", ""))
-                            for m in rendered.messages])
+                    cursor = None
+                    for _ in range(_MAX_PAGES):
+                        listing = await client.list_prompts(cursor=cursor)
+                        for p in listing.prompts:
+                            template = await self._prompt_template(client, p.name, [a.name for a in p.arguments or []])
+                            if template is not None:
+                                prompts[p.name] = template
+                        if not (cursor := listing.next_cursor):
+                            break
                 return tools, prompts
 
         return await asyncio.wait_for(ask(), self.timeout)
+
+    async def _prompt_template(self, client: Client, name: str, arguments: list[str]) -> Prompt | None:
+        """The prompt rendered with each argument as its own placeholder; None (and a warning) when the
+        server cannot render it so, e.g. for an argument that must be a number."""
+        from mcp import MCPError
+
+        try:
+            rendered = await client.get_prompt(name, {a: "{" + a + "}" for a in arguments})
+        except MCPError as exc:
+            logger.warning("MCP server %s: prompt %r is not registered: it cannot be rendered as a template (%s)",
+                           self.address, name, exc.message)
+            return None
+        return Prompt.from_messages([ChatMessage(role=MessageRole(m.role), content=getattr(m.content, "text", ""))
+                                     for m in rendered.messages])
 
     def __repr__(self) -> str:
         return f"MCPServer({self.address})"

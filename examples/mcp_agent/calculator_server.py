@@ -1,4 +1,4 @@
-"""A small MCP server for the MCP example and tests: one tool (``add``) and one prompt (``ask_sum``).
+"""A small MCP server for the MCP example and tests: a tool (``add``) and prompts (``ask_sum``, ``add_many``).
 
 Built on the official MCP SDK's own server (``MCPServer``, called ``FastMCP`` before mcp 2).
 Run it over streamable HTTP (``--port``; endpoint ``http://127.0.0.1:PORT/mcp``) or over stdio
@@ -43,6 +43,11 @@ def build_server(call_log: str | None) -> MCPServer:
     def ask_sum(a: str, b: str) -> str:
         """Ask the model to add two numbers with the add tool."""
         return f"Use the add tool to add {a} and {b}, then report the sum."
+
+    @server.prompt()
+    def add_many(count: int) -> str:
+        """Ask for a sum of ``count`` numbers (a number argument: no template can stand in for it)."""
+        return f"Add {count} numbers with the add tool, two at a time."
 
     return server
 

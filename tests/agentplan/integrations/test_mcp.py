@@ -61,7 +61,8 @@ def llm(monkeypatch: pytest.MonkeyPatch) -> Iterator[StubLLMServer]:
         yield stub
 
 
-def test_tools_and_prompts_register_under_their_own_names(calculator: ServerProcess) -> None:
+def test_tools_and_prompts_register_under_their_own_names(calculator: ServerProcess,
+                                                         caplog: pytest.LogCaptureFixture) -> None:
     plan = AgentPlan.from_agent(CalculatorAgent())
     add = plan.get_resource("add", ResourceType.TOOL)
     assert isinstance(add, MCPTool)
@@ -70,6 +71,9 @@ def test_tools_and_prompts_register_under_their_own_names(calculator: ServerProc
     prompt = plan.get_resource("ask_sum", ResourceType.PROMPT)
     assert isinstance(prompt, Prompt) and prompt.placeholders() == {"a", "b"}
     assert prompt.format_messages(a=1, b=2)[0].content == "Use the add tool to add 1 and 2, then report the sum."
+    # A prompt whose argument must be a number cannot become a template: left out, with a warning.
+    assert "add_many" not in plan.resource_providers
+    assert "prompt 'add_many' is not registered" in caplog.text
     # The JSON keeps the server, not what it offered; loading asks the server again.
     data = json.loads(plan.model_dump_json())
     assert {r["name"] for r in data["resources"]} == {"calculator", "llm", "math_model"}
