@@ -100,16 +100,12 @@ class BaseChatModelSetup(Resource):
         that carry content of their own."""
         prompt = self.prompt
         if prompt is None:
-            prepared = list(messages)
-        else:
-            variables: dict[str, Any] = {}
-            for message in messages:
-                variables.update(message.extra_args)
-            prepared = prompt.format_messages(**variables) + [m for m in messages if m.content or m.tool_calls]
-        if self.skill_kit is not None:  # after the first system message, as Flink Agents places it
-            at = 1 if prepared and prepared[0].role is MessageRole.SYSTEM else 0
-            prepared.insert(at, self.skill_kit.discovery_message())
-        return prepared
+            return list(messages)
+        variables: dict[str, Any] = {}
+        for message in messages:
+            variables.update(message.extra_args)
+        formatted = prompt.format_messages(**variables)
+        return formatted + [m for m in messages if m.content or m.tool_calls]
 
     def postprocess(self, result: ChatResult) -> ChatResult:
         if self.extract_reasoning and "<think>" in result.message.content:  # a substring test spares the regex
@@ -123,6 +119,9 @@ class BaseChatModelSetup(Resource):
 
     async def chat(self, messages: list[ChatMessage]) -> ChatResult:
         tools = self.tools()
+        if self.skill_kit is not None:  # after the first system message, as Flink Agents places it
+            at = 1 if messages and messages[0].role is MessageRole.SYSTEM else 0
+            messages = [*messages[:at], self.skill_kit.discovery_message(), *messages[at:]]
         result = await self.connection.chat(
             messages, model=self.model or "", tools=[t.schema() for t in tools] or None, **self.params)
         return self.postprocess(result)
