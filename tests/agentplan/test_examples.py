@@ -48,16 +48,6 @@ def test_react_review_example_prints_one_decision_per_input() -> None:
 
 
 
-def test_mcp_agent_example_adds_with_the_mcp_tool() -> None:
-    lines = run_example("examples.mcp_agent")
-    assert [json.loads(line) for line in lines] == [
-        {"id": "q1", "answer": '{"result": 42}'}, {"id": "q2", "answer": '{"result": 1166}'}]
-
-
-def test_skills_agent_example_runs_the_skill_commands() -> None:
-    answers = [json.loads(json.loads(line)["answer"]) for line in run_example("examples.skills_agent")]
-    assert [a["stdout"] for a in answers] == ["42\n", "108\n"]
-
 # -- the seed port ---------------------------------------------------------------------------------
 
 _SETTING = re.compile(r"^(api_base_url|api_key|model)\s*=")
@@ -115,3 +105,14 @@ def test_sentiment_example_is_the_seed_with_other_imports(seed_lines: list[str],
     seed = comparable_lines(seed_code)
     assert len(seed) > 20  # the block was found, not an empty slice
     assert comparable_lines(ported) == seed
+
+
+def test_mcp_agent_example_adds_with_the_mcp_tool() -> None:
+    lines = run_example("examples.mcp_agent")
+    assert [json.loads(line) for line in lines] == [
+        {"id": "q1", "answer": '{"result": 42}'}, {"id": "q2", "answer": '{"result": 1166}'}]
+
+
+def test_skills_agent_example_runs_the_skill_commands() -> None:
+    answers = [json.loads(json.loads(line)["answer"]) for line in run_example("examples.skills_agent")]
+    assert [a["stdout"] for a in answers] == ["42\n", "108\n"]
