@@ -18,7 +18,9 @@ from agentplan.decorators import (
     action,
     chat_model_connection,
     chat_model_setup,
+    mcp_server,
     prompt,
+    skills,
     tool,
 )
 from agentplan.environment import AgentsExecutionEnvironment
@@ -89,4 +91,5 @@ __all__ = [
     "OutputEvent", "PlanCompileError", "Prompt", "ReActAgent", "Resource", "ResourceDescriptor",
     "ResourceError", "ResourceType", "RunnerContext", "ToolCall", "ToolCallLimitExceeded", "ToolRequestEvent",
     "ToolResponseEvent", "TransientError", "action", "chat_model_connection", "chat_model_setup", "prompt", "tool",
+    "mcp_server", "skills",
 ]
