@@ -28,6 +28,7 @@ class ChatResult(BaseModel):
     model: str = ""
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    finish_reason: str = ""  # as the server reported it (stop, length, tool_calls...); "" when unknown
 
 
 class BaseChatModelConnection(Resource):

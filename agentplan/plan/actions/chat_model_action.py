@@ -24,6 +24,7 @@ from agentplan.events import (
 from agentplan.exceptions import ChatModelError, ResourceError, ToolCallLimitExceeded
 from agentplan.resources import ResourceType
 from agentplan.runner_context import RunnerContext
+from agentplan.runtime.observe import label_call
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +67,7 @@ async def _call_model(ctx: RunnerContext, setup_name: str, messages: list[ChatMe
                             result.prompt_tokens, result.completion_tokens)
         return result
 
+    label_call(ctx, "chat", model_label, setup=setup)
     return await ctx.durable_execute_async(call)
 
 
