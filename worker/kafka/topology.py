@@ -14,8 +14,9 @@ from worker.kafka.admin import TopicAdmin
 __all__ = ["prepare_topics"]
 
 
-def prepare_topics(settings: WorkerSettings) -> int:
-    """Fail fast on an unreachable broker or missing topics; create changelog, DLQ and repartition topics.
+def prepare_topics(settings: WorkerSettings, event_log: bool = False) -> int:
+    """Fail fast on an unreachable broker or missing topics; create changelog, DLQ and repartition topics,
+    and the event log's topic when ``event_log``.
 
     Returns the input topic's partition count.
     """
@@ -45,5 +46,10 @@ def prepare_topics(settings: WorkerSettings) -> int:
         if repartition != partitions:
             raise ConfigurationError("key-field", f"repartition topic {s.repartition_topic!r} has {repartition} "
                                                   f"partitions but {s.input_topic!r} has {partitions}")
+    if event_log:
+        events = admin.ensure_topic(s.events_topic, partitions, replication_factor=replicas)
+        if events != partitions:
+            raise ConfigurationError("app-id", f"event-log topic {s.events_topic!r} has {events} partitions but "
+                                               f"{s.input_topic!r} has {partitions}; they must match")
     acls.after_topics()
     return partitions
