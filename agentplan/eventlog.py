@@ -100,8 +100,9 @@ class EventLogSettings:
         for key, value in flat.items():
             if key.startswith(_TYPE_PREFIX):
                 if not key.endswith(".level") or len(key) <= len(_TYPE_PREFIX) + len(".level"):
-                    raise AgentPlanError(f"{key}: expected event-log.type.<EVENT_TYPE>.level")
-                levels[key[len(_TYPE_PREFIX):-len(".level")]] = _level(key, value)
+                    raise AgentPlanError(f"event-log.{key[len(_PREFIX):]}: expected event-log.type.<EVENT_TYPE>.level")
+                name = key[len(_TYPE_PREFIX):-len(".level")]
+                levels[name] = _level(f"event-log.type.{name}.level", value)
         file = flat.get("event_log.file")
         base_dir = flat.get("baseLogDir")
         return cls(
