@@ -35,12 +35,13 @@ def test_trace_context_crosses_the_worker_and_spans_reach_an_otlp_receiver(kafka
     input_topic = kafka.new_topic("otel-in", partitions=2)
     output_topic = kafka.new_topic("otel-out", partitions=2)
     with OtlpReceiver() as receiver:
-        worker = worker_factory(AGENT, input_topic, output_topic, app_id,
-                                env={"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint, "OTEL_BSP_SCHEDULE_DELAY": "100"})
+        otel = {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint, "OTEL_BSP_SCHEDULE_DELAY": "100"}
+        worker = worker_factory(AGENT, input_topic, output_topic, app_id, env=otel)
         worker.wait_ready(min_partitions=2)
         parents = {f"k{i}": (f"{i + 1:032x}", f"{i + 0xA0:016x}") for i in range(3)}
-        kafka.produce(input_topic, [(k, json.dumps({"key": k, "seq": 0}), [("traceparent", traceparent(*ids))])
-                                    for k, ids in parents.items()] + [("plain", json.dumps({"key": "plain", "seq": 0}))])
+        traced = [(k, json.dumps({"key": k, "seq": 0}), [("traceparent", traceparent(*ids))])
+                  for k, ids in parents.items()]
+        kafka.produce(input_topic, [*traced, ("plain", json.dumps({"key": "plain", "seq": 0}))])
         outputs = {json.loads(m.value())["key"]: m for m in read_all(kafka.bootstrap_servers, output_topic, 2, 4)}
         assert sorted(outputs) == ["k0", "k1", "k2", "plain"], worker.log()
 
@@ -68,7 +69,8 @@ def test_trace_context_crosses_the_worker_and_spans_reach_an_otlp_receiver(kafka
             assert actions[chat.parent_span_id].name == "action chat_model_action"
             assert chat.attributes["gen_ai.operation.name"] == "chat"
             assert chat.attributes["gen_ai.request.model"] == "stub"
-            assert chat.attributes["gen_ai.usage.input_tokens"] > 0 and chat.attributes["gen_ai.usage.output_tokens"] > 0
+            assert chat.attributes["gen_ai.usage.input_tokens"] > 0
+            assert chat.attributes["gen_ai.usage.output_tokens"] > 0
             assert chat.attributes["gen_ai.response.finish_reasons"] == ("stop",)
             (commit,) = [s for s in spans if s.name == "agentfleet.commit"]
             assert commit.parent_span_id == run.span_id
@@ -126,7 +128,8 @@ def test_event_log_topic_holds_each_committed_run_once_across_a_sigkill(kafka, w
     for (key, run), entries in by_run.items():
         kinds = Counter(r["record"] for r in entries)
         resumed += kinds.pop("run_resumed", 0)
-        assert kinds == {"run_started": 1, "event": 4, "action": 3, "llm_call": 1, "run_finished": 1}, (key, run, entries)
+        expected = {"run_started": 1, "event": 4, "action": 3, "llm_call": 1, "run_finished": 1}
+        assert kinds == expected, (key, run, entries)
         assert Counter(r["event_type"] for r in entries if r["record"] == "event") == {
             "InputEvent": 1, "ChatRequestEvent": 1, "ChatResponseEvent": 1, "OutputEvent": 1}
         assert sorted(r["action"] for r in entries if r["record"] == "action") == ["ask", "chat_model_action", "count"]
