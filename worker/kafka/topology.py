@@ -28,7 +28,7 @@ def prepare_topics(settings: WorkerSettings, event_log: bool = False) -> int:
         raise BrokerUnavailableError(exc.setting, f"{exc.message} (the start-up deadline is "
                                                   "--startup-timeout-s / AGENTFLEET_STARTUP_TIMEOUT_S)") from None
     # Before topics are looked up or created: a topic hidden by a missing ACL is not "missing".
-    acls = AclCheck(admin.client, s, s.startup_timeout_s)
+    acls = AclCheck(admin.client, s, s.startup_timeout_s, event_log)
     acls.before_topics()
     partitions = admin.partitions(s.input_topic)
     if partitions is None:
