@@ -24,7 +24,7 @@ import json
 import logging
 import time
 from collections import OrderedDict, deque
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -74,7 +74,7 @@ class KeyDelta:
     finished: list[Any] = field(default_factory=list)  # metas of inputs now done (incl. skipped/failed)
     failures: list[tuple[Any, Any, BaseException]] = field(default_factory=list)  # (meta, input, error)
     skipped: list[Any] = field(default_factory=list)  # metas already finished before (replay)
-    log: list[dict[str, Any]] = field(default_factory=list)  # event-log records (agentplan.runtime.observe)
+    log: Sequence[dict[str, Any]] = ()  # event-log records (agentplan.runtime.observe)
 
 
 class _Run:
@@ -180,10 +180,11 @@ class Engine:
         for slot in self._slots.values():
             if slot.version == slot.collected_version:
                 continue
+            log = slot.log
             deltas.append(KeyDelta(slot.key, self._encode_state(slot), slot.version, slot.outputs,
-                                   slot.finished, slot.failures, slot.skipped, slot.log))
+                                   slot.finished, slot.failures, slot.skipped, log or ()))
             slot.outputs, slot.finished, slot.failures, slot.skipped = [], [], [], []
-            if slot.log:
+            if log:  # the delta keeps this list: later records go to a new one
                 slot.log = []
             slot.collected_version = slot.version
         return deltas

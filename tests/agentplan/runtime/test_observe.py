@@ -173,7 +173,7 @@ def test_off_by_default_installs_no_hook_and_writes_nothing(tmp_path: Path, monk
         return engine.collect()
 
     (delta,) = run_async(scenario())
-    assert delta.outputs and delta.log == []
+    assert delta.outputs and list(delta.log) == []
     assert list(tmp_path.iterdir()) == []
 
 
@@ -271,3 +271,36 @@ def test_run_span_continues_the_trace_its_input_carried() -> None:
     assert root.parent is not None and format(root.parent.span_id, "016x") == parent_id
     # what the driver writes on the run's outputs: the same trace, the run span as parent
     assert seen["input-1"]["traceparent"] == f"00-{trace_id}-{root.context.span_id:016x}-01"
+
+
+GATE: dict[str, Any] = {}
+
+
+async def wait_for_gate(event: InputEvent, ctx: RunnerContext) -> None:
+    await ctx.durable_execute_async(GATE["open"].wait)
+    ctx.send_event(OutputEvent(output="through"))
+
+
+def test_records_travel_in_the_delta_of_the_state_they_describe() -> None:
+    config = AgentConfiguration()
+    config.set("event-log.type.OutputEvent.level", "STANDARD")  # global OFF: only these records
+    agent = Agent()
+    agent.add_action("gate", [InputEvent], wait_for_gate)
+    plan = AgentPlan.from_agent(agent, config)
+
+    async def scenario() -> tuple[Any, Any]:
+        import asyncio
+
+        GATE["open"] = asyncio.Event()
+        engine = Engine(plan, observation=build_observation(config, "agent"))
+        engine.submit("k", {"n": 1})
+        await asyncio.sleep(0.01)
+        (mid_run,) = engine.collect()  # the run started; its action waits
+        GATE["open"].set()
+        await engine.wait_idle()
+        (finished,) = engine.collect()
+        return mid_run, finished
+
+    mid_run, finished = run_async(scenario())
+    assert list(mid_run.log) == []  # nothing emitted after it was collected lands in it
+    assert [(r["record"], r["event_type"]) for r in finished.log] == [("event", "OutputEvent")]
