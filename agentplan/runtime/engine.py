@@ -307,8 +307,9 @@ class Engine:
                 item = slot.queue.popleft()
                 self.queued_inputs -= 1
                 run = slot.run
-                resumed = run is not None and run.awaiting_input
+                resumed = False
                 if run is not None and run.awaiting_input:
+                    resumed = True
                     if item.position is not None and run.position is not None and item.position < run.position:
                         self._skip(slot, item)
                         continue
