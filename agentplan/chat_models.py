@@ -33,6 +33,7 @@ class ChatResult(BaseModel):
     prompt_tokens: int = 0
     completion_tokens: int = 0
     fallback: str = ""  # the fallback setup that answered (agentplan.fallback); empty: the requested one
+    finish_reason: str = ""  # as the server reported it (stop, length, tool_calls...); "" when unknown
 
 
 class BaseChatModelConnection(Resource):

@@ -511,6 +511,32 @@ def consume(topic: str = typer.Argument(..., metavar="TOPIC", help="topic to rea
         raise typer.Exit(0) from None
 
 
+@app.command()
+def trace(key: str = typer.Argument(..., metavar="KEY", help="the record key whose runs to show"),
+          app_id: str = typer.Option("agentfleet", envvar=E + "APP_ID", metavar="ID",
+                                     help="the workers' --app-id: reads <app-id>-events"),
+          file: Path | None = typer.Option(None, metavar="PATH", help="read a local runner's JSON-lines event "
+                                                                      "log instead of Kafka"),
+          last: int | None = typer.Option(None, "--last", min=1, metavar="N", help="only the last N runs"),
+          bootstrap_servers: str = BOOTSTRAP, kafka_property: list[str] = PROPS) -> None:
+    """Show a key's runs from the event log as a tree: run -> actions -> model and tool calls."""
+    from rich.console import Console
+
+    from worker.trace_cli import file_records, group_runs, kafka_records, render_runs
+
+    try:
+        records = (file_records(file, key) if file is not None else
+                   kafka_records(bootstrap_servers, f"{app_id}-events", key, _parse_properties(kafka_property)))
+        runs = group_runs(records)
+    except WorkerError as exc:
+        _fail(exc)
+    if not runs:
+        typer.echo(f"error: no event-log records for key {key!r} (is event-log.level set for the agent?)", err=True)
+        raise typer.Exit(1)
+    # Piped output is not cut at 80 columns: a tree line is read whole.
+    Console(width=None if sys.stdout.isatty() else 400).print(render_runs(key, runs[-last:] if last else runs))
+
+
 @state_app.command("inspect")
 def state_inspect(key: str | None = typer.Option(None, metavar="KEY", help="the key to show; omit to list keys"),
                   app_id: str = typer.Option("agentfleet", envvar=E + "APP_ID", metavar="ID",

@@ -50,13 +50,14 @@ from worker.observability.gauges import refresh_gauges
 from worker.observability.health import ObservabilityServer, model_endpoints_readiness
 from worker.observability.liveness import LoopLiveness
 from worker.observability.metrics import WorkerMetrics
+from worker.observability.tracing import WorkerObservation
 from worker.offsets import OffsetTracker
 from worker.plugins import compile_plan, load_agent, load_model
 from worker.processing.hot_keys import HotKeys
 from worker.processing.pausing import PauseReason, PausingManager
 from worker.processing.window import InFlightWindow
 from worker.rebalance import Rebalancer
-from worker.records import DecodeFailure, EngineKey, InputDecoder, RecordMeta, describe_key, position
+from worker.records import DecodeFailure, EngineKey, InputDecoder, RecordMeta, describe_key, position, trace_context
 from worker.state.store import ensure_writable
 
 __all__ = ["Worker"]
@@ -78,6 +79,7 @@ class Worker:
         if agent_config is None:
             agent_config = AgentConfiguration.load(settings.agent_config)
         self.plan = plan or compile_plan(self.agent, agent_config, settings.resources)
+        self.observation = WorkerObservation(self.plan.config, type(self.agent).__name__, settings.app_id)
         self.decoder = InputDecoder(load_model(settings.input_model), settings.max_record_bytes, settings.key_field)
         self.metrics = metrics or WorkerMetrics(app_id=settings.app_id, instance_id=settings.instance_id)
         self.broker = BrokerWatch(settings.bootstrap_servers, settings.broker_unreachable_timeout_s, self._probe_broker)
@@ -140,6 +142,7 @@ class Worker:
                 self.checkpointer.shutdown()
             if self.server is not None:
                 self.server.stop()
+            self.observation.shutdown()
 
     # -- start-up: every check that can fail runs before the first side effect on Kafka --------------
     async def _start(self) -> None:
@@ -148,12 +151,13 @@ class Worker:
         producer = self._make_clients()  # a property librdkafka refuses fails here; clients only connect
         try:
             ensure_writable(s.state_dir / s.app_id)
-            partition_count = await asyncio.to_thread(prepare_topics, s)
+            partition_count = await asyncio.to_thread(prepare_topics, s, self.observation.event_log)
+            observation = self.observation.start()
         except BaseException:
             self._discard_unstarted_consumer()
             raise
         self.engine = Engine(self.plan, state_loader=self._load_state, metrics=self.metrics,
-                             describe_key=describe_key)
+                             describe_key=describe_key, observation=observation)
         self.metrics.inflight_limit.set(s.max_inflight)
         if isinstance(producer, TransactionalProducer):
             try:
@@ -167,7 +171,8 @@ class Worker:
         self.hot_keys = HotKeys(s.max_inflight, self.pausing)
         self.checkpointer = Checkpointer(
             producer, self.engine, self.tracker,
-            Topics(s.app_id, s.output_topic, s.dead_letter_topic, s.changelog_topic, s.repartition_topic),
+            Topics(s.app_id, s.output_topic, s.dead_letter_topic, s.changelog_topic, s.repartition_topic,
+                   s.events_topic if self.observation.event_log else None),
             stores=lambda: self.rebalancer.stores() if self.rebalancer else {},
             name_prefix=f"{s.transactional_id}@{int(time.time() * 1000)}",
             transaction_timeout_s=s.transaction_timeout_ms / 1000, broker_down=lambda: self.broker.down,
@@ -315,6 +320,9 @@ class Worker:
         assert self.engine is not None and self.checkpointer is not None and self.hot_keys is not None
         raw_key = message.key()
         meta = RecordMeta(*position(message), message.timestamp()[1], raw_key or b"")
+        headers = message.headers()
+        if headers:
+            meta.traceparent, meta.tracestate = trace_context(headers)
         repartition = self.settings.key_field is not None and meta.topic == self.settings.input_topic
         try:
             # Re-keyed records take their key from the field, whatever key they arrived with.
@@ -339,6 +347,7 @@ class Worker:
         assert self.hot_keys is not None
         self.hot_keys.committed(checkpoint.deltas)
         self.observer.committed(checkpoint)
+        self.observation.committed(checkpoint)
 
     # -- observability -------------------------------------------------------------------------------
     def _probe_broker(self) -> None:

@@ -152,6 +152,7 @@ class OpenAIChatModelConnection(BaseChatModelConnection):
     """
 
     accepts_limits = True
+    provider_name = "openai"  # gen_ai.provider.name of its spans (agentplan.tracing)
 
     def __init__(self, api_base_url: str | None = None, api_key: str | None = None, timeout: float = 60.0,
                  max_retries: int | None = None, organization: str | None = None,
@@ -353,6 +354,7 @@ def parse_chat_completion(body: bytes, requested_model: str) -> ChatResult:
         model=data.get("model") or requested_model,
         prompt_tokens=_token_count(usage.get("prompt_tokens")),
         completion_tokens=_token_count(usage.get("completion_tokens")),
+        finish_reason=str(choice.get("finish_reason") or ""),
     )
 
 

@@ -25,6 +25,7 @@ from agentplan.exceptions import ChatModelError, ResourceError, ToolCallLimitExc
 from agentplan.fallback import candidates, is_available, pick
 from agentplan.resources import ResourceType
 from agentplan.runner_context import RunnerContext
+from agentplan.runtime.observe import label_call
 
 logger = logging.getLogger(__name__)
 
@@ -83,6 +84,7 @@ async def _call_model(ctx: RunnerContext, setup_name: str, messages: list[ChatMe
                 result = result.model_copy(update={"fallback": chosen.name})
             return result
 
+    label_call(ctx, "chat", setup.model or setup_name, setup=setup)  # the requested model; a fallback is journaled
     return await ctx.durable_execute_async(call)
 
 

@@ -11,6 +11,7 @@ from agentplan.events import ToolRequestEvent, ToolResponseEvent
 from agentplan.exceptions import ResourceError, TransientError
 from agentplan.resources import ResourceType
 from agentplan.runner_context import RunnerContext
+from agentplan.runtime.observe import label_call
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +47,7 @@ async def tool_call_action(event: ToolRequestEvent, ctx: RunnerContext) -> None:
                 result = str(result)
             return result
 
+        label_call(ctx, "execute_tool", call.name, call_id=call.id)
         try:
             responses[call.id] = await ctx.durable_execute_async(run)
         except (asyncio.CancelledError, TransientError):
