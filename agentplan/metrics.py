@@ -18,6 +18,8 @@ class MetricsSink(Protocol):
 
     def transient_retry(self, kind: str) -> None: ...
 
+    def llm_cost(self, model: str, usd: float) -> None: ...
+
 
 class NullMetrics:
     """Discards everything; the default."""
@@ -35,6 +37,10 @@ class NullMetrics:
     def transient_retry(self, kind: str) -> None:
         return None
 
+    def llm_cost(self, model: str, usd: float) -> None:
+        """The cost of one model call, priced by the budgets' price table (agentplan.budgets)."""
+        return None
+
 
 class RecordingMetrics(NullMetrics):
     """Keeps totals in memory: for the local runner's summary and for tests."""
@@ -48,6 +54,7 @@ class RecordingMetrics(NullMetrics):
         self.prompt_tokens = 0
         self.completion_tokens = 0
         self.transient_retries: dict[str, int] = {}
+        self.cost_usd: dict[str, float] = {}
 
     def action_finished(self, action: str, duration_s: float, error: BaseException | None) -> None:
         self.actions[action] = self.actions.get(action, 0) + 1
@@ -66,3 +73,6 @@ class RecordingMetrics(NullMetrics):
 
     def transient_retry(self, kind: str) -> None:
         self.transient_retries[kind] = self.transient_retries.get(kind, 0) + 1
+
+    def llm_cost(self, model: str, usd: float) -> None:
+        self.cost_usd[model] = self.cost_usd.get(model, 0.0) + usd

@@ -56,7 +56,7 @@ from worker.processing.hot_keys import HotKeys
 from worker.processing.pausing import PauseReason, PausingManager
 from worker.processing.window import InFlightWindow
 from worker.rebalance import Rebalancer
-from worker.records import DecodeFailure, EngineKey, InputDecoder, RecordMeta, describe_key, position
+from worker.records import DecodeFailure, EngineKey, InputDecoder, RecordMeta, describe_key, position, user_key
 from worker.state.store import ensure_writable
 
 __all__ = ["Worker"]
@@ -153,7 +153,7 @@ class Worker:
             self._discard_unstarted_consumer()
             raise
         self.engine = Engine(self.plan, state_loader=self._load_state, metrics=self.metrics,
-                             describe_key=describe_key)
+                             describe_key=describe_key, user_key=user_key)
         self.metrics.inflight_limit.set(s.max_inflight)
         if isinstance(producer, TransactionalProducer):
             try:
@@ -263,7 +263,7 @@ class Worker:
         logger.info("shutting down: draining %d in-flight records", self.tracker.unfinished)
         self.pausing.pause_all(PauseReason.SHUTDOWN)
         try:
-            await asyncio.wait_for(self.engine.wait_idle(), timeout=self.settings.shutdown_grace_s)
+            await asyncio.wait_for(self.engine.wait_quiet(), timeout=self.settings.shutdown_grace_s)
         except asyncio.TimeoutError:
             logger.warning("grace period over; unfinished runs resume on the next owner from their journal")
         self.checkpointer.commit()

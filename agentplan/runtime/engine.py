@@ -24,12 +24,14 @@ import json
 import logging
 import time
 from collections import OrderedDict, deque
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import Awaitable, Callable, Hashable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from agentplan import codec
 from agentplan.agent import ActionSpec
+from agentplan.budgets import BudgetExceeded, budget_policy
 from agentplan.config import AgentConfiguration, ErrorHandlingStrategy
 from agentplan.events import Event, InputEvent, OutputEvent
 from agentplan.exceptions import (
@@ -98,7 +100,7 @@ class _Slot:
 
     __slots__ = ("key", "queue", "memory", "progress", "run", "run_counter", "task", "version",
                  "collected_version", "in_action", "memory_backup", "sensory_backup", "ctx",
-                 "outputs", "finished", "failures", "skipped", "cached_bytes")
+                 "outputs", "finished", "failures", "skipped", "cached_bytes", "usage")
 
     def __init__(self, key: Hashable) -> None:
         self.key = key
@@ -119,15 +121,18 @@ class _Slot:
         self.failures: list[tuple[Any, Any, BaseException]] = []
         self.skipped: list[Any] = []
         self.cached_bytes = 0  # charged to the idle-state cache while the key is idle
+        self.usage: dict[str, Any] | None = None  # LLM usage against budgets (agentplan.budgets)
 
 
 class Engine:
     """Runs a compiled :class:`AgentPlan` for many keys on the current asyncio loop."""
 
     def __init__(self, plan: AgentPlan, *, state_loader: StateLoader | None = None,
-                 metrics: MetricsSink | None = None, describe_key: Callable[[Hashable], str] = repr) -> None:
+                 metrics: MetricsSink | None = None, describe_key: Callable[[Hashable], str] = repr,
+                 user_key: Callable[[Hashable], str] = str) -> None:
         """``describe_key`` renders a key in log lines the way its user knows it (the Kafka worker's keys
-        carry their partition, which users never wrote)."""
+        carry their partition, which users never wrote); ``user_key`` is the key as budget key prefixes
+        match it."""
         self.plan = plan
         self._describe_key = describe_key
         self.config: AgentConfiguration = plan.config
@@ -143,6 +148,10 @@ class Engine:
         self._idle: asyncio.Event | None = None
         self.queued_inputs = 0  # submitted, run not started yet
         self.inflight_runs = 0
+        self.budgets = budget_policy(self.config.budgets)
+        self._user_key = user_key
+        self._parked_keys = 0  # busy keys waiting for a budget window; they do not hold back wait_quiet()
+        self._quiet: asyncio.Event | None = None
 
     # -- driver API ----------------------------------------------------------------------------
     def submit(self, key: Hashable, value: Any, position: int | None = None, meta: Any = None) -> None:
@@ -151,6 +160,8 @@ class Engine:
         if self._idle is None:
             self._idle = asyncio.Event()
             self._idle.set()
+            self._quiet = asyncio.Event()
+            self._quiet.set()
             self._run_slots = asyncio.Semaphore(self.config.max_concurrent_runs)
         slot = self._slots.get(key)
         if slot is None:
@@ -165,6 +176,8 @@ class Engine:
         if slot.task is None:
             self._busy_keys += 1
             self._idle.clear()
+            assert self._quiet is not None
+            self._quiet.clear()
             # Unnamed: a task name costs a repr per run.
             slot.task = asyncio.get_running_loop().create_task(self._drive(slot))
 
@@ -215,6 +228,24 @@ class Engine:
         if self._idle is not None:
             await self._idle.wait()
 
+    async def wait_quiet(self) -> None:
+        """Return when every key is idle or parked (waiting for its budget window): a drain at shutdown
+        need not wait for those, whose records stay uncommitted and run on the next owner."""
+        if self._quiet is not None:
+            await self._quiet.wait()
+
+    @contextmanager
+    def _parked(self) -> Iterator[None]:
+        assert self._quiet is not None
+        self._parked_keys += 1
+        if self._busy_keys <= self._parked_keys:
+            self._quiet.set()
+        try:
+            yield
+        finally:
+            self._parked_keys -= 1
+            self._quiet.clear()
+
     @property
     def active_keys(self) -> int:
         return self._busy_keys
@@ -262,6 +293,8 @@ class Engine:
         # Backups exist only while an action runs: then the state from before it is the consistent one.
         memory = slot.memory_backup if slot.memory_backup is not None else slot.memory.to_data()
         data: dict[str, Any] = {"m": memory, "p": slot.progress}
+        if slot.usage is not None:
+            data["u"] = slot.usage
         run = slot.run
         if run is not None:
             sensory = slot.sensory_backup if slot.sensory_backup is not None else run.sensory.to_data()
@@ -277,6 +310,7 @@ class Engine:
             data = json.loads(raw)
             slot.memory = MemoryObject.from_data(data.get("m"))
             slot.progress = data.get("p")
+            slot.usage = data.get("u")
             r = data.get("r")
             if r is not None:
                 run = _Run(r["id"], r["pos"], None, codec.decode(r.get("in")))
@@ -313,6 +347,11 @@ class Engine:
                 elif item.position is not None and slot.progress is not None and item.position <= slot.progress:
                     self._skip(slot, item)
                     continue
+                elif self.budgets is not None and (refused := await self.budgets.admit(
+                        slot.usage, self._user_key(slot.key), item.value, self._describe_key(slot.key),
+                        self._parked)) is not None:
+                    self._refuse(slot, item, refused)
+                    continue
                 else:
                     slot.run_counter += 1
                     run_id = f"p{item.position}" if item.position is not None else f"r{slot.run_counter}"
@@ -333,6 +372,18 @@ class Engine:
             self._busy_keys -= 1
             if self._busy_keys == 0:
                 self._idle.set()
+            if self._busy_keys <= self._parked_keys:
+                assert self._quiet is not None
+                self._quiet.set()
+
+    def _refuse(self, slot: _Slot, item: _Input, error: BudgetExceeded) -> None:
+        """Dead-letter an input its key's budget refused; it counts as finished, like a failed run."""
+        logger.warning("%s", error)
+        slot.failures.append((item.meta, item.value, error))
+        slot.finished.append(item.meta)
+        if item.position is not None:
+            slot.progress = item.position
+        slot.version += 1
 
     def _skip(self, slot: _Slot, item: _Input) -> None:
         slot.skipped.append(item.meta)
@@ -512,6 +563,9 @@ class _ActionContext(RunnerContext):
         except SerializationError as exc:
             raise DurableCallError(str(exc)) from None
         self._run.journal[key] = codec.encode(result)
+        budgets = self._engine.budgets
+        if budgets is not None:  # usage joins the state together with the journal entry it comes from
+            self._slot.usage = budgets.journaled(self._slot.usage, result, self._engine.metrics)
         self._slot.version += 1
 
     def durable_execute(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:

@@ -34,6 +34,7 @@ from worker.records import (
     RecordMeta,
     dlq_headers,
     encode_output,
+    failure_reason,
     source_headers,
 )
 from worker.state.transaction import StateTransaction
@@ -136,7 +137,7 @@ class Checkpoint:
                 self.outputs += 1
             for meta, value, error in delta.failures:
                 produce(t.dead_letter, encode_output(value), key=key,
-                        headers=dlq_headers(meta, t.app_id, self.name, "run-failed", error))
+                        headers=dlq_headers(meta, t.app_id, self.name, failure_reason(error), error))
         self.state.prepare(produce)
         for letter in self.dead_letters:
             produce(t.dead_letter, letter.value, key=letter.key,
