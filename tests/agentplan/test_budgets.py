@@ -31,7 +31,7 @@ from agentplan import (
     ResourceType,
     RunnerContext,
 )
-from agentplan.budgets import BudgetPolicy, BudgetSettings
+from agentplan.budgets import BudgetPolicy, BudgetSettings, OnExceeded
 from agentplan.metrics import RecordingMetrics
 from agentplan.testing.llm_stub import StubLLMServer
 from tests.agentplan.conftest import EnvFactory
@@ -194,7 +194,7 @@ def test_overrides_by_key_prefix_then_tenant() -> None:
     assert policy.limits_for("vip-1", {}).tokens_per_window == 1000
     assert policy.limits_for("vip-gold-1", {}).tokens_per_window == 5000  # the longest prefix wins
     acme = policy.limits_for("vip-1", {"tenant": "acme"})
-    assert (acme.tokens_per_window, acme.usd_per_window, acme.on_exceeded.value) == (1000, 9.0, "dead-letter")
+    assert (acme.tokens_per_window, acme.usd_per_window, acme.on_exceeded) == (1000, 9.0, OnExceeded.DEAD_LETTER)
     assert policy.limits_for("user", {"tenant": "other"}).usd_per_window == 1.0
 
 
