@@ -29,8 +29,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from agentplan import codec
+from agentplan import approvals, codec
 from agentplan.agent import ActionSpec
+from agentplan.approvals import ApprovalDecisionEvent, ApprovalRequestEvent
 from agentplan.budgets import BudgetExceeded, budget_policy
 from agentplan.config import AgentConfiguration, ErrorHandlingStrategy
 from agentplan.events import Event, InputEvent, OutputEvent
@@ -75,11 +76,12 @@ class KeyDelta:
     finished: list[Any] = field(default_factory=list)  # metas of inputs now done (incl. skipped/failed)
     failures: list[tuple[Any, Any, BaseException]] = field(default_factory=list)  # (meta, input, error)
     skipped: list[Any] = field(default_factory=list)  # metas already finished before (replay)
+    requests: list[tuple[Any, dict[str, Any]]] = field(default_factory=list)  # (input meta, approval request)
 
 
 class _Run:
     __slots__ = ("run_id", "position", "meta", "input", "pending", "cursor", "sensory", "journal",
-                 "next_event_seq", "started", "awaiting_input")
+                 "next_event_seq", "started", "awaiting_input", "parked")
 
     def __init__(self, run_id: str, position: int | None, meta: Any, input_value: Any) -> None:
         self.run_id = run_id
@@ -93,6 +95,7 @@ class _Run:
         self.next_event_seq = 0
         self.started = time.monotonic()
         self.awaiting_input = False  # restored from state; waits for its input to be replayed
+        self.parked: dict[str, Any] | None = None  # the approval request it waits for (agentplan.approvals)
 
 
 class _Slot:
@@ -100,7 +103,8 @@ class _Slot:
 
     __slots__ = ("key", "queue", "memory", "progress", "run", "run_counter", "task", "version",
                  "collected_version", "in_action", "memory_backup", "sensory_backup", "ctx",
-                 "outputs", "finished", "failures", "skipped", "cached_bytes", "usage")
+                 "outputs", "finished", "failures", "skipped", "cached_bytes", "usage", "requests",
+                 "decision", "wakeup")
 
     def __init__(self, key: Hashable) -> None:
         self.key = key
@@ -122,6 +126,9 @@ class _Slot:
         self.skipped: list[Any] = []
         self.cached_bytes = 0  # charged to the idle-state cache while the key is idle
         self.usage: dict[str, Any] | None = None  # LLM usage against budgets (agentplan.budgets)
+        self.requests: list[tuple[Any, dict[str, Any]]] = []
+        self.decision: tuple[ApprovalDecisionEvent, Any] | None = None  # delivered, not yet taken by its run
+        self.wakeup: asyncio.Event | None = None  # set while the run is parked
 
 
 class Engine:
@@ -188,8 +195,8 @@ class Engine:
             if slot.version == slot.collected_version:
                 continue
             deltas.append(KeyDelta(slot.key, self._encode_state(slot), slot.version, slot.outputs,
-                                   slot.finished, slot.failures, slot.skipped))
-            slot.outputs, slot.finished, slot.failures, slot.skipped = [], [], [], []
+                                   slot.finished, slot.failures, slot.skipped, slot.requests))
+            slot.outputs, slot.finished, slot.failures, slot.skipped, slot.requests = [], [], [], [], []
             slot.collected_version = slot.version
         return deltas
 
@@ -199,7 +206,8 @@ class Engine:
         budget = self.config.idle_state_cache_bytes
         for delta in deltas:
             slot = self._slots.get(delta.key)
-            if slot is not None and slot.task is None and slot.version == delta.version and not slot.queue:
+            if (slot is not None and slot.task is None and slot.version == delta.version and not slot.queue
+                    and slot.decision is None):
                 del self._slots[delta.key]
                 if budget:
                     slot.cached_bytes = IDLE_SLOT_OVERHEAD_BYTES + DECODED_STATE_FACTOR * len(delta.state)
@@ -303,6 +311,8 @@ class Engine:
                 "pending": [e.to_record() for e in run.pending], "cur": run.cursor, "s": sensory,
                 "j": run.journal, "n": run.next_event_seq,
             }
+            if run.parked is not None:
+                data["r"]["pk"] = run.parked
         return codec.dump_json(data)
 
     def _decode_state(self, slot: _Slot, raw: bytes) -> None:
@@ -319,6 +329,7 @@ class Engine:
                 run.sensory = MemoryObject.from_data(r.get("s"))
                 run.journal = r.get("j") or {}
                 run.next_event_seq = r["n"]
+                run.parked = r.get("pk")
                 run.awaiting_input = True
                 slot.run = run
         except (ValueError, KeyError, TypeError) as exc:
@@ -376,6 +387,66 @@ class Engine:
                 assert self._quiet is not None
                 self._quiet.set()
 
+    def deliver(self, key: Hashable, decision: ApprovalDecisionEvent, meta: Any = None) -> None:
+        """A decision for ``key``'s parked run. One whose request is not parked (decided or timed out
+        already, or unknown) is finished at once as skipped; ``meta`` is finished with the resumed run's
+        state otherwise."""
+        slot = self._slots.get(key)
+        if slot is None:
+            slot = self._idle_slots.pop(key, None)
+            if slot is None:
+                slot = self._new_slot(key)
+            else:
+                self._idle_bytes -= slot.cached_bytes
+                self._slots[key] = slot
+        run = slot.run
+        if run is None or run.parked is None or run.parked["id"] != decision.request_id or slot.decision is not None:
+            logger.info("key %s: decision on request %s ignored: no run waits for it", self._describe_key(key),
+                        decision.request_id)
+            slot.skipped.append(meta)
+            slot.finished.append(meta)
+            slot.version += 1
+            return
+        slot.decision = (decision, meta)
+        if slot.wakeup is not None:
+            slot.wakeup.set()
+
+    async def _park(self, slot: _Slot, run: _Run, event: ApprovalRequestEvent) -> None:
+        """Wait for the decision on ``event`` (or its timeout) without holding a run slot, then put the
+        resolution in its place: the next checkpoint commits it with the decision's offset."""
+        if run.parked is None:
+            run.parked = approvals.park(slot.key, run.run_id, event)
+            slot.requests.append((run.meta, approvals.request_record(run.parked, event, self._user_key(slot.key))))
+            slot.version += 1
+        parked = run.parked
+        assert self._run_slots is not None
+        while slot.decision is None:
+            deadline = parked["deadline"]
+            remaining = None if deadline is None else deadline - time.time()
+            if remaining is not None and remaining <= 0:
+                break
+            slot.wakeup = asyncio.Event()
+            self._run_slots.release()
+            try:
+                with self._parked():
+                    await asyncio.wait_for(slot.wakeup.wait(), remaining)
+            except asyncio.TimeoutError:
+                pass
+            finally:
+                slot.wakeup = None
+                await self._run_slots.acquire()
+        decision, meta = slot.decision if slot.decision is not None else (None, None)
+        if slot.decision is not None:
+            slot.finished.append(meta)
+            slot.decision = None
+        resumed = approvals.resolution(parked, decision, event)
+        object.__setattr__(resumed, "id", f"{run.run_id}.{run.next_event_seq}")
+        run.next_event_seq += 1
+        run.pending[0] = resumed
+        run.cursor = 0
+        run.parked = None
+        slot.version += 1
+
     def _refuse(self, slot: _Slot, item: _Input, error: BudgetExceeded) -> None:
         """Dead-letter an input its key's budget refused; it counts as finished, like a failed run."""
         logger.warning("%s", error)
@@ -394,6 +465,9 @@ class Engine:
         try:
             while run.pending:
                 event = run.pending[0]
+                if isinstance(event, ApprovalRequestEvent):
+                    await self._park(slot, run, event)
+                    continue
                 actions = self.plan.actions_for(type(event))
                 while run.cursor < len(actions):
                     spec = actions[run.cursor]
