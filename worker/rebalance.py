@@ -68,6 +68,7 @@ class Rebalancer:
         self._dispatch = dispatch
         self._fail = fail
         self.partitions: dict[TopicPart, OwnedPartition] = {}
+        self.on_drop: list[Callable[[set[int]], None]] = []  # state partitions leaving (e.g. their decisions)
 
     def stores(self) -> dict[int, PartitionStore | None]:
         """The state stores of the stateful partitions this worker owns, by partition number."""
@@ -77,6 +78,10 @@ class Rebalancer:
     def store_of(self, partition: int) -> PartitionStore | None:
         part = self.partitions.get((self.settings.state_topic, partition))
         return None if part is None else part.store
+
+    def ready_state_partitions(self) -> set[int]:
+        state_topic = self.settings.state_topic
+        return {number for (topic, number), part in self.partitions.items() if topic == state_topic and part.ready}
 
     @property
     def restoring(self) -> int:
@@ -161,6 +166,8 @@ class Rebalancer:
         self.hot_keys.drop(numbers, state_parts)
         self.engine.cancel_keys(lambda key: cast(EngineKey, key)[0] in state_parts)
         self.checkpointer.discard(numbers, state_parts)
+        for hook in self.on_drop:
+            hook(state_parts)
         self.pausing.forget(numbers)
         for number in numbers:
             self.tracker.drop(number)

@@ -29,6 +29,7 @@ from confluent_kafka import (
 
 from agentplan import Agent, AgentConfiguration, AgentPlan, Engine
 from agentplan.endpoints import model_endpoints
+from worker.approvals import DecisionReader
 from worker.checkpoint.checkpoint import Checkpoint, DeadLetter, Rekeyed, Topics
 from worker.checkpoint.checkpointer import Checkpointer
 from worker.checkpoint.producer import (
@@ -98,6 +99,7 @@ class Worker:
         self.pausing: PausingManager | None = None
         self.hot_keys: HotKeys | None = None
         self.rebalancer: Rebalancer | None = None
+        self.decisions: DecisionReader | None = None
 
     # -- entry points -------------------------------------------------------------------------------
     def run(self) -> int:
@@ -167,13 +169,18 @@ class Worker:
         self.hot_keys = HotKeys(s.max_inflight, self.pausing)
         self.checkpointer = Checkpointer(
             producer, self.engine, self.tracker,
-            Topics(s.app_id, s.output_topic, s.dead_letter_topic, s.changelog_topic, s.repartition_topic),
+            Topics(s.app_id, s.output_topic, s.dead_letter_topic, s.changelog_topic, s.repartition_topic,
+                   s.approvals_topic if s.approvals else ""),
             stores=lambda: self.rebalancer.stores() if self.rebalancer else {},
             name_prefix=f"{s.transactional_id}@{int(time.time() * 1000)}",
             transaction_timeout_s=s.transaction_timeout_ms / 1000, broker_down=lambda: self.broker.down,
             on_committed=self._committed, on_aborted=self.observer.aborted, bootstrap_servers=s.bootstrap_servers)
         self.rebalancer = Rebalancer(s, self.clients, self.metrics, self.engine, self.tracker, self.pausing,
                                      self.hot_keys, self.checkpointer, dispatch=self._dispatch, fail=self._fail)
+        if s.approvals:
+            self.decisions = DecisionReader(s, self.clients.decisions_consumer(), self.clients.offsets_reader(),
+                                            self.engine, self.tracker, self.checkpointer.dead_letter)
+            self.rebalancer.on_drop.append(self.decisions.drop)
         topics = [s.input_topic, *([s.repartition_topic] if s.key_field else [])]
         r = self.rebalancer
         self.consumer.subscribe(topics, on_assign=r.on_assign, on_revoke=r.on_revoke, on_lost=r.on_lost)
@@ -231,6 +238,10 @@ class Worker:
                 messages: list[Message] = self.consumer.consume(num_messages=room, timeout=0) if room else []
                 for message in messages:
                     self._on_message(message)
+                if self.decisions is not None:
+                    assert self.rebalancer is not None
+                    self.decisions.sync(self.rebalancer.ready_state_partitions())
+                    self.decisions.poll()
                 now = time.monotonic()
                 committing = checkpointer.poll()
                 if self.broker.down:
@@ -272,6 +283,8 @@ class Worker:
         self.consumer.close()  # leaves the group; on_revoke commits and closes stores
         self.checkpointer.producer.close(10)
         self.rebalancer.close_all()
+        if self.decisions is not None:
+            self.decisions.close()
         self.observer.report_dead_letters(force=True)
         await self.engine.close()
         await self.plan.aclose()  # HTTP clients belong to this loop

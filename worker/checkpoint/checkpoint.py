@@ -65,6 +65,10 @@ TRANSITIONS: dict[Phase, frozenset[Phase]] = {
 }
 
 
+class ApprovalsOff(WorkerError):
+    """The agent parked a run on a worker started without --approvals: a misconfiguration, so the worker stops."""
+
+
 class IllegalTransition(WorkerError):
     """A checkpoint step ran in a phase that does not allow it: a bug, never a broker condition."""
 
@@ -97,6 +101,7 @@ class Topics:
     dead_letter: str
     changelog: str
     repartition: str
+    approvals: str = ""  # empty: approvals are off (--approvals)
 
 
 class Checkpoint:
@@ -138,6 +143,14 @@ class Checkpoint:
             for meta, value, error in delta.failures:
                 produce(t.dead_letter, encode_output(value), key=key,
                         headers=dlq_headers(meta, t.app_id, self.name, failure_reason(error), error))
+            if delta.requests:
+                if not t.approvals:
+                    raise ApprovalsOff("a run sent an ApprovalRequestEvent but approvals are off: start the "
+                                       "workers with --approvals (AGENTFLEET_APPROVALS=true)")
+                partition = cast(EngineKey, delta.key)[0]  # the key's state partition: its decisions go there
+                for meta, request in delta.requests:
+                    produce(t.approvals, encode_output({**request, "partition": partition}), key=key,
+                            partition=partition, headers=source_headers(meta, t.app_id, self.name))
         self.state.prepare(produce)
         for letter in self.dead_letters:
             produce(t.dead_letter, letter.value, key=letter.key,

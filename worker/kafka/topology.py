@@ -45,5 +45,9 @@ def prepare_topics(settings: WorkerSettings) -> int:
         if repartition != partitions:
             raise ConfigurationError("key-field", f"repartition topic {s.repartition_topic!r} has {repartition} "
                                                   f"partitions but {s.input_topic!r} has {partitions}")
+    if s.approvals:
+        from worker.approvals import prepare_approval_topics
+
+        prepare_approval_topics(admin, s, partitions)
     acls.after_topics()
     return partitions
