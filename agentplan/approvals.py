@@ -28,6 +28,22 @@ class ApprovalRequestEvent(Event):
 
     request: Any = None  # what the approver is shown (JSON data)
     timeout_s: float | None = Field(None, gt=0)
+    kind: str = "approval"  # copied to the decision: "tool" is the built-in tool approval's
+
+
+#: ``kind`` of the requests the built-in tool action sends for tools that require approval.
+TOOL_APPROVAL = "tool"
+_APPROVAL_MARK = "__agentplan_requires_approval__"
+
+
+def requires_approval(obj: Any) -> Any:
+    """Mark a tool function: a model's call of it waits for an approval (``@tool`` then ``@requires_approval``)."""
+    setattr(obj.__func__ if isinstance(obj, staticmethod) else obj, _APPROVAL_MARK, True)
+    return obj
+
+
+def marked_for_approval(func: Any) -> bool:
+    return bool(getattr(func, _APPROVAL_MARK, False))
 
 
 class ApprovalDecisionEvent(Event):
@@ -38,6 +54,8 @@ class ApprovalDecisionEvent(Event):
     decided_by: str = ""
     comment: str = ""
     data: Any = None  # anything else the decision carries (an external event's payload)
+    kind: str = "approval"  # set by the engine from the request
+    request: Any = None  # the request's payload, set by the engine
 
 
 class ApprovalTimeoutEvent(Event):
@@ -45,6 +63,7 @@ class ApprovalTimeoutEvent(Event):
 
     request_id: str
     request: Any = None
+    kind: str = "approval"
 
 
 def request_id(engine_key: Any, run_id: str, event_id: str) -> str:
@@ -68,5 +87,5 @@ def request_record(parked: dict[str, Any], event: ApprovalRequestEvent, user_key
 def resolution(parked: dict[str, Any], decision: Event | None, request: ApprovalRequestEvent) -> Event:
     """The event a parked run resumes with: the decision, or a timeout."""
     if decision is not None:
-        return decision
-    return ApprovalTimeoutEvent(request_id=parked["id"], request=request.request)
+        return decision.model_copy(update={"kind": request.kind, "request": request.request})
+    return ApprovalTimeoutEvent(request_id=parked["id"], request=request.request, kind=request.kind)

@@ -74,6 +74,9 @@ def describe_state(data: dict[str, Any]) -> dict[str, Any]:
             "sensory_memory": _memory(run.get("s")), "journal": run.get("j") or {},
             "next_event_seq": run.get("n"),
         }
+        if run.get("pk") is not None:  # parked: waiting for a decision (agentplan.approvals)
+            shown["unfinished_run"]["parked"] = {"request_id": run["pk"].get("id"), "created": run["pk"].get("created"),
+                                                 "deadline": run["pk"].get("deadline")}
     if data.get("u") is not None:
         shown["budget_usage"] = describe_usage(data["u"])
     unknown = {k: v for k, v in data.items() if k not in ("m", "p", "r", "u")}

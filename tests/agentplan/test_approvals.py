@@ -14,13 +14,23 @@ from agentplan import (
     ApprovalDecisionEvent,
     ApprovalRequestEvent,
     ApprovalTimeoutEvent,
+    ChatMessage,
+    ChatRequestEvent,
+    ChatResponseEvent,
     Engine,
     InputEvent,
     KeyDelta,
+    MessageRole,
+    OpenAIChatModelSetup,
     OutputEvent,
+    ResourceDescriptor,
     RunnerContext,
+    action,
+    tool,
 )
-from tests.agentplan.support import make_config, run_async
+from agentplan.approvals import requires_approval
+from agentplan.testing.llm_stub import StubLLMServer
+from tests.agentplan.support import CONNECTION, make_config, run_async, stub_connection
 
 
 def ask(event: InputEvent, ctx: RunnerContext) -> None:
@@ -135,3 +145,74 @@ def test_a_parked_run_times_out() -> None:
         assert [o for _m, o in a.outputs] == [{"timeout": {"refund": 1}}, {"n": 2, "ran": True}]
 
     run_async(main(), timeout=5)
+
+
+REFUNDS: list[int] = []
+
+
+class RefundAgent(Agent):
+    """A ReAct agent whose ``refund`` tool requires approval; its answer is the model's last reply."""
+
+    def __init__(self, stub: StubLLMServer) -> None:
+        super().__init__()
+        self.add_resource(CONNECTION, stub_connection(stub))
+        self.add_resource("model", ResourceDescriptor(clazz=OpenAIChatModelSetup, connection=CONNECTION,
+                                                      model="stub-model", tools=["refund", "balance"]))
+
+    @tool
+    @requires_approval
+    @staticmethod
+    def refund(amount: int) -> str:
+        """Refund money.
+
+        Args:
+            amount: How much.
+        """
+        REFUNDS.append(amount)
+        return f"refunded {amount}"
+
+    @tool
+    @staticmethod
+    def balance() -> str:
+        """The balance."""
+        return "balance 10"
+
+    @action(InputEvent)
+    @staticmethod
+    def start(event: InputEvent, ctx: RunnerContext) -> None:
+        ctx.send_event(ChatRequestEvent(model="model", messages=[ChatMessage(role=MessageRole.USER,
+                                                                             content=event.input)]))
+
+    @action(ChatResponseEvent)
+    @staticmethod
+    def finish(event: ChatResponseEvent, ctx: RunnerContext) -> None:
+        ctx.send_event(OutputEvent(output=event.response.content))
+
+
+def test_a_tool_that_requires_approval_runs_only_when_approved(stub_llm: StubLLMServer) -> None:
+    REFUNDS.clear()
+
+    async def main() -> tuple[list[dict[str, Any]], list[Any]]:
+        plan = AgentPlan.from_agent(RefundAgent(stub_llm), make_config())
+        engine = Engine(plan)
+        engine.submit("yes", '[[tool:refund {"amount": 5}]]', position=0)
+        engine.submit("no", '[[tool:refund {"amount": 7}]]', position=1)
+        engine.submit("free", "[[tool:balance {}]]", position=2)
+        await engine.wait_quiet()
+        deltas = engine.collect()
+        requests = {d.key: r for d in deltas for _m, r in d.requests}
+        assert REFUNDS == [] and set(requests) == {"yes", "no"}  # "free" needed no approval
+        assert requests["yes"]["request"] == {"tools": [{"name": "refund", "arguments": {"amount": 5}}]}
+        engine.deliver("yes", ApprovalDecisionEvent(request_id=requests["yes"]["request_id"], approved=True))
+        engine.deliver("no", ApprovalDecisionEvent(request_id=requests["no"]["request_id"], approved=False,
+                                                   decided_by="ops", comment="too much"))
+        await engine.wait_idle()
+        outputs = [(d.key, o) for d in deltas + engine.collect() for _m, o in d.outputs]
+        await plan.aclose()
+        return list(requests.values()), sorted(outputs)
+
+    _requests, outputs = run_async(main())
+    assert REFUNDS == [5]
+    assert outputs == [("free", '{"result": "balance 10"}'), ("no", '{"result": "error: not approved: rejected by ops: '
+                                                                      'too much"}'),
+                       ("yes", '{"result": "refunded 5"}')]
