@@ -150,7 +150,8 @@ class Checkpoint:
                 partition = cast(EngineKey, delta.key)[0]  # the key's state partition: its decisions go there
                 for meta, request in delta.requests:
                     produce(t.approvals, encode_output({**request, "partition": partition}), key=key,
-                            partition=partition, headers=source_headers(meta, t.app_id, self.name))
+                            partition=partition,
+                            headers=source_headers(meta, t.app_id, self.name) if meta is not None else None)
         self.state.prepare(produce)
         for letter in self.dead_letters:
             produce(t.dead_letter, letter.value, key=letter.key,
