@@ -15,6 +15,7 @@ from collections import Counter
 from typing import Any
 
 import pytest
+from confluent_kafka import Consumer, TopicPartition
 from typer.testing import CliRunner
 
 from tests.worker.integration.harness import TopicTail, wait_for
@@ -150,4 +151,12 @@ def test_operator_commands_list_approve_and_reject(kafka, worker_factory, app_id
         records = outputs.stop()
     results = {v["key"]: (v["approved"], v["by"]) for v in (json.loads(m.value()) for m in records)}
     assert results == {"yes": (True, "ada"), "no": (False, "")}
+    # The decisions' offsets were committed under the group, in the resumed runs' transactions.
+    reader = Consumer({"bootstrap.servers": kafka.bootstrap_servers, "group.id": app_id})
+    try:
+        committed = reader.committed([TopicPartition(f"{app_id}-decisions", p) for p in range(2)], timeout=10)
+    finally:
+        reader.close()
+    decided = Counter(r["partition"] for r in requests.values())
+    assert {tp.partition: tp.offset for tp in committed if tp.offset >= 0} == dict(decided)
     assert runner.invoke(app, ["approvals", "list", *common]).output == ""
