@@ -157,7 +157,7 @@ class Engine:
         self.inflight_runs = 0
         self.budgets = budget_policy(self.config.budgets)
         self._user_key = user_key
-        self._parked_keys = 0  # busy keys waiting for a budget window; they do not hold back wait_quiet()
+        self._parked_keys = 0  # busy keys waiting for a budget window or a decision: not waited for by wait_quiet()
         self._quiet: asyncio.Event | None = None
 
     # -- driver API ----------------------------------------------------------------------------
@@ -237,8 +237,8 @@ class Engine:
             await self._idle.wait()
 
     async def wait_quiet(self) -> None:
-        """Return when every key is idle or parked (waiting for its budget window): a drain at shutdown
-        need not wait for those, whose records stay uncommitted and run on the next owner."""
+        """Return when every key is idle or parked (waiting for its budget window or for a decision): a drain
+        at shutdown need not wait for those, whose records stay uncommitted and resume on the next owner."""
         if self._quiet is not None:
             await self._quiet.wait()
 
