@@ -29,7 +29,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from agentplan import approvals, codec
+from agentplan import codec
 from agentplan.agent import ActionSpec
 from agentplan.approvals import ApprovalDecisionEvent, ApprovalRequestEvent
 from agentplan.budgets import BudgetExceeded, budget_policy
@@ -46,6 +46,7 @@ from agentplan.metrics import MetricsSink, NullMetrics
 from agentplan.plan import AgentPlan
 from agentplan.resources import ResourceType
 from agentplan.runner_context import RunnerContext
+from agentplan.runtime import parking
 
 logger = logging.getLogger(__name__)
 
@@ -388,64 +389,19 @@ class Engine:
                 self._quiet.set()
 
     def deliver(self, key: Hashable, decision: ApprovalDecisionEvent, meta: Any = None) -> None:
-        """A decision for ``key``'s parked run. One whose request is not parked (decided or timed out
-        already, or unknown) is finished at once as skipped; ``meta`` is finished with the resumed run's
-        state otherwise."""
+        """A decision for ``key``'s parked run (see :mod:`agentplan.runtime.parking`)."""
+        parking.deliver(self, key, decision, meta)
+
+    def _slot_of(self, key: Hashable) -> _Slot:
+        """``key``'s slot, revived from the idle-state cache or loaded from its state when needed."""
         slot = self._slots.get(key)
         if slot is None:
             slot = self._idle_slots.pop(key, None)
             if slot is None:
-                slot = self._new_slot(key)
-            else:
-                self._idle_bytes -= slot.cached_bytes
-                self._slots[key] = slot
-        run = slot.run
-        if run is None or run.parked is None or run.parked["id"] != decision.request_id or slot.decision is not None:
-            logger.info("key %s: decision on request %s ignored: no run waits for it", self._describe_key(key),
-                        decision.request_id)
-            slot.skipped.append(meta)
-            slot.finished.append(meta)
-            slot.version += 1
-            return
-        slot.decision = (decision, meta)
-        if slot.wakeup is not None:
-            slot.wakeup.set()
-
-    async def _park(self, slot: _Slot, run: _Run, event: ApprovalRequestEvent) -> None:
-        """Wait for the decision on ``event`` (or its timeout) without holding a run slot, then put the
-        resolution in its place: the next checkpoint commits it with the decision's offset."""
-        if run.parked is None:
-            run.parked = approvals.park(slot.key, run.run_id, event)
-            slot.requests.append((run.meta, approvals.request_record(run.parked, event, self._user_key(slot.key))))
-            slot.version += 1
-        parked = run.parked
-        assert self._run_slots is not None
-        while slot.decision is None:
-            deadline = parked["deadline"]
-            remaining = None if deadline is None else deadline - time.time()
-            if remaining is not None and remaining <= 0:
-                break
-            slot.wakeup = asyncio.Event()
-            self._run_slots.release()
-            try:
-                with self._parked():
-                    await asyncio.wait_for(slot.wakeup.wait(), remaining)
-            except asyncio.TimeoutError:
-                pass
-            finally:
-                slot.wakeup = None
-                await self._run_slots.acquire()
-        decision, meta = slot.decision if slot.decision is not None else (None, None)
-        if slot.decision is not None:
-            slot.finished.append(meta)
-            slot.decision = None
-        resumed = approvals.resolution(parked, decision, event)
-        object.__setattr__(resumed, "id", f"{run.run_id}.{run.next_event_seq}")
-        run.next_event_seq += 1
-        run.pending[0] = resumed
-        run.cursor = 0
-        run.parked = None
-        slot.version += 1
+                return self._new_slot(key)
+            self._idle_bytes -= slot.cached_bytes
+            self._slots[key] = slot
+        return slot
 
     def _refuse(self, slot: _Slot, item: _Input, error: BudgetExceeded) -> None:
         """Dead-letter an input its key's budget refused; it counts as finished, like a failed run."""
@@ -466,7 +422,7 @@ class Engine:
             while run.pending:
                 event = run.pending[0]
                 if isinstance(event, ApprovalRequestEvent):
-                    await self._park(slot, run, event)
+                    await parking.park(self, slot, run, event)
                     continue
                 actions = self.plan.actions_for(type(event))
                 while run.cursor < len(actions):
