@@ -103,10 +103,10 @@ class BudgetSettings(BudgetLimits):
     def _load_prices_file(self) -> BudgetSettings:
         if self.prices_file is not None:
             self.prices = {**_read_prices(self.prices_file), **self.prices}
-        wants_usd = [name for name, limits in self._all_limits()
-                     if limits.usd_per_window is not None or limits.lifetime_usd is not None]
+        wants_usd = [f"{name}.{field}" for name, limits in self._all_limits()
+                     for field in ("usd_per_window", "lifetime_usd") if getattr(limits, field) is not None]
         if wants_usd and not self.prices:
-            raise ValueError(f"budgets: {wants_usd[0]} sets a USD limit but no prices are configured "
+            raise ValueError(f"{wants_usd[0]} is a USD limit but no prices are configured "
                              "(budgets.prices or budgets.prices_file)")
         if self.tenants and not self.tenant_field:
             raise ValueError("budgets.tenants needs budgets.tenant_field (the input field naming the tenant)")

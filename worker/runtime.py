@@ -52,7 +52,7 @@ from worker.observability.health import ObservabilityServer, model_endpoints_rea
 from worker.observability.liveness import LoopLiveness
 from worker.observability.metrics import WorkerMetrics
 from worker.offsets import OffsetTracker
-from worker.plugins import compile_plan, load_agent, load_model
+from worker.plugins import compile_plan, load_agent, load_agent_config, load_model
 from worker.processing.hot_keys import HotKeys
 from worker.processing.pausing import PauseReason, PausingManager
 from worker.processing.window import InFlightWindow
@@ -77,7 +77,7 @@ class Worker:
         self.settings = settings
         self.agent = agent if agent is not None else load_agent(settings.agent)
         if agent_config is None:
-            agent_config = AgentConfiguration.load(settings.agent_config)
+            agent_config = load_agent_config(settings.agent_config)
         self.plan = plan or compile_plan(self.agent, agent_config, settings.resources)
         self.decoder = InputDecoder(load_model(settings.input_model), settings.max_record_bytes, settings.key_field)
         self.metrics = metrics or WorkerMetrics(app_id=settings.app_id, instance_id=settings.instance_id)

@@ -226,7 +226,8 @@ def test_prices_match_exact_then_dated_names_then_the_default(tmp_path: Path) ->
 
 
 @pytest.mark.parametrize(("budgets", "message"), [
-    ({"usd_per_window": 1.0}, "budgets sets a USD limit but no prices"),
+    ({"usd_per_window": 1.0}, "budgets.usd_per_window is a USD limit but no prices"),
+    ({"tenant_field": "t", "tenants": {"a": {"lifetime_usd": 1}}}, "budgets.tenants.a.lifetime_usd is a USD limit"),
     ({"tenants": {"acme": {"lifetime_tokens": 5}}}, "budgets.tenants needs budgets.tenant_field"),
     ({"prices_file": "/nonexistent/prices.yaml"}, "budgets.prices_file /nonexistent/prices.yaml"),
     ({"on_exceeded": "sleep"}, "on_exceeded"),
