@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from agentplan.budgets import BudgetSettings
 from agentplan.exceptions import AgentPlanError
 
 ENV_PREFIX = "AGENTPLAN_"
@@ -60,6 +61,7 @@ class AgentConfiguration(BaseModel):
     transient_retry_limit: int | None = Field(
         None, ge=0, description="retries of a transient failure (model unreachable, timeout, 5xx, 429); None "
                                 "retries until it recovers")
+    budgets: BudgetSettings | None = Field(None, description="per-key token and cost budgets (agentplan.budgets)")
     extra: dict[str, Any] = Field(default_factory=dict, description="user settings, read with get()")
 
     @classmethod
@@ -76,7 +78,7 @@ class AgentConfiguration(BaseModel):
             data.update({k.replace("-", "_"): v for k, v in loaded.items()})
         environ = os.environ if env is None else env
         for name in cls.model_fields:
-            if name == "extra":
+            if name in ("extra", "budgets"):  # mappings: set in the YAML file
                 continue
             raw = environ.get(ENV_PREFIX + name.upper())
             if raw is not None:
