@@ -16,6 +16,9 @@ class ResourceType(str, enum.Enum):
     CHAT_MODEL_CONNECTION = "chat_model_connection"
     PROMPT = "prompt"
     TOOL = "tool"
+    EMBEDDING_MODEL = "embedding_model"
+    EMBEDDING_MODEL_CONNECTION = "embedding_model_connection"
+    VECTOR_STORE = "vector_store"
 
 
 ResourceResolver = Callable[[str, ResourceType], Any]

@@ -77,6 +77,9 @@ class AgentPlan:
                     raise PlanCompileError(f"{kind.value} {name!r} is built from a {declared.value} class")
             if kind is ResourceType.CHAT_MODEL and isinstance(provider, ResourceDescriptor):
                 self._validate_setup(name, provider.arguments)
+        from agentplan.plan.retrieval_validation import validate_retrieval_resources
+
+        validate_retrieval_resources(self.resource_providers, self.config)
 
     def _validate_setup(self, name: str, args: dict[str, Any]) -> None:
         def require(ref: Any, kind: ResourceType, what: str) -> None:
@@ -124,7 +127,7 @@ class AgentPlan:
         else:
             built = provider
             bind = getattr(built, "bind", None)
-            if callable(bind) and kind in (ResourceType.CHAT_MODEL, ResourceType.CHAT_MODEL_CONNECTION):
+            if callable(bind) and kind not in (ResourceType.PROMPT, ResourceType.TOOL):
                 bind(self.get_resource)
         self._built[name] = built
         return built
