@@ -21,7 +21,8 @@ def main() -> int:
         config = AgentConfiguration.load(RESOURCES / "agent_config.yaml", env={})
         inputs = [json.loads(line) for line in (RESOURCES / "input.jsonl").read_text().splitlines() if line]
         agents_env = AgentsExecutionEnvironment.get_execution_environment(config=config)
-        output_list = agents_env.from_list([{"key": i["user"], "value": i} for i in inputs]).apply(MemoryAgent()).to_list()
+        output_list = agents_env.from_list([{"key": i["user"], "value": i} for i in inputs]).apply(
+            MemoryAgent()).to_list()
         agents_env.execute()
         for entry in output_list:
             for result in entry.values():

@@ -29,7 +29,8 @@ def main() -> int:
 
         questions = [json.loads(line) for line in (RESOURCES / "questions.jsonl").read_text().splitlines() if line]
         agents_env = AgentsExecutionEnvironment.get_execution_environment()
-        output_list = agents_env.from_list([{"key": q["id"], "value": q} for q in questions]).apply(RagAgent()).to_list()
+        output_list = agents_env.from_list([{"key": q["id"], "value": q} for q in questions]).apply(
+            RagAgent()).to_list()
         agents_env.execute()
         for entry in output_list:
             for result in entry.values():
