@@ -10,7 +10,7 @@ outputs, and restored with the key: exactly-once with nothing else to run. Items
 Embedding on ``add`` and ``search`` is a durable call (a replay reuses the vectors and timestamps),
 made with the embedding model setup named by ``long-term-memory.embedding-model-setup``.
 Search is cosine similarity in process. Each set keeps at most ``long-term-memory.max-items-per-set``
-items (default 1000); adding past that evicts the oldest.
+items (default 100); adding past that evicts the oldest.
 
 Upstream code wraps calls in durable calls (``await ctx.durable_execute_async(ms.add, items=...)``);
 that works here too: the engine calls these methods directly (they journal their own embedding
@@ -40,7 +40,8 @@ if TYPE_CHECKING:
 
 #: Where memory sets live in a key's short-term memory.
 LTM_ROOT = "__long_term_memory__"
-DEFAULT_MAX_ITEMS_PER_SET = 1000
+#: A key's state is one changelog record (1 MB by default in Kafka): 100 items of 768 float32 dims are ~0.4 MB.
+DEFAULT_MAX_ITEMS_PER_SET = 100
 _ID_NAMESPACE = uuid.UUID("5f0c7a52-4a55-4c4e-8f7e-3f1b0c9d2a61")
 
 
