@@ -24,7 +24,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from agentplan.embedding_models import BaseEmbeddingModelSetup, Vector
-from agentplan.exceptions import ResourceError
+from agentplan.exceptions import AgentPlanError, ResourceError, TransientError
 from agentplan.resources import Resource, ResourceType
 
 
@@ -53,6 +53,26 @@ class VectorStoreQuery(BaseModel):
 
 class VectorStoreQueryResult(BaseModel):
     documents: list[Document] = Field(default_factory=list)
+
+
+#: Transport failures of the stores' HTTP clients (httpx, used by chromadb and qdrant-client), by class name.
+_TRANSPORT_FAILURES = {"ConnectError", "ConnectTimeout", "ReadTimeout", "WriteTimeout", "PoolTimeout", "ReadError",
+                       "WriteError", "RemoteProtocolError"}
+
+
+def unreachable(exc: BaseException) -> TransientError | None:
+    """A TransientError when ``exc`` comes from a store server that cannot be reached (refused, reset,
+    timed out) or answered 5xx, so the engine retries instead of failing the run; else None."""
+    cause: BaseException | None = exc
+    for _ in range(10):  # bounded: cause chains are short and must not loop
+        if cause is None or isinstance(cause, AgentPlanError):
+            return None
+        status = getattr(cause, "status_code", None)
+        if isinstance(cause, (OSError, TimeoutError)) or type(cause).__name__ in _TRANSPORT_FAILURES or (
+                isinstance(status, int) and status >= 500):
+            return TransientError(f"vector store unreachable: {type(cause).__name__}: {cause}", kind="vector_store")
+        cause = cause.__cause__ or cause.__context__
+    return None
 
 
 def document_id(content: str, metadata: dict[str, Any] | None = None) -> str:
@@ -107,7 +127,13 @@ class BaseVectorStore(Resource):
         document whose id exists replaces it."""
         docs = self._prepared([documents] if isinstance(documents, Document) else documents)
         if docs:
-            self._upsert(self._collection(collection_name), docs)
+            try:
+                self._upsert(self._collection(collection_name), docs)
+            except Exception as exc:
+                transient = unreachable(exc)
+                if transient is None:
+                    raise
+                raise transient from exc
         return [d.id or "" for d in docs]
 
     def update(self, documents: Document | Sequence[Document], collection_name: str | None = None,
@@ -136,8 +162,14 @@ class BaseVectorStore(Resource):
         return await asyncio.get_running_loop().run_in_executor(self._executor, self._search, query, vector)
 
     def _search(self, query: VectorStoreQuery, vector: Vector) -> VectorStoreQueryResult:
-        docs = self._query(self._collection(query.collection_name), vector, query.limit, query.filters,
-                           **query.extra_args)
+        try:
+            docs = self._query(self._collection(query.collection_name), vector, query.limit, query.filters,
+                               **query.extra_args)
+        except Exception as exc:
+            transient = unreachable(exc)
+            if transient is None:
+                raise
+            raise transient from exc
         return VectorStoreQueryResult(documents=docs)
 
     def get(self, ids: str | Sequence[str] | None = None, collection_name: str | None = None,

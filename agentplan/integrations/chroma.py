@@ -30,7 +30,7 @@ class ChromaVectorStore(BaseVectorStore):
 
     def __init__(self, embedding_model: str | BaseEmbeddingModelSetup | None = None, collection: str | None = None,
                  persist_directory: str | None = None, host: str | None = None, port: int = 8000,
-                 api_key: str | None = None, ssl: bool = False, client_settings: dict[str, Any] | None = None,
+                 api_key: str | None = None, ssl: bool = False, client_settings: Any = None,
                  tenant: str = "default_tenant", database: str = "default_database",
                  collection_metadata: dict[str, Any] | None = None, auto_create_collection: bool = True,
                  **store_kwargs: Any) -> None:
@@ -59,7 +59,8 @@ class ChromaVectorStore(BaseVectorStore):
             import chromadb
             from chromadb.config import Settings
 
-            settings = Settings(**{"anonymized_telemetry": False, **self.client_settings})
+            given = self.client_settings
+            settings = given if isinstance(given, Settings) else Settings(**{"anonymized_telemetry": False, **given})
             if self.host:
                 headers = {"x-chroma-token": self.api_key} if self.api_key else None
                 self._client = chromadb.HttpClient(host=self.host, port=self.port, ssl=self.ssl, headers=headers,

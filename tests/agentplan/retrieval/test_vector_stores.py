@@ -4,6 +4,8 @@ embedding with the stub's /v1/embeddings over HTTP."""
 from __future__ import annotations
 
 import asyncio
+import socket
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -15,6 +17,7 @@ from agentplan import (
     OpenAIEmbeddingModelConnection,
     OpenAIEmbeddingModelSetup,
     ResourceError,
+    TransientError,
     VectorStoreQuery,
 )
 from agentplan.integrations.chroma import ChromaVectorStore
@@ -103,3 +106,18 @@ def test_no_embedding_model_or_collection_is_a_clear_error(tmp_path: Path) -> No
     with pytest.raises(ResourceError, match="has no embedding_model"):
         store.add([Document(content="x")], collection_name="c")
     store.close()
+
+
+
+@pytest.mark.parametrize("kind", ["qdrant", "chroma"])
+def test_an_unreachable_server_is_a_transient_error(kind: str) -> None:
+    """The engine retries it (like a model outage) instead of failing the run."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again: nothing listens there
+    store: BaseVectorStore = QdrantVectorStore(url=f"http://127.0.0.1:{port}", collection="faq", timeout=2) \
+        if kind == "qdrant" else ChromaVectorStore(host="127.0.0.1", port=port, collection="faq")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # qdrant-client warns that it cannot check the server's version
+        with pytest.raises(TransientError, match="vector store unreachable: .*Connection refused"):
+            store._search(VectorStoreQuery(query_text="x"), [0.1, 0.2])
