@@ -138,6 +138,8 @@ class AgentPlan:
             close = getattr(resource, "aclose", None)
             if callable(close):
                 await close()
+            elif getattr(resource, "resource_type", None) is ResourceType.VECTOR_STORE:
+                resource.close()  # embedded stores lock their files; reopened at next use
 
     # -- JSON ---------------------------------------------------------------------------------------
     def to_dict(self, redact_secrets: bool = False) -> dict[str, Any]:

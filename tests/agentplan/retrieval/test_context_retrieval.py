@@ -60,3 +60,10 @@ def test_store_naming_an_undeclared_embedding_model_fails_at_compile(tmp_path: o
     wrong_kind.add_resource("kb", ResourceType.EMBEDDING_MODEL, ResourceDescriptor(clazz=QdrantVectorStore))
     with pytest.raises(PlanCompileError, match="embedding_model 'kb' is built from a vector_store class"):
         AgentPlan.from_agent(wrong_kind)
+
+
+def test_a_second_execute_reopens_the_embedded_store(retrieval_env: RetrievalEnv) -> None:
+    """Qdrant's local mode locks its directory: the runner closes stores after each execute()."""
+    env = retrieval_env()
+    assert run(env, RetrievalAgent(), [{"key": "a", "value": "reset my password"}])[0]["ids"][0] == "password"
+    assert run(env, RetrievalAgent(), [{"key": "a", "value": "a refund please"}])[0]["ids"][0] == "refund"
