@@ -1,10 +1,14 @@
-"""Chroma (embedded, in a tmp dir) and Qdrant (local mode on disk) behind one BaseVectorStore API,
-embedding with the stub's /v1/embeddings over HTTP."""
+"""Chroma (embedded in a tmp dir, and a real Chroma server over HTTP) and Qdrant (local mode on disk)
+behind one BaseVectorStore API, embedding with the stub's /v1/embeddings over HTTP."""
 
 from __future__ import annotations
 
 import asyncio
 import socket
+import subprocess
+import sys
+import time
+import urllib.request
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -33,7 +37,39 @@ FAQ = [
 StoreFactory = Callable[[], BaseVectorStore]
 
 
-@pytest.fixture(params=["chroma", "qdrant"])
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def chroma_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    """``chroma run`` (the server shipped with chromadb) on 127.0.0.1; yields its port."""
+    port = free_port()
+    server = subprocess.Popen([str(Path(sys.executable).parent / "chroma"), "run", "--path",
+                               str(tmp_path_factory.mktemp("chroma-server")), "--host", "127.0.0.1",
+                               "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while True:  # bounded by the deadline
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v2/heartbeat", timeout=1).close()
+                break
+            except OSError:
+                assert server.poll() is None and time.monotonic() < deadline, "chroma server did not start"
+                time.sleep(0.1)
+        yield port
+    finally:
+        server.terminate()
+        try:
+            server.wait(10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait(10)
+
+
+@pytest.fixture(params=["chroma", "chroma-server", "qdrant"])
 def open_store(request: pytest.FixtureRequest, stub_llm: StubLLMServer, tmp_path: Path) -> Iterator[StoreFactory]:
     """Opens the store on the same directory each call (a reopened store must see what was added)."""
     setup = OpenAIEmbeddingModelSetup(connection=OpenAIEmbeddingModelConnection(
@@ -46,6 +82,9 @@ def open_store(request: pytest.FixtureRequest, stub_llm: StubLLMServer, tmp_path
         if request.param == "chroma":
             store: BaseVectorStore = ChromaVectorStore(embedding_model=setup, collection="faq",
                                                        persist_directory=str(tmp_path / "chroma"))
+        elif request.param == "chroma-server":
+            store = ChromaVectorStore(embedding_model=setup, collection=f"faq-{tmp_path.name[-20:]}",
+                                      host="127.0.0.1", port=request.getfixturevalue("chroma_server"))
         else:
             store = QdrantVectorStore(embedding_model=setup, collection="faq", path=str(tmp_path / "qdrant"))
         opened.append(store)
@@ -112,9 +151,7 @@ def test_no_embedding_model_or_collection_is_a_clear_error(tmp_path: Path) -> No
 @pytest.mark.parametrize("kind", ["qdrant", "chroma"])
 def test_an_unreachable_server_is_a_transient_error(kind: str) -> None:
     """The engine retries it (like a model outage) instead of failing the run."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]  # closed again: nothing listens there
+    port = free_port()  # closed again: nothing listens there
     store: BaseVectorStore = QdrantVectorStore(url=f"http://127.0.0.1:{port}", collection="faq", timeout=2) \
         if kind == "qdrant" else ChromaVectorStore(host="127.0.0.1", port=port, collection="faq")
     with warnings.catch_warnings():
