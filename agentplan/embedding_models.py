@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import math
+import time
 from abc import abstractmethod
 from collections.abc import Sequence
 from typing import Any
 
 from agentplan.exceptions import ResourceError
+from agentplan.metrics import MetricsSink
 from agentplan.resources import Resource, ResourceType
 
 Vector = list[float]
@@ -65,13 +67,27 @@ class BaseEmbeddingModelSetup(Resource):
 
     def embed_many(self, texts: Sequence[str]) -> list[Vector]:
         """One vector per text (a list call even for one text)."""
-        return _as_batch(self.embed(list(texts)), len(texts))
+        return as_batch(self.embed(list(texts)), len(texts))
 
     async def aembed_many(self, texts: Sequence[str]) -> list[Vector]:
-        return _as_batch(await self.aembed(list(texts)), len(texts))
+        return as_batch(await self.aembed(list(texts)), len(texts))
 
 
-def _as_batch(result: Any, expected: int) -> list[Vector]:
+async def measured_embed(setup: BaseEmbeddingModelSetup, text: str | Sequence[str], metrics: MetricsSink
+                         ) -> Vector | list[Vector]:
+    """``setup.aembed(text)``, reported as a model request (``agentfleet_llm_requests_total{model}``)."""
+    started = time.monotonic()
+    try:
+        result = await setup.aembed(text)
+    except Exception as exc:
+        metrics.llm_request(setup.model or "embedding", time.monotonic() - started, exc)
+        raise
+    metrics.llm_request(setup.model or "embedding", time.monotonic() - started, None)
+    return result
+
+
+def as_batch(result: Any, expected: int) -> list[Vector]:
+    """``result`` checked to be ``expected`` vectors."""
     if not isinstance(result, list) or len(result) != expected or not all(isinstance(v, list) for v in result):
         raise ResourceError(f"embedding model returned {type(result).__name__} for {expected} texts, "
                             f"expected {expected} vectors")

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel
 
 from agentplan.config import AgentConfiguration
-from agentplan.embedding_models import BaseEmbeddingModelSetup, dot, normalized
+from agentplan.embedding_models import BaseEmbeddingModelSetup, as_batch, dot, measured_embed, normalized
 from agentplan.exceptions import PlanCompileError, ResourceError
 from agentplan.resources import ResourceType
 from agentplan.runner_context import self_journaled
@@ -165,7 +165,7 @@ class LongTermMemory:
         setup = self._setup()
 
         async def call() -> dict[str, Any]:
-            return self._stamped(await setup.aembed_many(texts))
+            return self._stamped(as_batch(await measured_embed(setup, list(texts), self._ctx.metrics), len(texts)))
 
         return await self._ctx.durable_execute_async(call)
 

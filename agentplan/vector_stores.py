@@ -156,7 +156,10 @@ class BaseVectorStore(Resource):
         store's thread."""
         if query.mode is not VectorStoreQueryMode.SEMANTIC:
             raise ResourceError(f"unsupported query mode {query.mode!r}")
-        vector: Any = await self.embedding_model.aembed(query.query_text)
+        return await self.asearch(query, await self.embedding_model.aembed(query.query_text))  # type: ignore[arg-type]
+
+    async def asearch(self, query: VectorStoreQuery, vector: Vector) -> VectorStoreQueryResult:
+        """The store part of :meth:`aquery`, for a query already embedded."""
         if self._executor is None:
             self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{type(self).__name__}")
         return await asyncio.get_running_loop().run_in_executor(self._executor, self._search, query, vector)

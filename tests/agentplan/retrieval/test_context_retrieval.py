@@ -34,6 +34,7 @@ def test_questions_get_their_nearest_documents(retrieval_env: RetrievalEnv, stub
                                                           "when do express orders arrive": "shipping"}
     assert all(len(o["ids"]) == 2 for o in outputs)
     assert env.metrics.actions[CONTEXT_RETRIEVAL_ACTION] == 2  # type: ignore[attr-defined]
+    assert env.metrics.llm_requests == 2  # type: ignore[attr-defined] # the embedding calls are model requests
     assert stub_llm.embeddings.count("how do I reset my password") == 1
 
 

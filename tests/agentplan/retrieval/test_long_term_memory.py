@@ -39,6 +39,7 @@ def test_add_get_search_delete_per_key(stub_llm: StubLLMServer) -> None:
                               "meta": {"kind": "fact"}},
                  {"op": "add", "items": "I like jazz", "meta": {"kind": "taste"}})
     assert len(ids) == 2 and len(set(ids)) == 2  # type: ignore[arg-type]
+    assert env.metrics.llm_requests == 2  # type: ignore[attr-defined] # one embedding call per add
     ops(env, "ben", {"op": "add", "items": "I work night shifts"})
     assert ops(env, "ana", {"op": "get"}) == [["my dog is called Pixel", "I am allergic to peanuts", "I like jazz"]]
     assert ops(env, "ana", {"op": "get", "filters": {"kind": "taste"}}) == [["I like jazz"]]
