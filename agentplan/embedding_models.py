@@ -86,6 +86,19 @@ async def measured_embed(setup: BaseEmbeddingModelSetup, text: str | Sequence[st
     return result
 
 
+def measured_embed_sync(setup: BaseEmbeddingModelSetup, text: str | Sequence[str], metrics: MetricsSink
+                        ) -> Vector | list[Vector]:
+    """``setup.embed(text)``, reported as :func:`measured_embed` does."""
+    started = time.monotonic()
+    try:
+        result = setup.embed(text)
+    except Exception as exc:
+        metrics.llm_request(setup.model or "embedding", time.monotonic() - started, exc)
+        raise
+    metrics.llm_request(setup.model or "embedding", time.monotonic() - started, None)
+    return result
+
+
 def as_batch(result: Any, expected: int) -> list[Vector]:
     """``result`` checked to be ``expected`` vectors."""
     if not isinstance(result, list) or len(result) != expected or not all(isinstance(v, list) for v in result):

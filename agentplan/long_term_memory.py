@@ -30,7 +30,14 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel
 
 from agentplan.config import AgentConfiguration
-from agentplan.embedding_models import BaseEmbeddingModelSetup, as_batch, dot, measured_embed, normalized
+from agentplan.embedding_models import (
+    BaseEmbeddingModelSetup,
+    as_batch,
+    dot,
+    measured_embed,
+    measured_embed_sync,
+    normalized,
+)
 from agentplan.exceptions import PlanCompileError, ResourceError
 from agentplan.resources import ResourceType
 from agentplan.runner_context import self_journaled
@@ -137,7 +144,8 @@ class LongTermMemory:
         return MemorySet(name, self)
 
     def delete_memory_set(self, name: str) -> bool:
-        return bool(self._ctx.short_term_memory.delete(f"{LTM_ROOT}.{name}"))
+        """Forget the set and its items; False if it did not exist."""
+        return bool(self._ctx.short_term_memory.delete(self.get_memory_set(name)._path))
 
     def memory_set_names(self) -> list[str]:
         root = self._ctx.short_term_memory.get(LTM_ROOT)
@@ -159,7 +167,9 @@ class LongTermMemory:
 
     def _embed(self, texts: list[str]) -> dict[str, Any]:
         setup = self._setup()
-        return self._ctx.durable_execute(lambda: self._stamped(setup.embed_many(texts)))
+        metrics = self._ctx.metrics
+        return self._ctx.durable_execute(
+            lambda: self._stamped(as_batch(measured_embed_sync(setup, list(texts), metrics), len(texts))))
 
     async def _aembed(self, texts: list[str]) -> dict[str, Any]:
         setup = self._setup()
