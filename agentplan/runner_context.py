@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from agentplan.config import AgentConfiguration
 from agentplan.events import Event
@@ -12,7 +12,24 @@ from agentplan.memory import MemoryObject
 from agentplan.metrics import MetricsSink
 from agentplan.resources import ResourceType
 
+if TYPE_CHECKING:
+    from agentplan.long_term_memory import LongTermMemory
+
 T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
+
+#: Marks a method that journals its own model calls and writes the key's state itself (a memory set's
+#: ``add``): ``ctx.durable_execute(_async)`` calls it directly instead of recording its result, since
+#: a recorded result would skip the state write on replay. The value names its async variant.
+SELF_JOURNALED = "_agentplan_self_journaled"
+
+
+def self_journaled(async_variant: str) -> Callable[[F], F]:
+    def mark(func: F) -> F:
+        setattr(func, SELF_JOURNALED, async_variant)
+        return func
+
+    return mark
 
 
 class RunnerContext(ABC):
@@ -36,6 +53,13 @@ class RunnerContext(ABC):
     @abstractmethod
     def sensory_memory(self) -> MemoryObject:
         """Per-run memory, cleared when the run ends."""
+
+    @property
+    def long_term_memory(self) -> LongTermMemory:
+        """Per-key memory sets searched by meaning, kept in the key's state (see agentplan.long_term_memory)."""
+        from agentplan.long_term_memory import LongTermMemory
+
+        return LongTermMemory(self)
 
     @abstractmethod
     def get_resource(self, name: str, type: ResourceType) -> Any:  # noqa: A002 - Flink Agents name

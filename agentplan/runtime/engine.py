@@ -45,7 +45,7 @@ from agentplan.memory import MemoryObject
 from agentplan.metrics import MetricsSink, NullMetrics
 from agentplan.plan import AgentPlan
 from agentplan.resources import ResourceType
-from agentplan.runner_context import RunnerContext
+from agentplan.runner_context import SELF_JOURNALED, RunnerContext
 from agentplan.runtime import parking
 from agentplan.runtime.observe import Observation, ObservedAction, ObservedRun
 
@@ -631,6 +631,8 @@ class _ActionContext(RunnerContext):
         self._slot.version += 1
 
     def durable_execute(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        if getattr(fn, SELF_JOURNALED, None):  # journals its own calls; see runner_context.SELF_JOURNALED
+            return fn(*args, **kwargs)
         key = self._journal_key()
         observed = self.observation
         if key in self._run.journal:
@@ -660,6 +662,9 @@ class _ActionContext(RunnerContext):
         return result
 
     async def durable_execute_async(self, fn: Callable[..., T | Awaitable[T]], *args: Any, **kwargs: Any) -> T:
+        variant = getattr(fn, SELF_JOURNALED, None)
+        if variant:  # journals its own calls; see runner_context.SELF_JOURNALED
+            return await getattr(fn.__self__, variant)(*args, **kwargs)  # type: ignore[attr-defined]
         key = self._journal_key()
         observed = self.observation
         if key in self._run.journal:
