@@ -5,8 +5,11 @@ on first use by :func:`bench.peers.venv.ensure_venv`) with one CLI and one JSON 
 
 * ``flink_agents`` — the seed's Flink Agents 0.1.1 workflow agent on a local MiniCluster,
   fed by a bounded collection of ``count`` seed records (not Kafka).
+* ``flink_agents_0_3`` — the same agent in Flink Agents 0.3.1's API, async chat on, same source.
 * ``quix`` — Quix Streams, exactly-once, per-key state, sync ``openai`` call.
-* ``naive`` — confluent-kafka consume -> ``openai`` -> produce, at-least-once.
+* ``naive`` — confluent-kafka consume -> ``openai`` -> produce, one record at a time, at-least-once.
+* ``asyncio`` — a hand-written asyncio service: ``AsyncOpenAI`` on aiohttp, bounded in flight,
+  at-least-once commits below the lowest unfinished record.
 
 The Kafka peers read ``count`` records the caller has produced to the input topic (the
 seed's JSON lines, keyed by id: see :func:`bench.peers.peer_common.seed_records`).
@@ -33,8 +36,10 @@ _HERE = Path(__file__).resolve().parent
 # peer name -> (script, the peers venv it runs in)
 PEERS: dict[str, tuple[Path, str]] = {
     "flink_agents": (_HERE / "flink_agents_peer.py", "flink"),
+    "flink_agents_0_3": (_HERE / "flink_agents_0_3_peer.py", "flink03"),
     "quix": (_HERE / "quix_peer.py", "kafka"),
     "naive": (_HERE / "naive_peer.py", "kafka"),
+    "asyncio": (_HERE / "asyncio_peer.py", "kafka"),
 }
 # Time allowed beyond the peer's own deadline for JVM shutdown, final commits and exit.
 _EXIT_GRACE_S = 60.0
