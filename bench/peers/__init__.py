@@ -28,7 +28,7 @@ from typing import Any
 from bench.peers.exceptions import PeerError, PeerRunError, PeerVenvError
 from bench.peers.venv import ensure_venv, peer_env, venv_python
 
-__all__ = ["PEERS", "PeerError", "PeerRunError", "PeerVenvError", "peer_command", "run_peer"]
+__all__ = ["COLLECTION_PEERS", "PEERS", "PeerError", "PeerRunError", "PeerVenvError", "peer_command", "run_peer"]
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +41,8 @@ PEERS: dict[str, tuple[Path, str]] = {
     "naive": (_HERE / "naive_peer.py", "kafka"),
     "asyncio": (_HERE / "asyncio_peer.py", "kafka"),
 }
+# Peers that build their input as a bounded collection and ignore the input topic.
+COLLECTION_PEERS = ("flink_agents", "flink_agents_0_3")
 # Time allowed beyond the peer's own deadline for JVM shutdown, final commits and exit.
 _EXIT_GRACE_S = 60.0
 
