@@ -4,7 +4,7 @@ The peers need libraries that must not enter the project's own venv (PyFlink pin
 apache-beam/numpy/pandas/pyarrow). They also cannot share one venv with each other:
 quixstreams requires ``confluent-kafka[avro]``, whose ``avro`` package replaces the
 ``avro`` module of PyFlink's ``avro-python3``, and PyFlink's Python workers then fail
-(``ImportError: cannot import name 'AvroTypeException' from 'avro.io'``). Hence two:
+(``ImportError: cannot import name 'AvroTypeException' from 'avro.io'``). Hence three:
 
 * ``flink`` — apache-flink 1.20.3, flink-agents 0.1.1 (the Flink Agents 0.1.1 peer);
 * ``flink03`` — apache-flink 1.20.5, flink-agents 0.3.1 and its Flink jars (the Flink Agents 0.3.1 peer;
