@@ -36,8 +36,6 @@ def _extra_args(parser: argparse.ArgumentParser) -> None:
 
 
 def build_job(args: argparse.Namespace, env: Any) -> tuple[Any, dict[str, Any]]:
-    flink_agents_peer.add_module_dirs()
-
     from flink_agents.api.core_options import AgentExecutionOptions
     from flink_agents.api.execution_environment import AgentsExecutionEnvironment
     from flink_agents.api.resource import ResourceType
@@ -60,4 +58,5 @@ def build_job(args: argparse.Namespace, env: Any) -> tuple[Any, dict[str, Any]]:
 
 
 if __name__ == "__main__":
-    sys.exit(flink_agents_peer.main(peer=PEER, extra_args=_extra_args, build_job=build_job))
+    # The agent module lives in bench/peers, which main puts on every PYTHONPATH.
+    sys.exit(flink_agents_peer.main(peer=PEER, extra_args=_extra_args, build_job=build_job, agent_dirs=list))

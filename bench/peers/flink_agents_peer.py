@@ -64,14 +64,15 @@ def _exit_on_deadline(timeout_s: float) -> threading.Timer:
     return timer
 
 
-def _build_job(args: argparse.Namespace, env: Any) -> Any:
-    """Flink Agents 0.1.1: the example ported by imports, over a bounded collection; returns the result stream."""
-    # The agent modules are imported by name here, in the JVM's embedded Python and in
-    # PyFlink's Python workers; the JVM and the workers inherit this PYTHONPATH.
+def _write_port() -> list[Path]:
+    """The example ported to Flink Agents 0.1.1, written to a temporary directory; returns it."""
     agent_dir = flink_port.write_port(Path(tempfile.mkdtemp(prefix="flink-agents-port-")))
     atexit.register(shutil.rmtree, agent_dir, True)
-    add_module_dirs(agent_dir)
+    return [agent_dir]
 
+
+def _build_job(args: argparse.Namespace, env: Any) -> Any:
+    """Flink Agents 0.1.1: the example ported by imports, over a bounded collection; returns the result stream."""
     from custom_types import TextInput, local_llm_descriptor
     from flink_agents.api.execution_environment import AgentsExecutionEnvironment
     from sentiment_agent import SentimentAnalysisAgent
@@ -87,7 +88,10 @@ def _build_job(args: argparse.Namespace, env: Any) -> Any:
 
 
 def add_module_dirs(*dirs: Path) -> None:
-    """Make modules importable here, in the JVM's embedded Python and in PyFlink's workers (they inherit it)."""
+    """Make modules importable here, in the JVM's embedded Python and in PyFlink's workers.
+
+    They inherit PYTHONPATH when they start: call this before the StreamExecutionEnvironment.
+    """
     module_dirs = [str(d) for d in dirs] + [str(Path(peer_common.__file__).resolve().parent)]
     os.environ["PYTHONPATH"] = os.pathsep.join(module_dirs)
     sys.path[:0] = module_dirs
@@ -108,8 +112,13 @@ def _as_json(result: Any) -> str:
 
 def main(argv: list[str] | None = None, peer: str = PEER,
          extra_args: Callable[[argparse.ArgumentParser], None] = _extra_args,
-         build_job: Callable[[argparse.Namespace, Any], tuple[Any, dict[str, Any]]] | None = None) -> int:
-    """Run the job and print the result line; ``build_job`` gives the result stream and extra result fields."""
+         build_job: Callable[[argparse.Namespace, Any], tuple[Any, dict[str, Any]]] | None = None,
+         agent_dirs: Callable[[], list[Path]] = _write_port) -> int:
+    """Run the job and print the result line.
+
+    ``agent_dirs`` gives the directories the agent's modules are imported from (besides
+    bench/peers); ``build_job`` gives the result stream and extra result fields.
+    """
     args = peer_common.parse_args(peer, argv, extra_args)
     # The example's connection and model settings read these.
     os.environ["OPENAI_BASE_URL"] = args.llm_base_url
@@ -121,6 +130,7 @@ def main(argv: list[str] | None = None, peer: str = PEER,
     cpu_meter = peer_common.ProcessTreeCpu()
     cpu_meter.start()
 
+    add_module_dirs(*agent_dirs())
     from pyflink.datastream import StreamExecutionEnvironment
 
     env = StreamExecutionEnvironment.get_execution_environment()
