@@ -176,7 +176,7 @@ def markdown(results: dict[str, Any], plots: list[str]) -> str:
                 if found is None:
                     cells.append("not run")
                 elif found["records_per_s"] is None:
-                    cells.append("failed: " + str(found["error"])[:60])
+                    cells.append("failed: " + " ".join(str(found["error"]).split())[:60])  # one table line
                 else:
                     cells.append(f"{_fmt(found['records_per_s'])} ({_fmt(found['ratio'])}×), "
                                  f"{_fmt(found.get('cpu_ms_per_record'))} ms")

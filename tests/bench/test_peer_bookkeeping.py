@@ -89,7 +89,7 @@ def test_peer_table_has_cpu_per_record_for_ours_and_each_peer() -> None:
               "peer_flink_agents_0_3_records_per_s": 90, "ours_vs_flink_agents_0_3": 10.0,
               "peer_flink_agents_0_3_cpu_ms_per_record": 12.5,
               "peer_asyncio_records_per_s": 450, "ours_vs_asyncio": 2.0, "peer_asyncio_cpu_ms_per_record": 1.5,
-              "peer_flink_agents_error": "boom"}
+              "peer_flink_agents_error": "exited 1:\nboom"}
     rows = report.peer_rows({"S2": {"median": median}})
     assert len(rows) == 1 and rows[0]["ours_cpu_ms_per_record"] == 0.9
     assert rows[0]["peers"]["asyncio"]["cpu_ms_per_record"] == 1.5
@@ -98,4 +98,5 @@ def test_peer_table_has_cpu_per_record_for_ours_and_each_peer() -> None:
     results = {"command": "c", "mode": "quick", "started": "t0", "finished": "t1", "machine": {}, "repeats": 1,
                "scenarios": scenarios, "goals": report.goal_rows(scenarios), "peers": rows}
     markdown = report.markdown(results, [])
-    assert "| S2 | 900, 0.9 ms | failed: boom | 90 (10×), 12.5 ms | not run | not run | 450 (2×), 1.5 ms |" in markdown
+    row = "| S2 | 900, 0.9 ms | failed: exited 1: boom | 90 (10×), 12.5 ms | not run | not run | 450 (2×), 1.5 ms |"
+    assert row in markdown
