@@ -145,7 +145,7 @@ def test_workers_ride_out_a_broker_crash_and_a_rolling_restart(cluster: KafkaClu
             # The controller fences the dead node and shrinks the ISRs; the workers go on without it (a
             # commit that librdkafka keeps blocked on the dead coordinator is cut loose after
             # transaction.timeout.ms, see Worker._stuck_close).
-            assert wait_for(lambda: under_replicated_partitions(cluster.admin.client) > 0, 30, 0.2)
+            assert wait_for(lambda: (under_replicated_partitions(cluster.admin.client) or 0) > 0, 30, 0.2)
             assert _progress(outputs, 2 * KEYS), logs()
             record_property("crash_to_progress_s", round(time.monotonic() - killed, 1))
             apache.start_node(crashed, START_TIMEOUT_S)

@@ -33,6 +33,12 @@ EVENT_ONLY = {
     "agentfleet_records_lost_to_retention_total",  # test_input_retention.py
     "agentfleet_action_errors_total",  # an action that raises: test_llm_fault_matrix.py
     "agentfleet_records_skipped_total",  # a replay after a crash: test_failover_and_scaling.py
+    "agentfleet_llm_fallbacks_total",  # a call answered by a fallback setup: tests/agentplan/test_fallback.py
+    # Per endpoint, only for endpoints with limits configured, which CountingAgent's has not:
+    # test_model_limits.py runs limited endpoints.
+    "agentfleet_llm_concurrency_limit",
+    "agentfleet_llm_inflight_requests",
+    "agentfleet_llm_throttled_seconds_total",
 }
 RATE_INTERVAL = "15s"  # Grafana's $__rate_interval for a 1 s scrape interval
 

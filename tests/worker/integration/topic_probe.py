@@ -15,6 +15,7 @@ from confluent_kafka import (
     ConsumerGroupTopicPartitions,
     IsolationLevel,
     KafkaError,
+    KafkaException,
     Message,
     TopicCollection,
     TopicPartition,
@@ -70,9 +71,16 @@ def replication_factor(admin: AdminClient, topic: str) -> int:
     return min(len(p.replicas) for p in description.result(timeout=REQUEST_TIMEOUT_S).partitions)
 
 
-def under_replicated_partitions(admin: AdminClient) -> int:
-    """Partitions of every topic, internal ones included, with fewer in-sync replicas than replicas."""
-    metadata = admin.list_topics(timeout=REQUEST_TIMEOUT_S)
+def under_replicated_partitions(admin: AdminClient) -> int | None:
+    """Partitions of every topic, internal ones included, with fewer in-sync replicas than replicas;
+    None when no broker answered the metadata request in time (right after a node dies, the client
+    may still be waiting on it): unknown, not zero."""
+    try:
+        metadata = admin.list_topics(timeout=REQUEST_TIMEOUT_S)
+    except KafkaException as exc:
+        if exc.args[0].code() != KafkaError._TIMED_OUT:
+            raise
+        return None
     return sum(1 for topic in metadata.topics.values() for p in topic.partitions.values()
                if len(p.isrs) < len(p.replicas))
 
