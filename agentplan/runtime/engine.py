@@ -343,7 +343,7 @@ class Engine:
         try:
             while run.pending:
                 event = run.pending[0]
-                actions = self.plan.actions_for(type(event))
+                actions = self.plan.actions_for_event(event)
                 while run.cursor < len(actions):
                     spec = actions[run.cursor]
                     emitted = await self._execute_action(slot, run, spec, event)
