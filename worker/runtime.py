@@ -153,7 +153,7 @@ class Worker:
             self._discard_unstarted_consumer()
             raise
         self.engine = Engine(self.plan, state_loader=self._load_state, metrics=self.metrics,
-                             describe_key=describe_key)
+                             describe_key=describe_key, commits_state=True)
         self.metrics.inflight_limit.set(s.max_inflight)
         if isinstance(producer, TransactionalProducer):
             try:

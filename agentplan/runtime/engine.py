@@ -38,11 +38,13 @@ from agentplan.exceptions import (
     SerializationError,
     TransientError,
 )
-from agentplan.memory import MemoryObject
+from agentplan.memory import MemoryObject, MemoryType
+from agentplan.metric_group import MetricGroup
 from agentplan.metrics import MetricsSink, NullMetrics
 from agentplan.plan import AgentPlan
 from agentplan.resources import ResourceType
 from agentplan.runner_context import RunnerContext
+from agentplan.runtime import durable
 
 logger = logging.getLogger(__name__)
 
@@ -98,7 +100,7 @@ class _Slot:
 
     __slots__ = ("key", "queue", "memory", "progress", "run", "run_counter", "task", "version",
                  "collected_version", "in_action", "memory_backup", "sensory_backup", "ctx",
-                 "outputs", "finished", "failures", "skipped", "cached_bytes")
+                 "outputs", "finished", "failures", "skipped", "cached_bytes", "persist_waiters")
 
     def __init__(self, key: Hashable) -> None:
         self.key = key
@@ -119,16 +121,22 @@ class _Slot:
         self.failures: list[tuple[Any, Any, BaseException]] = []
         self.skipped: list[Any] = []
         self.cached_bytes = 0  # charged to the idle-state cache while the key is idle
+        self.persist_waiters: list[tuple[int, asyncio.Future[None]]] = []  # (version, woken once durable)
 
 
 class Engine:
     """Runs a compiled :class:`AgentPlan` for many keys on the current asyncio loop."""
 
     def __init__(self, plan: AgentPlan, *, state_loader: StateLoader | None = None,
-                 metrics: MetricsSink | None = None, describe_key: Callable[[Hashable], str] = repr) -> None:
+                 metrics: MetricsSink | None = None, describe_key: Callable[[Hashable], str] = repr,
+                 commits_state: bool = False) -> None:
         """``describe_key`` renders a key in log lines the way its user knows it (the Kafka worker's keys
-        carry their partition, which users never wrote)."""
+        carry their partition, which users never wrote). ``commits_state``: the driver persists collected
+        deltas while runs go on and calls :meth:`release` once they are durable (the Kafka worker); a
+        reconciled durable call then waits for its start to be durable before it runs."""
         self.plan = plan
+        self.commits_state = commits_state
+        self.metric_group = MetricGroup()
         self._describe_key = describe_key
         self.config: AgentConfiguration = plan.config
         self.metrics: MetricsSink = metrics or NullMetrics()
@@ -186,6 +194,8 @@ class Engine:
         budget = self.config.idle_state_cache_bytes
         for delta in deltas:
             slot = self._slots.get(delta.key)
+            if slot is not None and slot.persist_waiters:
+                self._wake_persisted(slot, delta.version)
             if slot is not None and slot.task is None and slot.version == delta.version and not slot.queue:
                 del self._slots[delta.key]
                 if budget:
@@ -195,6 +205,25 @@ class Engine:
         while self._idle_bytes > budget and self._idle_slots:
             _key, evicted = self._idle_slots.popitem(last=False)
             self._idle_bytes -= evicted.cached_bytes
+
+    @staticmethod
+    def _wake_persisted(slot: _Slot, version: int) -> None:
+        waiting = []
+        for target, future in slot.persist_waiters:
+            if target <= version:
+                if not future.done():
+                    future.set_result(None)
+            else:
+                waiting.append((target, future))
+        slot.persist_waiters = waiting
+
+    async def persisted(self, slot: _Slot) -> None:
+        """Wait until the key's state as it is now is durable (a no-op unless the driver commits state)."""
+        if not self.commits_state:
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        slot.persist_waiters.append((slot.version, future))
+        await future
 
     def cancel_keys(self, predicate: Callable[[Hashable], bool]) -> int:
         """Stop and forget keys (e.g. of revoked partitions); uncollected changes are dropped."""
@@ -255,7 +284,8 @@ class Engine:
             if slot.in_action and getattr(slot, backup) is None:
                 setattr(slot, backup, memory.to_data())
 
-        memory = MemoryObject(source._node if source is not None else None, guard, before_write)
+        kind = MemoryType.SENSORY if backup == "sensory_backup" else MemoryType.SHORT_TERM
+        memory = MemoryObject(source._node if source is not None else None, guard, before_write, kind)
         return memory
 
     def _encode_state(self, slot: _Slot) -> bytes:
@@ -482,8 +512,17 @@ class _ActionContext(RunnerContext):
         self._check_not_durable("memory access")
         return self._run.sensory
 
-    def get_resource(self, name: str, type: ResourceType) -> Any:  # noqa: A002
+    def get_resource(self, name: str, type: ResourceType,  # noqa: A002
+                     metric_group: MetricGroup | None = None) -> Any:
         return self._engine.plan.get_resource(name, type)
+
+    @property
+    def agent_metric_group(self) -> MetricGroup:
+        return self._engine.metric_group
+
+    @property
+    def action_metric_group(self) -> MetricGroup:
+        return self._engine.metric_group.get_sub_group("action", self._spec.name)
 
     @property
     def action_config(self) -> dict[str, Any]:
@@ -514,26 +553,47 @@ class _ActionContext(RunnerContext):
         self._run.journal[key] = codec.encode(result)
         self._slot.version += 1
 
-    def durable_execute(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    def durable_execute(self, fn: Callable[..., T], *args: Any, reconciler: Callable[[], Any] | None = None,
+                        **kwargs: Any) -> T:
         key = self._journal_key()
-        if key in self._run.journal:
-            return codec.decode(self._run.journal[key])
+        journal = self._run.journal
+        if key in journal:
+            if not durable.is_started(journal[key]):
+                return codec.decode(journal[key])  # type: ignore[no-any-return]
+            if reconciler is not None:
+                return self._reconcile(key, reconciler)  # type: ignore[no-any-return]
+        if reconciler is not None:
+            # The event loop is blocked until fn returns, so no checkpoint can commit this start before
+            # the result: a sync call is reconciled only when its start was committed by other means.
+            self._mark_started(key)
         self._durable_depth += 1
         try:
             result = fn(*args, **kwargs)
+        except BaseException:
+            self._forget_started(key)
+            raise
         finally:
             self._durable_depth -= 1
         if inspect.isawaitable(result):
             if inspect.iscoroutine(result):
                 result.close()  # never awaited by design; avoids a "never awaited" warning on top
+            self._forget_started(key)
             raise DurableCallError("durable_execute got a coroutine; use await ctx.durable_execute_async(...)")
         self._record(key, result)
         return result
 
-    async def durable_execute_async(self, fn: Callable[..., T | Awaitable[T]], *args: Any, **kwargs: Any) -> T:
+    async def durable_execute_async(self, fn: Callable[..., T | Awaitable[T]], *args: Any,
+                                    reconciler: Callable[[], Any] | None = None, **kwargs: Any) -> T:
         key = self._journal_key()
-        if key in self._run.journal:
-            return codec.decode(self._run.journal[key])
+        journal = self._run.journal
+        if key in journal:
+            if not durable.is_started(journal[key]):
+                return codec.decode(journal[key])  # type: ignore[no-any-return]
+            if reconciler is not None:
+                return self._reconcile(key, reconciler)  # type: ignore[no-any-return]
+        if reconciler is not None:
+            self._mark_started(key)
+            await self._engine.persisted(self._slot)  # the start is committed before fn runs
         self._durable_depth += 1
         try:
             if inspect.iscoroutinefunction(fn):
@@ -542,6 +602,34 @@ class _ActionContext(RunnerContext):
                 result = await asyncio.to_thread(fn, *args, **kwargs)
                 if inspect.isawaitable(result):
                     result = await result
+        except BaseException:
+            self._forget_started(key)
+            raise
+        finally:
+            self._durable_depth -= 1
+        self._record(key, result)
+        return result  # type: ignore[return-value]
+
+    def _mark_started(self, key: str) -> None:
+        self._run.journal[key] = durable.STARTED
+        self._slot.version += 1
+
+    def _forget_started(self, key: str) -> None:
+        """The call's outcome is known (it raised): a retry of the action runs it again."""
+        if durable.is_started(self._run.journal.get(key)):
+            del self._run.journal[key]
+            self._slot.version += 1
+
+    def _reconcile(self, key: str, reconciler: Callable[[], Any]) -> Any:
+        """A replay found the call started with no result: the reconciler says what became of it."""
+        logger.info("key %s: durable call %s was in flight when its run stopped; reconciling",
+                    self._engine._describe_key(self._slot.key), key)
+        self._durable_depth += 1
+        try:
+            result = reconciler()
+        except BaseException:
+            self._forget_started(key)
+            raise
         finally:
             self._durable_depth -= 1
         self._record(key, result)
