@@ -13,7 +13,14 @@ from agentplan.chat_models import (
     BaseChatModelSetup,
     ChatResult,
 )
-from agentplan.config import AgentConfiguration, ErrorHandlingStrategy
+from agentplan.config import (
+    AgentConfiguration,
+    AgentExecutionOptions,
+    ConfigOption,
+    ErrorHandlingStrategy,
+    ShortTermMemoryTtlUpdate,
+    ShortTermMemoryTtlVisibility,
+)
 from agentplan.decorators import (
     action,
     chat_model_connection,
@@ -28,6 +35,7 @@ from agentplan.events import (
     Event,
     InputEvent,
     OutputEvent,
+    OutputSchema,
     ToolRequestEvent,
     ToolResponseEvent,
 )
@@ -43,10 +51,12 @@ from agentplan.exceptions import (
     ToolCallLimitExceeded,
     TransientError,
 )
-from agentplan.memory import MemoryObject
+from agentplan.memory import MemoryObject, MemoryRef, MemoryType
+from agentplan.metric_group import MetricGroup
 from agentplan.plan import AgentPlan
 from agentplan.prompts import Prompt
 from agentplan.react import ReActAgent
+from agentplan.resource_names import ResourceName
 from agentplan.resources import Resource, ResourceDescriptor, ResourceType
 from agentplan.runner_context import RunnerContext
 from agentplan.runtime.engine import Engine, KeyDelta
@@ -81,6 +91,8 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
+    "AgentExecutionOptions", "ConfigOption", "MemoryRef", "MemoryType", "MetricGroup", "OutputSchema",
+    "ResourceName", "ShortTermMemoryTtlUpdate", "ShortTermMemoryTtlVisibility",
     "ActionError", "Agent", "AgentConfiguration", "AgentPlan", "AgentPlanError", "AgentRunError",
     "AgentsExecutionEnvironment", "BaseChatModelConnection", "BaseChatModelSetup", "ChatMessage",
     "ChatModelError", "ChatRequestEvent", "ChatResponseEvent", "ChatResult", "DurableCallError", "Engine",

@@ -37,7 +37,14 @@ class AgentsExecutionEnvironment:
 
         return LocalExecutionEnvironment(**kwargs)
 
-    def get_config(self) -> AgentConfiguration:
+    def get_config(self, path: str | None = None) -> AgentConfiguration:
+        """The agent configuration; with ``path``, first loaded from that YAML file (ours, or a Flink
+        ``config.yaml`` whose ``agent:`` section holds the settings)."""
+        if path is not None:
+            loaded = AgentConfiguration.load(path)
+            for name in loaded.model_fields_set - {"extra"}:
+                setattr(self.config, name, getattr(loaded, name))
+            self.config.extra.update(loaded.extra)
         return self.config
 
     def add_resource(self, name: str, type_or_value: ResourceType | Any,
@@ -49,6 +56,14 @@ class AgentsExecutionEnvironment:
         else:
             self.resources[name] = (infer_resource_type(type_or_value), type_or_value)
         return self
+
+    def named_agent(self, name: str) -> Agent:
+        """An agent registered by name (``load_yaml``)."""
+        agents: dict[str, Agent] = getattr(self, "agents", {})
+        if name not in agents:
+            raise AgentPlanError(f"no agent named {name!r} (known: {sorted(agents)}); agents are named by "
+                                 "env.load_yaml(path) - otherwise pass the Agent itself to apply()")
+        return agents[name]
 
     def compile(self, agent: Agent) -> AgentPlan:
         return AgentPlan.from_agent(agent, self.config, self.resources)

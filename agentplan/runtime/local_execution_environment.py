@@ -30,15 +30,24 @@ class LocalExecutionEnvironment(AgentsExecutionEnvironment):
         self.state: dict[Any, bytes] = {}  # committed per-key state, kept across execute() calls
 
     def from_list(self, inputs: list[dict[str, Any]]) -> LocalExecutionEnvironment:
+        """Inputs as ``{"key": k, "value": v}`` (or Flink Agents' short ``{"k": k, "v": v}``); the key
+        defaults to the input's index."""
+        normalized = []
         for i, item in enumerate(inputs):
+            if isinstance(item, dict) and "value" not in item and "v" in item:
+                item = {"value": item["v"], **({"key": item["k"]} if "k" in item else {})}
             if not isinstance(item, dict) or "value" not in item:
                 raise AgentPlanError(f"input #{i} must be a dict with 'value' (and optionally 'key'), got {item!r}")
-        self._inputs = list(inputs)
+            normalized.append(item)
+        self._inputs = normalized
         return self
 
-    def apply(self, agent: Agent) -> LocalExecutionEnvironment:
+    def apply(self, agent: Agent | str) -> LocalExecutionEnvironment:
+        """Run ``agent``; a string names an agent loaded from YAML with :meth:`load_yaml`."""
         if self._inputs is None:
             raise AgentPlanError("call from_list(...) before apply(agent)")
+        if isinstance(agent, str):
+            agent = self.named_agent(agent)
         self._plan = self.compile(agent)
         return self
 
@@ -48,7 +57,10 @@ class LocalExecutionEnvironment(AgentsExecutionEnvironment):
             raise AgentPlanError("call apply(agent) before to_list()")
         return self._outputs
 
-    def execute(self) -> None:
+    def execute(self, job_name: str | None = None) -> None:
+        """Run every input to completion. (``job_name``: Flink Agents names the job; here it is logged.)"""
+        if job_name:
+            logger.info("executing job %s", job_name)
         try:
             asyncio.get_running_loop()
         except RuntimeError:
