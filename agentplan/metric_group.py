@@ -112,16 +112,16 @@ class MetricGroup:
             return metric
 
     def get_counter(self, name: str) -> Counter:
-        return self._metric(name, Counter)  # type: ignore[no-any-return]
+        return self._metric(name, Counter)
 
     def get_meter(self, name: str) -> Meter:
-        return self._metric(name, Meter)  # type: ignore[no-any-return]
+        return self._metric(name, Meter)
 
     def get_gauge(self, name: str) -> Gauge:
-        return self._metric(name, Gauge)  # type: ignore[no-any-return]
+        return self._metric(name, Gauge)
 
     def get_histogram(self, name: str, window_size: int = 100) -> Histogram:
-        return self._metric(name, Histogram, window_size)  # type: ignore[no-any-return]
+        return self._metric(name, Histogram, window_size)
 
     def snapshot(self) -> list[tuple[tuple[str, ...], str, Any]]:
         """Every metric of this group and its sub-groups: (scope, name, metric)."""

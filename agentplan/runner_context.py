@@ -61,6 +61,7 @@ class RunnerContext(ABC):
 
     def close(self) -> None:
         """Flink Agents 0.3 API; the engine owns the context's resources, so nothing to release."""
+        return None
 
     @property
     @abstractmethod

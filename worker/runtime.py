@@ -25,10 +25,12 @@ from confluent_kafka import (
     KafkaException,
     Message,
     Producer,
+    TopicPartition,
 )
 
 from agentplan import Agent, AgentConfiguration, AgentPlan, Engine
 from agentplan.endpoints import model_endpoints
+from agentplan.runtime.state_ttl import ShortTermMemoryTtl
 from worker.checkpoint.checkpoint import Checkpoint, DeadLetter, Rekeyed, Topics
 from worker.checkpoint.checkpointer import Checkpointer
 from worker.checkpoint.producer import (
@@ -57,6 +59,7 @@ from worker.processing.pausing import PauseReason, PausingManager
 from worker.processing.window import InFlightWindow
 from worker.rebalance import Rebalancer
 from worker.records import DecodeFailure, EngineKey, InputDecoder, RecordMeta, describe_key, position
+from worker.state.expiry import StateExpiry
 from worker.state.store import ensure_writable
 
 __all__ = ["Worker"]
@@ -98,6 +101,7 @@ class Worker:
         self.pausing: PausingManager | None = None
         self.hot_keys: HotKeys | None = None
         self.rebalancer: Rebalancer | None = None
+        self.expiry: StateExpiry | None = None
 
     # -- entry points -------------------------------------------------------------------------------
     def run(self) -> int:
@@ -155,6 +159,9 @@ class Worker:
         self.engine = Engine(self.plan, state_loader=self._load_state, metrics=self.metrics,
                              describe_key=describe_key, commits_state=True)
         self.metrics.inflight_limit.set(s.max_inflight)
+        ttl = ShortTermMemoryTtl.from_config(self.plan.config)
+        if ttl is not None:
+            self.expiry = StateExpiry(ttl, self.engine, self._replay_bound)
         if isinstance(producer, TransactionalProducer):
             try:
                 await asyncio.to_thread(producer.init)
@@ -245,6 +252,8 @@ class Worker:
                                          or window.commit_early(now, self._last_commit, bool(messages))):
                     checkpointer.start()
                     self._last_commit = now
+                if self.expiry is not None and self.rebalancer is not None:
+                    self.expiry.maybe_sweep(now, self.rebalancer.stores())
                 window.apply_backpressure()
                 self.metrics.inflight_records.set(self.tracker.unfinished)
                 if now - self._last_lag >= LAG_REFRESH_S:
@@ -333,6 +342,19 @@ class Worker:
         partition, key = cast(EngineKey, engine_key)
         store = self.rebalancer.store_of(partition) if self.rebalancer is not None else None
         return None if store is None else store.get(key)
+
+    def _replay_bound(self, partition: int) -> int | None:
+        """The state partition's offset below which no record will be processed again: the offset last
+        committed, or, before any commit since the assignment and with nothing consumed, the position
+        (where consuming resumes, which is the group's committed offset)."""
+        topic_partition = (self.settings.state_topic, partition)
+        committed = self.tracker.committed(topic_partition)
+        if committed is not None:
+            return committed
+        if self.tracker.consumed(topic_partition) or self.consumer is None:
+            return None
+        position = self.consumer.position([TopicPartition(*topic_partition)])[0].offset
+        return position if position >= 0 else None
 
     def _committed(self, checkpoint: Checkpoint) -> None:
         assert self.hot_keys is not None

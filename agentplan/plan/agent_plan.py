@@ -103,7 +103,7 @@ class AgentPlan:
         """Actions triggered by events of class ``event_type`` that carry no ``type`` of their own."""
         found = self._by_event.get(event_type)
         if found is None:
-            found = self._by_event[event_type] = self._subscribed(event_type, event_type.EVENT_TYPE)
+            found = self._by_event[event_type] = self._subscribed(event_type, getattr(event_type, "EVENT_TYPE", ""))
         return found
 
     def actions_for_event(self, event: Event) -> list[ActionSpec]:

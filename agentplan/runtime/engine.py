@@ -45,6 +45,7 @@ from agentplan.plan import AgentPlan
 from agentplan.resources import ResourceType
 from agentplan.runner_context import RunnerContext
 from agentplan.runtime import durable
+from agentplan.runtime.state_ttl import ShortTermMemoryTtl
 
 logger = logging.getLogger(__name__)
 
@@ -69,7 +70,7 @@ class KeyDelta:
     """What changed for one key since the last :meth:`Engine.collect`."""
 
     key: Hashable
-    state: bytes
+    state: bytes | None  # None: the key's state is deleted (its short-term memory TTL ran out)
     version: int
     outputs: list[tuple[Any, Any]] = field(default_factory=list)  # (input meta, output payload)
     finished: list[Any] = field(default_factory=list)  # metas of inputs now done (incl. skipped/failed)
@@ -100,7 +101,8 @@ class _Slot:
 
     __slots__ = ("key", "queue", "memory", "progress", "run", "run_counter", "task", "version",
                  "collected_version", "in_action", "memory_backup", "sensory_backup", "ctx",
-                 "outputs", "finished", "failures", "skipped", "cached_bytes", "persist_waiters")
+                 "outputs", "finished", "failures", "skipped", "cached_bytes", "persist_waiters", "touched_ms",
+                 "tombstone")
 
     def __init__(self, key: Hashable) -> None:
         self.key = key
@@ -122,6 +124,8 @@ class _Slot:
         self.skipped: list[Any] = []
         self.cached_bytes = 0  # charged to the idle-state cache while the key is idle
         self.persist_waiters: list[tuple[int, asyncio.Future[None]]] = []  # (version, woken once durable)
+        self.touched_ms: int | None = None  # short-term memory TTL: last renewal (wall clock ms)
+        self.tombstone = False  # expired: the next collect deletes the key's state
 
 
 class Engine:
@@ -139,6 +143,7 @@ class Engine:
         self.metric_group = MetricGroup()
         self._describe_key = describe_key
         self.config: AgentConfiguration = plan.config
+        self._ttl = ShortTermMemoryTtl.from_config(self.config)
         self.metrics: MetricsSink = metrics or NullMetrics()
         self._load_state = state_loader
         self._slots: dict[Hashable, _Slot] = {}  # busy keys and keys changed since the last release
@@ -182,7 +187,8 @@ class Engine:
         for slot in self._slots.values():
             if slot.version == slot.collected_version:
                 continue
-            deltas.append(KeyDelta(slot.key, self._encode_state(slot), slot.version, slot.outputs,
+            deltas.append(KeyDelta(slot.key, None if slot.tombstone else self._encode_state(slot), slot.version,
+                                   slot.outputs,
                                    slot.finished, slot.failures, slot.skipped))
             slot.outputs, slot.finished, slot.failures, slot.skipped = [], [], [], []
             slot.collected_version = slot.version
@@ -198,7 +204,7 @@ class Engine:
                 self._wake_persisted(slot, delta.version)
             if slot is not None and slot.task is None and slot.version == delta.version and not slot.queue:
                 del self._slots[delta.key]
-                if budget:
+                if budget and delta.state is not None:
                     slot.cached_bytes = IDLE_SLOT_OVERHEAD_BYTES + DECODED_STATE_FACTOR * len(delta.state)
                     self._idle_slots[delta.key] = slot
                     self._idle_bytes += slot.cached_bytes
@@ -224,6 +230,21 @@ class Engine:
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         slot.persist_waiters.append((slot.version, future))
         await future
+
+    def expire(self, key: Hashable) -> bool:
+        """Delete an idle key's state (its short-term memory TTL ran out): the next :meth:`collect`
+        reports it with ``state`` None. A key that is busy or has uncollected changes is left alone."""
+        if key in self._slots:
+            return False
+        cached = self._idle_slots.pop(key, None)
+        if cached is not None:
+            self._idle_bytes -= cached.cached_bytes
+        slot = _Slot(key)  # an input arriving before the commit starts from this empty state, not the store's
+        slot.memory = self._tracked(slot, None, "memory_backup")
+        slot.tombstone = True
+        slot.version = 1
+        self._slots[key] = slot
+        return True
 
     def cancel_keys(self, predicate: Callable[[Hashable], bool]) -> int:
         """Stop and forget keys (e.g. of revoked partitions); uncollected changes are dropped."""
@@ -272,8 +293,7 @@ class Engine:
         self._slots[key] = slot
         return slot
 
-    @staticmethod
-    def _tracked(slot: _Slot, source: MemoryObject | None, backup: str) -> MemoryObject:
+    def _tracked(self, slot: _Slot, source: MemoryObject | None, backup: str) -> MemoryObject:
         """``source``'s tree with the engine's hooks: no access inside durable calls, and a snapshot
         (into ``slot.<backup>``) before the first write of an action, for rollback and checkpoints."""
         def guard() -> None:
@@ -285,6 +305,8 @@ class Engine:
                 setattr(slot, backup, memory.to_data())
 
         kind = MemoryType.SENSORY if backup == "sensory_backup" else MemoryType.SHORT_TERM
+        if self._ttl is not None and kind is MemoryType.SHORT_TERM:
+            guard, before_write = self._ttl.hooks(slot, guard, before_write)
         memory = MemoryObject(source._node if source is not None else None, guard, before_write, kind)
         return memory
 
@@ -292,6 +314,8 @@ class Engine:
         # Backups exist only while an action runs: then the state from before it is the consistent one.
         memory = slot.memory_backup if slot.memory_backup is not None else slot.memory.to_data()
         data: dict[str, Any] = {"m": memory, "p": slot.progress}
+        if slot.touched_ms is not None:
+            data["t"] = slot.touched_ms
         run = slot.run
         if run is not None:
             sensory = slot.sensory_backup if slot.sensory_backup is not None else run.sensory.to_data()
@@ -307,6 +331,7 @@ class Engine:
             data = json.loads(raw)
             slot.memory = MemoryObject.from_data(data.get("m"))
             slot.progress = data.get("p")
+            slot.touched_ms = data.get("t")
             r = data.get("r")
             if r is not None:
                 run = _Run(r["id"], r["pos"], None, codec.decode(r.get("in")))
@@ -348,6 +373,10 @@ class Engine:
                     run_id = f"p{item.position}" if item.position is not None else f"r{slot.run_counter}"
                     run = slot.run = _Run(run_id, item.position, item.meta, item.value)
                     run.sensory = self._tracked(slot, None, "sensory_backup")
+                    if self._ttl is not None:
+                        slot.tombstone = False
+                        if self._ttl.visible_memory_expired(slot):
+                            slot.memory.clear()
                     first = InputEvent(id=f"{run_id}.0", input=item.value)
                     run.next_event_seq = 1
                     run.pending.append(first)
@@ -559,9 +588,9 @@ class _ActionContext(RunnerContext):
         journal = self._run.journal
         if key in journal:
             if not durable.is_started(journal[key]):
-                return codec.decode(journal[key])  # type: ignore[no-any-return]
+                return codec.decode(journal[key])
             if reconciler is not None:
-                return self._reconcile(key, reconciler)  # type: ignore[no-any-return]
+                return self._reconcile(key, reconciler)
         if reconciler is not None:
             # The event loop is blocked until fn returns, so no checkpoint can commit this start before
             # the result: a sync call is reconciled only when its start was committed by other means.
@@ -588,9 +617,9 @@ class _ActionContext(RunnerContext):
         journal = self._run.journal
         if key in journal:
             if not durable.is_started(journal[key]):
-                return codec.decode(journal[key])  # type: ignore[no-any-return]
+                return codec.decode(journal[key])
             if reconciler is not None:
-                return self._reconcile(key, reconciler)  # type: ignore[no-any-return]
+                return self._reconcile(key, reconciler)
         if reconciler is not None:
             self._mark_started(key)
             await self._engine.persisted(self._slot)  # the start is committed before fn runs
@@ -608,7 +637,7 @@ class _ActionContext(RunnerContext):
         finally:
             self._durable_depth -= 1
         self._record(key, result)
-        return result  # type: ignore[return-value]
+        return result
 
     def _mark_started(self, key: str) -> None:
         self._run.journal[key] = durable.STARTED

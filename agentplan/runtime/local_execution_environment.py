@@ -13,6 +13,7 @@ from agentplan.exceptions import AgentPlanError, AgentRunError
 from agentplan.metrics import MetricsSink, RecordingMetrics
 from agentplan.plan import AgentPlan
 from agentplan.runtime.engine import Engine
+from agentplan.runtime.state_ttl import ShortTermMemoryTtl, now_ms
 
 logger = logging.getLogger(__name__)
 
@@ -68,9 +69,19 @@ class LocalExecutionEnvironment(AgentsExecutionEnvironment):
             return
         raise AgentPlanError("execute() called inside a running event loop; use await execute_async()")
 
+    def _clean_up_expired_state(self) -> None:
+        """Short-term memory TTL cleanup: keys whose memory expired leave the kept state."""
+        ttl = ShortTermMemoryTtl.from_config(self.config)
+        if ttl is None:
+            return
+        at = now_ms()
+        for key in [k for k, raw in self.state.items() if ttl.persisted_expired(raw, at)[0]]:
+            del self.state[key]
+
     async def execute_async(self) -> None:
         if self._plan is None or self._inputs is None:
             raise AgentPlanError("nothing to execute: use from_list(...).apply(agent) first")
+        self._clean_up_expired_state()
         engine = Engine(self._plan, state_loader=self.state.get, metrics=self.metrics)
         try:
             for index, item in enumerate(self._inputs):
@@ -81,7 +92,10 @@ class LocalExecutionEnvironment(AgentsExecutionEnvironment):
             await self._plan.aclose()
         deltas = engine.collect()
         for delta in deltas:
-            self.state[delta.key] = delta.state
+            if delta.state is None:
+                self.state.pop(delta.key, None)
+            else:
+                self.state[delta.key] = delta.state
         engine.release(deltas)
         outputs: list[tuple[int, int, dict[Any, Any]]] = []
         failures = []

@@ -41,7 +41,7 @@ def test_review_analysis_with_tool_and_prompt_args(flink03_llm: StubLLMServer) -
     results = {key: value for entry in outputs for key, value in entry.items()}
     assert {k: (r.id, r.score) for k, r in results.items()} == {"p1": ("p1", 5), "p2": ("p2", 1), "p3": ("p3", 3)}
     assert all(isinstance(r, review_analysis.ProductReviewAnalysisRes) for r in results.values())
-    assert review_analysis.SHIPPING_NOTIFICATIONS == [{"id": "p2", "review": reviews[1]["review"]}]
+    assert [{"id": "p2", "review": reviews[1]["review"]}] == review_analysis.SHIPPING_NOTIFICATIONS
     # prompt_args filled the setup's prompt; the empty user message of the request was not sent.
     first = flink03_llm.requests[0]["messages"]
     assert [m["role"] for m in first] == ["system", "user"]

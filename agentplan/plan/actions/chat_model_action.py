@@ -17,8 +17,8 @@ from agentplan.chat_message import ChatMessage, MessageRole
 from agentplan.chat_models import BaseChatModelSetup, ChatResult, schema_instruction
 from agentplan.events import (
     ChatRequestEvent,
-    OutputSchema,
     ChatResponseEvent,
+    OutputSchema,
     ToolRequestEvent,
     ToolResponseEvent,
 )

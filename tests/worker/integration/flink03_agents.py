@@ -43,3 +43,15 @@ class ReconciledChargeAgent(Agent):
 
         result = await ctx.durable_execute_async(charge, reconciler=reconcile)
         ctx.send_event(OutputEvent(output={"id": order_id, "result": result}))
+
+
+class VisitCountingAgent(Agent):
+    """Counts a key's visits in short-term memory (which a TTL may expire); output {"id", "visits"}."""
+
+    @action(InputEvent.EVENT_TYPE)
+    @staticmethod
+    def count_visit(event: Event, ctx: RunnerContext) -> None:
+        visitor = InputEvent.from_event(event).input["id"]
+        visits = (ctx.short_term_memory.get("visits") or 0) + 1
+        ctx.short_term_memory.set("visits", visits)
+        ctx.send_event(OutputEvent(output={"id": visitor, "visits": visits}))
