@@ -128,7 +128,15 @@ class Event(BaseModel):
         elif cls is Event or not typed:
             values["type"] = event_type or cls.EVENT_TYPE
         values["attributes"] = {k: v for k, v in data.items() if k not in typed}
-        # model_validate skips a subclass's own __init__ (0.3 subclasses take their own arguments).
+        return cls._rebuild(values)
+
+    @classmethod
+    def _rebuild(cls, values: dict[str, Any]) -> Event:
+        """An instance from its field values. A 0.3-style subclass's own ``__init__`` takes its own
+        arguments (``Greeting(name=...)``), which pydantic's validation would call: such classes are
+        rebuilt without it, from values that are already typed."""
+        if cls.__pydantic_custom_init__:
+            return cls.model_construct(**values)
         return cls.model_validate(values)
 
     # -- persistence (the engine's state and the worker's changelog) ----------------------------------
@@ -152,7 +160,7 @@ class Event(BaseModel):
         if not (isinstance(cls, type) and issubclass(cls, Event)):
             raise SerializationError(f"{record['type']!r} is not an Event class")
         fields = {name: codec.decode(value) for name, value in record["fields"].items()}
-        return cls.model_validate(fields)
+        return cls._rebuild(fields)
 
 
 class InputEvent(Event):
