@@ -51,6 +51,7 @@ class Event(BaseModel):
 
     #: The string type of this class's events; ``@action(Cls.EVENT_TYPE)`` subscribes to them.
     EVENT_TYPE: ClassVar[str] = "agentplan.events:Event"
+    _typed_fields: ClassVar[tuple[str, ...]] = ()  # a subclass's own fields, for to_record
 
     id: str = Field(default_factory=_new_id)
     #: Set for unified events (``Event(type="my_event", ...)``); None when the class gives the type.
@@ -62,6 +63,7 @@ class Event(BaseModel):
         super().__pydantic_init_subclass__(**kwargs)
         if "EVENT_TYPE" not in cls.__dict__:  # a typed event class without its own: its import path
             cls.EVENT_TYPE = codec.import_path(cls)
+        cls._typed_fields = tuple(name for name in cls.model_fields if name not in _BASE_FIELDS)
 
     @field_validator("attributes")
     @classmethod
@@ -146,12 +148,13 @@ class Event(BaseModel):
         ``type`` and ``attributes`` are written only when set, so typed events' records are what
         they were before unified events existed (state written then stays readable, and vice versa).
         """
-        fields = {}
-        for name in type(self).model_fields:
-            value = getattr(self, name)
-            if (name == "type" and value is None) or (name == "attributes" and not value):
-                continue
-            fields[name] = codec.encode(value)
+        fields: dict[str, Any] = {"id": self.id}
+        if self.type is not None:
+            fields["type"] = self.type
+        if self.attributes:
+            fields["attributes"] = codec.encode(self.attributes)
+        for name in type(self)._typed_fields:
+            fields[name] = codec.encode(getattr(self, name))
         return {"type": codec.import_path(type(self)), "fields": fields}
 
     @staticmethod

@@ -111,7 +111,8 @@ class AgentPlan:
         class of it) and those subscribed to its type string. One dict lookup per event once cached."""
         type_name = event.type
         if type_name is None:
-            return self.actions_for(type(event))
+            found = self._by_event.get(type(event))
+            return found if found is not None else self.actions_for(type(event))
         key = (type(event), type_name)
         found = self._by_typed.get(key)
         if found is None:
