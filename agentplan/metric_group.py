@@ -2,7 +2,7 @@
 ``ctx.action_metric_group`` hand out counters, meters, gauges and histograms by name.
 
 Metrics live in the process (one tree per engine) and are read with :meth:`MetricGroup.snapshot`;
-the Kafka worker exports them on /metrics as ``agentfleet_user_*`` (worker/observability).
+the Kafka worker exports them on /metrics as ``agentfleet_user_metric`` (worker/observability/user_metrics.py).
 """
 
 from __future__ import annotations

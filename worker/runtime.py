@@ -52,6 +52,7 @@ from worker.observability.gauges import refresh_gauges
 from worker.observability.health import ObservabilityServer, model_endpoints_readiness
 from worker.observability.liveness import LoopLiveness
 from worker.observability.metrics import WorkerMetrics
+from worker.observability.user_metrics import UserMetricsCollector
 from worker.offsets import OffsetTracker
 from worker.plugins import compile_plan, load_agent, load_model
 from worker.processing.hot_keys import HotKeys
@@ -159,6 +160,7 @@ class Worker:
         self.engine = Engine(self.plan, state_loader=self._load_state, metrics=self.metrics,
                              describe_key=describe_key, commits_state=True)
         self.metrics.inflight_limit.set(s.max_inflight)
+        self.metrics.registry.register(UserMetricsCollector(self.engine.metric_group))
         ttl = ShortTermMemoryTtl.from_config(self.plan.config)
         if ttl is not None:
             self.expiry = StateExpiry(ttl, self.engine, self._replay_bound)

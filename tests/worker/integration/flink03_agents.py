@@ -54,4 +54,5 @@ class VisitCountingAgent(Agent):
         visitor = InputEvent.from_event(event).input["id"]
         visits = (ctx.short_term_memory.get("visits") or 0) + 1
         ctx.short_term_memory.set("visits", visits)
+        ctx.action_metric_group.get_counter("visits").inc()
         ctx.send_event(OutputEvent(output={"id": visitor, "visits": visits}))

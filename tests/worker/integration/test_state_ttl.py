@@ -47,6 +47,8 @@ def test_expired_state_is_tombstoned_and_not_restored(kafka, worker_factory, app
         kafka.produce(input_topic, [("k1", json.dumps({"id": "k1"}))])
         outputs = read_all(kafka.bootstrap_servers, output_topic, 2, expected=3)
         assert [json.loads(m.value()) for m in outputs if m.key() == b"k1"][-1] == {"id": "k1", "visits": 1}
+        # The agent's own counter, on /metrics: agentfleet_user_metric{scope="action.count_visit",name="visits",...}
+        assert first.metric("agentfleet_user_metric") == 3
         assert first.terminate() == 0, first.log()
     finally:
         changelog.stop()
