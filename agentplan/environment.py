@@ -7,6 +7,7 @@ the same builder over topics.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agentplan.agent import Agent, infer_resource_type
@@ -25,6 +26,7 @@ class AgentsExecutionEnvironment:
     def __init__(self, config: AgentConfiguration | None = None) -> None:
         self.config = config or AgentConfiguration.load()
         self.resources: dict[str, tuple[ResourceType, Any]] = {}
+        self.agents: dict[str, Agent] = {}  # named by load_yaml
 
     @staticmethod
     def get_execution_environment(env: Any = None, **kwargs: Any) -> LocalExecutionEnvironment:
@@ -59,11 +61,21 @@ class AgentsExecutionEnvironment:
 
     def named_agent(self, name: str) -> Agent:
         """An agent registered by name (``load_yaml``)."""
-        agents: dict[str, Agent] = getattr(self, "agents", {})
-        if name not in agents:
-            raise AgentPlanError(f"no agent named {name!r} (known: {sorted(agents)}); agents are named by "
+        if name not in self.agents:
+            raise AgentPlanError(f"no agent named {name!r} (known: {sorted(self.agents)}); agents are named by "
                                  "env.load_yaml(path) - otherwise pass the Agent itself to apply()")
-        return agents[name]
+        return self.agents[name]
+
+    def load_yaml(self, paths: str | Path | list[str | Path]) -> AgentsExecutionEnvironment:
+        """Load the agents of YAML files (Flink Agents 0.3's format); ``apply("name")`` then runs one."""
+        from agentplan.yaml_agents import YamlAgentError, load_agents
+
+        for path in paths if isinstance(paths, list) else [paths]:
+            for name, agent in load_agents(path).items():
+                if name in self.agents:
+                    raise YamlAgentError(f"{path}: agent {name!r} is already loaded from another file")
+                self.agents[name] = agent
+        return self
 
     def compile(self, agent: Agent) -> AgentPlan:
         return AgentPlan.from_agent(agent, self.config, self.resources)

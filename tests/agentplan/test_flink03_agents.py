@@ -4,6 +4,7 @@ the local environment against the LLM stub (over HTTP, through the real openai c
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -28,14 +29,20 @@ def local_env() -> LocalExecutionEnvironment:
     return env
 
 
-def test_review_analysis_with_tool_and_prompt_args(flink03_llm: StubLLMServer) -> None:
+REVIEW_YAML = Path(review_analysis.__file__).with_suffix(".yaml")
+
+
+@pytest.mark.parametrize("declared", ["python", "yaml"])
+def test_review_analysis_with_tool_and_prompt_args(flink03_llm: StubLLMServer, declared: str) -> None:
     review_analysis.SHIPPING_NOTIFICATIONS.clear()
     reviews = [{"id": "p1", "review": "I love it, great sound"},
                {"id": "p2", "review": "The box arrived damaged and the screen was cracked"},
                {"id": "p3", "review": "It is fine I guess"}]
     env = local_env()
-    outputs = env.from_list([{"key": r["id"], "value": r} for r in reviews]) \
-        .apply(review_analysis.ReviewAnalysisAgent()).to_list()
+    if declared == "yaml":
+        env.load_yaml(REVIEW_YAML)
+    agent = review_analysis.ReviewAnalysisAgent() if declared == "python" else "review_analysis"
+    outputs = env.from_list([{"key": r["id"], "value": r} for r in reviews]).apply(agent).to_list()
     env.execute(job_name="review analysis")
 
     results = {key: value for entry in outputs for key, value in entry.items()}

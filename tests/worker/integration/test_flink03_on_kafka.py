@@ -16,15 +16,16 @@ from tests.worker.integration.harness import read_all, wait_for
 pytestmark = pytest.mark.integration
 
 
-def test_review_analysis_agent_through_worker(kafka, worker_factory, app_id):
+@pytest.mark.parametrize("agent", ["examples.flink03.review_analysis:ReviewAnalysisAgent",
+                                   "examples/flink03/review_analysis.yaml#review_analysis"])
+def test_review_analysis_agent_through_worker(kafka, worker_factory, app_id, agent):
     input_topic = kafka.new_topic("reviews-in", partitions=2)
     output_topic = kafka.new_topic("reviews-out", partitions=2)
     reviews = [{"id": "p1", "review": "I love it, great sound"},
                {"id": "p2", "review": "The box arrived damaged and the screen was cracked"},
                {"id": "p3", "review": "It is fine I guess"}]
     with StubLLMServer(responder=flink03_responder) as llm:
-        worker = worker_factory("examples.flink03.review_analysis:ReviewAnalysisAgent", input_topic, output_topic,
-                                app_id, env={"OPENAI_BASE_URL": llm.base_url})
+        worker = worker_factory(agent, input_topic, output_topic, app_id, env={"OPENAI_BASE_URL": llm.base_url})
         worker.wait_ready()
         kafka.produce(input_topic, [(r["id"], json.dumps(r)) for r in reviews])
         outputs = read_all(kafka.bootstrap_servers, output_topic, 2, expected=3, timeout_s=60)
