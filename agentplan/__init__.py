@@ -63,6 +63,8 @@ from agentplan.runtime.engine import Engine, KeyDelta
 from agentplan.runtime.local_execution_environment import LocalExecutionEnvironment
 from agentplan.tools import FunctionTool
 
+Tool = FunctionTool  # Flink Agents 0.3's name: Tool.from_callable(func)
+
 if TYPE_CHECKING:
     from agentplan.integrations.openai import (
         OpenAIChatModelConnection,
@@ -92,7 +94,7 @@ def __dir__() -> list[str]:
 
 __all__ = [
     "AgentExecutionOptions", "ConfigOption", "MemoryRef", "MemoryType", "MetricGroup", "OutputSchema",
-    "ResourceName", "ShortTermMemoryTtlUpdate", "ShortTermMemoryTtlVisibility",
+    "ResourceName", "ShortTermMemoryTtlUpdate", "ShortTermMemoryTtlVisibility", "Tool",
     "ActionError", "Agent", "AgentConfiguration", "AgentPlan", "AgentPlanError", "AgentRunError",
     "AgentsExecutionEnvironment", "BaseChatModelConnection", "BaseChatModelSetup", "ChatMessage",
     "ChatModelError", "ChatRequestEvent", "ChatResponseEvent", "ChatResult", "DurableCallError", "Engine",

@@ -16,8 +16,13 @@ from agentplan.resources import ResourceType
 _ARG_LINE = re.compile(r"^\s*(\w+)\s*(?:\([^)]*\))?\s*:\s*(.+)$")
 
 
+_NUMPY_ARG = re.compile(r"^(\w+)\s*(?::.*)?$")
+_NUMPY_UNDERLINE = re.compile(r"^\s*-{3,}\s*$")
+
+
 def _parse_docstring(doc: str | None) -> tuple[str, dict[str, str]]:
-    """Summary and per-argument descriptions from a Google-style docstring."""
+    """Summary and per-argument descriptions from a Google-style (``Args:``) or numpy-style
+    (``Parameters`` over a dashed line, as Flink Agents' examples write them) docstring."""
     if not doc:
         return "", {}
     lines = inspect.cleandoc(doc).splitlines()
@@ -25,8 +30,15 @@ def _parse_docstring(doc: str | None) -> tuple[str, dict[str, str]]:
     args: dict[str, str] = {}
     section = "summary"
     current: str | None = None
-    for line in lines:
+    for i, line in enumerate(lines):
         stripped = line.strip()
+        underlined = i + 1 < len(lines) and _NUMPY_UNDERLINE.match(lines[i + 1]) is not None
+        if underlined:  # a numpy section header
+            section = "numpy_args" if stripped.lower() in ("parameters", "arguments", "args") else "other"
+            current = None
+            continue
+        if _NUMPY_UNDERLINE.match(line):
+            continue
         if stripped.lower() in ("args:", "arguments:", "parameters:"):
             section = "args"
             continue
@@ -45,6 +57,13 @@ def _parse_docstring(doc: str | None) -> tuple[str, dict[str, str]]:
                 args[current] = match.group(2).strip()
             elif current and stripped:
                 args[current] += " " + stripped
+        elif section == "numpy_args":
+            numpy_arg = _NUMPY_ARG.match(line)  # "name : type" unindented, its description indented below
+            if numpy_arg and not line[:1].isspace():
+                current = numpy_arg.group(1)
+                args[current] = ""
+            elif current and stripped:
+                args[current] = f"{args[current]} {stripped}".strip()
     return " ".join(summary), args
 
 
@@ -78,6 +97,11 @@ class FunctionTool:
         return create_model(
             f"{self.name}_args", __config__=ConfigDict(extra="forbid"), **fields
         )
+
+    @classmethod
+    def from_callable(cls, func: Callable[..., Any]) -> FunctionTool:
+        """Flink Agents 0.3's ``Tool.from_callable``: the function as a tool (``Tool`` is this class here)."""
+        return cls(func)
 
     def schema(self) -> dict[str, Any]:
         """The OpenAI ``tools`` entry for this tool."""

@@ -433,9 +433,11 @@ class Engine:
     async def _execute_action(self, slot: _Slot, run: _Run, spec: ActionSpec, event: Event) -> list[Event]:
         attempt = 0
         transient_attempt = 0
+        retries, waited_s = 0, 0.0  # reported by the chat action (ChatResponseEvent.retry_count, ...)
         recorded = len(run.journal)
         while True:
             ctx = _ActionContext(self, slot, run, spec, event)
+            ctx.retry_count, ctx.retry_wait_s = retries, waited_s
             slot.ctx = ctx
             slot.in_action = True
             started = time.monotonic()
@@ -461,6 +463,7 @@ class Engine:
                     raise ActionError(spec.name, exc) from exc
                 delay = self.config.retry_delay(transient_attempt - 1, exc.retry_after_s)
                 self.metrics.transient_retry(exc.kind)
+                retries, waited_s = retries + 1, waited_s + delay
                 # DEBUG: an outage is reported once per endpoint (agentplan.endpoints), not per retry.
                 logger.debug("action %s hit a transient failure (%s); retry %d in %.2fs",
                              spec.name, exc, transient_attempt, delay)
@@ -476,6 +479,7 @@ class Engine:
                     recorded = 0
                     delay = self.config.retry_delay(attempt)
                     attempt += 1
+                    retries, waited_s = retries + 1, waited_s + delay
                     logger.info("key %s: action %s failed (%r); retry %d in %.2fs",
                                 self._describe_key(slot.key), spec.name, exc, attempt, delay)
                     await asyncio.sleep(delay)
@@ -513,6 +517,8 @@ class _ActionContext(RunnerContext):
         self._call_index = 0
         self._durable_depth = 0
         self.emitted: list[Event] = []
+        self.retry_count = 0  # earlier attempts of this action, and the time waited between them
+        self.retry_wait_s = 0.0
 
     def _check_not_durable(self, what: str) -> None:
         if self._durable_depth:

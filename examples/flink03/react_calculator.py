@@ -14,6 +14,7 @@ from agentplan import (
     ResourceDescriptor,
     ResourceName,
     ResourceType,
+    Tool,
 )
 
 
@@ -75,6 +76,6 @@ def calculator_agent() -> ReActAgent:
 def prepare(env: AgentsExecutionEnvironment) -> AgentsExecutionEnvironment:
     """The environment's shared resources, as a 0.3.1 job declares them."""
     env.add_resource("openai_connection", ResourceType.CHAT_MODEL_CONNECTION, openai_connection)
-    env.add_resource("add", ResourceType.TOOL, add)
-    env.add_resource("multiply", ResourceType.TOOL, multiply)
+    env.add_resource("add", ResourceType.TOOL, Tool.from_callable(add))
+    env.add_resource("multiply", ResourceType.TOOL, Tool.from_callable(multiply))
     return env

@@ -67,9 +67,12 @@ class ReviewAnalysisAgent(Agent):
     def notify_shipping_manager(id: str, review: str) -> str:
         """Notify the shipping manager when a product received a negative review due to shipping damage.
 
-        Args:
-            id: The id of the product that received the negative review.
-            review: The negative review content.
+        Parameters
+        ----------
+        id : str
+            The id of the product that received the negative review.
+        review : str
+            The negative review content.
         """
         SHIPPING_NOTIFICATIONS.append({"id": id, "review": review})
         return f"shipping manager notified about product {id}"

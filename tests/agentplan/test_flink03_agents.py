@@ -53,6 +53,10 @@ def test_review_analysis_with_tool_and_prompt_args(flink03_llm: StubLLMServer, d
     first = flink03_llm.requests[0]["messages"]
     assert [m["role"] for m in first] == ["system", "user"]
     assert first[1]["content"].startswith("Product review: {")
+    # The tool's numpy-style docstring describes its parameters to the model.
+    [tool_schema] = flink03_llm.requests[0]["tools"]
+    assert tool_schema["function"]["parameters"]["properties"]["id"]["description"] == \
+        "The id of the product that received the negative review."
     tool_answer = [m for r in flink03_llm.requests for m in r["messages"] if m["role"] == "tool"]
     assert tool_answer and tool_answer[0]["content"] == "shipping manager notified about product p2"
 

@@ -15,6 +15,7 @@ from agentplan import (
     AgentExecutionOptions,
     AgentPlan,
     AgentsExecutionEnvironment,
+    ChatMessage,
     ChatRequestEvent,
     ChatResponseEvent,
     Engine,
@@ -22,6 +23,7 @@ from agentplan import (
     InputEvent,
     MemoryRef,
     MemoryType,
+    MessageRole,
     OutputEvent,
     ResourceDescriptor,
     ResourceName,
@@ -32,9 +34,12 @@ from agentplan import (
     ToolRequestEvent,
     ToolResponseEvent,
     action,
+    chat_model_setup,
 )
 from agentplan.exceptions import AgentPlanError, MemoryValueError, ResourceError, SerializationError
 from agentplan.integrations.openai import OpenAIChatModelConnection
+from agentplan.testing.llm_stub import StubLLMServer
+from tests.agentplan.conftest import EnvFactory
 from tests.agentplan.support import make_config, run_async
 
 
@@ -285,3 +290,30 @@ def test_configuration_keys_options_and_flink_config_file(tmp_path: Path) -> Non
         config.set("short-term-memory.state-ttl.visibility", "SOMETIMES")
     with pytest.raises(AgentPlanError, match="no agent named 'review'"):
         env.from_list([]).apply("review")
+
+
+class CountingRetries(Agent):
+    @chat_model_setup
+    @staticmethod
+    def model() -> ResourceDescriptor:
+        return ResourceDescriptor(clazz=ResourceName.ChatModel.OPENAI_COMPLETIONS_SETUP, connection="llm",
+                                  model="stub")
+
+    @action(InputEvent.EVENT_TYPE)
+    @staticmethod
+    def ask(event: Event, ctx: RunnerContext) -> None:
+        ctx.send_event(ChatRequestEvent(model="model", messages=[ChatMessage(role=MessageRole.USER, content="hi")]))
+
+    @action(ChatResponseEvent.EVENT_TYPE)
+    @staticmethod
+    def report(event: Event, ctx: RunnerContext) -> None:
+        response = ChatResponseEvent.from_event(event)
+        ctx.send_event(OutputEvent(output=[response.retry_count, response.total_retry_wait_sec > 0]))
+
+
+def test_chat_response_reports_retries_of_its_model_calls(stub_llm: StubLLMServer, make_env: EnvFactory) -> None:
+    stub_llm.fail_next(2, "503")
+    env = make_env()
+    outputs = env.from_list([{"key": "k", "value": "x"}]).apply(CountingRetries()).to_list()
+    env.execute()
+    assert outputs == [{"k": [2, True]}]

@@ -110,6 +110,9 @@ async def chat_model_action(event: ChatRequestEvent | ToolResponseEvent, ctx: Ru
                                                  extra_args={"tool_call_id": call_id}))
         state["rounds"] += 1
 
+    # Retries of the model calls, over every step of the request (each step is its own action).
+    state["retry_count"] = state.get("retry_count", 0) + getattr(ctx, "retry_count", 0)
+    state["retry_wait_s"] = state.get("retry_wait_s", 0.0) + getattr(ctx, "retry_wait_s", 0.0)
     while True:
         result = await _call_model(ctx, state["model"], state["messages"])
         answer = result.message
@@ -142,5 +145,6 @@ async def chat_model_action(event: ChatRequestEvent | ToolResponseEvent, ctx: Ru
             as_json = structured.model_dump(mode="json") if isinstance(structured, BaseModel) else structured
             answer = answer.model_copy(update={"extra_args": {**answer.extra_args, "structured_output": as_json}})
         ctx.send_event(ChatResponseEvent(request_id=state["request_id"], response=answer,
-                                         structured_output=structured))
+                                         structured_output=structured, retry_count=state["retry_count"],
+                                         total_retry_wait_sec=state["retry_wait_s"]))
         return
