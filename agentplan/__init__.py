@@ -25,7 +25,9 @@ from agentplan.decorators import (
     action,
     chat_model_connection,
     chat_model_setup,
+    mcp_server,
     prompt,
+    skills,
     tool,
 )
 from agentplan.environment import AgentsExecutionEnvironment
@@ -61,9 +63,7 @@ from agentplan.resources import Resource, ResourceDescriptor, ResourceType
 from agentplan.runner_context import RunnerContext
 from agentplan.runtime.engine import Engine, KeyDelta
 from agentplan.runtime.local_execution_environment import LocalExecutionEnvironment
-from agentplan.tools import FunctionTool
-
-Tool = FunctionTool  # Flink Agents 0.3's name: Tool.from_callable(func)
+from agentplan.tools import FunctionTool, Tool
 
 if TYPE_CHECKING:
     from agentplan.integrations.openai import (
@@ -103,4 +103,5 @@ __all__ = [
     "OutputEvent", "PlanCompileError", "Prompt", "ReActAgent", "Resource", "ResourceDescriptor",
     "ResourceError", "ResourceType", "RunnerContext", "ToolCall", "ToolCallLimitExceeded", "ToolRequestEvent",
     "ToolResponseEvent", "TransientError", "action", "chat_model_connection", "chat_model_setup", "prompt", "tool",
+    "mcp_server", "skills",
 ]

@@ -28,11 +28,11 @@ class ActionSpec:
 def infer_resource_type(instance: Any) -> ResourceType:
     """The type of a resource given without one (``env.add_resource(name, descriptor)``)."""
     from agentplan.prompts import Prompt
-    from agentplan.tools import FunctionTool
+    from agentplan.tools import Tool
 
     if isinstance(instance, Prompt):
         return ResourceType.PROMPT
-    if isinstance(instance, FunctionTool) or (
+    if isinstance(instance, Tool) or (
             callable(instance) and not isinstance(instance, (type, ResourceDescriptor))):
         return ResourceType.TOOL
     if isinstance(instance, ResourceDescriptor):

@@ -8,15 +8,19 @@ from __future__ import annotations
 
 import re
 from abc import abstractmethod
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel
 
 from agentplan.chat_message import ChatMessage, MessageRole
 from agentplan.exceptions import ResourceError
+from agentplan.limits import EndpointLimiter
 from agentplan.prompts import Prompt
 from agentplan.resources import Resource, ResourceType
-from agentplan.tools import FunctionTool
+from agentplan.tools import Tool
+
+if TYPE_CHECKING:
+    from agentplan.skill.kit import SkillKit
 
 _THINK = re.compile(r"<think>(.*?)</think>", re.DOTALL)
 
@@ -28,17 +32,29 @@ class ChatResult(BaseModel):
     model: str = ""
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    fallback: str = ""  # the fallback setup that answered (agentplan.fallback); empty: the requested one
+    finish_reason: str = ""  # as the server reported it (stop, length, tool_calls...); "" when unknown
 
 
 class BaseChatModelConnection(Resource):
     """Transport to a model server."""
 
     resource_type = ResourceType.CHAT_MODEL_CONNECTION
+    #: Takes the limiter arguments of agentplan.limits (checked when the plan compiles).
+    accepts_limits: ClassVar[bool] = False
 
     @abstractmethod
     async def chat(self, messages: list[ChatMessage], *, model: str, tools: list[dict[str, Any]] | None = None,
                    **params: Any) -> ChatResult:
         """One model call. Raise TransientError or ChatModelError on failure."""
+
+    def is_down(self) -> bool:
+        """Whether the endpoint is known to fail (agentplan.endpoints); a fallback is then preferred."""
+        return False
+
+    def limiter(self) -> EndpointLimiter | None:
+        """The endpoint's limiter, when the connection configures one (agentplan.limits)."""
+        return None
 
 
 class BaseChatModelSetup(Resource):
@@ -48,8 +64,23 @@ class BaseChatModelSetup(Resource):
 
     def __init__(self, connection: str | BaseChatModelConnection, model: str | None = None,
                  prompt: str | Prompt | None = None, tools: list[str] | None = None,
-                 extract_reasoning: bool = False, **params: Any) -> None:
+                 extract_reasoning: bool = False, fallback: list[str] | None = None,
+                 skills: list[str] | None = None, skill_discovery_prompt: str | None = None,
+                 allowed_commands: list[str] | None = None, allowed_script_dirs: list[str] | None = None,
+                 **params: Any) -> None:
+        if fallback is not None and (not isinstance(fallback, list)
+                                     or not all(isinstance(n, str) and n for n in fallback)):
+            raise ResourceError(f"fallback must be a list of chat model setup names, got {fallback!r}")
+        self.skill_kit: SkillKit | None = None
+        if skills:  # adds the load_skill and bash tools and a skill-discovery system message
+            from agentplan.skill.kit import SkillKit
+
+            self.skill_kit = SkillKit(skills, skill_discovery_prompt, list(allowed_commands or []),
+                                      list(allowed_script_dirs or []), **{
+                                          k: params.pop(k) for k in ("bash_timeout_limit_s", "bash_output_limit_bytes")
+                                          if k in params})
         self.connection_ref = connection
+        self.fallback = list(fallback or [])  # setups to use while this one's endpoint is down or over its limit
         self.model = model
         self.prompt_ref = prompt
         self.tool_names = list(tools or [])
@@ -70,8 +101,16 @@ class BaseChatModelSetup(Resource):
         ref = self.prompt_ref
         return self.get_resource(ref, ResourceType.PROMPT) if isinstance(ref, str) else ref
 
-    def tools(self) -> list[FunctionTool]:
-        return [self.get_resource(name, ResourceType.TOOL) for name in self.tool_names]
+    def tools(self) -> list[Tool]:
+        own = self.skill_kit.tools() if self.skill_kit is not None else []
+        return [self.get_resource(name, ResourceType.TOOL) for name in self.tool_names] + own
+
+    def bind(self, resolver: Any) -> None:
+        super().bind(resolver)
+        if self.skill_kit is not None:
+            from agentplan.skill.kit import SKILLS_RESOURCE
+
+            self.skill_kit.bind(lambda: self.get_resource(SKILLS_RESOURCE, ResourceType.SKILLS).load())
 
     # -- request building ----------------------------------------------------------------------
     def prepare_messages(self, messages: list[ChatMessage],
@@ -99,6 +138,9 @@ class BaseChatModelSetup(Resource):
 
     async def chat(self, messages: list[ChatMessage]) -> ChatResult:
         tools = self.tools()
+        if self.skill_kit is not None:  # after the first system message, as Flink Agents places it
+            at = 1 if messages and messages[0].role is MessageRole.SYSTEM else 0
+            messages = [*messages[:at], self.skill_kit.discovery_message(), *messages[at:]]
         result = await self.connection.chat(
             messages, model=self.model or "", tools=[t.schema() for t in tools] or None, **self.params)
         return self.postprocess(result)

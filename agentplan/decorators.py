@@ -66,6 +66,11 @@ def _resource(kind: ResourceType) -> Callable[[F], F]:
 
 prompt = _resource(ResourceType.PROMPT)
 prompt.__doc__ = "The decorated function returns a :class:`Prompt`; its name is the resource name."
+mcp_server = _resource(ResourceType.MCP_SERVER)
+mcp_server.__doc__ = ("The decorated function returns an MCP server ``ResourceDescriptor``; the server's tools and "
+                      "prompts become resources under their own names.")
+skills = _resource(ResourceType.SKILLS)
+skills.__doc__ = "The decorated function returns :class:`~agentplan.skill.Skills` (directories with a SKILL.md)."
 chat_model_connection = _resource(ResourceType.CHAT_MODEL_CONNECTION)
 chat_model_connection.__doc__ = "The decorated function returns a connection ``ResourceDescriptor``."
 chat_model_setup = _resource(ResourceType.CHAT_MODEL)

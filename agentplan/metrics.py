@@ -18,6 +18,8 @@ class MetricsSink(Protocol):
 
     def transient_retry(self, kind: str) -> None: ...
 
+    def llm_fallback(self, setup: str, fallback: str) -> None: ...
+
 
 class NullMetrics:
     """Discards everything; the default."""
@@ -35,6 +37,9 @@ class NullMetrics:
     def transient_retry(self, kind: str) -> None:
         return None
 
+    def llm_fallback(self, setup: str, fallback: str) -> None:
+        return None
+
 
 class RecordingMetrics(NullMetrics):
     """Keeps totals in memory: for the local runner's summary and for tests."""
@@ -48,6 +53,8 @@ class RecordingMetrics(NullMetrics):
         self.prompt_tokens = 0
         self.completion_tokens = 0
         self.transient_retries: dict[str, int] = {}
+        self.llm_requests_by_model: dict[str, int] = {}
+        self.fallbacks: dict[tuple[str, str], int] = {}  # (requested setup, fallback used) -> calls
 
     def action_finished(self, action: str, duration_s: float, error: BaseException | None) -> None:
         self.actions[action] = self.actions.get(action, 0) + 1
@@ -60,9 +67,13 @@ class RecordingMetrics(NullMetrics):
     def llm_request(self, model: str, duration_s: float, error: BaseException | None,
                     prompt_tokens: int = 0, completion_tokens: int = 0) -> None:
         self.llm_requests += 1
+        self.llm_requests_by_model[model] = self.llm_requests_by_model.get(model, 0) + 1
         self.llm_errors += error is not None
         self.prompt_tokens += prompt_tokens
         self.completion_tokens += completion_tokens
 
     def transient_retry(self, kind: str) -> None:
         self.transient_retries[kind] = self.transient_retries.get(kind, 0) + 1
+
+    def llm_fallback(self, setup: str, fallback: str) -> None:
+        self.fallbacks[(setup, fallback)] = self.fallbacks.get((setup, fallback), 0) + 1

@@ -87,6 +87,7 @@ class ResourceName:
 IMPLEMENTED: dict[str, str] = {
     ResourceName.ChatModel.OPENAI_COMPLETIONS_CONNECTION: "agentplan.integrations.openai:OpenAIChatModelConnection",
     ResourceName.ChatModel.OPENAI_COMPLETIONS_SETUP: "agentplan.integrations.openai:OpenAIChatModelSetup",
+    ResourceName.MCP_SERVER: "agentplan.integrations.mcp:MCPServer",
 }
 
 

@@ -12,13 +12,15 @@ from agentplan.exceptions import ResourceError
 
 
 class ResourceType(str, enum.Enum):
+    """Resource kinds, with Flink Agents 0.3's member names and values."""
+
     CHAT_MODEL = "chat_model"
     CHAT_MODEL_CONNECTION = "chat_model_connection"
-    PROMPT = "prompt"
     TOOL = "tool"
     EMBEDDING_MODEL = "embedding_model"
     EMBEDDING_MODEL_CONNECTION = "embedding_model_connection"
     VECTOR_STORE = "vector_store"
+    PROMPT = "prompt"
     MCP_SERVER = "mcp_server"
     SKILLS = "skills"
 

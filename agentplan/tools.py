@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import re
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import Any, get_type_hints
 
@@ -67,10 +68,33 @@ def _parse_docstring(doc: str | None) -> tuple[str, dict[str, str]]:
     return " ".join(summary), args
 
 
-class FunctionTool:
-    """A callable tool with a validated argument model."""
+class Tool(ABC):
+    """What a model may call: a name, an OpenAI ``tools`` schema and an async ``call``.
+
+    :class:`FunctionTool` wraps a Python function; other kinds (MCP tools, the skills' built-in
+    tools) subclass this directly.
+    """
 
     resource_type = ResourceType.TOOL
+    name: str
+    description: str
+
+    @staticmethod
+    def from_callable(func: Callable[..., Any]) -> FunctionTool:
+        """Flink Agents 0.3's ``Tool.from_callable``: a Python function as a tool."""
+        return FunctionTool(func)
+
+    @abstractmethod
+    def schema(self) -> dict[str, Any]:
+        """The OpenAI ``tools`` entry for this tool."""
+
+    @abstractmethod
+    async def call(self, arguments: dict[str, Any]) -> Any:
+        """Run the tool with the model's arguments; raise on failure."""
+
+
+class FunctionTool(Tool):
+    """A callable tool with a validated argument model."""
 
     def __init__(self, func: Callable[..., Any], name: str | None = None, description: str | None = None) -> None:
         self.func = func
@@ -97,11 +121,6 @@ class FunctionTool:
         return create_model(
             f"{self.name}_args", __config__=ConfigDict(extra="forbid"), **fields
         )
-
-    @classmethod
-    def from_callable(cls, func: Callable[..., Any]) -> FunctionTool:
-        """Flink Agents 0.3's ``Tool.from_callable``: the function as a tool (``Tool`` is this class here)."""
-        return cls(func)
 
     def schema(self) -> dict[str, Any]:
         """The OpenAI ``tools`` entry for this tool."""

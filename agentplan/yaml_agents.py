@@ -53,7 +53,7 @@ CLAZZ_ALIASES: dict[str, dict[str, str]] = {
         "ollama": ResourceName.EmbeddingModel.OLLAMA_SETUP, "openai": ResourceName.EmbeddingModel.OPENAI_SETUP,
         "tongyi": ResourceName.EmbeddingModel.TONGYI_SETUP},
     "vector_stores": {"chroma": ResourceName.VectorStore.CHROMA_VECTOR_STORE},
-    "mcp_servers": {},
+    "mcp_servers": {"mcp": "agentplan.integrations.mcp:MCPServer"},
 }
 DESCRIPTOR_SECTIONS: dict[str, ResourceType] = {
     "chat_model_connections": ResourceType.CHAT_MODEL_CONNECTION, "chat_model_setups": ResourceType.CHAT_MODEL,
@@ -230,8 +230,8 @@ class _Builder:
             for i, tool in enumerate(spec.tools):
                 agent.add_resource(tool.name, ResourceType.TOOL, self.function((*loc, "tools", i, "function"),
                                                                               tool.function))
-            if spec.skills:
-                raise self.fail((*loc, "skills", 0), "skills are not supported by this runtime yet")
+            for i, skills in enumerate(spec.skills):
+                agent.add_resource(skills.name, ResourceType.SKILLS, self.skills(skills, (*loc, "skills", i)))
             for section, kind in DESCRIPTOR_SECTIONS.items():
                 for i, descriptor in enumerate(getattr(spec, section)):
                     agent.add_resource(descriptor.name, kind, self.descriptor(section, descriptor, (*loc, section, i)))
@@ -246,6 +246,18 @@ class _Builder:
         if spec.text is not None:
             return Prompt.from_text(spec.text)
         return Prompt.from_messages([ChatMessage(role=m.role, content=m.content) for m in spec.messages or []])
+
+    def skills(self, spec: SkillsSpec, loc: Loc) -> Any:
+        from agentplan.skill.sources import Skills, merge
+
+        if spec.classpath:
+            raise self.fail((*loc, "classpath"), "classpath skills are Java-only; use paths, urls or package")
+        parts = [Skills.from_local_dir(*spec.paths or []), Skills.from_url(*spec.urls or []),
+                 Skills.from_package(*[(p["package"], p["resource"]) for p in spec.package or []])]
+        try:
+            return merge(parts)
+        except (ValueError, KeyError) as exc:
+            raise self.fail(loc, str(exc)) from None
 
     def descriptor(self, section: str, spec: DescriptorSpec, loc: Loc) -> ResourceDescriptor:
         clazz = CLAZZ_ALIASES[section].get(spec.clazz, spec.clazz)

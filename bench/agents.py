@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import functools
+import os
 from typing import Any
 
-from agentplan import ResourceDescriptor
+from agentplan import OpenAIChatModelConnection, ResourceDescriptor
 from agentplan.chat_message import ChatMessage, MessageRole
 from agentplan.chat_models import BaseChatModelConnection, ChatResult
 from agentplan.testing.llm_stub import default_responder
@@ -31,3 +32,9 @@ def _answer(model: str, messages: tuple[tuple[str, str], ...]) -> str:
 
 
 instant_llm_descriptor = ResourceDescriptor(clazz=InstantChatModelConnection)
+
+#: The stub over HTTP with its endpoint under a limiter (``python -m bench.limits``): adaptive concurrency,
+#: plus a fleet-wide requests/minute when ``BENCH_LLM_RPM`` is set.
+limited_llm_descriptor = ResourceDescriptor(
+    clazz=OpenAIChatModelConnection, timeout=30.0, max_concurrency=256,
+    requests_per_minute=float(os.environ["BENCH_LLM_RPM"]) if os.environ.get("BENCH_LLM_RPM") else None)

@@ -92,6 +92,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="results path without suffix (default bench/results/chaos, or chaos-3-nodes)")
     parser.add_argument("--group-protocol", choices=("classic", "consumer"), default="classic",
                         help="the workers' consumer group protocol (consumer = KIP-848, Apache Kafka only)")
+    parser.add_argument("--session-timeout-ms", type=int, default=SESSION_TIMEOUT_MS,
+                        help="the workers' session timeout (classic: -X session.timeout.ms; consumer: the group's "
+                             "consumer.session.timeout.ms); the recovery goal is this plus "
+                             f"{RECOVERY_MARGIN_S:g} s")
+    parser.add_argument("--warmup-s", type=float, default=0.0,
+                        help="seconds of production before the first event (a cold 3-node cluster on 2 cores "
+                             "commits slowly for its first ~30 s)")
     parser.add_argument("--keep-logs", action="store_true",
                         help="keep the workers' logs and state directories (and Apache Kafka's node directories)")
     args = parser.parse_args(argv)
@@ -101,7 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING)
     out: Path = args.out or RESULTS / ("chaos" if args.nodes == 1 else f"chaos-{args.nodes}-nodes")
     config = ChaosConfig(records=args.records, keys=args.keys, rate_per_s=args.rate, seed=args.seed,
-                         broker_kills=1 if args.nodes > 1 else 0, group_protocol=args.group_protocol)
+                         broker_kills=1 if args.nodes > 1 else 0, group_protocol=args.group_protocol,
+                         session_timeout_ms=args.session_timeout_ms, warmup_s=args.warmup_s)
     command = "python -m bench.chaos " + " ".join(argv if argv is not None else sys.argv[1:])
     work_dir = Path(tempfile.mkdtemp(prefix="agentfleet-chaos-"))
     ledger = CallLedger()
@@ -131,7 +139,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             shutil.rmtree(work_dir, ignore_errors=True)
     report["broker"] = info
-    report["session_timeout_s"] = SESSION_TIMEOUT_MS / 1000
+    report["session_timeout_s"] = config.session_timeout_ms / 1000
+    report["warmup_s"] = config.warmup_s
     worker_events = [e["recovery_s"] for e in report["events"]
                      if e["kind"] not in ("join", BROKER_KILL) and e.get("recovery_s") is not None]
     report["max_worker_event_recovery_s"] = max(worker_events, default=None)

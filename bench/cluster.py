@@ -77,11 +77,11 @@ def review(i: int, keys: int) -> tuple[bytes, bytes]:
 class StubProcess:
     """``python -m agentplan.testing.llm_stub`` as a child process (several with ``--workers``)."""
 
-    def __init__(self, latency_ms: float = 0, workers: int = 1) -> None:
+    def __init__(self, latency_ms: float = 0, workers: int = 1, extra: tuple[str, ...] = ()) -> None:
         self.port = free_port()
         self.latency_ms = latency_ms
         args = [sys.executable, "-m", "agentplan.testing.llm_stub", "--port", str(self.port),
-                "--latency-ms", str(latency_ms), "--no-request-log", "--workers", str(workers)]
+                "--latency-ms", str(latency_ms), "--no-request-log", "--workers", str(workers), *extra]
         self.proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                      start_new_session=True)
         assert self.proc.stdout is not None
@@ -217,8 +217,8 @@ class Cluster:
         for name in names:
             self.admin.create_topic(name, partitions)
 
-    def stub(self, latency_ms: float = 0, workers: int = 1) -> StubProcess:
-        stub = StubProcess(latency_ms, workers)
+    def stub(self, latency_ms: float = 0, workers: int = 1, extra: tuple[str, ...] = ()) -> StubProcess:
+        stub = StubProcess(latency_ms, workers, extra)
         self.stubs.append(stub)
         return stub
 

@@ -285,13 +285,15 @@ def llm_stub(port: int = typer.Option(8000, metavar="PORT", help="port to listen
              host: str = typer.Option("127.0.0.1", metavar="HOST", help="bind address (0.0.0.0 inside a container)"),
              latency_ms: float = typer.Option(0.0, min=0, metavar="MS", help="added latency per request"),
              error_rate: float = typer.Option(0.0, min=0, max=1, metavar="FRACTION",
-                                              help="fraction of requests answered 500/503")
+                                              help="fraction of requests answered 500/503"),
+             rate_limit: float = typer.Option(0.0, min=0, metavar="PER_S",
+                                              help="requests/s answered; above it 429 with Retry-After (0: none)")
              ) -> None:
     """Run the OpenAI-compatible stub model server in the foreground."""
     from agentplan.testing.llm_stub import main
 
     raise typer.Exit(main(["--host", host, "--port", str(port), "--latency-ms", str(latency_ms),
-                           "--error-rate", str(error_rate)]))
+                           "--error-rate", str(error_rate), "--rate-limit", str(rate_limit)]))
 
 
 topics_app = _App(help="Create, describe and delete topics.", no_args_is_help=True)
@@ -507,6 +509,32 @@ def consume(topic: str = typer.Argument(..., metavar="TOPIC", help="topic to rea
         _fail(exc)
     except KeyboardInterrupt:
         raise typer.Exit(0) from None
+
+
+@app.command()
+def trace(key: str = typer.Argument(..., metavar="KEY", help="the record key whose runs to show"),
+          app_id: str = typer.Option("agentfleet", envvar=E + "APP_ID", metavar="ID",
+                                     help="the workers' --app-id: reads <app-id>-events"),
+          file: Path | None = typer.Option(None, metavar="PATH", help="read a local runner's JSON-lines event "
+                                                                      "log instead of Kafka"),
+          last: int | None = typer.Option(None, "--last", min=1, metavar="N", help="only the last N runs"),
+          bootstrap_servers: str = BOOTSTRAP, kafka_property: list[str] = PROPS) -> None:
+    """Show a key's runs from the event log as a tree: run -> actions -> model and tool calls."""
+    from rich.console import Console
+
+    from worker.trace_cli import file_records, group_runs, kafka_records, render_runs
+
+    try:
+        records = (file_records(file, key) if file is not None else
+                   kafka_records(bootstrap_servers, f"{app_id}-events", key, _parse_properties(kafka_property)))
+        runs = group_runs(records)
+    except WorkerError as exc:
+        _fail(exc)
+    if not runs:
+        typer.echo(f"error: no event-log records for key {key!r} (is event-log.level set for the agent?)", err=True)
+        raise typer.Exit(1)
+    # Piped output is not cut at 80 columns: a tree line is read whole.
+    Console(width=None if sys.stdout.isatty() else 400).print(render_runs(key, runs[-last:] if last else runs))
 
 
 @state_app.command("inspect")

@@ -158,6 +158,11 @@ class WorkerSettings(BaseModel):
         return f"{self.app_id}-state-changelog"
 
     @property
+    def events_topic(self) -> str:
+        """The event log (``event-log.*`` in the agent configuration), one partition per input partition."""
+        return f"{self.app_id}-events"
+
+    @property
     def repartition_topic(self) -> str:
         """Internal topic that re-keys records by ``key_field`` (used only when it is set)."""
         return f"{self.app_id}-repartition"

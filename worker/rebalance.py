@@ -19,6 +19,7 @@ from typing import Any, cast
 from confluent_kafka import Consumer, Message, TopicPartition
 
 from agentplan import Engine
+from agentplan.limits import endpoint_limits
 from worker.checkpoint.checkpointer import Checkpointer
 from worker.checkpoint.producer import FatalCommitError
 from worker.config import WorkerSettings
@@ -68,6 +69,13 @@ class Rebalancer:
         self._dispatch = dispatch
         self._fail = fail
         self.partitions: dict[TopicPart, OwnedPartition] = {}
+        self.partition_count = 0  # of the keyed topic, set at start-up: the denominator of the rate share
+
+    def _share_rates(self) -> None:
+        """Fleet-wide model rate limits are split by partition ownership (agentplan.limits): no coordination."""
+        if self.partition_count:
+            owned = sum(1 for topic, _ in self.partitions if topic == self.settings.state_topic)
+            endpoint_limits.set_share(owned, self.partition_count)
 
     def stores(self) -> dict[int, PartitionStore | None]:
         """The state stores of the stateful partitions this worker owns, by partition number."""
@@ -100,6 +108,7 @@ class Rebalancer:
                             PauseReason.RESTORING)
         self.pausing.assign((tp.topic, tp.partition) for tp in partitions if tp.topic != state_topic)
         self.metrics.assigned_partitions.set(len(self.partitions))
+        self._share_rates()
         logger.info("assigned %s", [f"{tp.topic}[{tp.partition}]" for tp in partitions])
         # Records deleted before this group read them: logged and counted (librdkafka only skips them).
         check_retention_gaps(self.clients.offsets_reader(), partitions, self.metrics)
@@ -169,6 +178,7 @@ class Rebalancer:
                 part.cancelled.set()
                 self._close(part)
         self.metrics.assigned_partitions.set(len(self.partitions))
+        self._share_rates()
 
     def close_all(self) -> None:
         for part in list(self.partitions.values()):

@@ -51,6 +51,9 @@ class RecordMeta:
     offset: int
     timestamp_ms: int
     key: bytes
+    traceparent: bytes | None = None  # W3C trace context it arrived with, carried to what its run produces
+    tracestate: bytes | None = None
+    run_span: Any = None  # the span context of its run, when traced (worker/observability/tracing.py)
 
 
 def _reject_constant(name: str) -> Any:
@@ -149,13 +152,29 @@ def truncate(text: str, limit: int = MAX_HEADER_TEXT) -> bytes:
 
 
 def source_headers(meta: RecordMeta, app_id: str, txn: str) -> list[tuple[str, bytes]]:
-    return [
+    headers = [
         (HEADER_PREFIX + "source.topic", meta.topic.encode()),
         (HEADER_PREFIX + "source.partition", str(meta.partition).encode()),
         (HEADER_PREFIX + "source.offset", str(meta.offset).encode()),
         (HEADER_PREFIX + "app.id", app_id.encode()),
         (HEADER_PREFIX + "txn", txn.encode()),
     ]
+    if meta.traceparent is not None:
+        headers.append(("traceparent", meta.traceparent))
+        if meta.tracestate is not None:
+            headers.append(("tracestate", meta.tracestate))
+    return headers
+
+
+def trace_context(headers: Any) -> tuple[bytes | None, bytes | None]:
+    """The W3C ``traceparent`` and ``tracestate`` headers of a consumed record (None when absent)."""
+    parent = state = None
+    for name, value in headers:
+        if name == "traceparent":
+            parent = value
+        elif name == "tracestate":
+            state = value
+    return parent, state
 
 
 def dlq_headers(meta: RecordMeta, app_id: str, txn: str, reason: str,

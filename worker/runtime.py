@@ -52,6 +52,7 @@ from worker.observability.gauges import refresh_gauges
 from worker.observability.health import ObservabilityServer, model_endpoints_readiness
 from worker.observability.liveness import LoopLiveness
 from worker.observability.metrics import WorkerMetrics
+from worker.observability.tracing import WorkerObservation
 from worker.observability.user_metrics import UserMetricsCollector
 from worker.offsets import OffsetTracker
 from worker.plugins import compile_plan, load_agent, load_model
@@ -59,7 +60,7 @@ from worker.processing.hot_keys import HotKeys
 from worker.processing.pausing import PauseReason, PausingManager
 from worker.processing.window import InFlightWindow
 from worker.rebalance import Rebalancer
-from worker.records import DecodeFailure, EngineKey, InputDecoder, RecordMeta, describe_key, position
+from worker.records import DecodeFailure, EngineKey, InputDecoder, RecordMeta, describe_key, position, trace_context
 from worker.state.expiry import StateExpiry
 from worker.state.store import ensure_writable
 
@@ -82,6 +83,7 @@ class Worker:
         if agent_config is None:
             agent_config = AgentConfiguration.load(settings.agent_config)
         self.plan = plan or compile_plan(self.agent, agent_config, settings.resources)
+        self.observation = WorkerObservation(self.plan.config, type(self.agent).__name__, settings.app_id)
         self.decoder = InputDecoder(load_model(settings.input_model), settings.max_record_bytes, settings.key_field)
         self.metrics = metrics or WorkerMetrics(app_id=settings.app_id, instance_id=settings.instance_id)
         self.broker = BrokerWatch(settings.bootstrap_servers, settings.broker_unreachable_timeout_s, self._probe_broker)
@@ -145,6 +147,7 @@ class Worker:
                 self.checkpointer.shutdown()
             if self.server is not None:
                 self.server.stop()
+            self.observation.shutdown()
 
     # -- start-up: every check that can fail runs before the first side effect on Kafka --------------
     async def _start(self) -> None:
@@ -153,12 +156,13 @@ class Worker:
         producer = self._make_clients()  # a property librdkafka refuses fails here; clients only connect
         try:
             ensure_writable(s.state_dir / s.app_id)
-            await asyncio.to_thread(prepare_topics, s)
+            partition_count = await asyncio.to_thread(prepare_topics, s, self.observation.event_log)
+            observation = self.observation.start()
         except BaseException:
             self._discard_unstarted_consumer()
             raise
         self.engine = Engine(self.plan, state_loader=self._load_state, metrics=self.metrics,
-                             describe_key=describe_key, commits_state=True)
+                             describe_key=describe_key, observation=observation, commits_state=True)
         self.metrics.inflight_limit.set(s.max_inflight)
         self.metrics.registry.register(UserMetricsCollector(self.engine.metric_group))
         ttl = ShortTermMemoryTtl.from_config(self.plan.config)
@@ -176,7 +180,8 @@ class Worker:
         self.hot_keys = HotKeys(s.max_inflight, self.pausing)
         self.checkpointer = Checkpointer(
             producer, self.engine, self.tracker,
-            Topics(s.app_id, s.output_topic, s.dead_letter_topic, s.changelog_topic, s.repartition_topic),
+            Topics(s.app_id, s.output_topic, s.dead_letter_topic, s.changelog_topic, s.repartition_topic,
+                   s.events_topic if self.observation.event_log else None),
             stores=lambda: self.rebalancer.stores() if self.rebalancer else {},
             name_prefix=f"{s.transactional_id}@{int(time.time() * 1000)}",
             transaction_timeout_s=s.transaction_timeout_ms / 1000, broker_down=lambda: self.broker.down,
@@ -185,6 +190,7 @@ class Worker:
                                      self.hot_keys, self.checkpointer, dispatch=self._dispatch, fail=self._fail)
         topics = [s.input_topic, *([s.repartition_topic] if s.key_field else [])]
         r = self.rebalancer
+        r.partition_count = partition_count
         self.consumer.subscribe(topics, on_assign=r.on_assign, on_revoke=r.on_revoke, on_lost=r.on_lost)
         logger.info("worker %s joined group %s on %s (%s)", s.instance_id, s.app_id, s.input_topic,
                     s.processing_guarantee.value)
@@ -325,6 +331,9 @@ class Worker:
         assert self.engine is not None and self.checkpointer is not None and self.hot_keys is not None
         raw_key = message.key()
         meta = RecordMeta(*position(message), message.timestamp()[1], raw_key or b"")
+        headers = message.headers()
+        if headers:
+            meta.traceparent, meta.tracestate = trace_context(headers)
         repartition = self.settings.key_field is not None and meta.topic == self.settings.input_topic
         try:
             # Re-keyed records take their key from the field, whatever key they arrived with.
@@ -362,6 +371,7 @@ class Worker:
         assert self.hot_keys is not None
         self.hot_keys.committed(checkpoint.deltas)
         self.observer.committed(checkpoint)
+        self.observation.committed(checkpoint)
 
     # -- observability -------------------------------------------------------------------------------
     def _probe_broker(self) -> None:

@@ -40,7 +40,7 @@ from typing import Any
 try:
     import httpx2 as httpx_module  # openai 3.x
 except ImportError:  # openai 1.x/2.x build on httpx
-    import httpx as httpx_module  # type: ignore[import-not-found,no-redef]
+    import httpx as httpx_module  # type: ignore[import-not-found,no-redef,unused-ignore]
 
 logger = logging.getLogger(__name__)
 

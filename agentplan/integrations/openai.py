@@ -24,6 +24,7 @@ from agentplan.integrations._lean_http import (
     environment_proxy,
     httpx_module,
 )
+from agentplan.limits import EndpointLimiter, LimitSettings, endpoint_limits
 
 logger = logging.getLogger(__name__)
 
@@ -145,13 +146,25 @@ class OpenAIChatModelConnection(BaseChatModelConnection):
     ``AgentConfiguration.transient_retry_limit``. ``max_retries`` is accepted so that Flink Agents
     code ports unchanged, and has no effect: there it is the SDK's retries before the job restarts,
     which the engine's retries stand for here. Every outcome feeds the endpoint's health in
-    :data:`agentplan.endpoints.model_endpoints`.
+    :data:`agentplan.endpoints.model_endpoints`. ``max_concurrency``, ``initial_concurrency``,
+    ``requests_per_minute`` and ``tokens_per_minute`` (any of them) put the endpoint's calls under an
+    adaptive limiter (:mod:`agentplan.limits`); the two rates are fleet-wide.
     """
+
+    accepts_limits = True
+    provider_name = "openai"  # gen_ai.provider.name of its spans (agentplan.tracing)
 
     def __init__(self, api_base_url: str | None = None, api_key: str | None = None, timeout: float = 60.0,
                  max_retries: int | None = None, organization: str | None = None,
                  default_headers: dict[str, str] | None = None, max_connections: int = 2048,
+                 max_concurrency: int | None = None, initial_concurrency: int | None = None,
+                 requests_per_minute: float | None = None, tokens_per_minute: float | None = None,
                  **_ignored: Any) -> None:
+        self.limit_settings = LimitSettings.from_arguments(type(self).__name__, {
+            "max_concurrency": max_concurrency, "initial_concurrency": initial_concurrency,
+            "requests_per_minute": requests_per_minute, "tokens_per_minute": tokens_per_minute})
+        self._limited = self.limit_settings.enabled  # read per call: kept out of the hot path
+        self._limiter: EndpointLimiter | None = None
         if api_base_url:
             self.base_url_source = f"the api_base_url argument of {type(self).__name__}"
         elif os.environ.get("OPENAI_BASE_URL"):
@@ -231,8 +244,32 @@ class OpenAIChatModelConnection(BaseChatModelConnection):
         """The base URL the client will use (the SDK's own default when none is configured)."""
         return self.api_base_url or "https://api.openai.com/v1"
 
+    def is_down(self) -> bool:
+        if self._endpoint is None:
+            self._endpoint = model_endpoints.endpoint(self._effective_base_url(), self.base_url_source)
+        return not self._endpoint.up
+
+    def limiter(self) -> EndpointLimiter | None:
+        if self._limiter is None and self._limited:
+            self._limiter = endpoint_limits.limiter(self._effective_base_url(), self.limit_settings)
+        return self._limiter
+
     async def chat(self, messages: list[ChatMessage], *, model: str, tools: list[dict[str, Any]] | None = None,
                    **params: Any) -> ChatResult:
+        limiter = self.limiter()
+        if limiter is None:
+            return await self._chat(messages, model=model, tools=tools, **params)
+        permit = await limiter.acquire()
+        try:
+            result = await self._chat(messages, model=model, tools=tools, **params)
+        except BaseException as exc:
+            permit.finish(exc)
+            raise
+        permit.finish(None, result.prompt_tokens + result.completion_tokens)
+        return result
+
+    async def _chat(self, messages: list[ChatMessage], *, model: str, tools: list[dict[str, Any]] | None = None,
+                    **params: Any) -> ChatResult:
         request: dict[str, Any] = {"model": model or os.environ.get(DEFAULT_MODEL_ENV, "gpt-4o-mini"),
                                    "messages": [to_openai_message(m) for m in messages], **params}
         if tools:
@@ -317,6 +354,7 @@ def parse_chat_completion(body: bytes, requested_model: str) -> ChatResult:
         model=data.get("model") or requested_model,
         prompt_tokens=_token_count(usage.get("prompt_tokens")),
         completion_tokens=_token_count(usage.get("completion_tokens")),
+        finish_reason=str(choice.get("finish_reason") or ""),
     )
 
 

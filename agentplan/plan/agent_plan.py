@@ -16,9 +16,10 @@ from agentplan.agent import ActionSpec, Agent
 from agentplan.config import AgentConfiguration
 from agentplan.events import Event
 from agentplan.exceptions import PlanCompileError, ResourceError, SerializationError
+from agentplan.limits import LimitSettings
 from agentplan.prompts import Prompt
 from agentplan.resources import ResourceDescriptor, ResourceType
-from agentplan.tools import FunctionTool
+from agentplan.tools import FunctionTool, Tool
 
 SECRET_NAME = re.compile(r"(api[_-]?key|password|secret|token|credential|authorization)",
                          re.IGNORECASE)
@@ -39,11 +40,20 @@ class AgentPlan:
     def __init__(self, actions: dict[str, ActionSpec], resources: dict[str, tuple[ResourceType, Any]],
                  config: AgentConfiguration) -> None:
         self.actions = actions
-        self.resource_providers = resources
+        self.resource_providers = dict(resources)
         self.config = config
         self._by_event: dict[type, list[ActionSpec]] = {}
         self._by_typed: dict[tuple[type, str], list[ActionSpec]] = {}
         self._built: dict[str, Any] = {}
+        self._discovered: set[str] = set()  # resources an MCP server offers: asked again when loaded
+        if any(kind is ResourceType.MCP_SERVER for kind, _ in resources.values()):
+            from agentplan.integrations.mcp import expand_mcp_servers
+
+            self._discovered = expand_mcp_servers(self.resource_providers, self._built)
+        if any(kind is ResourceType.SKILLS for kind, _ in resources.values()):
+            from agentplan.skill.plan_support import merge_skills
+
+            self._discovered.add(merge_skills(self.resource_providers))
         self._validate()
 
     # -- compile --------------------------------------------------------------------------
@@ -66,7 +76,7 @@ class AgentPlan:
         for name, (kind, provider) in self.resource_providers.items():
             if kind is ResourceType.PROMPT and not isinstance(provider, Prompt):
                 raise PlanCompileError(f"prompt {name!r} must be a Prompt, got {type(provider).__name__}")
-            if kind is ResourceType.TOOL and not (callable(provider) or isinstance(provider, FunctionTool)):
+            if kind is ResourceType.TOOL and not (callable(provider) or isinstance(provider, Tool)):
                 raise PlanCompileError(f"tool {name!r} must be a function")
             model_kinds = (ResourceType.CHAT_MODEL, ResourceType.CHAT_MODEL_CONNECTION)
             if kind in model_kinds and isinstance(provider, ResourceDescriptor):
@@ -78,6 +88,12 @@ class AgentPlan:
                     raise PlanCompileError(f"{kind.value} {name!r} is built from a {declared.value} class")
             if kind is ResourceType.CHAT_MODEL and isinstance(provider, ResourceDescriptor):
                 self._validate_setup(name, provider.arguments)
+            if (kind is ResourceType.CHAT_MODEL_CONNECTION and isinstance(provider, ResourceDescriptor)
+                    and getattr(provider.clazz, "accepts_limits", False)):
+                try:  # limits are checked at compile time: a bad one fails the worker's start
+                    LimitSettings.from_arguments(f"chat model connection {name!r}", provider.arguments)
+                except ResourceError as exc:
+                    raise PlanCompileError(str(exc)) from None
 
     def _validate_setup(self, name: str, args: dict[str, Any]) -> None:
         def require(ref: Any, kind: ResourceType, what: str) -> None:
@@ -97,6 +113,18 @@ class AgentPlan:
         for tool_name in args.get("tools") or []:
             if isinstance(tool_name, str):
                 require(tool_name, ResourceType.TOOL, "tool")
+        fallback = args.get("fallback")
+        if fallback is not None and not (isinstance(fallback, list) and all(isinstance(f, str) for f in fallback)):
+            raise PlanCompileError(f"chat model setup {name!r}: fallback must be a list of setup names, "
+                                   f"got {fallback!r}")
+        for fallback_name in fallback or []:
+            if fallback_name == name:
+                raise PlanCompileError(f"chat model setup {name!r} names itself as a fallback")
+            require(fallback_name, ResourceType.CHAT_MODEL, "fallback")
+        if args.get("skills"):
+            from agentplan.skill.plan_support import check_setup_skills
+
+            check_setup_skills(name, args["skills"], self.resource_providers)
 
     # -- execution-time lookups -------------------------------------------------------------------
     def actions_for(self, event_type: type) -> list[ActionSpec]:
@@ -136,7 +164,7 @@ class AgentPlan:
         provider = entry[1]
         if isinstance(provider, ResourceDescriptor):
             built = provider.build(self.get_resource)
-        elif kind is ResourceType.TOOL and not isinstance(provider, FunctionTool):
+        elif kind is ResourceType.TOOL and not isinstance(provider, Tool):
             built = FunctionTool(provider, name=name)
         else:
             built = provider
@@ -163,6 +191,8 @@ class AgentPlan:
 
         resources = []
         for name, (kind, provider) in self.resource_providers.items():
+            if name in self._discovered:
+                continue
             entry: dict[str, Any] = {"name": name, "type": kind.value}
             if isinstance(provider, ResourceDescriptor):
                 data = provider.to_dict()
@@ -171,6 +201,8 @@ class AgentPlan:
                 entry["descriptor"] = data
             elif isinstance(provider, Prompt):
                 entry["prompt"] = provider.model_dump(mode="json", exclude_none=True)
+            elif kind is ResourceType.SKILLS and hasattr(provider, "sources"):
+                entry["skills"] = provider.model_dump(mode="json")
             elif kind is ResourceType.TOOL:
                 func = provider.func if isinstance(provider, FunctionTool) else provider
                 entry["function"] = func_path(func, f"tool {name!r}")
@@ -206,6 +238,10 @@ class AgentPlan:
                 provider: Any = ResourceDescriptor.from_dict(r["descriptor"])
             elif "prompt" in r:
                 provider = Prompt.model_validate(r["prompt"])
+            elif "skills" in r:
+                from agentplan.skill.sources import Skills
+
+                provider = Skills.model_validate(r["skills"])
             else:
                 provider = codec.resolve_path(r["function"])
             resources[r["name"]] = (kind, provider)

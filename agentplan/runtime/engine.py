@@ -24,7 +24,7 @@ import json
 import logging
 import time
 from collections import OrderedDict, deque
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -45,6 +45,7 @@ from agentplan.plan import AgentPlan
 from agentplan.resources import ResourceType
 from agentplan.runner_context import RunnerContext
 from agentplan.runtime import durable
+from agentplan.runtime.observe import Observation, ObservedAction, ObservedRun
 from agentplan.runtime.state_ttl import ShortTermMemoryTtl
 
 logger = logging.getLogger(__name__)
@@ -76,11 +77,12 @@ class KeyDelta:
     finished: list[Any] = field(default_factory=list)  # metas of inputs now done (incl. skipped/failed)
     failures: list[tuple[Any, Any, BaseException]] = field(default_factory=list)  # (meta, input, error)
     skipped: list[Any] = field(default_factory=list)  # metas already finished before (replay)
+    log: Sequence[dict[str, Any]] = ()  # event-log records (agentplan.runtime.observe)
 
 
 class _Run:
     __slots__ = ("run_id", "position", "meta", "input", "pending", "cursor", "sensory", "journal",
-                 "next_event_seq", "started", "awaiting_input")
+                 "next_event_seq", "started", "awaiting_input", "obs")
 
     def __init__(self, run_id: str, position: int | None, meta: Any, input_value: Any) -> None:
         self.run_id = run_id
@@ -94,6 +96,7 @@ class _Run:
         self.next_event_seq = 0
         self.started = time.monotonic()
         self.awaiting_input = False  # restored from state; waits for its input to be replayed
+        self.obs: ObservedRun | None = None  # this attempt, when an Observation is installed
 
 
 class _Slot:
@@ -101,8 +104,8 @@ class _Slot:
 
     __slots__ = ("key", "queue", "memory", "progress", "run", "run_counter", "task", "version",
                  "collected_version", "in_action", "memory_backup", "sensory_backup", "ctx",
-                 "outputs", "finished", "failures", "skipped", "cached_bytes", "persist_waiters", "touched_ms",
-                 "tombstone")
+                 "outputs", "finished", "failures", "skipped", "cached_bytes", "log", "persist_waiters",
+                 "touched_ms", "tombstone")
 
     def __init__(self, key: Hashable) -> None:
         self.key = key
@@ -123,6 +126,7 @@ class _Slot:
         self.failures: list[tuple[Any, Any, BaseException]] = []
         self.skipped: list[Any] = []
         self.cached_bytes = 0  # charged to the idle-state cache while the key is idle
+        self.log: list[dict[str, Any]] = []
         self.persist_waiters: list[tuple[int, asyncio.Future[None]]] = []  # (version, woken once durable)
         self.touched_ms: int | None = None  # short-term memory TTL: last renewal (wall clock ms)
         self.tombstone = False  # expired: the next collect deletes the key's state
@@ -133,12 +137,14 @@ class Engine:
 
     def __init__(self, plan: AgentPlan, *, state_loader: StateLoader | None = None,
                  metrics: MetricsSink | None = None, describe_key: Callable[[Hashable], str] = repr,
-                 commits_state: bool = False) -> None:
+                 observation: Observation | None = None, commits_state: bool = False) -> None:
         """``describe_key`` renders a key in log lines the way its user knows it (the Kafka worker's keys
-        carry their partition, which users never wrote). ``commits_state``: the driver persists collected
-        deltas while runs go on and calls :meth:`release` once they are durable (the Kafka worker); a
-        reconciled durable call then waits for its start to be durable before it runs."""
+        carry their partition, which users never wrote). ``observation`` feeds the event log and traces.
+        ``commits_state``: the driver persists collected deltas while runs go on and calls :meth:`release`
+        once they are durable (the Kafka worker); a reconciled durable call then waits for its start to be
+        durable before it runs."""
         self.plan = plan
+        self.observation = observation
         self.commits_state = commits_state
         self.metric_group = MetricGroup()
         self._describe_key = describe_key
@@ -187,10 +193,12 @@ class Engine:
         for slot in self._slots.values():
             if slot.version == slot.collected_version:
                 continue
+            log = slot.log
             deltas.append(KeyDelta(slot.key, None if slot.tombstone else self._encode_state(slot), slot.version,
-                                   slot.outputs,
-                                   slot.finished, slot.failures, slot.skipped))
+                                   slot.outputs, slot.finished, slot.failures, slot.skipped, log or ()))
             slot.outputs, slot.finished, slot.failures, slot.skipped = [], [], [], []
+            if log:  # the delta keeps this list: later records go to a new one
+                slot.log = []
             slot.collected_version = slot.version
         return deltas
 
@@ -353,7 +361,9 @@ class Engine:
                 item = slot.queue.popleft()
                 self.queued_inputs -= 1
                 run = slot.run
+                resumed = False
                 if run is not None and run.awaiting_input:
+                    resumed = True
                     if item.position is not None and run.position is not None and item.position < run.position:
                         self._skip(slot, item)
                         continue
@@ -381,6 +391,9 @@ class Engine:
                     run.next_event_seq = 1
                     run.pending.append(first)
                     slot.version += 1
+                if self.observation is not None and run.obs is None:
+                    run.obs = self.observation.start_run(slot, slot.key, run.run_id, run.meta,
+                                                         None if resumed else run.pending[0])
                 async with self._run_slots:
                     self.inflight_runs += 1
                     try:
@@ -399,6 +412,7 @@ class Engine:
         slot.version += 1
 
     async def _execute_run(self, slot: _Slot, run: _Run) -> None:
+        error: ActionError | None = None
         try:
             while run.pending:
                 event = run.pending[0]
@@ -420,9 +434,16 @@ class Engine:
         except ActionError as exc:
             logger.warning("key %s: run %s failed: %s", self._describe_key(slot.key), run.run_id, exc)
             slot.failures.append((run.meta, run.input, exc))
-        self._finish_run(slot, run)
+            error = exc
+        except asyncio.CancelledError:
+            if run.obs is not None:
+                run.obs.cancel()
+            raise
+        self._finish_run(slot, run, error)
 
-    def _finish_run(self, slot: _Slot, run: _Run) -> None:
+    def _finish_run(self, slot: _Slot, run: _Run, error: ActionError | None = None) -> None:
+        if run.obs is not None:
+            run.obs.finish(error)
         if run.position is not None:
             slot.progress = run.position
         slot.finished.append(run.meta)
@@ -438,6 +459,8 @@ class Engine:
         while True:
             ctx = _ActionContext(self, slot, run, spec, event)
             ctx.retry_count, ctx.retry_wait_s = retries, waited_s
+            if run.obs is not None:
+                ctx.observation = run.obs.start_action(spec.name, event, attempt + transient_attempt + 1)
             slot.ctx = ctx
             slot.in_action = True
             started = time.monotonic()
@@ -447,10 +470,16 @@ class Engine:
                 else:
                     spec.func(event, ctx)
                 self.metrics.action_finished(spec.name, time.monotonic() - started, None)
+                if ctx.observation is not None:
+                    ctx.observation.finish(ctx.emitted, None)
                 return ctx.emitted
-            except asyncio.CancelledError:
+            except asyncio.CancelledError as exc:
+                if ctx.observation is not None:
+                    ctx.observation.finish((), exc)
                 raise
             except TransientError as exc:
+                if ctx.observation is not None:
+                    ctx.observation.finish((), exc)
                 # The one retry layer of a model call (the SDK and the transport never retry): the
                 # action runs again with its journal kept, so the calls it completed are not repeated.
                 self.metrics.action_finished(spec.name, time.monotonic() - started, exc)
@@ -469,6 +498,8 @@ class Engine:
                              spec.name, exc, transient_attempt, delay)
                 await asyncio.sleep(delay)  # cancelled by cancel_keys()/close() at shutdown
             except Exception as exc:  # noqa: BLE001 - user code may raise anything
+                if ctx.observation is not None:
+                    ctx.observation.finish((), exc)
                 self.metrics.action_finished(spec.name, time.monotonic() - started, exc)
                 self._rollback(slot, run)
                 strategy = self.config.error_handling_strategy
@@ -517,6 +548,7 @@ class _ActionContext(RunnerContext):
         self._call_index = 0
         self._durable_depth = 0
         self.emitted: list[Event] = []
+        self.observation: ObservedAction | None = None  # set by the engine when the run is observed
         self.retry_count = 0  # earlier attempts of this action, and the time waited between them
         self.retry_wait_s = 0.0
 
@@ -591,9 +623,12 @@ class _ActionContext(RunnerContext):
     def durable_execute(self, fn: Callable[..., T], *args: Any, reconciler: Callable[[], Any] | None = None,
                         **kwargs: Any) -> T:
         key = self._journal_key()
+        observed = self.observation
         journal = self._run.journal
         if key in journal:
             if not durable.is_started(journal[key]):
+                if observed is not None:
+                    observed.replayed_call()
                 return codec.decode(journal[key])
             if reconciler is not None:
                 return self._reconcile(key, reconciler)
@@ -601,11 +636,14 @@ class _ActionContext(RunnerContext):
             # The event loop is blocked until fn returns, so no checkpoint can commit this start before
             # the result: a sync call is reconciled only when its start was committed by other means.
             self._mark_started(key)
+        call = observed.start_call(fn) if observed is not None else None
         self._durable_depth += 1
         try:
             result = fn(*args, **kwargs)
-        except BaseException:
+        except BaseException as exc:
             self._forget_started(key)
+            if call is not None:
+                call.finish(None, exc)
             raise
         finally:
             self._durable_depth -= 1
@@ -613,22 +651,31 @@ class _ActionContext(RunnerContext):
             if inspect.iscoroutine(result):
                 result.close()  # never awaited by design; avoids a "never awaited" warning on top
             self._forget_started(key)
-            raise DurableCallError("durable_execute got a coroutine; use await ctx.durable_execute_async(...)")
+            error = DurableCallError("durable_execute got a coroutine; use await ctx.durable_execute_async(...)")
+            if call is not None:
+                call.finish(None, error)
+            raise error
+        if call is not None:  # with the journal entry: the record commits with the result (observe.py)
+            call.finish(result, None)
         self._record(key, result)
         return result
 
     async def durable_execute_async(self, fn: Callable[..., T | Awaitable[T]], *args: Any,
                                     reconciler: Callable[[], Any] | None = None, **kwargs: Any) -> T:
         key = self._journal_key()
+        observed = self.observation
         journal = self._run.journal
         if key in journal:
             if not durable.is_started(journal[key]):
+                if observed is not None:
+                    observed.replayed_call()
                 return codec.decode(journal[key])
             if reconciler is not None:
                 return self._reconcile(key, reconciler)
         if reconciler is not None:
             self._mark_started(key)
             await self._engine.persisted(self._slot)  # the start is committed before fn runs
+        call = observed.start_call(fn) if observed is not None else None
         self._durable_depth += 1
         try:
             if inspect.iscoroutinefunction(fn):
@@ -637,11 +684,15 @@ class _ActionContext(RunnerContext):
                 result = await asyncio.to_thread(fn, *args, **kwargs)
                 if inspect.isawaitable(result):
                     result = await result
-        except BaseException:
+        except BaseException as exc:
             self._forget_started(key)
+            if call is not None:
+                call.finish(None, exc)
             raise
         finally:
             self._durable_depth -= 1
+        if call is not None:  # with the journal entry: the record commits with the result (observe.py)
+            call.finish(result, None)
         self._record(key, result)
         return result
 

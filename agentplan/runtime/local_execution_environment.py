@@ -9,10 +9,12 @@ from typing import Any
 from agentplan.agent import Agent
 from agentplan.config import AgentConfiguration, ErrorHandlingStrategy
 from agentplan.environment import AgentsExecutionEnvironment
+from agentplan.eventlog import write_event_log
 from agentplan.exceptions import AgentPlanError, AgentRunError
 from agentplan.metrics import MetricsSink, RecordingMetrics
 from agentplan.plan import AgentPlan
 from agentplan.runtime.engine import Engine
+from agentplan.runtime.observe import build_observation, global_tracer_provider
 from agentplan.runtime.state_ttl import ShortTermMemoryTtl, now_ms
 
 logger = logging.getLogger(__name__)
@@ -21,9 +23,14 @@ logger = logging.getLogger(__name__)
 class LocalExecutionEnvironment(AgentsExecutionEnvironment):
     """Runs inputs from a list through an agent; keys run concurrently, each key in order."""
 
-    def __init__(self, config: AgentConfiguration | None = None, metrics: MetricsSink | None = None) -> None:
+    def __init__(self, config: AgentConfiguration | None = None, metrics: MetricsSink | None = None,
+                 tracer_provider: Any = None) -> None:
+        """``tracer_provider``: an OpenTelemetry tracer provider for GenAI spans of the runs (default: the
+        one the application installed globally, if any)."""
         super().__init__(config)
         self.metrics = metrics or RecordingMetrics()
+        self.tracer_provider = tracer_provider
+        self._agent_name = "agent"
         self._inputs: list[dict[str, Any]] | None = None
         self._plan: AgentPlan | None = None
         self._outputs: list[dict[Any, Any]] = []
@@ -47,9 +54,11 @@ class LocalExecutionEnvironment(AgentsExecutionEnvironment):
         """Run ``agent``; a string names an agent loaded from YAML with :meth:`load_yaml`."""
         if self._inputs is None:
             raise AgentPlanError("call from_list(...) before apply(agent)")
+        name = agent if isinstance(agent, str) else type(agent).__name__
         if isinstance(agent, str):
             agent = self.named_agent(agent)
         self._plan = self.compile(agent)
+        self._agent_name = name
         return self
 
     def to_list(self) -> list[dict[Any, Any]]:
@@ -82,7 +91,9 @@ class LocalExecutionEnvironment(AgentsExecutionEnvironment):
         if self._plan is None or self._inputs is None:
             raise AgentPlanError("nothing to execute: use from_list(...).apply(agent) first")
         self._clean_up_expired_state()
-        engine = Engine(self._plan, state_loader=self.state.get, metrics=self.metrics)
+        observation = build_observation(self.config, self._agent_name, describe_key=str,
+                                        tracer_provider=self.tracer_provider or global_tracer_provider())
+        engine = Engine(self._plan, state_loader=self.state.get, metrics=self.metrics, observation=observation)
         try:
             for index, item in enumerate(self._inputs):
                 key = item.get("key", index)
@@ -97,6 +108,8 @@ class LocalExecutionEnvironment(AgentsExecutionEnvironment):
             else:
                 self.state[delta.key] = delta.state
         engine.release(deltas)
+        if observation is not None:
+            write_event_log(self.config, deltas)
         outputs: list[tuple[int, int, dict[Any, Any]]] = []
         failures = []
         for delta in deltas:

@@ -3,7 +3,8 @@
 Agents talk to a model through the real ``openai`` client; this serves them ``/v1/chat/completions``
 (JSON, or server-sent events when ``stream`` is set), ``/v1/models``, ``/healthz`` and ``/stats`` on
 aiohttp's low-level web server. Replies are deterministic (same request -> same content). Latency, a
-random error rate, slow streams and queued faults (429 with Retry-After, 500/503, a hang, malformed
+random error rate, a rate limit (a token bucket answering 429 with the wait in Retry-After), slow
+streams and queued faults (429 with Retry-After, 500/503, a hang, malformed
 JSON, a dropped connection, a full outage) are set at runtime from the test thread, and every chat
 request is logged so tests can assert on what the agent sent. ``--workers N`` runs N processes on
 one port (SO_REUSEPORT) for load tests.
@@ -312,6 +313,7 @@ class StubLLMServer:
         record_requests: bool = True,
         reuse_port: bool = False,
         stream_delay_ms: float = 0,
+        rate_limit: float = 0,
     ) -> None:
         self._host = host
         self._port = port
@@ -324,9 +326,13 @@ class StubLLMServer:
         self.timeout_hang_s = float(timeout_hang_s)
         self._record_requests = record_requests  # off for long load tests: the log keeps every body
         self._reuse_port = reuse_port  # several stub processes share one port (``--workers``)
+        self._rate_limit = 0.0  # requests/s; 0: none
+        self._bucket = 0.0
+        self._bucket_stamp = time.monotonic()
 
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
+        self.set_rate_limit(rate_limit)
         self._faults: collections.deque[str] = collections.deque()
         self._log: list[dict[str, Any]] = []
         self._seq = 0
@@ -536,6 +542,31 @@ class StubLLMServer:
         with self._lock:
             self._error_rate = rate
 
+    def set_rate_limit(self, per_s: float) -> None:
+        """Answer 429 (``Retry-After``: the wait for the next free slot) above ``per_s`` requests/s, over
+        all clients of this process; 0 turns it off. The bucket holds one second's worth, as a
+        provider's per-minute limit allows bursts."""
+        per_s = float(per_s)
+        if per_s < 0 or math.isnan(per_s):
+            raise ValueError(f"rate_limit must be >= 0, got {per_s}")
+        with self._lock:
+            self._rate_limit = per_s
+            self._bucket = self._bucket_capacity()
+            self._bucket_stamp = time.monotonic()
+
+    def _bucket_capacity(self) -> float:
+        return max(1.0, self._rate_limit)
+
+    def _rate_limited_for(self) -> float:
+        """0 if a slot is free (and takes it), else the seconds until one is; under the lock."""
+        now = time.monotonic()
+        self._bucket = min(self._bucket_capacity(), self._bucket + (now - self._bucket_stamp) * self._rate_limit)
+        self._bucket_stamp = now
+        if self._bucket >= 1.0:
+            self._bucket -= 1.0
+            return 0.0
+        return (1.0 - self._bucket) / self._rate_limit
+
     def fail_next(self, n: int, fault: str) -> None:
         """Apply ``fault`` to the next ``n`` chat requests, in arrival order."""
         if fault not in FAULTS:
@@ -600,6 +631,7 @@ class StubLLMServer:
                 "pending_faults": len(self._faults),
                 "latency_ms": self._latency_ms,
                 "error_rate": self._error_rate,
+                "rate_limit": self._rate_limit,
             }
 
     # ------------------------------------------------------------------ handlers
@@ -665,12 +697,19 @@ class StubLLMServer:
             fault = self._faults.popleft() if self._faults else None
             if fault is None and self._error_rate > 0 and self._rng.random() < self._error_rate:
                 fault = self._rng.choice(("500", "503"))
+            retry_after_s = self.retry_after_s
+            if fault is None and self._rate_limit > 0:
+                wait_s = self._rate_limited_for()
+                if wait_s > 0:
+                    fault, retry_after_s = "rate_limit", wait_s
 
         model = str(body.get("model", ""))
         reply: StubReply | None = None
         status = 200
         if fault in ("429", "500", "503"):
             status = int(fault)
+        elif fault == "rate_limit":
+            status = 429
         elif fault in ("timeout", "disconnect"):
             status = 0  # no HTTP response is ever sent
         elif fault == "malformed_json":
@@ -690,14 +729,14 @@ class StubLLMServer:
         if fault == "timeout":
             await asyncio.sleep(self.timeout_hang_s)  # cut short when the client or stop() closes the connection
             return _drop(request)
-        if latency_s > 0:
+        if latency_s > 0 and fault != "rate_limit":  # a rate limiter refuses at once
             await asyncio.sleep(latency_s)
         if fault == "disconnect":
             return _drop(request)
         request_id = {"x-request-id": f"req_stub_{seq}"}
         if status == 429:
-            headers = {"Retry-After": str(math.ceil(self.retry_after_s)),
-                       "retry-after-ms": str(round(self.retry_after_s * 1000)), **request_id}
+            headers = {"Retry-After": str(math.ceil(retry_after_s)),
+                       "retry-after-ms": str(max(1, round(retry_after_s * 1000))), **request_id}
             return _error(429, "Rate limit reached (injected by llm stub).", "requests", "rate_limit_exceeded",
                           headers)
         if status != 200 or reply is None:
@@ -735,6 +774,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--latency-ms", type=float, default=0.0)
     parser.add_argument("--stream-delay-ms", type=float, default=0.0, help="delay between streamed events")
     parser.add_argument("--error-rate", type=float, default=0.0)
+    parser.add_argument("--rate-limit", type=float, default=0.0,
+                        help="requests/s answered; above it 429 with Retry-After (per process; 0: none)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--log-level", default="WARNING")
     parser.add_argument("--workers", type=int, default=1,
@@ -751,6 +792,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         server = StubLLMServer(host=args.host, port=args.port, latency_ms=args.latency_ms,
                                stream_delay_ms=args.stream_delay_ms, error_rate=args.error_rate, seed=args.seed,
+                               rate_limit=args.rate_limit,
                                record_requests=not args.no_request_log,
                                reuse_port=bool(args.parent_pid) or args.workers > 1)
     except ValueError as exc:

@@ -58,6 +58,15 @@ ROWS: list[tuple[str, list[Panel]]] = [
         Panel("Run and action duration", "s",
               quantiles("agentfleet_run_duration_seconds")
               + quantiles("agentfleet_action_duration_seconds", "action")),
+        Panel("Model endpoint limits and fallbacks", "short", [
+            ("sum by (endpoint) (agentfleet_llm_concurrency_limit)", "limit {{endpoint}}"),
+            ("sum by (endpoint) (agentfleet_llm_inflight_requests)", "in flight {{endpoint}}"),
+            ("sum by (endpoint) (rate(agentfleet_llm_throttled_seconds_total[$__rate_interval]))",
+             "calls waiting {{endpoint}}"),
+            ("sum by (setup, fallback) (rate(agentfleet_llm_fallbacks_total[$__rate_interval]))",
+             "fallback/s {{setup}} -> {{fallback}}"),
+        ], "Adaptive concurrency limits summed over workers, calls holding or waiting for a permit, and calls "
+           "answered by a fallback setup."),
     ]),
     ("Concurrency", [
         Panel("In-flight records and key queues", "short", [

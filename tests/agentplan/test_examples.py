@@ -3,6 +3,7 @@ port of the seed (Flink Agents) example: only imports and endpoint/model setting
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -44,6 +45,7 @@ def test_react_review_example_prints_one_decision_per_input() -> None:
     assert [(d.sku, d.recommend) for d in decisions] == [
         ("KB-101", True), ("MS-220", False), ("HD-330", False), ("MN-27", True)]
     assert "below" in decisions[1].reason and "over the budget" in decisions[2].reason
+
 
 
 # -- the seed port ---------------------------------------------------------------------------------
@@ -103,3 +105,14 @@ def test_sentiment_example_is_the_seed_with_other_imports(seed_lines: list[str],
     seed = comparable_lines(seed_code)
     assert len(seed) > 20  # the block was found, not an empty slice
     assert comparable_lines(ported) == seed
+
+
+def test_mcp_agent_example_adds_with_the_mcp_tool() -> None:
+    lines = run_example("examples.mcp_agent")
+    assert [json.loads(line) for line in lines] == [
+        {"id": "q1", "answer": '{"result": 42}'}, {"id": "q2", "answer": '{"result": 1166}'}]
+
+
+def test_skills_agent_example_runs_the_skill_commands() -> None:
+    answers = [json.loads(json.loads(line)["answer"]) for line in run_example("examples.skills_agent")]
+    assert [a["stdout"] for a in answers] == ["42\n", "108\n"]

@@ -29,6 +29,10 @@ actions:
 prompts:
   - name: greeting
     text: "Hello {name}"
+skills:
+  - name: local_skills
+    paths: [/srv/skills]
+    package: [{package: examples, resource: skills}]
 agents:
   - name: first
     chat_model_connections:
@@ -49,6 +53,8 @@ agents:
     assert resources["model"][1].arguments == {"connection": "conn", "prompt": "greeting", "temperature": 0.1}
     assert resources["conn"][1].clazz.__name__ == "OpenAIChatModelConnection"
     assert resources["greeting"][1].format_string(name="Ada") == "Hello Ada"
+    kind, skills = resources["local_skills"]
+    assert kind is ResourceType.SKILLS and [src.scheme for src in skills.sources] == ["local", "package"]
     env = AgentsExecutionEnvironment.get_execution_environment()
     with pytest.raises(YamlAgentError, match="already loaded"):
         env.load_yaml([path, path])
@@ -66,6 +72,7 @@ agents:
      r"function: cannot import module 'no_such_module_x'"),
     (HEADER + "    actions: [missing]\n", 3, r"no shared action named 'missing'"),
     (HEADER + "  - name: a\n", 3, r"agents\[1\]\.name: duplicate agent name 'a'"),
+    (HEADER + "    skills:\n      - name: s\n        classpath: [skills]\n", 5, r"classpath skills are Java-only"),
     (HEADER + "    prompts:\n      - name: p\n        text: [unclosed\n", 6, r"not valid YAML"),
     (HEADER + "    chat_model_setups:\n      - name: s\n        clazz: openai\n        type: java\n", 6,
      r"type: Input should be 'python'"),

@@ -71,6 +71,7 @@ def test_every_command_has_help():
 @pytest.mark.parametrize("args,named", [
     (["llm-stub", "--error-rate", "2"], "--error-rate"),
     (["llm-stub", "--latency-ms", "-5"], "--latency-ms"),
+    (["llm-stub", "--rate-limit", "-1"], "--rate-limit"),
     (["topics", "create", "t", "--partitions", "0"], "--partitions"),
     (["consume", "t", "--max", "0"], "--max"),
     (["demo", "--count", "many"], "--count"),

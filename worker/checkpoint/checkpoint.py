@@ -18,6 +18,7 @@ means is :class:`worker.checkpoint.checkpointer.Checkpointer`.
 from __future__ import annotations
 
 import enum
+import json
 import time
 from dataclasses import dataclass
 from typing import Any, cast
@@ -96,6 +97,7 @@ class Topics:
     dead_letter: str
     changelog: str
     repartition: str
+    events: str | None = None  # the event log's topic, when the agent configuration turns it on
 
 
 class Checkpoint:
@@ -130,7 +132,11 @@ class Checkpoint:
         produce = producer.produce
         producer.begin()
         for delta in self.deltas:
-            key = cast(EngineKey, delta.key)[1]
+            partition, key = cast(EngineKey, delta.key)
+            if delta.log and t.events is not None:  # the records of exactly the state this transaction commits
+                for entry in delta.log:
+                    produce(t.events, json.dumps(entry, ensure_ascii=False, default=str).encode(), key=key,
+                            partition=partition)
             for meta, output in delta.outputs:
                 produce(t.output, encode_output(output), key=key, headers=source_headers(meta, t.app_id, self.name))
                 self.outputs += 1

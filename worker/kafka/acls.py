@@ -74,12 +74,12 @@ class Acl:
         return f"{self.operation} {self.resource_type} {self.name}"
 
 
-def required_acls(settings: WorkerSettings, creates_topics: bool = False) -> list[Acl]:
+def required_acls(settings: WorkerSettings, creates_topics: bool = False, event_log: bool = False) -> list[Acl]:
     """Every ACL the worker needs, as README "Security: ACLs the worker needs" lists them.
 
     ``creates_topics``: the worker creates the changelog, dead-letter and repartition topics
     itself at first start (the default), which needs CREATE on each; an operator who creates them
-    beforehand grants no CREATE at all.
+    beforehand grants no CREATE at all. ``event_log``: the agent configuration turns the event log on.
     """
     s = settings
     acls = [Acl(TOPIC, s.input_topic, "READ"), Acl(TOPIC, s.output_topic, "WRITE"),
@@ -89,6 +89,9 @@ def required_acls(settings: WorkerSettings, creates_topics: bool = False) -> lis
     if s.key_field:
         acls += [Acl(TOPIC, s.repartition_topic, "READ"), Acl(TOPIC, s.repartition_topic, "WRITE")]
         created.append(s.repartition_topic)
+    if event_log:
+        acls.append(Acl(TOPIC, s.events_topic, "WRITE"))
+        created.append(s.events_topic)
     if creates_topics:
         acls += [Acl(TOPIC, name, "CREATE") for name in created]
     # The restore consumer never joins or commits, but confluent-kafka insists on a group.id and
@@ -156,11 +159,12 @@ class AclCheck:
     where they surface. Transactional ids have no such query; init_transactions reports those.
     """
 
-    def __init__(self, admin: AdminClient, settings: WorkerSettings, timeout_s: float) -> None:
+    def __init__(self, admin: AdminClient, settings: WorkerSettings, timeout_s: float, event_log: bool = False) -> None:
         self._admin = admin
         self._settings = settings
         self._timeout_s = timeout_s
-        self._needed = [acl for acl in required_acls(settings) if acl.resource_type in (TOPIC, GROUP)]
+        self._needed = [acl for acl in required_acls(settings, event_log=event_log)
+                        if acl.resource_type in (TOPIC, GROUP)]
         self._unverified: set[str] = set()  # topics that did not exist yet
 
     def before_topics(self) -> None:

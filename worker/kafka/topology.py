@@ -14,8 +14,9 @@ from worker.kafka.admin import TopicAdmin
 __all__ = ["prepare_topics"]
 
 
-def prepare_topics(settings: WorkerSettings) -> int:
-    """Fail fast on an unreachable broker or missing topics; create changelog, DLQ and repartition topics.
+def prepare_topics(settings: WorkerSettings, event_log: bool = False) -> int:
+    """Fail fast on an unreachable broker or missing topics; create changelog, DLQ and repartition topics,
+    and the event log's topic when ``event_log``.
 
     Returns the input topic's partition count.
     """
@@ -27,7 +28,7 @@ def prepare_topics(settings: WorkerSettings) -> int:
         raise BrokerUnavailableError(exc.setting, f"{exc.message} (the start-up deadline is "
                                                   "--startup-timeout-s / AGENTFLEET_STARTUP_TIMEOUT_S)") from None
     # Before topics are looked up or created: a topic hidden by a missing ACL is not "missing".
-    acls = AclCheck(admin.client, s, s.startup_timeout_s)
+    acls = AclCheck(admin.client, s, s.startup_timeout_s, event_log)
     acls.before_topics()
     partitions = admin.partitions(s.input_topic)
     if partitions is None:
@@ -45,5 +46,10 @@ def prepare_topics(settings: WorkerSettings) -> int:
         if repartition != partitions:
             raise ConfigurationError("key-field", f"repartition topic {s.repartition_topic!r} has {repartition} "
                                                   f"partitions but {s.input_topic!r} has {partitions}")
+    if event_log:
+        events = admin.ensure_topic(s.events_topic, partitions, replication_factor=replicas)
+        if events != partitions:
+            raise ConfigurationError("app-id", f"event-log topic {s.events_topic!r} has {events} partitions but "
+                                               f"{s.input_topic!r} has {partitions}; they must match")
     acls.after_topics()
     return partitions

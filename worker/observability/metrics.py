@@ -19,10 +19,11 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from agentplan.endpoints import EndpointRegistry, model_endpoints
+from agentplan.limits import LimiterRegistry, endpoint_limits
 from worker.observability.loop_metrics import LoopCounter, LoopHistogram
 
 logger = logging.getLogger(__name__)
@@ -69,6 +70,10 @@ METRIC_NAMES: tuple[str, ...] = (
     "agentfleet_end_to_end_latency_seconds",
     "agentfleet_transient_retries_total",
     "agentfleet_llm_endpoint_up",
+    "agentfleet_llm_fallbacks_total",
+    "agentfleet_llm_concurrency_limit",
+    "agentfleet_llm_inflight_requests",
+    "agentfleet_llm_throttled_seconds_total",
     "agentfleet_worker_info",
 )
 
@@ -102,6 +107,26 @@ class EndpointUpCollector(Collector):
         yield family
 
 
+class _LimiterCollector(Collector):
+    """One family of the endpoint limiters (agentplan.limits), read at scrape time."""
+
+    _labelnames = ("endpoint",)
+
+    def __init__(self, limits: LimiterRegistry, name: str, help_text: str, read: str, counter: bool = False) -> None:
+        self._limits = limits
+        self._name = name
+        self._help = help_text
+        self._read = read
+        self._counter = counter
+
+    def collect(self) -> Iterator[Metric]:
+        family_type = CounterMetricFamily if self._counter else GaugeMetricFamily
+        family = family_type(PREFIX + self._name, self._help, labels=self._labelnames)
+        for status in self._limits.statuses():
+            family.add_metric([status.url], float(getattr(status, self._read)))
+        yield family
+
+
 class WorkerMetrics:
     """All worker metrics, registered on a private registry.
 
@@ -120,6 +145,7 @@ class WorkerMetrics:
         instance_id: str = "",
         version: str | None = None,
         endpoints: EndpointRegistry = model_endpoints,
+        limits: LimiterRegistry = endpoint_limits,
     ) -> None:
         self.registry: CollectorRegistry = registry if registry is not None else CollectorRegistry()
         r = self.registry
@@ -231,6 +257,20 @@ class WorkerMetrics:
 
         self.llm_endpoint_up = EndpointUpCollector(endpoints)
         r.register(self.llm_endpoint_up)
+        self.llm_fallbacks_total = Counter(
+            PREFIX + "llm_fallbacks_total", "Model calls answered by a fallback setup (requested setup, fallback).",
+            ["setup", "fallback"], registry=r)
+        self.llm_concurrency_limit = _LimiterCollector(
+            limits, "llm_concurrency_limit", "Adaptive limit of concurrent calls to the model endpoint.", "limit")
+        self.llm_inflight_requests = _LimiterCollector(
+            limits, "llm_inflight_requests", "Calls to the model endpoint holding a permit.", "in_flight")
+        self.llm_throttled_seconds = _LimiterCollector(
+            limits, "llm_throttled_seconds", "Seconds calls waited for a permit of the model endpoint (limit, "
+                                             "Retry-After pause, rate share), summed over calls.",
+            "throttled_s", counter=True)
+        self.llm_throttled_seconds_total = self.llm_throttled_seconds
+        for collector in (self.llm_concurrency_limit, self.llm_inflight_requests, self.llm_throttled_seconds):
+            r.register(collector)
         self.worker_info = Gauge(
             PREFIX + "worker_info", "Worker identity; constant 1.",
             ["app_id", "instance_id", "version"], registry=r)
@@ -289,6 +329,13 @@ class WorkerMetrics:
                 self.llm_tokens_total.labels(model, "completion").inc(completion_tokens)
         except Exception:
             logger.debug("llm_request metric update failed", exc_info=True)
+
+    def llm_fallback(self, setup: str, fallback: str) -> None:
+        """Count one model call answered by ``fallback`` instead of ``setup``."""
+        try:
+            self.llm_fallbacks_total.labels(str(setup), str(fallback)).inc()
+        except Exception:
+            logger.debug("llm_fallback metric update failed", exc_info=True)
 
     def transient_retry(self, kind: str) -> None:
         """Count one retry of a transient failure."""

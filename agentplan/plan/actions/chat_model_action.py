@@ -22,9 +22,11 @@ from agentplan.events import (
     ToolRequestEvent,
     ToolResponseEvent,
 )
-from agentplan.exceptions import ChatModelError, ResourceError, ToolCallLimitExceeded
+from agentplan.exceptions import ChatModelError, ResourceError, ToolCallLimitExceeded, TransientError
+from agentplan.fallback import candidates, is_available, pick
 from agentplan.resources import ResourceType
 from agentplan.runner_context import RunnerContext
+from agentplan.runtime.observe import label_call
 
 logger = logging.getLogger(__name__)
 
@@ -54,19 +56,36 @@ async def _call_model(ctx: RunnerContext, setup_name: str, messages: list[ChatMe
     if not isinstance(setup, BaseChatModelSetup):
         raise ResourceError(f"{setup_name!r} is not a chat model setup")
     metrics = ctx.metrics
-    model_label = setup.model or setup_name
+    options = candidates(setup_name, setup, lambda name: ctx.get_resource(name, ResourceType.CHAT_MODEL))
 
     async def call() -> ChatResult:
-        started = time.monotonic()
-        try:
-            result = await setup.chat(messages)
-        except Exception as exc:
-            metrics.llm_request(model_label, time.monotonic() - started, exc)
-            raise
-        metrics.llm_request(model_label, time.monotonic() - started, None,
-                            result.prompt_tokens, result.completion_tokens)
-        return result
+        # The setup is chosen per attempt; the journaled answer names the fallback that gave it.
+        tried: set[str] = set()
+        chosen = options[0] if len(options) == 1 else pick(options, tried)
+        while True:
+            assert chosen is not None
+            used = chosen.setup
+            model_label = used.model or chosen.name
+            started = time.monotonic()
+            try:
+                result = await used.chat(messages)
+            except Exception as exc:
+                metrics.llm_request(model_label, time.monotonic() - started, exc)
+                if len(options) == 1 or not isinstance(exc, TransientError) or is_available(used):
+                    raise  # the engine retries (an endpoint that stays available is not "down")
+                tried.add(chosen.name)
+                chosen = pick(options, tried)
+                if chosen is None:
+                    raise
+                continue
+            metrics.llm_request(model_label, time.monotonic() - started, None,
+                                result.prompt_tokens, result.completion_tokens)
+            if used is not setup:
+                metrics.llm_fallback(setup_name, chosen.name)
+                result = result.model_copy(update={"fallback": chosen.name})
+            return result
 
+    label_call(ctx, "chat", setup.model or setup_name, setup=setup)  # the requested model; a fallback is journaled
     return await ctx.durable_execute_async(call)
 
 

@@ -8,13 +8,24 @@ from typing import Any
 
 from agentplan import codec
 from agentplan.events import ToolRequestEvent, ToolResponseEvent
-from agentplan.exceptions import ResourceError
+from agentplan.exceptions import ResourceError, TransientError
 from agentplan.resources import ResourceType
 from agentplan.runner_context import RunnerContext
+from agentplan.runtime.observe import label_call
 
 logger = logging.getLogger(__name__)
 
 TOOL_ACTION = "tool_call_action"
+
+
+def _own_tool(ctx: RunnerContext, model: str, name: str) -> Any:
+    """A tool the requesting setup brings itself (the skills' load_skill and bash, bound to its policy)."""
+    try:
+        setup = ctx.get_resource(model, ResourceType.CHAT_MODEL)
+    except ResourceError:  # a user-sent request may name no setup
+        return None
+    kit = getattr(setup, "skill_kit", None)
+    return kit.tool(name) if kit is not None else None
 
 
 async def tool_call_action(event: ToolRequestEvent, ctx: RunnerContext) -> None:
@@ -23,7 +34,7 @@ async def tool_call_action(event: ToolRequestEvent, ctx: RunnerContext) -> None:
     errors: dict[str, str] = {}
     for call in event.tool_calls:
         try:
-            tool = ctx.get_resource(call.name, ResourceType.TOOL)
+            tool = _own_tool(ctx, event.model, call.name) or ctx.get_resource(call.name, ResourceType.TOOL)
         except ResourceError:
             errors[call.id] = f"unknown tool {call.name!r}"
             continue
@@ -36,10 +47,11 @@ async def tool_call_action(event: ToolRequestEvent, ctx: RunnerContext) -> None:
                 result = str(result)
             return result
 
+        label_call(ctx, "execute_tool", call.name, call_id=call.id)
         try:
             responses[call.id] = await ctx.durable_execute_async(run)
-        except asyncio.CancelledError:
-            raise
+        except (asyncio.CancelledError, TransientError):
+            raise  # a transient failure (server unreachable) is the engine's to retry, not the model's
         except Exception as exc:  # noqa: BLE001 - a tool's failure is reported to the model
             logger.info("tool %s failed: %r", call.name, exc)
             errors[call.id] = f"{type(exc).__name__}: {exc}"

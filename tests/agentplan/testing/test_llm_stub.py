@@ -236,6 +236,24 @@ def test_fault_429_exposes_retry_after(server: StubLLMServer) -> None:
         assert ask(client, "after").choices[0].message.content == "echo: after"
 
 
+def test_rate_limit_answers_429_with_the_wait_for_the_next_slot() -> None:
+    with StubLLMServer(rate_limit=4) as srv, client_for(srv) as client:  # 4/s, a bucket of 4
+        for i in range(4):
+            assert ask(client, f"burst {i}").choices[0].message.content == f"echo: burst {i}"
+        with pytest.raises(openai.RateLimitError) as info:
+            ask(client, "too soon")
+        wait_ms = int(info.value.response.headers["retry-after-ms"])
+        assert 1 <= wait_ms <= 250 and info.value.response.headers["retry-after"] == "1"
+        time.sleep(wait_ms / 1000)  # the server said when: waiting that long is the point of the test
+        assert ask(client, "on time").choices[0].message.content == "echo: on time"
+        stats = srv.stats()
+        assert stats["by_status"] == {"200": 5, "429": 1} and stats["by_fault"] == {"rate_limit": 1}
+        srv.set_rate_limit(0)
+        assert all(ask(client, f"free {i}") for i in range(5))
+    with pytest.raises(ValueError, match="rate_limit must be >= 0"):
+        StubLLMServer(rate_limit=-1)
+
+
 @pytest.mark.parametrize("fault", ["500", "503"])
 def test_fault_server_errors(server: StubLLMServer, fault: str) -> None:
     server.fail_next(2, fault)

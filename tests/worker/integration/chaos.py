@@ -106,7 +106,14 @@ class ChaosConfig:
     # another process (bounded by settle_timeout_s): each recovery figure is then one event's.
     recover_before_events: bool = True
     schedule: list[ChaosEvent] | None = None  # explicit events instead of the seeded ones
-    group_protocol: str = "classic"  # or "consumer" (KIP-848), with the same 6 s session as a group config
+    group_protocol: str = "classic"  # or "consumer" (KIP-848), with the same session as a group config
+    # The workers' session timeout. Against a cluster of 3 it must outlast a coordinator's failover (the
+    # brokers' broker.session.timeout.ms, 9 s by default, plus an election), or a coordinator crash costs
+    # every classic member its partitions and a rejoin.
+    session_timeout_ms: int = 6000
+    # No event before this many seconds of production: on 2 cores, three JVMs started together take
+    # 1-5 s per transaction commit for their first ~30 s, which no worker setting changes.
+    warmup_s: float = 0.0
     # broker-kill events the seeded schedule adds (run_chaos then needs ``brokers``, a multi-node cluster).
     broker_kills: int = 0
     broker_down_s: float = 10.0  # a killed node is started again this long after its SIGKILL
@@ -126,7 +133,7 @@ def plan_schedule(config: ChaosConfig) -> list[ChaosEvent]:
     live = [f"w{i + 1}" for i in range(config.workers)]
     next_id = config.workers + 1
     events = []
-    at = rng.uniform(*config.interval_s)
+    at = config.warmup_s + rng.uniform(*config.interval_s)
     while at <= config.production_s - config.quiet_tail_s:
         kinds = ["kill", "term"]
         kinds += ["join"] if len(live) < config.max_workers else []
@@ -225,9 +232,10 @@ class Fleet:
     """Worker processes of one app, by instance id; every incarnation is kept for the analysis."""
 
     def __init__(self, bootstrap: str, input_topic: str, output_topic: str, app_id: str, work_dir: Path,
-                 env: dict[str, str], group_protocol: str = "classic") -> None:
+                 env: dict[str, str], group_protocol: str = "classic", session_timeout_ms: int = 6000) -> None:
         self.bootstrap, self.input_topic, self.output_topic = bootstrap, input_topic, output_topic
         self.app_id, self.work_dir, self.group_protocol = app_id, work_dir, group_protocol
+        self.session_timeout_ms = session_timeout_ms
         self.env = {**env, "AGENTFLEET_TEST_TRACE_COMMITS": "1"}
         self.live: dict[str, Incarnation] = {}
         self.incarnations: list[Incarnation] = []
@@ -235,7 +243,7 @@ class Fleet:
     def start(self, instance: str) -> Incarnation:
         process = WorkerProcess(self.bootstrap, AGENT, self.input_topic, self.output_topic, self.app_id,
                                 self.work_dir / f"state-{instance}", instance, self.work_dir, env=self.env,
-                                group_protocol=self.group_protocol)
+                                group_protocol=self.group_protocol, session_timeout_ms=self.session_timeout_ms)
         incarnation = Incarnation(instance, process, time.time())
         process.start()
         self.live[instance] = incarnation
@@ -490,9 +498,10 @@ def run_chaos(config: ChaosConfig, bootstrap: str, input_topic: str, output_topi
         clock = ArrivalClock(bootstrap, output_topic, config.partitions)
         clock.start()
     if config.group_protocol == "consumer":
-        set_consumer_group_session(bootstrap, app_id)
+        set_consumer_group_session(bootstrap, app_id, config.session_timeout_ms)
     fleet = Fleet(bootstrap, input_topic, output_topic, app_id, work_dir,
-                  {"OPENAI_BASE_URL": stub_url, "OPENAI_API_KEY": "test"}, config.group_protocol)
+                  {"OPENAI_BASE_URL": stub_url, "OPENAI_API_KEY": "test"}, config.group_protocol,
+                  config.session_timeout_ms)
     outputs = TopicTail(bootstrap, output_topic, config.partitions).start()
     dlq = TopicTail(bootstrap, dlq_topic, config.partitions).start()
     applied: list[dict[str, Any]] = []
@@ -778,7 +787,9 @@ def render_markdown(report: dict[str, Any], command: str) -> str:
         f"{c['workers']} workers, {c['partitions']} partitions, {report['records_in']} records over {c['keys']} keys "
         f"at {c['rate_per_s']:.0f}/s, CountingAgent with one stub LLM call per record "
         f"({c['llm_latency_ms']:.0f} ms), seed {c['seed']}, events every {c['interval_s'][0]:.0f}-"
-        f"{c['interval_s'][1]:.0f} s. Broker hides aborted records: {report['broker_hides_aborted']}.", "",
+        f"{c['interval_s'][1]:.0f} s"
+        + (f" after a {c['warmup_s']:g} s warm-up" if c.get("warmup_s") else "")
+        + f". Broker hides aborted records: {report['broker_hides_aborted']}.", "",
     ]
     broker = report.get("broker")  # set by bench/chaos.py
     if broker:

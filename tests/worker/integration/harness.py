@@ -29,13 +29,15 @@ class WorkerProcess:
 
     def __init__(self, bootstrap: str, agent: str, input_topic: str, output_topic: str, app_id: str,
                  state_dir: Path, instance_id: str, log_dir: Path, env: dict[str, str] | None = None,
-                 extra_args: list[str] | None = None, group_protocol: str = "classic") -> None:
+                 extra_args: list[str] | None = None, group_protocol: str = "classic",
+                 session_timeout_ms: int = 6000) -> None:
         self.metrics_port = free_port()
         self.instance_id = instance_id
         self.log_path = log_dir / f"worker-{instance_id}-{uuid.uuid4().hex[:6]}.log"
-        # A classic member asks for a 6 s session itself; a KIP-848 group takes it from the broker or the
-        # group's config (see set_consumer_group_session), and the worker refuses session.timeout.ms there.
-        session = ["-X", "session.timeout.ms=6000"] if group_protocol == "classic" else \
+        # A classic member asks for its session itself (6 s unless told); a KIP-848 group takes it from the
+        # broker or the group's config (see set_consumer_group_session), and the worker refuses
+        # session.timeout.ms there.
+        session = ["-X", f"session.timeout.ms={session_timeout_ms}"] if group_protocol == "classic" else \
             ["--group-protocol", group_protocol]
         self.args = [sys.executable, "-m", "worker.cli", "worker", "--agent", agent, "--input-topic", input_topic,
                      "--output-topic", output_topic, "--bootstrap-servers", bootstrap, "--app-id", app_id,

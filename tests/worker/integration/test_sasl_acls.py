@@ -65,11 +65,12 @@ _README = (REPO / "README.md").read_text()
 _ROW = re.compile(r"^\| (topic|group|transactional id) \| `([^`]+)` \| ([^|]+) \| ([^|]+) \|$", re.MULTILINE)
 
 
-def readme_acls(creates_topics: bool, key_field: bool = False, exactly_once: bool = True) -> list[Acl]:
+def readme_acls(creates_topics: bool, key_field: bool = False, exactly_once: bool = True,
+                event_log: bool = False) -> list[Acl]:
     """The README table's rows as ACLs on placeholder names (``<input-topic>``), in table order.
 
     An operation marked ¹ applies only when the worker creates its topics; a row whose purpose says
-    "only with `--key-field`" or "exactly-once only" only in that configuration.
+    "only with `--key-field`", "only with `event-log.level`" or "exactly-once only" only in that configuration.
     """
     start = _README.index("### Security: ACLs the worker needs")
     end = re.compile(r"^#{2,3} ", re.MULTILINE).search(_README, start + 1)
@@ -77,6 +78,7 @@ def readme_acls(creates_topics: bool, key_field: bool = False, exactly_once: boo
     acls = []
     for kind, name, operations, purpose in _ROW.findall(section):
         if ("only with `--key-field`" in purpose and not key_field) or \
+                ("only with `event-log.level`" in purpose and not event_log) or \
                 ("exactly-once only" in purpose and not exactly_once):
             continue
         for operation in (op.strip() for op in operations.split(",")):
@@ -103,13 +105,15 @@ def placeholders(settings: WorkerSettings) -> dict[str, str]:
 @pytest.mark.parametrize("creates_topics", [False, True], ids=["operator-creates-topics", "worker-creates-topics"])
 @pytest.mark.parametrize("key_field", [None, "id"])
 @pytest.mark.parametrize("guarantee", list(ProcessingGuarantee))
+@pytest.mark.parametrize("event_log", [False, True], ids=["no-event-log", "event-log"])
 def test_readme_lists_exactly_what_the_worker_checks(creates_topics: bool, key_field: str | None,
-                                                     guarantee: ProcessingGuarantee):
+                                                     guarantee: ProcessingGuarantee, event_log: bool):
     settings = WorkerSettings.load(env={}, agent=AGENT, input_topic="in", output_topic="out", app_id="app",
                                    instance_id=INSTANCE, key_field=key_field, processing_guarantee=guarantee)
     listed = [fill(acl, placeholders(settings)) for acl in
-              readme_acls(creates_topics, key_field is not None, guarantee is ProcessingGuarantee.EXACTLY_ONCE)]
-    assert sorted(listed, key=str) == sorted(required_acls(settings, creates_topics), key=str)
+              readme_acls(creates_topics, key_field is not None, guarantee is ProcessingGuarantee.EXACTLY_ONCE,
+                          event_log)]
+    assert sorted(listed, key=str) == sorted(required_acls(settings, creates_topics, event_log), key=str)
 
 
 @pytest.mark.parametrize("kwargs,complaint", [
