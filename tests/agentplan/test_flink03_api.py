@@ -175,6 +175,8 @@ def test_resource_descriptor_forms_and_resource_names() -> None:
     with pytest.raises(ResourceError, match=r"ResourceName\.VectorStore\.Java\.MILVUS_VECTOR_STORE"):
         ResourceDescriptor(clazz=ResourceName.VectorStore.Java.MILVUS_VECTOR_STORE)
     assert {t.value for t in ResourceType} >= {"skills", "embedding_model", "vector_store", "mcp_server"}
+    mcp = ResourceDescriptor(clazz=ResourceName.MCP_SERVER, endpoint="http://127.0.0.1:1/mcp")
+    assert mcp.clazz.__name__ == "MCPServer" and mcp.resource_type() is ResourceType.MCP_SERVER
 
 
 class Remembering(Agent):
