@@ -7,6 +7,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from agentplan.agent import Agent
+from agentplan.approvals import ApprovalDecisionEvent, ApprovalRequestEvent, ApprovalTimeoutEvent
 from agentplan.chat_message import ChatMessage, MessageRole, ToolCall
 from agentplan.chat_models import (
     BaseChatModelConnection,
@@ -93,6 +94,7 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
+    "ApprovalDecisionEvent", "ApprovalRequestEvent", "ApprovalTimeoutEvent",
     "AgentExecutionOptions", "ConfigOption", "MemoryRef", "MemoryType", "MetricGroup", "OutputSchema",
     "ResourceName", "ShortTermMemoryTtlUpdate", "ShortTermMemoryTtlVisibility", "Tool",
     "ActionError", "Agent", "AgentConfiguration", "AgentPlan", "AgentPlanError", "AgentRunError",

@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from agentplan.budgets import BudgetSettings
 from agentplan.exceptions import AgentPlanError
 
 ENV_PREFIX = "AGENTPLAN_"
@@ -103,6 +104,7 @@ class AgentConfiguration(BaseModel):
     short_term_memory_state_ttl_update_type: ShortTermMemoryTtlUpdate = ShortTermMemoryTtlUpdate.ON_READ_AND_WRITE
     short_term_memory_state_ttl_visibility: ShortTermMemoryTtlVisibility = \
         ShortTermMemoryTtlVisibility.NEVER_RETURN_EXPIRED
+    budgets: BudgetSettings | None = Field(None, description="per-key token and cost budgets (agentplan.budgets)")
     extra: dict[str, Any] = Field(default_factory=dict, description="user settings, read with get()")
 
     @classmethod
@@ -121,7 +123,7 @@ class AgentConfiguration(BaseModel):
             data.update({field_name(str(k)): v for k, v in loaded.items()})
         environ = os.environ if env is None else env
         for name in cls.model_fields:
-            if name == "extra":
+            if name in ("extra", "budgets"):  # mappings: set in the YAML file
                 continue
             raw = environ.get(ENV_PREFIX + name.upper())
             if raw is not None:

@@ -19,6 +19,7 @@ class MetricsSink(Protocol):
     def transient_retry(self, kind: str) -> None: ...
 
     def llm_fallback(self, setup: str, fallback: str) -> None: ...
+    def llm_cost(self, model: str, usd: float) -> None: ...
 
 
 class NullMetrics:
@@ -40,6 +41,10 @@ class NullMetrics:
     def llm_fallback(self, setup: str, fallback: str) -> None:
         return None
 
+    def llm_cost(self, model: str, usd: float) -> None:
+        """The cost of one model call, priced by the budgets' price table (agentplan.budgets)."""
+        return None
+
 
 class RecordingMetrics(NullMetrics):
     """Keeps totals in memory: for the local runner's summary and for tests."""
@@ -55,6 +60,7 @@ class RecordingMetrics(NullMetrics):
         self.transient_retries: dict[str, int] = {}
         self.llm_requests_by_model: dict[str, int] = {}
         self.fallbacks: dict[tuple[str, str], int] = {}  # (requested setup, fallback used) -> calls
+        self.cost_usd: dict[str, float] = {}
 
     def action_finished(self, action: str, duration_s: float, error: BaseException | None) -> None:
         self.actions[action] = self.actions.get(action, 0) + 1
@@ -77,3 +83,5 @@ class RecordingMetrics(NullMetrics):
 
     def llm_fallback(self, setup: str, fallback: str) -> None:
         self.fallbacks[(setup, fallback)] = self.fallbacks.get((setup, fallback), 0) + 1
+    def llm_cost(self, model: str, usd: float) -> None:
+        self.cost_usd[model] = self.cost_usd.get(model, 0.0) + usd

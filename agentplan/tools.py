@@ -96,8 +96,13 @@ class Tool(ABC):
 class FunctionTool(Tool):
     """A callable tool with a validated argument model."""
 
-    def __init__(self, func: Callable[..., Any], name: str | None = None, description: str | None = None) -> None:
+    def __init__(self, func: Callable[..., Any], name: str | None = None, description: str | None = None,
+                 requires_approval: bool = False) -> None:
+        from agentplan.approvals import marked_for_approval
+
         self.func = func
+        # A model's call waits for a person's decision (agentplan.approvals): the tool action parks the run.
+        self.requires_approval = requires_approval or marked_for_approval(func)
         self.name = name or func.__name__
         summary, arg_docs = _parse_docstring(func.__doc__)
         self.description = description or summary or self.name

@@ -176,6 +176,7 @@ def worker(
     replication_factor: int | None = _setting_option("replication_factor"),
     group_protocol: str | None = _setting_option("group_protocol", "classic|consumer"),
     agent_config: Path | None = _setting_option("agent_config"),
+    approvals: bool | None = typer.Option(None, "--approvals", help=_setting_help("approvals")),
     max_record_bytes: int | None = _setting_option("max_record_bytes"),
     transaction_timeout_ms: int | None = _setting_option("transaction_timeout_ms"),
     session_timeout_ms: int | None = _setting_option("session_timeout_ms"),
@@ -208,7 +209,8 @@ def worker(
             commit_interval_ms=commit_interval_ms, processing_guarantee=processing_guarantee,
             replication_factor=replication_factor,
             metrics_port=metrics_port, metrics_host=metrics_host, dlq_topic=dlq_topic, group_protocol=group_protocol,
-            agent_config=agent_config, max_record_bytes=max_record_bytes, transaction_timeout_ms=transaction_timeout_ms,
+            agent_config=agent_config, approvals=approvals, max_record_bytes=max_record_bytes,
+            transaction_timeout_ms=transaction_timeout_ms,
             session_timeout_ms=session_timeout_ms, shutdown_grace_s=shutdown_grace_s,
             startup_timeout_s=startup_timeout_s, broker_unreachable_timeout_s=broker_unreachable_timeout_s,
             loop_stall_timeout_s=loop_stall_timeout_s,
@@ -305,6 +307,9 @@ app.add_typer(state_app, name="state")
 app.add_typer(plan_app, name="plan")
 groups_app = _App(help="Consumer groups: members, assignment, committed offsets and lag.", no_args_is_help=True)
 app.add_typer(groups_app, name="groups")
+approvals_app = _App(help="Parked runs waiting for a decision: list them, approve or reject one.",
+                     no_args_is_help=True)
+app.add_typer(approvals_app, name="approvals")
 
 BOOTSTRAP = typer.Option("127.0.0.1:9092", "--bootstrap-servers", envvar=E + "BOOTSTRAP_SERVERS",
                          metavar="HOST:PORT,...", help="Kafka bootstrap servers")
@@ -342,6 +347,56 @@ def groups_describe(group: str = typer.Argument(..., metavar="APP_ID", help="the
         typer.echo(f"  member {m['client']} ({m['host']}): {', '.join(m['partitions']) or 'no partitions'}")
     for o in info["offsets"]:
         typer.echo(f"  {o['topic']}[{o['partition']}]: committed {o['committed']}, end {o['end']}, lag {o['lag']}")
+
+
+APP_ID = typer.Option("agentfleet", "--app-id", envvar=E + "APP_ID", metavar="ID", help="the workers' --app-id")
+
+
+@approvals_app.command("list")
+def approvals_list(app_id: str = APP_ID, bootstrap_servers: str = BOOTSTRAP,
+                   kafka_property: list[str] = PROPS) -> None:
+    """Pending requests (no decision yet, deadline ahead) as JSON lines, oldest first."""
+    import json
+
+    from worker.approval_commands import pending_requests
+
+    try:
+        for request in pending_requests(bootstrap_servers, app_id, _parse_properties(kafka_property)):
+            typer.echo(json.dumps(request))
+    except WorkerError as exc:
+        _fail(exc)
+
+
+def _decide(request_id: str, approved: bool, app_id: str, by: str, comment: str, bootstrap_servers: str,
+            kafka_property: list[str]) -> None:
+    from worker.approval_commands import decide
+
+    try:
+        request = decide(bootstrap_servers, app_id, request_id, approved, _parse_properties(kafka_property), by,
+                         comment)
+    except WorkerError as exc:
+        _fail(exc)
+    typer.echo(f"{'approved' if approved else 'rejected'} {request_id} (key {request['key']!r})")
+
+
+BY = typer.Option("", "--by", metavar="NAME", help="who decided (shown to the agent as decided_by)")
+COMMENT = typer.Option("", "--comment", metavar="TEXT", help="a note for the agent")
+
+
+@approvals_app.command("approve")
+def approvals_approve(request_id: str = typer.Argument(..., metavar="REQUEST_ID", help="from approvals list"),
+                      app_id: str = APP_ID, by: str = BY, comment: str = COMMENT,
+                      bootstrap_servers: str = BOOTSTRAP, kafka_property: list[str] = PROPS) -> None:
+    """Approve a pending request: its run resumes with an ApprovalDecisionEvent (approved true)."""
+    _decide(request_id, True, app_id, by, comment, bootstrap_servers, kafka_property)
+
+
+@approvals_app.command("reject")
+def approvals_reject(request_id: str = typer.Argument(..., metavar="REQUEST_ID", help="from approvals list"),
+                     app_id: str = APP_ID, by: str = BY, comment: str = COMMENT,
+                     bootstrap_servers: str = BOOTSTRAP, kafka_property: list[str] = PROPS) -> None:
+    """Reject a pending request: its run resumes with an ApprovalDecisionEvent (approved false)."""
+    _decide(request_id, False, app_id, by, comment, bootstrap_servers, kafka_property)
 
 
 def _fail(exc: Exception) -> None:

@@ -126,6 +126,9 @@ class WorkerSettings(BaseModel):
                                  "(a hung rebalance callback or an action blocking the loop), so an "
                                  "orchestrator restarts the worker")
     agent_config: Path | None = Field(None, description="YAML file of AgentConfiguration settings")
+    approvals: bool = Field(False, description="runs may park on ApprovalRequestEvent: requests go to "
+                                               "<app-id>-approvals, decisions are read from <app-id>-decisions "
+                                               "(both created with the input's partition count)")
     resources: dict[str, str] = Field(default_factory=dict,
                                       description="environment resources NAME -> MODULE:ATTR (e.g. a connection "
                                                   "ResourceDescriptor), as env.add_resource does in code")
@@ -166,6 +169,14 @@ class WorkerSettings(BaseModel):
     def repartition_topic(self) -> str:
         """Internal topic that re-keys records by ``key_field`` (used only when it is set)."""
         return f"{self.app_id}-repartition"
+
+    @property
+    def approvals_topic(self) -> str:
+        return f"{self.app_id}-approvals"
+
+    @property
+    def decisions_topic(self) -> str:
+        return f"{self.app_id}-decisions"
 
     @property
     def state_topic(self) -> str:

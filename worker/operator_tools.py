@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 from collections.abc import Callable
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -73,10 +74,28 @@ def describe_state(data: dict[str, Any]) -> dict[str, Any]:
             "sensory_memory": _memory(run.get("s")), "journal": run.get("j") or {},
             "next_event_seq": run.get("n"),
         }
-    unknown = {k: v for k, v in data.items() if k not in ("m", "p", "r")}
+        if run.get("pk") is not None:  # parked: waiting for a decision (agentplan.approvals)
+            shown["unfinished_run"]["parked"] = {"request_id": run["pk"].get("id"), "created": run["pk"].get("created"),
+                                                 "deadline": run["pk"].get("deadline")}
+    if data.get("u") is not None:
+        shown["budget_usage"] = describe_usage(data["u"])
+    unknown = {k: v for k, v in data.items() if k not in ("m", "p", "r", "u")}
     if unknown:  # written by a newer version: shown rather than hidden
         shown["other"] = unknown
     return shown
+
+
+def describe_usage(usage: dict[str, Any]) -> dict[str, Any]:
+    """A key's LLM usage against its budgets: lifetime totals, and the rolling window's buckets.
+
+    - ``lifetime_tokens``, ``lifetime_usd``, ``lifetime_calls``: every model call whose result was committed;
+    - ``window``: ``{"from": ISO time (UTC), "tokens", "usd"}`` per bucket of the rolling window, oldest first
+      (buckets older than the window are dropped at the key's next call, so some may be past it).
+    """
+    window = [{"from": datetime.fromtimestamp(start, timezone.utc).isoformat(timespec="seconds"),
+               "tokens": tokens, "usd": usd} for start, tokens, usd in usage.get("w") or []]
+    return {"lifetime_tokens": usage.get("t", 0), "lifetime_usd": usage.get("c", 0.0),
+            "lifetime_calls": usage.get("n", 0), "window": window}
 
 
 def _memory(node: Any) -> dict[str, Any]:

@@ -5,11 +5,15 @@ Every failure names the setting it came from, so a typo fails at start-up with o
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from pydantic import ValidationError
+
 from agentplan import Agent, AgentConfiguration, AgentPlan, AgentPlanError
 from agentplan.codec import resolve_path
 from worker.exceptions import ConfigurationError
 
-__all__ = ["compile_plan", "load_agent", "load_model"]
+__all__ = ["compile_plan", "load_agent", "load_agent_config", "load_model"]
 
 
 def load_agent(path: str) -> Agent:
@@ -34,6 +38,21 @@ def load_agent(path: str) -> Agent:
     if not isinstance(agent, Agent):
         raise ConfigurationError("agent", f"{path!r} is not an Agent subclass or instance")
     return agent
+
+
+def load_agent_config(path: Path | None) -> AgentConfiguration:
+    """The agent configuration (``--agent-config`` file and ``AGENTPLAN_*`` variables); a bad value is one line
+    naming the field, e.g. ``budgets: budgets sets a USD limit but no prices are configured``."""
+    try:
+        return AgentConfiguration.load(path)
+    except AgentPlanError as exc:
+        cause = exc.__cause__
+        if isinstance(cause, ValidationError):
+            first = cause.errors()[0]
+            where = ".".join(str(part) for part in first["loc"]) or "agent configuration"
+            message = str(first["msg"]).removeprefix("Value error, ")
+            raise ConfigurationError("agent-config", f"{path or 'AGENTPLAN_* variables'}: {where}: {message}") from None
+        raise ConfigurationError("agent-config", str(exc)) from None
 
 
 def compile_plan(agent: Agent, config: AgentConfiguration, resources: dict[str, str]) -> AgentPlan:

@@ -70,6 +70,7 @@ class Rebalancer:
         self._fail = fail
         self.partitions: dict[TopicPart, OwnedPartition] = {}
         self.partition_count = 0  # of the keyed topic, set at start-up: the denominator of the rate share
+        self.on_drop: list[Callable[[set[int]], None]] = []  # state partitions leaving (e.g. their decisions)
 
     def _share_rates(self) -> None:
         """Fleet-wide model rate limits are split by partition ownership (agentplan.limits): no coordination."""
@@ -85,6 +86,10 @@ class Rebalancer:
     def store_of(self, partition: int) -> PartitionStore | None:
         part = self.partitions.get((self.settings.state_topic, partition))
         return None if part is None else part.store
+
+    def ready_state_partitions(self) -> set[int]:
+        state_topic = self.settings.state_topic
+        return {number for (topic, number), part in self.partitions.items() if topic == state_topic and part.ready}
 
     @property
     def restoring(self) -> int:
@@ -170,6 +175,8 @@ class Rebalancer:
         self.hot_keys.drop(numbers, state_parts)
         self.engine.cancel_keys(lambda key: cast(EngineKey, key)[0] in state_parts)
         self.checkpointer.discard(numbers, state_parts)
+        for hook in self.on_drop:
+            hook(state_parts)
         self.pausing.forget(numbers)
         for number in numbers:
             self.tracker.drop(number)

@@ -37,6 +37,11 @@ def describe_key(engine_key: Any) -> str:
     return f"{key.decode('utf-8', 'replace')!r} (partition {partition})"
 
 
+def user_key(engine_key: Any) -> str:
+    """An engine key as the record key its user wrote (what budget key prefixes match)."""
+    return cast(EngineKey, engine_key)[1].decode("utf-8", "replace")
+
+
 def position(message: Any) -> tuple[str, int, int]:
     """Topic, partition and offset of a consumed record (set on every record; only error events lack them)."""
     return cast(str, message.topic()), cast(int, message.partition()), cast(int, message.offset())
@@ -175,6 +180,12 @@ def trace_context(headers: Any) -> tuple[bytes | None, bytes | None]:
         elif name == "tracestate":
             state = value
     return parent, state
+
+
+def failure_reason(error: BaseException) -> str:
+    """The DLQ reason of a failed run: its error's ``dlq_reason`` (e.g. ``budget-exceeded``), else ``run-failed``."""
+    reason = getattr(error, "dlq_reason", None)
+    return reason if isinstance(reason, str) else "run-failed"
 
 
 def dlq_headers(meta: RecordMeta, app_id: str, txn: str, reason: str,

@@ -31,6 +31,7 @@ from confluent_kafka import (
 from agentplan import Agent, AgentConfiguration, AgentPlan, Engine
 from agentplan.endpoints import model_endpoints
 from agentplan.runtime.state_ttl import ShortTermMemoryTtl
+from worker.approvals import DecisionReader
 from worker.checkpoint.checkpoint import Checkpoint, DeadLetter, Rekeyed, Topics
 from worker.checkpoint.checkpointer import Checkpointer
 from worker.checkpoint.producer import (
@@ -55,12 +56,21 @@ from worker.observability.metrics import WorkerMetrics
 from worker.observability.tracing import WorkerObservation
 from worker.observability.user_metrics import UserMetricsCollector
 from worker.offsets import OffsetTracker
-from worker.plugins import compile_plan, load_agent, load_model
+from worker.plugins import compile_plan, load_agent, load_agent_config, load_model
 from worker.processing.hot_keys import HotKeys
 from worker.processing.pausing import PauseReason, PausingManager
 from worker.processing.window import InFlightWindow
 from worker.rebalance import Rebalancer
-from worker.records import DecodeFailure, EngineKey, InputDecoder, RecordMeta, describe_key, position, trace_context
+from worker.records import (
+    DecodeFailure,
+    EngineKey,
+    InputDecoder,
+    RecordMeta,
+    describe_key,
+    position,
+    trace_context,
+    user_key,
+)
 from worker.state.expiry import StateExpiry
 from worker.state.store import ensure_writable
 
@@ -81,7 +91,7 @@ class Worker:
         self.settings = settings
         self.agent = agent if agent is not None else load_agent(settings.agent)
         if agent_config is None:
-            agent_config = AgentConfiguration.load(settings.agent_config)
+            agent_config = load_agent_config(settings.agent_config)
         self.plan = plan or compile_plan(self.agent, agent_config, settings.resources)
         self.observation = WorkerObservation(self.plan.config, type(self.agent).__name__, settings.app_id)
         self.decoder = InputDecoder(load_model(settings.input_model), settings.max_record_bytes, settings.key_field)
@@ -105,6 +115,7 @@ class Worker:
         self.hot_keys: HotKeys | None = None
         self.rebalancer: Rebalancer | None = None
         self.expiry: StateExpiry | None = None
+        self.decisions: DecisionReader | None = None
 
     # -- entry points -------------------------------------------------------------------------------
     def run(self) -> int:
@@ -162,7 +173,8 @@ class Worker:
             self._discard_unstarted_consumer()
             raise
         self.engine = Engine(self.plan, state_loader=self._load_state, metrics=self.metrics,
-                             describe_key=describe_key, observation=observation, commits_state=True)
+                             describe_key=describe_key, observation=observation, user_key=user_key,
+                             commits_state=True)
         self.metrics.inflight_limit.set(s.max_inflight)
         self.metrics.registry.register(UserMetricsCollector(self.engine.metric_group))
         ttl = ShortTermMemoryTtl.from_config(self.plan.config)
@@ -181,13 +193,18 @@ class Worker:
         self.checkpointer = Checkpointer(
             producer, self.engine, self.tracker,
             Topics(s.app_id, s.output_topic, s.dead_letter_topic, s.changelog_topic, s.repartition_topic,
-                   s.events_topic if self.observation.event_log else None),
+                   s.events_topic if self.observation.event_log else None,
+                   s.approvals_topic if s.approvals else ""),
             stores=lambda: self.rebalancer.stores() if self.rebalancer else {},
             name_prefix=f"{s.transactional_id}@{int(time.time() * 1000)}",
             transaction_timeout_s=s.transaction_timeout_ms / 1000, broker_down=lambda: self.broker.down,
             on_committed=self._committed, on_aborted=self.observer.aborted, bootstrap_servers=s.bootstrap_servers)
         self.rebalancer = Rebalancer(s, self.clients, self.metrics, self.engine, self.tracker, self.pausing,
                                      self.hot_keys, self.checkpointer, dispatch=self._dispatch, fail=self._fail)
+        if s.approvals:
+            self.decisions = DecisionReader(s, self.clients.decisions_consumer(), self.clients.offsets_reader(),
+                                            self.engine, self.tracker, self.checkpointer.dead_letter)
+            self.rebalancer.on_drop.append(self.decisions.drop)
         topics = [s.input_topic, *([s.repartition_topic] if s.key_field else [])]
         r = self.rebalancer
         r.partition_count = partition_count
@@ -246,6 +263,10 @@ class Worker:
                 messages: list[Message] = self.consumer.consume(num_messages=room, timeout=0) if room else []
                 for message in messages:
                     self._on_message(message)
+                if self.decisions is not None:
+                    assert self.rebalancer is not None
+                    self.decisions.sync(self.rebalancer.ready_state_partitions())
+                    self.decisions.poll()
                 now = time.monotonic()
                 committing = checkpointer.poll()
                 if self.broker.down:
@@ -280,7 +301,7 @@ class Worker:
         logger.info("shutting down: draining %d in-flight records", self.tracker.unfinished)
         self.pausing.pause_all(PauseReason.SHUTDOWN)
         try:
-            await asyncio.wait_for(self.engine.wait_idle(), timeout=self.settings.shutdown_grace_s)
+            await asyncio.wait_for(self.engine.wait_quiet(), timeout=self.settings.shutdown_grace_s)
         except asyncio.TimeoutError:
             logger.warning("grace period over; unfinished runs resume on the next owner from their journal")
         self.checkpointer.commit()
@@ -289,6 +310,8 @@ class Worker:
         self.consumer.close()  # leaves the group; on_revoke commits and closes stores
         self.checkpointer.producer.close(10)
         self.rebalancer.close_all()
+        if self.decisions is not None:
+            self.decisions.close()
         self.observer.report_dead_letters(force=True)
         await self.engine.close()
         await self.plan.aclose()  # HTTP clients belong to this loop

@@ -24,12 +24,15 @@ import json
 import logging
 import time
 from collections import OrderedDict, deque
-from collections.abc import Awaitable, Callable, Hashable, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from agentplan import codec
 from agentplan.agent import ActionSpec
+from agentplan.approvals import ApprovalDecisionEvent, ApprovalRequestEvent
+from agentplan.budgets import BudgetExceeded, budget_policy
 from agentplan.config import AgentConfiguration, ErrorHandlingStrategy
 from agentplan.events import Event, InputEvent, OutputEvent
 from agentplan.exceptions import (
@@ -44,7 +47,7 @@ from agentplan.metrics import MetricsSink, NullMetrics
 from agentplan.plan import AgentPlan
 from agentplan.resources import ResourceType
 from agentplan.runner_context import RunnerContext
-from agentplan.runtime import durable
+from agentplan.runtime import durable, parking
 from agentplan.runtime.observe import Observation, ObservedAction, ObservedRun
 from agentplan.runtime.state_ttl import ShortTermMemoryTtl
 
@@ -78,11 +81,12 @@ class KeyDelta:
     failures: list[tuple[Any, Any, BaseException]] = field(default_factory=list)  # (meta, input, error)
     skipped: list[Any] = field(default_factory=list)  # metas already finished before (replay)
     log: Sequence[dict[str, Any]] = ()  # event-log records (agentplan.runtime.observe)
+    requests: list[tuple[Any, dict[str, Any]]] = field(default_factory=list)  # (input meta, approval request)
 
 
 class _Run:
     __slots__ = ("run_id", "position", "meta", "input", "pending", "cursor", "sensory", "journal",
-                 "next_event_seq", "started", "awaiting_input", "obs")
+                 "next_event_seq", "started", "awaiting_input", "obs", "parked")
 
     def __init__(self, run_id: str, position: int | None, meta: Any, input_value: Any) -> None:
         self.run_id = run_id
@@ -97,6 +101,7 @@ class _Run:
         self.started = time.monotonic()
         self.awaiting_input = False  # restored from state; waits for its input to be replayed
         self.obs: ObservedRun | None = None  # this attempt, when an Observation is installed
+        self.parked: dict[str, Any] | None = None  # the approval request it waits for (agentplan.approvals)
 
 
 class _Slot:
@@ -104,8 +109,8 @@ class _Slot:
 
     __slots__ = ("key", "queue", "memory", "progress", "run", "run_counter", "task", "version",
                  "collected_version", "in_action", "memory_backup", "sensory_backup", "ctx",
-                 "outputs", "finished", "failures", "skipped", "cached_bytes", "log", "persist_waiters",
-                 "touched_ms", "tombstone")
+                 "outputs", "finished", "failures", "skipped", "cached_bytes", "log", "usage", "requests",
+                 "decision", "wakeup", "persist_waiters", "touched_ms", "tombstone")
 
     def __init__(self, key: Hashable) -> None:
         self.key = key
@@ -127,6 +132,10 @@ class _Slot:
         self.skipped: list[Any] = []
         self.cached_bytes = 0  # charged to the idle-state cache while the key is idle
         self.log: list[dict[str, Any]] = []
+        self.usage: dict[str, Any] | None = None  # LLM usage against budgets (agentplan.budgets)
+        self.requests: list[tuple[Any, dict[str, Any]]] = []
+        self.decision: tuple[ApprovalDecisionEvent, Any] | None = None  # delivered, not yet taken by its run
+        self.wakeup: asyncio.Event | None = None  # set while the run is parked
         self.persist_waiters: list[tuple[int, asyncio.Future[None]]] = []  # (version, woken once durable)
         self.touched_ms: int | None = None  # short-term memory TTL: last renewal (wall clock ms)
         self.tombstone = False  # expired: the next collect deletes the key's state
@@ -137,12 +146,13 @@ class Engine:
 
     def __init__(self, plan: AgentPlan, *, state_loader: StateLoader | None = None,
                  metrics: MetricsSink | None = None, describe_key: Callable[[Hashable], str] = repr,
-                 observation: Observation | None = None, commits_state: bool = False) -> None:
+                 observation: Observation | None = None, user_key: Callable[[Hashable], str] = str,
+                 commits_state: bool = False) -> None:
         """``describe_key`` renders a key in log lines the way its user knows it (the Kafka worker's keys
-        carry their partition, which users never wrote). ``observation`` feeds the event log and traces.
-        ``commits_state``: the driver persists collected deltas while runs go on and calls :meth:`release`
-        once they are durable (the Kafka worker); a reconciled durable call then waits for its start to be
-        durable before it runs."""
+        carry their partition, which users never wrote); ``user_key`` is the key as budget key prefixes
+        match it. ``observation`` feeds the event log and traces. ``commits_state``: the driver persists
+        collected deltas while runs go on and calls :meth:`release` once they are durable (the Kafka
+        worker); a reconciled durable call then waits for its start to be durable before it runs."""
         self.plan = plan
         self.observation = observation
         self.commits_state = commits_state
@@ -162,6 +172,10 @@ class Engine:
         self._idle: asyncio.Event | None = None
         self.queued_inputs = 0  # submitted, run not started yet
         self.inflight_runs = 0
+        self.budgets = budget_policy(self.config.budgets)
+        self._user_key = user_key
+        self._parked_keys = 0  # busy keys waiting for a budget window or a decision: not waited for by wait_quiet()
+        self._quiet: asyncio.Event | None = None
 
     # -- driver API ----------------------------------------------------------------------------
     def submit(self, key: Hashable, value: Any, position: int | None = None, meta: Any = None) -> None:
@@ -170,6 +184,8 @@ class Engine:
         if self._idle is None:
             self._idle = asyncio.Event()
             self._idle.set()
+            self._quiet = asyncio.Event()
+            self._quiet.set()
             self._run_slots = asyncio.Semaphore(self.config.max_concurrent_runs)
         slot = self._slots.get(key)
         if slot is None:
@@ -184,6 +200,8 @@ class Engine:
         if slot.task is None:
             self._busy_keys += 1
             self._idle.clear()
+            assert self._quiet is not None
+            self._quiet.clear()
             # Unnamed: a task name costs a repr per run.
             slot.task = asyncio.get_running_loop().create_task(self._drive(slot))
 
@@ -195,8 +213,9 @@ class Engine:
                 continue
             log = slot.log
             deltas.append(KeyDelta(slot.key, None if slot.tombstone else self._encode_state(slot), slot.version,
-                                   slot.outputs, slot.finished, slot.failures, slot.skipped, log or ()))
-            slot.outputs, slot.finished, slot.failures, slot.skipped = [], [], [], []
+                                   slot.outputs, slot.finished, slot.failures, slot.skipped, log or (),
+                                   slot.requests))
+            slot.outputs, slot.finished, slot.failures, slot.skipped, slot.requests = [], [], [], [], []
             if log:  # the delta keeps this list: later records go to a new one
                 slot.log = []
             slot.collected_version = slot.version
@@ -210,7 +229,8 @@ class Engine:
             slot = self._slots.get(delta.key)
             if slot is not None and slot.persist_waiters:
                 self._wake_persisted(slot, delta.version)
-            if slot is not None and slot.task is None and slot.version == delta.version and not slot.queue:
+            if (slot is not None and slot.task is None and slot.version == delta.version and not slot.queue
+                    and slot.decision is None):
                 del self._slots[delta.key]
                 if budget and delta.state is not None:
                     slot.cached_bytes = IDLE_SLOT_OVERHEAD_BYTES + DECODED_STATE_FACTOR * len(delta.state)
@@ -273,6 +293,24 @@ class Engine:
         if self._idle is not None:
             await self._idle.wait()
 
+    async def wait_quiet(self) -> None:
+        """Return when every key is idle or parked (waiting for its budget window or for a decision): a drain
+        at shutdown need not wait for those, whose records stay uncommitted and resume on the next owner."""
+        if self._quiet is not None:
+            await self._quiet.wait()
+
+    @contextmanager
+    def _parked(self) -> Iterator[None]:
+        assert self._quiet is not None
+        self._parked_keys += 1
+        if self._busy_keys <= self._parked_keys:
+            self._quiet.set()
+        try:
+            yield
+        finally:
+            self._parked_keys -= 1
+            self._quiet.clear()
+
     @property
     def active_keys(self) -> int:
         return self._busy_keys
@@ -324,6 +362,8 @@ class Engine:
         data: dict[str, Any] = {"m": memory, "p": slot.progress}
         if slot.touched_ms is not None:
             data["t"] = slot.touched_ms
+        if slot.usage is not None:
+            data["u"] = slot.usage
         run = slot.run
         if run is not None:
             sensory = slot.sensory_backup if slot.sensory_backup is not None else run.sensory.to_data()
@@ -332,6 +372,8 @@ class Engine:
                 "pending": [e.to_record() for e in run.pending], "cur": run.cursor, "s": sensory,
                 "j": run.journal, "n": run.next_event_seq,
             }
+            if run.parked is not None:
+                data["r"]["pk"] = run.parked
         return codec.dump_json(data)
 
     def _decode_state(self, slot: _Slot, raw: bytes) -> None:
@@ -340,6 +382,7 @@ class Engine:
             slot.memory = MemoryObject.from_data(data.get("m"))
             slot.progress = data.get("p")
             slot.touched_ms = data.get("t")
+            slot.usage = data.get("u")
             r = data.get("r")
             if r is not None:
                 run = _Run(r["id"], r["pos"], None, codec.decode(r.get("in")))
@@ -348,6 +391,7 @@ class Engine:
                 run.sensory = MemoryObject.from_data(r.get("s"))
                 run.journal = r.get("j") or {}
                 run.next_event_seq = r["n"]
+                run.parked = r.get("pk")
                 run.awaiting_input = True
                 slot.run = run
         except (ValueError, KeyError, TypeError) as exc:
@@ -378,6 +422,11 @@ class Engine:
                 elif item.position is not None and slot.progress is not None and item.position <= slot.progress:
                     self._skip(slot, item)
                     continue
+                elif self.budgets is not None and (refused := await self.budgets.admit(
+                        slot.usage, self._user_key(slot.key), item.value, self._describe_key(slot.key),
+                        self._parked)) is not None:
+                    self._refuse(slot, item, refused)
+                    continue
                 else:
                     slot.run_counter += 1
                     run_id = f"p{item.position}" if item.position is not None else f"r{slot.run_counter}"
@@ -405,6 +454,33 @@ class Engine:
             self._busy_keys -= 1
             if self._busy_keys == 0:
                 self._idle.set()
+            if self._busy_keys <= self._parked_keys:
+                assert self._quiet is not None
+                self._quiet.set()
+
+    def deliver(self, key: Hashable, decision: ApprovalDecisionEvent, meta: Any = None) -> None:
+        """A decision for ``key``'s parked run (see :mod:`agentplan.runtime.parking`)."""
+        parking.deliver(self, key, decision, meta)
+
+    def _slot_of(self, key: Hashable) -> _Slot:
+        """``key``'s slot, revived from the idle-state cache or loaded from its state when needed."""
+        slot = self._slots.get(key)
+        if slot is None:
+            slot = self._idle_slots.pop(key, None)
+            if slot is None:
+                return self._new_slot(key)
+            self._idle_bytes -= slot.cached_bytes
+            self._slots[key] = slot
+        return slot
+
+    def _refuse(self, slot: _Slot, item: _Input, error: BudgetExceeded) -> None:
+        """Dead-letter an input its key's budget refused; it counts as finished, like a failed run."""
+        logger.warning("%s", error)
+        slot.failures.append((item.meta, item.value, error))
+        slot.finished.append(item.meta)
+        if item.position is not None:
+            slot.progress = item.position
+        slot.version += 1
 
     def _skip(self, slot: _Slot, item: _Input) -> None:
         slot.skipped.append(item.meta)
@@ -416,6 +492,9 @@ class Engine:
         try:
             while run.pending:
                 event = run.pending[0]
+                if isinstance(event, ApprovalRequestEvent):
+                    await parking.park(self, slot, run, event)
+                    continue
                 actions = self.plan.actions_for_event(event)
                 while run.cursor < len(actions):
                     spec = actions[run.cursor]
@@ -618,6 +697,9 @@ class _ActionContext(RunnerContext):
         except SerializationError as exc:
             raise DurableCallError(str(exc)) from None
         self._run.journal[key] = codec.encode(result)
+        budgets = self._engine.budgets
+        if budgets is not None:  # usage joins the state together with the journal entry it comes from
+            self._slot.usage = budgets.journaled(self._slot.usage, result, self._engine.metrics)
         self._slot.version += 1
 
     def durable_execute(self, fn: Callable[..., T], *args: Any, reconciler: Callable[[], Any] | None = None,

@@ -7,6 +7,7 @@ import logging
 from typing import Any
 
 from agentplan.agent import Agent
+from agentplan.budgets import BudgetExceeded
 from agentplan.config import AgentConfiguration, ErrorHandlingStrategy
 from agentplan.environment import AgentsExecutionEnvironment
 from agentplan.eventlog import write_event_log
@@ -121,9 +122,14 @@ class LocalExecutionEnvironment(AgentsExecutionEnvironment):
         self._outputs.extend(entry[2] for entry in outputs)
         failures.sort(key=lambda entry: entry[0])
         for _meta, key, value, error in failures:
-            self.dead_letters.append({"key": key, "value": value, "error": str(error)})
-        # retry fails like fail once its retries are spent; only dead-letter collects quietly.
-        if failures and self.config.error_handling_strategy in (ErrorHandlingStrategy.FAIL,
-                                                               ErrorHandlingStrategy.RETRY):
-            _meta, key, _value, error = failures[0]
+            letter = {"key": key, "value": value, "error": str(error)}
+            if isinstance(error, BudgetExceeded):
+                letter["reason"] = error.dlq_reason
+            self.dead_letters.append(letter)
+        # retry fails like fail once its retries are spent; only dead-letter collects quietly. A run
+        # refused by its budget is dead-lettered as the budget configuration says, whatever the strategy.
+        failed = [f for f in failures if not isinstance(f[3], BudgetExceeded)]
+        if failed and self.config.error_handling_strategy in (ErrorHandlingStrategy.FAIL,
+                                                             ErrorHandlingStrategy.RETRY):
+            _meta, key, _value, error = failed[0]
             raise AgentRunError(key, error.cause if hasattr(error, "cause") else error) from error

@@ -35,6 +35,7 @@ from worker.records import (
     RecordMeta,
     dlq_headers,
     encode_output,
+    failure_reason,
     source_headers,
 )
 from worker.state.transaction import StateTransaction
@@ -63,6 +64,10 @@ TRANSITIONS: dict[Phase, frozenset[Phase]] = {
     Phase.ABORTED: frozenset(),
     Phase.FAILED: frozenset(),
 }
+
+
+class ApprovalsOff(WorkerError):
+    """The agent parked a run on a worker started without --approvals: a misconfiguration, so the worker stops."""
 
 
 class IllegalTransition(WorkerError):
@@ -98,6 +103,7 @@ class Topics:
     changelog: str
     repartition: str
     events: str | None = None  # the event log's topic, when the agent configuration turns it on
+    approvals: str = ""  # empty: approvals are off (--approvals)
 
 
 class Checkpoint:
@@ -142,7 +148,16 @@ class Checkpoint:
                 self.outputs += 1
             for meta, value, error in delta.failures:
                 produce(t.dead_letter, encode_output(value), key=key,
-                        headers=dlq_headers(meta, t.app_id, self.name, "run-failed", error))
+                        headers=dlq_headers(meta, t.app_id, self.name, failure_reason(error), error))
+            if delta.requests:
+                if not t.approvals:
+                    raise ApprovalsOff("a run sent an ApprovalRequestEvent but approvals are off: start the "
+                                       "workers with --approvals (AGENTFLEET_APPROVALS=true)")
+                partition = cast(EngineKey, delta.key)[0]  # the key's state partition: its decisions go there
+                for meta, request in delta.requests:
+                    produce(t.approvals, encode_output({**request, "partition": partition}), key=key,
+                            partition=partition,
+                            headers=source_headers(meta, t.app_id, self.name) if meta is not None else None)
         self.state.prepare(produce)
         for letter in self.dead_letters:
             produce(t.dead_letter, letter.value, key=letter.key,

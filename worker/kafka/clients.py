@@ -87,6 +87,11 @@ class ClientConfigs:
         return {**consumer_properties(self.base()), "group.id": f"{self.settings.app_id}-restore",
                 "fetch.wait.max.ms": 10}
 
+    def decisions_consumer(self) -> dict[str, Any]:
+        """For reading decisions partitions by assignment (offsets are committed in the worker's transactions)."""
+        return {**consumer_properties(self.base()), "group.id": f"{self.settings.app_id}-decisions",
+                "enable.auto.commit": False, "isolation.level": "read_committed", "fetch.wait.max.ms": 10}
+
     def offsets_reader(self) -> dict[str, Any]:
         """For looking up the group's committed offsets (the retention-gap check)."""
         return {**consumer_properties(self.base()), "group.id": self.settings.app_id}

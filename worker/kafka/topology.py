@@ -51,5 +51,9 @@ def prepare_topics(settings: WorkerSettings, event_log: bool = False) -> int:
         if events != partitions:
             raise ConfigurationError("app-id", f"event-log topic {s.events_topic!r} has {events} partitions but "
                                                f"{s.input_topic!r} has {partitions}; they must match")
+    if s.approvals:
+        from worker.approvals import prepare_approval_topics
+
+        prepare_approval_topics(admin, s, partitions)
     acls.after_topics()
     return partitions

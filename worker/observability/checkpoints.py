@@ -14,6 +14,7 @@ from collections import Counter
 from worker.checkpoint.checkpoint import Checkpoint
 from worker.checkpoint.producer import AbortableCommitError
 from worker.observability.metrics import WorkerMetrics
+from worker.records import failure_reason
 
 __all__ = ["CheckpointObserver"]
 
@@ -42,8 +43,8 @@ class CheckpointObserver:
         dead = Counter(letter.reason for letter in checkpoint.dead_letters)
         e2e = m.end_to_end_latency_seconds
         for delta in checkpoint.deltas:
-            if delta.failures:
-                dead["run-failed"] += len(delta.failures)
+            for _meta, _value, error in delta.failures:
+                dead[failure_reason(error)] += 1
             if delta.skipped:
                 m.records_skipped_total.labels("already-finished").inc(len(delta.skipped))
             for meta in delta.finished:
@@ -68,8 +69,8 @@ class CheckpointObserver:
             else:
                 meta, _value, error = next(f for d in checkpoint.deltas for f in d.failures)
                 key = meta.key.decode("utf-8", "replace")
-                self._example = (f"{meta.topic}[{meta.partition}]@{meta.offset} key {key!r}: run-failed: "
-                                 f"{str(error)[:200]}")
+                self._example = (f"{meta.topic}[{meta.partition}]@{meta.offset} key {key!r}: "
+                                 f"{failure_reason(error)}: {str(error)[:200]}")
         self.report_dead_letters()
 
     def report_dead_letters(self, force: bool = False) -> None:

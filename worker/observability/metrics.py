@@ -58,6 +58,7 @@ METRIC_NAMES: tuple[str, ...] = (
     "agentfleet_llm_requests_total",
     "agentfleet_llm_errors_total",
     "agentfleet_llm_tokens_total",
+    "agentfleet_llm_cost_usd_total",
     "agentfleet_transactions_committed_total",
     "agentfleet_transactions_aborted_total",
     "agentfleet_commit_duration_seconds",
@@ -214,6 +215,9 @@ class WorkerMetrics:
         self.llm_tokens_total = LoopCounter(
             PREFIX + "llm_tokens_total", "LLM tokens used, by type (prompt|completion).",
             ["model", "type"], registry=r)
+        self.llm_cost_usd_total = Counter(
+            PREFIX + "llm_cost_usd_total", "Cost of LLM calls in USD, priced by the agent's budgets price table.",
+            ["model"], registry=r)
 
         # Transactions.
         self.transactions_committed_total = Counter(
@@ -336,6 +340,13 @@ class WorkerMetrics:
             self.llm_fallbacks_total.labels(str(setup), str(fallback)).inc()
         except Exception:
             logger.debug("llm_fallback metric update failed", exc_info=True)
+
+    def llm_cost(self, model: str, usd: float) -> None:
+        """Add the cost of one model call (priced by the agent's budgets price table)."""
+        try:
+            self.llm_cost_usd_total.labels(model).inc(usd)
+        except Exception:
+            logger.debug("llm_cost metric update failed", exc_info=True)
 
     def transient_retry(self, kind: str) -> None:
         """Count one retry of a transient failure."""

@@ -10,6 +10,9 @@ from pydantic import BaseModel, ConfigDict
 
 from agentplan import (
     Agent,
+    ApprovalDecisionEvent,
+    ApprovalRequestEvent,
+    ApprovalTimeoutEvent,
     ChatMessage,
     ChatRequestEvent,
     ChatResponseEvent,
@@ -153,3 +156,30 @@ class FaultProbeAgent(Agent):
         structured = event.structured_output
         ctx.send_event(OutputEvent(output={"key": ctx.sensory_memory.get("key"), "answer": event.response.content,
                                            "structured": structured.model_dump() if structured else None}))
+
+
+class ApprovalAgent(Agent):
+    """Input ``{"key", "seq"}`` parks for a decision (``timeout_s`` optional); ``{"plain": true}`` inputs
+    pass straight through. Output: ``{"key", "seq", "approved" | "timeout"}`` or ``{"key", "seq", "plain"}``."""
+
+    @action(InputEvent)
+    @staticmethod
+    def ask(event: InputEvent, ctx: RunnerContext) -> None:
+        data = event.input
+        if data.get("plain"):
+            ctx.send_event(OutputEvent(output={"key": data["key"], "seq": data["seq"], "plain": True}))
+            return
+        ctx.sensory_memory.set("asked", {"key": data["key"], "seq": data["seq"]})
+        ctx.send_event(ApprovalRequestEvent(request={"key": data["key"], "seq": data["seq"]},
+                                            timeout_s=data.get("timeout_s")))
+
+    @action(ApprovalDecisionEvent)
+    @staticmethod
+    def decided(event: ApprovalDecisionEvent, ctx: RunnerContext) -> None:
+        ctx.send_event(OutputEvent(output={**ctx.sensory_memory.get("asked"), "approved": event.approved,
+                                           "request_id": event.request_id, "by": event.decided_by}))
+
+    @action(ApprovalTimeoutEvent)
+    @staticmethod
+    def timed_out(event: ApprovalTimeoutEvent, ctx: RunnerContext) -> None:
+        ctx.send_event(OutputEvent(output={**ctx.sensory_memory.get("asked"), "timeout": True}))
