@@ -3,13 +3,15 @@
 ARG PYTHON_IMAGE=python:3.11.7-slim-bookworm
 
 FROM ${PYTHON_IMAGE} AS build
+# Optional extras, e.g. --build-arg AGENTFLEET_EXTRAS=[chroma] for agents with a Chroma vector store.
+ARG AGENTFLEET_EXTRAS=""
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY agentplan ./agentplan
 COPY worker ./worker
 # confluent-kafka and rocksdict ship manylinux wheels: no compiler needed in the image.
-RUN python -m venv /opt/agentfleet && /opt/agentfleet/bin/pip install --no-compile . \
+RUN python -m venv /opt/agentfleet && /opt/agentfleet/bin/pip install --no-compile ".${AGENTFLEET_EXTRAS}" \
     && find /opt/agentfleet -name '__pycache__' -prune -exec rm -rf {} +
 
 FROM ${PYTHON_IMAGE}

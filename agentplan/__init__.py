@@ -26,11 +26,15 @@ from agentplan.decorators import (
     action,
     chat_model_connection,
     chat_model_setup,
+    embedding_model_connection,
+    embedding_model_setup,
     mcp_server,
     prompt,
     skills,
     tool,
+    vector_store,
 )
+from agentplan.embedding_models import BaseEmbeddingModelConnection, BaseEmbeddingModelSetup
 from agentplan.environment import AgentsExecutionEnvironment
 from agentplan.events import (
     ChatRequestEvent,
@@ -54,6 +58,7 @@ from agentplan.exceptions import (
     ToolCallLimitExceeded,
     TransientError,
 )
+from agentplan.long_term_memory import LongTermMemory, LongTermMemoryOptions, MemorySet, MemorySetItem
 from agentplan.memory import MemoryObject, MemoryRef, MemoryType
 from agentplan.metric_group import MetricGroup
 from agentplan.plan import AgentPlan
@@ -61,15 +66,28 @@ from agentplan.prompts import Prompt
 from agentplan.react import ReActAgent
 from agentplan.resource_names import ResourceName
 from agentplan.resources import Resource, ResourceDescriptor, ResourceType
+from agentplan.retrieval_events import ContextRetrievalRequestEvent, ContextRetrievalResponseEvent
 from agentplan.runner_context import RunnerContext
 from agentplan.runtime.engine import Engine, KeyDelta
 from agentplan.runtime.local_execution_environment import LocalExecutionEnvironment
 from agentplan.tools import FunctionTool, Tool
+from agentplan.vector_stores import (
+    BaseVectorStore,
+    CollectionManageableVectorStore,
+    Document,
+    VectorStoreQuery,
+    VectorStoreQueryMode,
+    VectorStoreQueryResult,
+)
 
 if TYPE_CHECKING:
     from agentplan.integrations.openai import (
         OpenAIChatModelConnection,
         OpenAIChatModelSetup,
+    )
+    from agentplan.integrations.openai_embedding import (
+        OpenAIEmbeddingModelConnection,
+        OpenAIEmbeddingModelSetup,
     )
 
 __version__ = "0.1.0"
@@ -77,7 +95,9 @@ __version__ = "0.1.0"
 # Loaded on first use, so that ``import agentplan`` pulls in neither ``openai`` nor its HTTP stack
 # (an agent on another provider, the worker's CLI and plan tools need neither).
 _LAZY = {"OpenAIChatModelConnection": "agentplan.integrations.openai",
-         "OpenAIChatModelSetup": "agentplan.integrations.openai"}
+         "OpenAIChatModelSetup": "agentplan.integrations.openai",
+         "OpenAIEmbeddingModelConnection": "agentplan.integrations.openai_embedding",
+         "OpenAIEmbeddingModelSetup": "agentplan.integrations.openai_embedding"}
 
 
 def __getattr__(name: str) -> Any:
@@ -106,4 +126,10 @@ __all__ = [
     "ResourceError", "ResourceType", "RunnerContext", "ToolCall", "ToolCallLimitExceeded", "ToolRequestEvent",
     "ToolResponseEvent", "TransientError", "action", "chat_model_connection", "chat_model_setup", "prompt", "tool",
     "mcp_server", "skills",
+    # Embeddings, vector stores and RAG, long-term memory
+    "BaseEmbeddingModelConnection", "BaseEmbeddingModelSetup", "BaseVectorStore", "CollectionManageableVectorStore",
+    "ContextRetrievalRequestEvent", "ContextRetrievalResponseEvent", "Document", "LongTermMemory",
+    "LongTermMemoryOptions", "MemorySet", "MemorySetItem", "OpenAIEmbeddingModelConnection",
+    "OpenAIEmbeddingModelSetup", "VectorStoreQuery", "VectorStoreQueryMode", "VectorStoreQueryResult",
+    "embedding_model_connection", "embedding_model_setup", "vector_store",
 ]

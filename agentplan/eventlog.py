@@ -133,7 +133,7 @@ def event_type_names(event_type: type) -> tuple[str, ...]:
     declared = getattr(event_type, "EVENT_TYPE", None)
     own_path = f"{event_type.__module__}:{event_type.__qualname__}"
     declared = declared if isinstance(declared, str) and declared and declared != own_path else None
-    if declared is not None and event_type.__module__ != "agentplan.events":
+    if declared is not None and not event_type.__module__.startswith("agentplan."):
         names.append(declared)
     names += [event_type.__name__, own_path, f"{event_type.__module__}.{event_type.__qualname__}"]
     if declared is not None and declared not in names:

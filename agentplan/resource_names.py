@@ -88,6 +88,10 @@ IMPLEMENTED: dict[str, str] = {
     ResourceName.ChatModel.OPENAI_COMPLETIONS_CONNECTION: "agentplan.integrations.openai:OpenAIChatModelConnection",
     ResourceName.ChatModel.OPENAI_COMPLETIONS_SETUP: "agentplan.integrations.openai:OpenAIChatModelSetup",
     ResourceName.MCP_SERVER: "agentplan.integrations.mcp:MCPServer",
+    ResourceName.EmbeddingModel.OPENAI_CONNECTION:
+        "agentplan.integrations.openai_embedding:OpenAIEmbeddingModelConnection",
+    ResourceName.EmbeddingModel.OPENAI_SETUP: "agentplan.integrations.openai_embedding:OpenAIEmbeddingModelSetup",
+    ResourceName.VectorStore.CHROMA_VECTOR_STORE: "agentplan.integrations.chroma:ChromaVectorStore",
 }
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from agentplan.config import AgentConfiguration
 from agentplan.events import Event
@@ -13,7 +13,24 @@ from agentplan.metric_group import MetricGroup
 from agentplan.metrics import MetricsSink
 from agentplan.resources import ResourceType
 
+if TYPE_CHECKING:
+    from agentplan.long_term_memory import LongTermMemory
+
 T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
+
+#: Marks a method that journals its own model calls and writes the key's state itself (a memory set's
+#: ``add``): ``ctx.durable_execute(_async)`` calls it directly instead of recording its result, since
+#: a recorded result would skip the state write on replay. The value names its async variant.
+SELF_JOURNALED = "_agentplan_self_journaled"
+
+
+def self_journaled(async_variant: str) -> Callable[[F], F]:
+    def mark(func: F) -> F:
+        setattr(func, SELF_JOURNALED, async_variant)
+        return func
+
+    return mark
 
 
 class RunnerContext(ABC):
@@ -38,16 +55,18 @@ class RunnerContext(ABC):
     def sensory_memory(self) -> MemoryObject:
         """Per-run memory, cleared when the run ends."""
 
+    @property
+    def long_term_memory(self) -> LongTermMemory:
+        """Per-key memory sets searched by meaning, kept in the key's state (see agentplan.long_term_memory)."""
+        from agentplan.long_term_memory import LongTermMemory
+
+        return LongTermMemory(self)
+
     @abstractmethod
     def get_resource(self, name: str, type: ResourceType,  # noqa: A002 - Flink Agents name
                      metric_group: MetricGroup | None = None) -> Any:
         """A declared resource, built on first use. (``metric_group``: accepted for Flink Agents 0.3;
         resources report through the engine's metrics.)"""
-
-    @property
-    def long_term_memory(self) -> Any:
-        raise NotImplementedError("long-term memory (Flink Agents' Mem0 integration) is not available in "
-                                  "agentplan; keep per-key data in ctx.short_term_memory")
 
     @property
     def agent_metric_group(self) -> MetricGroup:

@@ -90,23 +90,24 @@ def goal_rows(scenarios: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
-PEER_NAMES = ("flink_agents", "quix", "naive")
+PEER_NAMES = ("flink_agents", "flink_agents_0_3", "quix", "naive", "asyncio")
 
 
 def peer_rows(scenarios: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
-    """Ours beside each peer, per scenario where peers ran: rates and ours/peer ratios."""
+    """Ours beside each peer, per scenario where peers ran: rates, ours/peer ratios and CPU per record."""
     rows = []
     for name, scenario in scenarios.items():
         median = scenario.get("median", {})
+        prefixes = []
         for key in median:
-            if not key.endswith("peer_quix_records_per_s") and not key.endswith("peer_naive_records_per_s"):
-                continue
-            suffix = "peer_quix_records_per_s" if "quix" in key else "peer_naive_records_per_s"
-            prefix = key[: -len(suffix)]
-            if any(r["scenario"] == name and r["prefix"] == prefix for r in rows):
-                continue
-            ours = median.get(f"{prefix}records_per_s")
-            row: dict[str, Any] = {"scenario": name, "prefix": prefix, "ours": ours, "peers": {}}
+            for peer in PEER_NAMES:
+                for suffix in (f"peer_{peer}_records_per_s", f"peer_{peer}_error"):
+                    if key.endswith(suffix) and key[: -len(suffix)] not in prefixes:
+                        prefixes.append(key[: -len(suffix)])
+        for prefix in prefixes:
+            row: dict[str, Any] = {"scenario": name, "prefix": prefix, "ours": median.get(f"{prefix}records_per_s"),
+                                   "ours_cpu_ms_per_record": median.get(f"{prefix}worker_cpu_ms_per_record"),
+                                   "peers": {}}
             for peer in PEER_NAMES:
                 rate = median.get(f"{prefix}peer_{peer}_records_per_s")
                 error = median.get(f"{prefix}peer_{peer}_error")
@@ -114,6 +115,7 @@ def peer_rows(scenarios: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
                     row["peers"][peer] = {"records_per_s": rate, "ratio": median.get(f"{prefix}ours_vs_{peer}"),
                                           "records": median.get(f"{prefix}peer_{peer}_records"),
                                           "cpu_seconds": median.get(f"{prefix}peer_{peer}_cpu_seconds"),
+                                          "cpu_ms_per_record": median.get(f"{prefix}peer_{peer}_cpu_ms_per_record"),
                                           "error": error}
             rows.append(row)
     return rows
@@ -163,7 +165,9 @@ def markdown(results: dict[str, Any], plots: list[str]) -> str:
                      f"{'yes' if row['pass'] else '**no**'} | {row['baseline'] or ''} | {row['text']} |")
     if results.get("peers"):
         lines += ["", "## Side by side with the peers (same broker, stub and input topic, same run)", "",
-                  "| scenario | ours rec/s | " + " | ".join(f"{p} rec/s (ours ×)" for p in PEER_NAMES) + " |",
+                  "Each cell: records/s (ours ÷ peer), CPU ms per record (the peer's whole process tree; "
+                  "Flink Agents: first to last output, without the JVM's start-up).", "",
+                  "| scenario | ours | " + " | ".join(PEER_NAMES) + " |",
                   "|---|---:|" + "---:|" * len(PEER_NAMES)]
         for row in results["peers"]:
             cells = []
@@ -172,11 +176,13 @@ def markdown(results: dict[str, Any], plots: list[str]) -> str:
                 if found is None:
                     cells.append("not run")
                 elif found["records_per_s"] is None:
-                    cells.append("failed: " + str(found["error"])[:60])
+                    cells.append("failed: " + " ".join(str(found["error"]).split())[:60])  # one table line
                 else:
-                    cells.append(f"{_fmt(found['records_per_s'])} ({_fmt(found['ratio'])}×)")
+                    cells.append(f"{_fmt(found['records_per_s'])} ({_fmt(found['ratio'])}×), "
+                                 f"{_fmt(found.get('cpu_ms_per_record'))} ms")
             label = row["scenario"] + (f" {row['prefix'].rstrip('_')}" if row["prefix"] else "")
-            lines.append(f"| {label} | {_fmt(row['ours'])} | " + " | ".join(cells) + " |")
+            ours = f"{_fmt(row['ours'])}, {_fmt(row.get('ours_cpu_ms_per_record'))} ms"
+            lines.append(f"| {label} | {ours} | " + " | ".join(cells) + " |")
     stub = results.get("stub_load")
     if stub:
         lines += ["", "## LLM stub alone (load generator: " + stub.get("generator", "?") + ")", "",

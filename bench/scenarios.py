@@ -47,13 +47,15 @@ from worker.config import WorkerSettings
 logger = logging.getLogger(__name__)
 
 COMMIT_INTERVAL_MS = 100  # the worker's default, which S7's goal refers to
-PEERS = ("flink_agents", "quix", "naive")
+PEERS = ("flink_agents", "flink_agents_0_3", "quix", "naive", "asyncio")
 # Peers read the first N records of the same input topic: enough for a rate, not the whole backlog.
 PEER_RECORDS = {True: 500, False: 2000}
-# At 200 ms per call the peers make one call at a time (~5 rec/s): enough records for a steady rate.
+# At 200 ms per call most peers make one call at a time (~5 rec/s): enough records for a steady rate.
 PEER_RECORDS_LLM_BOUND = {True: 60, False: 150}
+# Peers with many model calls in flight: at 200 ms they get PEER_RECORDS, or they would be done in a second.
+CONCURRENT_PEERS = ("flink_agents_0_3", "asyncio")
 # Flink Agents needs an endpoint for the seed's chat model setup: it has no in-process instant model.
-INSTANT_MODEL_PEERS = ("quix", "naive")
+INSTANT_MODEL_PEERS = ("quix", "naive", "asyncio")
 
 
 @dataclass
@@ -96,8 +98,10 @@ def _check_complete(outputs: list[Output], expected: int, what: str) -> None:
 
 
 def _run_peers(options: RunOptions, scenario: str, cluster: Cluster, input_topic: str, partitions: int,
-               count: int, llm_base_url: str, ours: float, peers: tuple[str, ...] | None = None) -> dict[str, Any]:
-    """Run each peer on the same input topic; figures keyed ``peer_<name>_*``; skipped when absent."""
+               count: int, llm_base_url: str, ours: float, peers: tuple[str, ...] | None = None,
+               counts: dict[str, int] | None = None) -> dict[str, Any]:
+    """Run each peer on the same input topic (``count`` records, or ``counts[peer]``); figures keyed
+    ``peer_<name>_*``; skipped when absent."""
     if not options.peers or scenario in options.peers_done:
         return {}
     options.peers_done.add(scenario)
@@ -112,7 +116,8 @@ def _run_peers(options: RunOptions, scenario: str, cluster: Cluster, input_topic
         cluster.topics(output_topic, partitions=partitions)
         try:
             result = run_peer(name, bootstrap=cluster.bootstrap, input_topic=input_topic, output_topic=output_topic,
-                              count=count, llm_base_url=llm_base_url, model="stub", timeout_s=300.0)
+                              count=(counts or {}).get(name, count), llm_base_url=llm_base_url, model="stub",
+                              timeout_s=300.0)
         except Exception as exc:  # noqa: BLE001 - one broken peer must not end the run
             logger.exception("peer %s failed", name)
             figures[f"peer_{name}_error"] = str(exc)[:300]
@@ -237,7 +242,8 @@ def s3_latency_bound(options: RunOptions) -> dict[str, Any]:
                 if latency_ms == 200 and inflight == 256:
                     figures.update({f"{tag}_{k}": v for k, v in _run_peers(
                         options, "S3", cluster, input_topic, 4, min(count, PEER_RECORDS_LLM_BOUND[options.quick]),
-                        stub.base_url, rate).items()})
+                        stub.base_url, rate,
+                        counts={p: min(count, PEER_RECORDS[options.quick]) for p in CONCURRENT_PEERS}).items()})
     figures["min_ratio"] = round(min(ratios), 3)
     return figures
 

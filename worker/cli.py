@@ -639,5 +639,42 @@ def state_reset(app_id: str = typer.Option(..., envvar=E + "APP_ID", metavar="ID
         _fail(exc)
 
 
+kb_app = _App(help="Knowledge bases: fill an agent's vector store for retrieval (RAG).", no_args_is_help=True)
+app.add_typer(kb_app, name="kb")
+
+
+@kb_app.command("load")
+def kb_load(collection: str = typer.Argument(..., metavar="COLLECTION", help="the collection to fill"),
+            files: list[Path] = typer.Argument(..., metavar="FILE...",
+                                               help="JSON lines (.jsonl: content, id, metadata) or text files"),
+            agent: str = typer.Option(..., "--agent", envvar=E + "AGENT", metavar="MODULE:CLASS",
+                                      help="the agent that declares the vector store"),
+            vector_store: str = typer.Option(..., "--vector-store", metavar="NAME",
+                                             help="the agent's vector store resource"),
+            resource: list[str] = typer.Option([], "--resource", "-r", metavar="NAME=MODULE:ATTR",
+                                               help="environment resource (repeatable)"),
+            agent_config: Path | None = typer.Option(None, "--agent-config", envvar=E + "AGENT_CONFIG",
+                                                     metavar="PATH", help="YAML file of AgentConfiguration settings"),
+            batch_size: int = typer.Option(64, min=1, metavar="N", help="documents per embedding call")) -> None:
+    """Embed documents with the store's embedding model and add them; loading again replaces, never duplicates."""
+    from agentplan import AgentPlanError
+    from worker.knowledge_base import load, open_store, read_documents
+    from worker.progress import progress
+
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        docs = read_documents(files)
+        store = open_store(agent, vector_store, _parse_resources(resource), agent_config)
+        try:
+            with progress(f"loading {collection}", total=len(docs)) as advance:
+                count = load(store, collection, docs, batch_size, advance)
+        finally:
+            store.close()
+    except (WorkerError, AgentPlanError) as exc:  # model unreachable, bad resource: one line
+        _fail(exc)
+    typer.echo(f"loaded {count} documents into {collection} ({vector_store})", err=True)
+
+
 if __name__ == "__main__":
     app()

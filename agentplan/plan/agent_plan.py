@@ -94,6 +94,9 @@ class AgentPlan:
                     LimitSettings.from_arguments(f"chat model connection {name!r}", provider.arguments)
                 except ResourceError as exc:
                     raise PlanCompileError(str(exc)) from None
+        from agentplan.plan.retrieval_validation import validate_retrieval_resources
+
+        validate_retrieval_resources(self.resource_providers, self.config)
 
     def _validate_setup(self, name: str, args: dict[str, Any]) -> None:
         def require(ref: Any, kind: ResourceType, what: str) -> None:
@@ -169,7 +172,7 @@ class AgentPlan:
         else:
             built = provider
             bind = getattr(built, "bind", None)
-            if callable(bind) and kind in (ResourceType.CHAT_MODEL, ResourceType.CHAT_MODEL_CONNECTION):
+            if callable(bind) and kind not in (ResourceType.PROMPT, ResourceType.TOOL):
                 bind(self.get_resource)
         self._built[name] = built
         return built
@@ -180,6 +183,8 @@ class AgentPlan:
             close = getattr(resource, "aclose", None)
             if callable(close):
                 await close()
+            elif getattr(resource, "resource_type", None) is ResourceType.VECTOR_STORE:
+                resource.close()  # embedded stores lock their files; reopened at next use
 
     # -- JSON ---------------------------------------------------------------------------------------
     def to_dict(self, redact_secrets: bool = False) -> dict[str, Any]:

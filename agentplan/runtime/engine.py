@@ -46,7 +46,7 @@ from agentplan.metric_group import MetricGroup
 from agentplan.metrics import MetricsSink, NullMetrics
 from agentplan.plan import AgentPlan
 from agentplan.resources import ResourceType
-from agentplan.runner_context import RunnerContext
+from agentplan.runner_context import SELF_JOURNALED, RunnerContext
 from agentplan.runtime import durable, parking
 from agentplan.runtime.observe import Observation, ObservedAction, ObservedRun
 from agentplan.runtime.state_ttl import ShortTermMemoryTtl
@@ -704,6 +704,8 @@ class _ActionContext(RunnerContext):
 
     def durable_execute(self, fn: Callable[..., T], *args: Any, reconciler: Callable[[], Any] | None = None,
                         **kwargs: Any) -> T:
+        if getattr(fn, SELF_JOURNALED, None):  # journals its own calls; see runner_context.SELF_JOURNALED
+            return fn(*args, **kwargs)
         key = self._journal_key()
         observed = self.observation
         journal = self._run.journal
@@ -744,6 +746,9 @@ class _ActionContext(RunnerContext):
 
     async def durable_execute_async(self, fn: Callable[..., T | Awaitable[T]], *args: Any,
                                     reconciler: Callable[[], Any] | None = None, **kwargs: Any) -> T:
+        variant = getattr(fn, SELF_JOURNALED, None)
+        if variant:  # journals its own calls; see runner_context.SELF_JOURNALED
+            return await getattr(fn.__self__, variant)(*args, **kwargs)  # type: ignore[attr-defined]
         key = self._journal_key()
         observed = self.observation
         journal = self._run.journal

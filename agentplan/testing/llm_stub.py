@@ -1,12 +1,12 @@
 """OpenAI-compatible chat-completions stub server for tests, benchmarks, demos and load tests.
 
 Agents talk to a model through the real ``openai`` client; this serves them ``/v1/chat/completions``
-(JSON, or server-sent events when ``stream`` is set), ``/v1/models``, ``/healthz`` and ``/stats`` on
-aiohttp's low-level web server. Replies are deterministic (same request -> same content). Latency, a
-random error rate, a rate limit (a token bucket answering 429 with the wait in Retry-After), slow
-streams and queued faults (429 with Retry-After, 500/503, a hang, malformed
-JSON, a dropped connection, a full outage) are set at runtime from the test thread, and every chat
-request is logged so tests can assert on what the agent sent. ``--workers N`` runs N processes on
+(JSON, or server-sent events when ``stream`` is set), ``/v1/embeddings`` (see stub_embeddings),
+``/v1/models``, ``/healthz`` and ``/stats`` on aiohttp's low-level web server. Replies are deterministic
+(same request -> same content). Latency, a random error rate, a rate limit (a token bucket answering 429
+with the wait in Retry-After), slow streams and queued faults (429 with Retry-After, 500/503, a hang,
+malformed JSON, a dropped connection, a full outage) are set at runtime from the test thread, and every
+chat request is logged so tests can assert on what the agent sent. ``--workers N`` runs N processes on
 one port (SO_REUSEPORT) for load tests.
 
 Run standalone with ``python -m agentplan.testing.llm_stub --port 8000 [--workers N]``.
@@ -36,6 +36,8 @@ from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
+
+from agentplan.testing.stub_embeddings import StubEmbeddings
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -340,8 +342,10 @@ class StubLLMServer:
         self._by_fault: collections.Counter[str] = collections.Counter()
         self._by_endpoint: collections.Counter[str] = collections.Counter()
         self._in_flight = 0
+        self.embeddings = StubEmbeddings()  # /v1/embeddings: its own log and hold gate
         self._routes: dict[str, tuple[str, Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]]] = {
             "/v1/chat/completions": ("POST", self._chat), "/chat/completions": ("POST", self._chat),
+            "/v1/embeddings": ("POST", self.embeddings.handle), "/embeddings": ("POST", self.embeddings.handle),
             "/v1/models": ("GET", self._models), "/models": ("GET", self._models),
             "/healthz": ("GET", self._healthz), "/stats": ("GET", self._stats),
         }

@@ -5,8 +5,11 @@ on first use by :func:`bench.peers.venv.ensure_venv`) with one CLI and one JSON 
 
 * ``flink_agents`` — the seed's Flink Agents 0.1.1 workflow agent on a local MiniCluster,
   fed by a bounded collection of ``count`` seed records (not Kafka).
+* ``flink_agents_0_3`` — the same agent in Flink Agents 0.3.1's API, async chat on, same source.
 * ``quix`` — Quix Streams, exactly-once, per-key state, sync ``openai`` call.
-* ``naive`` — confluent-kafka consume -> ``openai`` -> produce, at-least-once.
+* ``naive`` — confluent-kafka consume -> ``openai`` -> produce, one record at a time, at-least-once.
+* ``asyncio`` — a hand-written asyncio service: ``AsyncOpenAI`` on aiohttp, bounded in flight,
+  at-least-once commits below the lowest unfinished record.
 
 The Kafka peers read ``count`` records the caller has produced to the input topic (the
 seed's JSON lines, keyed by id: see :func:`bench.peers.peer_common.seed_records`).
@@ -25,7 +28,7 @@ from typing import Any
 from bench.peers.exceptions import PeerError, PeerRunError, PeerVenvError
 from bench.peers.venv import ensure_venv, peer_env, venv_python
 
-__all__ = ["PEERS", "PeerError", "PeerRunError", "PeerVenvError", "peer_command", "run_peer"]
+__all__ = ["COLLECTION_PEERS", "PEERS", "PeerError", "PeerRunError", "PeerVenvError", "peer_command", "run_peer"]
 
 logger = logging.getLogger(__name__)
 
@@ -33,9 +36,13 @@ _HERE = Path(__file__).resolve().parent
 # peer name -> (script, the peers venv it runs in)
 PEERS: dict[str, tuple[Path, str]] = {
     "flink_agents": (_HERE / "flink_agents_peer.py", "flink"),
+    "flink_agents_0_3": (_HERE / "flink_agents_0_3_peer.py", "flink03"),
     "quix": (_HERE / "quix_peer.py", "kafka"),
     "naive": (_HERE / "naive_peer.py", "kafka"),
+    "asyncio": (_HERE / "asyncio_peer.py", "kafka"),
 }
+# Peers that build their input as a bounded collection and ignore the input topic.
+COLLECTION_PEERS = ("flink_agents", "flink_agents_0_3")
 # Time allowed beyond the peer's own deadline for JVM shutdown, final commits and exit.
 _EXIT_GRACE_S = 60.0
 

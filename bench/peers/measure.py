@@ -6,7 +6,7 @@
 
 The full side-by-side comparison with our worker is bench/harness's job; this is the quick
 check that every peer works here and what it does on its own. For each run a fresh input
-topic gets ``count`` seed records keyed by id (Flink Agents builds its own collection).
+topic gets ``count`` seed records keyed by id (the Flink Agents peers build their own collection).
 The broker is Apache Kafka unless ``--broker tansu`` (bench/broker.py); the first line names it.
 """
 
@@ -25,7 +25,7 @@ from confluent_kafka import Producer
 
 from agentplan.testing.llm_stub import StubLLMServer
 from bench.broker import add_broker_argument, require_broker, start_broker
-from bench.peers import PEERS, run_peer
+from bench.peers import COLLECTION_PEERS, PEERS, run_peer
 from bench.peers.peer_common import seed_records
 from bench.peers.venv import ensure_venv
 from worker.kafka.admin import TopicAdmin
@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
                 input_topic, output_topic = f"peer-in-{name}-{run_id}", f"peer-out-{name}-{run_id}"
                 admin.create_topic(input_topic, args.partitions)
                 admin.create_topic(output_topic, args.partitions)
-                if name != "flink_agents":
+                if name not in COLLECTION_PEERS:
                     produce_seed_records(broker.bootstrap_servers, input_topic, args.count)
                 load_before = os.getloadavg()[0]
                 requests_before = stub.request_count

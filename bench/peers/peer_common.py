@@ -1,4 +1,4 @@
-"""What the three peer scripts share: CLI, the sentiment prompt, measurement, the result line.
+"""What the peer scripts share: CLI, the sentiment prompt, measurement, the result line.
 
 The peer scripts run in the separate peers venv (``bench/.peers-venv``) as
 ``python bench/peers/<peer>.py``, so this module is imported as a top-level module from
@@ -325,6 +325,7 @@ def report(peer: str, book: LatencyBook, count: int, *, cpu_seconds: float,
         "seconds": round(seconds, 3) if seconds is not None else None,
         "records_per_s": round(book.outputs / seconds, 2) if seconds else None,
         "cpu_seconds": round(cpu_seconds, 2),
+        "cpu_ms_per_record": round(1000 * cpu_seconds / book.outputs, 3) if book.outputs else None,
     }
     if book.unmatched:
         result["unmatched_outputs"] = book.unmatched

@@ -4,10 +4,12 @@ The peers need libraries that must not enter the project's own venv (PyFlink pin
 apache-beam/numpy/pandas/pyarrow). They also cannot share one venv with each other:
 quixstreams requires ``confluent-kafka[avro]``, whose ``avro`` package replaces the
 ``avro`` module of PyFlink's ``avro-python3``, and PyFlink's Python workers then fail
-(``ImportError: cannot import name 'AvroTypeException' from 'avro.io'``). Hence two:
+(``ImportError: cannot import name 'AvroTypeException' from 'avro.io'``). Hence three:
 
-* ``flink`` — apache-flink, flink-agents (the Flink Agents peer);
-* ``kafka`` — quixstreams, openai, confluent-kafka (the Quix and hand-rolled peers).
+* ``flink`` — apache-flink 1.20.3, flink-agents 0.1.1 (the Flink Agents 0.1.1 peer);
+* ``flink03`` — apache-flink 1.20.5, flink-agents 0.3.1 and its Flink jars (the Flink Agents 0.3.1 peer;
+  its own venv because the two flink-agents releases cannot share one);
+* ``kafka`` — quixstreams, openai (with its aiohttp transport), confluent-kafka (the Quix and hand-written peers).
 
 A venv is rebuilt only when its requirement list changes; a stamp file in it records the
 list, the resolved versions and how long the install took.
@@ -30,6 +32,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.peers import flink_agents_jars
 from bench.peers.exceptions import PeerVenvError
 
 __all__ = ["PEERS_VENV_ROOT", "VENV_REQUIREMENTS", "ensure_venv", "peer_env", "venv_dir", "venv_python"]
@@ -41,8 +44,9 @@ PEERS_VENV_ROOT = BENCH_DIR / ".peers-venv"
 _STAMP_NAME = "peers-stamp.json"
 
 # flink-agents 0.1.1 is the only release with a wheel (later ones are sdists whose build
-# needs Maven). apache-beam (pulled in by PyFlink) imports pkg_resources, which newer
-# setuptools drop, while flink-agents 0.1.1 requires setuptools>=75.3: hence the window.
+# downloads the Flink jars: see flink_agents_jars). apache-beam (pulled in by PyFlink) imports
+# pkg_resources, which newer setuptools drop, while flink-agents requires setuptools>=75.3:
+# hence the window. 0.3.1's Flink 1.20 jar is built against Flink 1.20.5, the latest 1.20.x.
 VENV_REQUIREMENTS: dict[str, tuple[str, ...]] = {
     "flink": (
         "apache-flink==1.20.3",
@@ -50,12 +54,21 @@ VENV_REQUIREMENTS: dict[str, tuple[str, ...]] = {
         "setuptools>=75.3,<81",
         "openai",
     ),
-    "kafka": (
-        "quixstreams",
+    "flink03": (
+        "apache-flink==1.20.5",
+        "flink-agents==0.3.1",
+        "setuptools>=75.3,<81",
         "openai",
+    ),
+    "kafka": (
+        "quixstreams==3.28.1",  # the latest release (2026-12-03)
+        "openai[aiohttp]",
         "confluent-kafka",
     ),
 }
+# Environment for pip per venv: flink-agents 0.3.1's sdist build would fetch its jars itself;
+# flink_agents_jars puts them in place afterwards (from Maven Central or built from source).
+_PIP_ENV: dict[str, dict[str, str]] = {"flink03": {"FLINK_AGENTS_SKIP_JAR_DOWNLOAD": "1"}}
 # PyFlink 1.20 supports Python 3.8-3.11.
 _SUPPORTED_PYTHON = ((3, 8), (3, 11))
 _PIP_TIMEOUT_S = 1800
@@ -103,15 +116,16 @@ def _base_python() -> str:
     return getattr(sys, "_base_executable", sys.executable)
 
 
-def _run(cmd: list[str], timeout_s: float) -> str:
+def _run(cmd: list[str], timeout_s: float, env: dict[str, str] | None = None) -> str:
     logger.info("running %s", " ".join(cmd))
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s,
+                          env=None if env is None else {**os.environ, **env})
     if proc.returncode != 0:
         raise PeerVenvError(f"{' '.join(cmd[:4])} ... failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
     return proc.stdout
 
 
-def _build(venv: Path, requirements: tuple[str, ...]) -> dict[str, Any]:
+def _build(name: str, venv: Path, requirements: tuple[str, ...]) -> dict[str, Any]:
     if venv.exists():
         shutil.rmtree(venv)
     started = time.monotonic()
@@ -119,11 +133,12 @@ def _build(venv: Path, requirements: tuple[str, ...]) -> dict[str, Any]:
     python = str(venv / "bin" / "python")
     _run([python, "-m", "pip", "install", "--quiet", "--upgrade", "pip"], 600)
     install_started = time.monotonic()
-    _run([python, "-m", "pip", "install", "--quiet", *requirements], _PIP_TIMEOUT_S)
+    _run([python, "-m", "pip", "install", "--quiet", *requirements], _PIP_TIMEOUT_S, env=_PIP_ENV.get(name))
     install_seconds = time.monotonic() - install_started
+    site_packages = next((venv / "lib").glob("python3.*/site-packages"))
+    jars = flink_agents_jars.install_jars(site_packages) if name == "flink03" else None
     frozen = json.loads(_run([python, "-m", "pip", "list", "--format", "json"], 120))
     versions = {item["name"].lower(): item["version"] for item in frozen}
-    site_packages = next((venv / "lib").glob("python3.*/site-packages"))
     stamp = {
         "requirements": list(requirements),
         "python": _run([python, "-c", "import sys; print(sys.version.split()[0])"], 60).strip(),
@@ -133,6 +148,8 @@ def _build(venv: Path, requirements: tuple[str, ...]) -> dict[str, Any]:
         "largest_packages_mb": _largest_dirs(site_packages, 8),
         "versions": versions,
     }
+    if jars is not None:
+        stamp["flink_agents_jars"] = jars
     (venv / _STAMP_NAME).write_text(json.dumps(stamp, indent=2, sort_keys=True))
     return stamp
 
@@ -147,6 +164,13 @@ def _largest_dirs(site_packages: Path, n: int) -> dict[str, int]:
     return {name: round(size / 1e6) for name, size in top}
 
 
+def _complete(name: str, venv: Path) -> bool:
+    """Whether what pip does not install is there too (flink03's jars)."""
+    if name != "flink03":
+        return True
+    return any(flink_agents_jars.jars_present(sp) for sp in (venv / "lib").glob("python3.*/site-packages"))
+
+
 def ensure_venv(name: str, force: bool = False) -> dict[str, Any]:
     """Return the named venv's stamp, building the venv first when it is missing or stale.
 
@@ -159,10 +183,10 @@ def ensure_venv(name: str, force: bool = False) -> dict[str, Any]:
         fcntl.flock(lock, fcntl.LOCK_EX)
         stamp = _read_stamp(venv)
         if not force and stamp is not None and stamp.get("requirements") == list(requirements) \
-                and venv_python(name).exists():
+                and venv_python(name).exists() and _complete(name, venv):
             return stamp
         logger.info("building the peers venv %s at %s (a minute or more)", name, venv)
-        return _build(venv, requirements)
+        return _build(name, venv, requirements)
 
 
 def main(argv: list[str] | None = None) -> int:

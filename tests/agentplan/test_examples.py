@@ -47,6 +47,22 @@ def test_react_review_example_prints_one_decision_per_input() -> None:
     assert "below" in decisions[1].reason and "over the budget" in decisions[2].reason
 
 
+def test_rag_example_answers_from_the_nearest_faq_entries() -> None:
+    results = [json.loads(line) for line in run_example("examples.rag")]
+    assert [(r["id"], r["sources"][0]) for r in results] == [
+        ("q1", "password"), ("q2", "shipping"), ("q3", "refund"), ("q4", "battery")]
+    assert all(len(r["sources"]) == 2 and r["answer"] for r in results)
+
+
+def test_memory_example_recalls_each_users_own_facts() -> None:
+    results = [json.loads(line) for line in run_example("examples.memory")]
+    assert [r.get("remembered") for r in results[:3]] == [
+        "my dog is called Pixel", "I work night shifts at the hospital", "I am allergic to peanuts"]
+    recalled = {r["message"]: r["recalled"] for r in results[3:]}
+    assert recalled == {"what is my dog called": ["my dog is called Pixel", "I am allergic to peanuts"],
+                        "when do I work": ["I work night shifts at the hospital"],
+                        "can I eat peanuts": ["I am allergic to peanuts", "my dog is called Pixel"]}
+
 
 # -- the seed port ---------------------------------------------------------------------------------
 

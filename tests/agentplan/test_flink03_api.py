@@ -191,8 +191,6 @@ class Remembering(Agent):
         ctx.send_event(OutputEvent(output=ref.resolve(ctx)))
         with pytest.raises(MemoryValueError, match="'profile.bad'"):
             ctx.short_term_memory.set("profile.bad", {1, 2})
-        with pytest.raises(NotImplementedError, match="long-term memory"):
-            _ = ctx.long_term_memory
         ctx.close()
 
 

@@ -64,9 +64,9 @@ print(json.dumps([before, sorted(sys.modules)]))
 
 
 def test_layout_built_in_actions_beside_the_plan_and_the_local_runner_beside_the_engine() -> None:
-    from agentplan.plan.actions import BUILTIN_ACTIONS, CHAT_ACTION, TOOL_ACTION
+    from agentplan.plan.actions import BUILTIN_ACTIONS, CHAT_ACTION, CONTEXT_RETRIEVAL_ACTION, TOOL_ACTION
     from agentplan.runtime.local_execution_environment import LocalExecutionEnvironment
 
-    assert [spec.name for spec in BUILTIN_ACTIONS] == [CHAT_ACTION, TOOL_ACTION]
+    assert [spec.name for spec in BUILTIN_ACTIONS] == [CHAT_ACTION, TOOL_ACTION, CONTEXT_RETRIEVAL_ACTION]
     assert agentplan.LocalExecutionEnvironment is LocalExecutionEnvironment
     assert type(agentplan.AgentsExecutionEnvironment.get_execution_environment()) is LocalExecutionEnvironment

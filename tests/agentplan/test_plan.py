@@ -55,7 +55,7 @@ def noop(event: Event, ctx: RunnerContext) -> None:
 def test_compile_sentiment_agent() -> None:
     plan = sentiment_plan(local_connection())
     assert list(plan.actions) == ["process_input", "process_chat_response", "chat_model_action",
-                                  "tool_call_action"]
+                                  "tool_call_action", "context_retrieval_action"]
     assert [a.name for a in plan.actions_for(InputEvent)] == ["process_input"]
     assert [a.name for a in plan.actions_for(ChatResponseEvent)] == ["process_chat_response"]
     assert [a.name for a in plan.actions_for(OutputEvent)] == []
