@@ -14,7 +14,14 @@ from agentplan.chat_models import (
     BaseChatModelSetup,
     ChatResult,
 )
-from agentplan.config import AgentConfiguration, ErrorHandlingStrategy
+from agentplan.config import (
+    AgentConfiguration,
+    AgentExecutionOptions,
+    ConfigOption,
+    ErrorHandlingStrategy,
+    ShortTermMemoryTtlUpdate,
+    ShortTermMemoryTtlVisibility,
+)
 from agentplan.decorators import (
     action,
     chat_model_connection,
@@ -35,6 +42,7 @@ from agentplan.events import (
     Event,
     InputEvent,
     OutputEvent,
+    OutputSchema,
     ToolRequestEvent,
     ToolResponseEvent,
 )
@@ -51,16 +59,18 @@ from agentplan.exceptions import (
     TransientError,
 )
 from agentplan.long_term_memory import LongTermMemory, LongTermMemoryOptions, MemorySet, MemorySetItem
-from agentplan.memory import MemoryObject
+from agentplan.memory import MemoryObject, MemoryRef, MemoryType
+from agentplan.metric_group import MetricGroup
 from agentplan.plan import AgentPlan
 from agentplan.prompts import Prompt
 from agentplan.react import ReActAgent
+from agentplan.resource_names import ResourceName
 from agentplan.resources import Resource, ResourceDescriptor, ResourceType
 from agentplan.retrieval_events import ContextRetrievalRequestEvent, ContextRetrievalResponseEvent
 from agentplan.runner_context import RunnerContext
 from agentplan.runtime.engine import Engine, KeyDelta
 from agentplan.runtime.local_execution_environment import LocalExecutionEnvironment
-from agentplan.tools import FunctionTool
+from agentplan.tools import FunctionTool, Tool
 from agentplan.vector_stores import (
     BaseVectorStore,
     CollectionManageableVectorStore,
@@ -105,6 +115,8 @@ def __dir__() -> list[str]:
 
 __all__ = [
     "ApprovalDecisionEvent", "ApprovalRequestEvent", "ApprovalTimeoutEvent",
+    "AgentExecutionOptions", "ConfigOption", "MemoryRef", "MemoryType", "MetricGroup", "OutputSchema",
+    "ResourceName", "ShortTermMemoryTtlUpdate", "ShortTermMemoryTtlVisibility", "Tool",
     "ActionError", "Agent", "AgentConfiguration", "AgentPlan", "AgentPlanError", "AgentRunError",
     "AgentsExecutionEnvironment", "BaseChatModelConnection", "BaseChatModelSetup", "ChatMessage",
     "ChatModelError", "ChatRequestEvent", "ChatResponseEvent", "ChatResult", "DurableCallError", "Engine",

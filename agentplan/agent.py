@@ -6,8 +6,7 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
-from agentplan.decorators import ACTION_MARK, RESOURCE_MARK
-from agentplan.events import Event
+from agentplan.decorators import ACTION_MARK, RESOURCE_MARK, EventSelector, check_event_selectors
 from agentplan.exceptions import PlanCompileError
 from agentplan.resources import ResourceDescriptor, ResourceType
 
@@ -17,12 +16,10 @@ class ActionSpec:
 
     __slots__ = ("name", "events", "func", "config", "is_async")
 
-    def __init__(self, name: str, events: tuple[type[Event], ...], func: Callable[..., Any],
+    def __init__(self, name: str, events: tuple[EventSelector, ...], func: Callable[..., Any],
                  config: dict[str, Any] | None = None) -> None:
-        if not events:
-            raise PlanCompileError(f"action {name!r} has no event type")
         self.name = name
-        self.events = events
+        self.events = check_event_selectors(events, f"action {name!r}")
         self.func = func
         self.config = dict(config or {})
         self.is_async = inspect.iscoroutinefunction(func)  # fixed per action; checked once
@@ -56,7 +53,7 @@ class Agent:
         self._resources: dict[ResourceType, dict[str, Any]] = {t: {} for t in ResourceType}
 
     # -- programmatic declaration ----------------------------------------------------------
-    def add_action(self, name: str, events: list[type[Event]] | tuple[type[Event], ...],
+    def add_action(self, name: str, events: list[EventSelector] | tuple[EventSelector, ...],
                    func: Callable[..., Any], **config: Any) -> Agent:
         if name in self._actions or name in self._declared_actions():
             raise PlanCompileError(f"duplicate action name {name!r}")

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import enum
+import json
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 
 class MessageRole(str, enum.Enum):
@@ -16,11 +17,44 @@ class MessageRole(str, enum.Enum):
 
 
 class ToolCall(BaseModel):
-    """One tool invocation requested by a model."""
+    """One tool invocation requested by a model.
+
+    Also built from, and readable as, Flink Agents 0.3's tool-call dict:
+    ``{"id", "type": "function", "function": {"name", "arguments"}, "original_id"}``.
+    """
 
     id: str
     name: str
     arguments: dict[str, Any] = Field(default_factory=dict)
+    original_id: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_upstream_dict(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("function"), dict):
+            function = data["function"]
+            arguments = function.get("arguments") or {}
+            if isinstance(arguments, str):  # the OpenAI wire form
+                arguments = json.loads(arguments) if arguments.strip() else {}
+            return {"id": str(data.get("id") or data.get("original_id") or ""), "name": function.get("name"),
+                    "arguments": arguments, "original_id": data.get("original_id")}
+        return data
+
+    def __getitem__(self, key: str) -> Any:
+        """``call["function"]["name"]`` and friends, as 0.3's dicts are read."""
+        if key == "function":
+            return {"name": self.name, "arguments": self.arguments}
+        if key == "type":
+            return "function"
+        if key in ("id", "name", "arguments", "original_id"):
+            return getattr(self, key)
+        raise KeyError(key)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        try:
+            return self[key]
+        except KeyError:
+            return default
 
 
 class ChatMessage(BaseModel):

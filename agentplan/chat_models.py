@@ -113,13 +113,14 @@ class BaseChatModelSetup(Resource):
             self.skill_kit.bind(lambda: self.get_resource(SKILLS_RESOURCE, ResourceType.SKILLS).load())
 
     # -- request building ----------------------------------------------------------------------
-    def prepare_messages(self, messages: list[ChatMessage]) -> list[ChatMessage]:
-        """Prompt messages formatted with the request's ``extra_args``, then request messages
-        that carry content of their own."""
+    def prepare_messages(self, messages: list[ChatMessage],
+                         prompt_args: dict[str, Any] | None = None) -> list[ChatMessage]:
+        """Prompt messages formatted with the request's ``prompt_args`` and messages' ``extra_args``
+        (which win), then request messages that carry content of their own."""
         prompt = self.prompt
         if prompt is None:
             return list(messages)
-        variables: dict[str, Any] = {}
+        variables: dict[str, Any] = dict(prompt_args or {})
         for message in messages:
             variables.update(message.extra_args)
         formatted = prompt.format_messages(**variables)

@@ -42,6 +42,43 @@ class ErrorHandlingStrategy(str, enum.Enum):
     DEAD_LETTER = "dead-letter"
 
 
+class _NamedEnum(str, enum.Enum):
+    """Values are the member names (upstream's Java enums); any letter case is accepted."""
+
+    @classmethod
+    def _missing_(cls, value: object) -> Any:
+        if isinstance(value, str):
+            return cls.__members__.get(value.upper().replace("-", "_"))
+        return None
+
+
+class ShortTermMemoryTtlUpdate(_NamedEnum):
+    """What renews a key's short-term memory TTL: writes only, or reads and writes."""
+
+    ON_CREATE_AND_WRITE = "ON_CREATE_AND_WRITE"
+    ON_READ_AND_WRITE = "ON_READ_AND_WRITE"
+
+
+class ShortTermMemoryTtlVisibility(_NamedEnum):
+    """Whether expired memory that was not cleaned up yet is still visible to the next run."""
+
+    NEVER_RETURN_EXPIRED = "NEVER_RETURN_EXPIRED"
+    RETURN_EXPIRED_IF_NOT_CLEANED_UP = "RETURN_EXPIRED_IF_NOT_CLEANED_UP"
+
+
+#: Flink Agents 0.3 configuration keys -> our field names (other keys: ``-`` becomes ``_``).
+UPSTREAM_KEYS: dict[str, str] = {
+    "short-term-memory.state-ttl.ms": "short_term_memory_state_ttl_ms",
+    "short-term-memory.state-ttl.update-type": "short_term_memory_state_ttl_update_type",
+    "short-term-memory.state-ttl.visibility": "short_term_memory_state_ttl_visibility",
+    "retry-wait-interval": "retry_backoff_s",
+}
+
+
+def field_name(key: str) -> str:
+    return UPSTREAM_KEYS.get(key) or key.replace("-", "_")
+
+
 class AgentConfiguration(BaseModel):
     """Settings of the event loop and the built-in actions."""
 
@@ -61,6 +98,12 @@ class AgentConfiguration(BaseModel):
     transient_retry_limit: int | None = Field(
         None, ge=0, description="retries of a transient failure (model unreachable, timeout, 5xx, 429); None "
                                 "retries until it recovers")
+    short_term_memory_state_ttl_ms: int = Field(
+        0, ge=0, description="short-term memory of a key expires this long after its last renewal (0: never); "
+                             "key short-term-memory.state-ttl.ms")
+    short_term_memory_state_ttl_update_type: ShortTermMemoryTtlUpdate = ShortTermMemoryTtlUpdate.ON_READ_AND_WRITE
+    short_term_memory_state_ttl_visibility: ShortTermMemoryTtlVisibility = \
+        ShortTermMemoryTtlVisibility.NEVER_RETURN_EXPIRED
     budgets: BudgetSettings | None = Field(None, description="per-key token and cost budgets (agentplan.budgets)")
     extra: dict[str, Any] = Field(default_factory=dict, description="user settings, read with get()")
 
@@ -75,7 +118,9 @@ class AgentConfiguration(BaseModel):
                 raise AgentPlanError(f"agent config file {path}: {exc}") from exc
             if not isinstance(loaded, dict):
                 raise AgentPlanError(f"agent config file {path}: expected a mapping at top level")
-            data.update({k.replace("-", "_"): v for k, v in loaded.items()})
+            if set(loaded) == {"agent"} and isinstance(loaded["agent"], dict):
+                loaded = _flatten(loaded["agent"])  # a Flink config.yaml: the agent: section, nested keys dotted
+            data.update({field_name(str(k)): v for k, v in loaded.items()})
         environ = os.environ if env is None else env
         for name in cls.model_fields:
             if name in ("extra", "budgets"):  # mappings: set in the YAML file
@@ -93,18 +138,53 @@ class AgentConfiguration(BaseModel):
         except ValidationError as exc:
             raise AgentPlanError(f"invalid agent configuration: {exc}") from exc
 
-    def get(self, key: str, default: Any = None) -> Any:
-        key = key.replace("-", "_")
-        if key in type(self).model_fields and key != "extra":
-            return getattr(self, key)
-        return self.extra.get(key, default)
+    def get(self, key: str | ConfigOption, default: Any = None) -> Any:
+        """A setting by name (ours or Flink Agents' key) or :class:`ConfigOption`."""
+        if isinstance(key, ConfigOption):
+            default = key.get_default_value() if default is None else default
+            key = key.get_key()
+        name = field_name(key)
+        if name in type(self).model_fields and name != "extra":
+            return getattr(self, name)
+        return self.extra.get(name, default)
 
-    def set(self, key: str, value: Any) -> None:
-        key = key.replace("-", "_")
-        if key in type(self).model_fields and key != "extra":
-            setattr(self, key, value)
+    def set(self, key: str | ConfigOption, value: Any) -> None:
+        name = field_name(key.get_key() if isinstance(key, ConfigOption) else key)
+        if name in type(self).model_fields and name != "extra":
+            setattr(self, name, value)  # validated: a pydantic ValidationError (a ValueError) names the field
         else:
-            self.extra[key] = value
+            self.extra[name] = value
+
+    # Flink Agents 0.3's typed accessors.
+    def set_str(self, key: str, value: str) -> None:
+        self.set(key, value)
+
+    def set_int(self, key: str, value: int) -> None:
+        self.set(key, int(value))
+
+    def set_float(self, key: str, value: float) -> None:
+        self.set(key, float(value))
+
+    def set_bool(self, key: str, value: bool) -> None:
+        self.set(key, bool(value))
+
+    def get_str(self, key: str, default: str | None = None) -> str | None:
+        value = self.get(key, default)
+        return None if value is None else str(value.value if isinstance(value, enum.Enum) else value)
+
+    def get_int(self, key: str, default: int | None = None) -> int | None:
+        value = self.get(key, default)
+        return None if value is None else int(value)
+
+    def get_float(self, key: str, default: float | None = None) -> float | None:
+        value = self.get(key, default)
+        return None if value is None else float(value)
+
+    def get_bool(self, key: str, default: bool | None = None) -> bool | None:
+        value = self.get(key, default)
+        if isinstance(value, str):
+            return value.strip().lower() in ("true", "1", "yes")
+        return None if value is None else bool(value)
 
     def backoff(self, attempt: int) -> float:
         """Exponential backoff for 0-based ``attempt``, capped."""
@@ -118,3 +198,52 @@ class AgentConfiguration(BaseModel):
         if retry_after_s is not None:
             return min(max(0.0, retry_after_s), RETRY_AFTER_MAX_S) * (1.0 + 0.1 * rng())
         return self.backoff(attempt) * (0.5 + 0.5 * rng())
+
+
+def _flatten(mapping: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in mapping.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+class ConfigOption:
+    """A typed configuration key with its default (Flink Agents 0.3)."""
+
+    def __init__(self, key: str, config_type: type, default: Any = None) -> None:
+        self._key = key
+        self._type = config_type
+        self._default = default
+
+    def get_key(self) -> str:
+        return self._key
+
+    def get_type(self) -> type:
+        return self._type
+
+    def get_default_value(self) -> Any:
+        return self._default
+
+    def __repr__(self) -> str:
+        return f"ConfigOption({self._key!r})"
+
+
+class AgentExecutionOptions:
+    """Flink Agents 0.3's execution options, for ``env.get_config().set(AgentExecutionOptions.X, value)``."""
+
+    ERROR_HANDLING_STRATEGY = ConfigOption("error-handling-strategy", ErrorHandlingStrategy, ErrorHandlingStrategy.FAIL)
+    MAX_RETRIES = ConfigOption("max-retries", int, 3)
+    RETRY_WAIT_INTERVAL = ConfigOption("retry-wait-interval", int, 1)
+    NUM_ASYNC_THREADS = ConfigOption("num-async-threads", int, (os.cpu_count() or 1) * 2)
+    CHAT_ASYNC = ConfigOption("chat.async", bool, True)
+    TOOL_CALL_ASYNC = ConfigOption("tool-call.async", bool, True)
+    RAG_ASYNC = ConfigOption("rag.async", bool, True)
+    SHORT_TERM_MEMORY_STATE_TTL_MS = ConfigOption("short-term-memory.state-ttl.ms", int, 0)
+    SHORT_TERM_MEMORY_STATE_TTL_UPDATE_TYPE = ConfigOption(
+        "short-term-memory.state-ttl.update-type", ShortTermMemoryTtlUpdate, ShortTermMemoryTtlUpdate.ON_READ_AND_WRITE)
+    SHORT_TERM_MEMORY_STATE_TTL_VISIBILITY = ConfigOption(
+        "short-term-memory.state-ttl.visibility", ShortTermMemoryTtlVisibility,
+        ShortTermMemoryTtlVisibility.NEVER_RETURN_EXPIRED)

@@ -22,16 +22,35 @@ def _function_of(obj: Any) -> Callable[..., Any]:
     return obj.__func__ if isinstance(obj, (staticmethod, classmethod)) else obj
 
 
-def action(*event_types: type[Event]) -> Callable[[F], F]:
-    """Run the decorated ``(event, ctx)`` function for every event of the given types."""
-    if not event_types:
-        raise PlanCompileError("@action needs at least one event type, e.g. @action(InputEvent)")
-    for event_type in event_types:
-        if not (isinstance(event_type, type) and issubclass(event_type, Event)):
-            raise PlanCompileError(f"@action arguments must be Event subclasses, got {event_type!r}")
+EventSelector = type[Event] | str
+
+
+def check_event_selectors(selectors: Any, where: str) -> tuple[EventSelector, ...]:
+    """Event classes (Flink Agents 0.1.1 style) or event type strings (0.3 style), validated."""
+    found = tuple(selectors)
+    if not found:
+        raise PlanCompileError(f"{where} has no event type: give at least one event type, e.g. @action(InputEvent) or "
+                               "@action(InputEvent.EVENT_TYPE)")
+    for selector in found:
+        if isinstance(selector, str):
+            if not selector:
+                raise PlanCompileError(f"{where}: an event type string must not be empty")
+        elif not (isinstance(selector, type) and issubclass(selector, Event)):
+            raise PlanCompileError(f"{where}: event types are Event subclasses or type strings, got {selector!r}")
+    return found
+
+
+def action(*event_types: EventSelector, target: Any = None) -> Callable[[F], F]:
+    """Run the decorated ``(event, ctx)`` function for every event of the given types: Event classes
+    (``@action(InputEvent)``, subclasses included) or type strings (``@action(InputEvent.EVENT_TYPE)``,
+    ``@action("my_event")``)."""
+    selectors = check_event_selectors(event_types, "@action")
+    if target is not None:
+        raise PlanCompileError("@action(target=...) (an action implemented in Java) is not supported; "
+                               "write the action in Python")
 
     def mark(obj: F) -> F:
-        setattr(_function_of(obj), ACTION_MARK, tuple(event_types))
+        setattr(_function_of(obj), ACTION_MARK, selectors)
         return obj
 
     return mark

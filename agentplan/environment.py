@@ -7,6 +7,7 @@ the same builder over topics.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agentplan.agent import Agent, infer_resource_type
@@ -25,6 +26,7 @@ class AgentsExecutionEnvironment:
     def __init__(self, config: AgentConfiguration | None = None) -> None:
         self.config = config or AgentConfiguration.load()
         self.resources: dict[str, tuple[ResourceType, Any]] = {}
+        self.agents: dict[str, Agent] = {}  # named by load_yaml
 
     @staticmethod
     def get_execution_environment(env: Any = None, **kwargs: Any) -> LocalExecutionEnvironment:
@@ -37,7 +39,14 @@ class AgentsExecutionEnvironment:
 
         return LocalExecutionEnvironment(**kwargs)
 
-    def get_config(self) -> AgentConfiguration:
+    def get_config(self, path: str | None = None) -> AgentConfiguration:
+        """The agent configuration; with ``path``, first loaded from that YAML file (ours, or a Flink
+        ``config.yaml`` whose ``agent:`` section holds the settings)."""
+        if path is not None:
+            loaded = AgentConfiguration.load(path)
+            for name in loaded.model_fields_set - {"extra"}:
+                setattr(self.config, name, getattr(loaded, name))
+            self.config.extra.update(loaded.extra)
         return self.config
 
     def add_resource(self, name: str, type_or_value: ResourceType | Any,
@@ -48,6 +57,24 @@ class AgentsExecutionEnvironment:
             self.resources[name] = (type_or_value, value)
         else:
             self.resources[name] = (infer_resource_type(type_or_value), type_or_value)
+        return self
+
+    def named_agent(self, name: str) -> Agent:
+        """An agent registered by name (``load_yaml``)."""
+        if name not in self.agents:
+            raise AgentPlanError(f"no agent named {name!r} (known: {sorted(self.agents)}); agents are named by "
+                                 "env.load_yaml(path) - otherwise pass the Agent itself to apply()")
+        return self.agents[name]
+
+    def load_yaml(self, paths: str | Path | list[str | Path]) -> AgentsExecutionEnvironment:
+        """Load the agents of YAML files (Flink Agents 0.3's format); ``apply("name")`` then runs one."""
+        from agentplan.yaml_agents import YamlAgentError, load_agents
+
+        for path in paths if isinstance(paths, list) else [paths]:
+            for name, agent in load_agents(path).items():
+                if name in self.agents:
+                    raise YamlAgentError(f"{path}: agent {name!r} is already loaded from another file")
+                self.agents[name] = agent
         return self
 
     def compile(self, agent: Agent) -> AgentPlan:

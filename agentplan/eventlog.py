@@ -116,8 +116,9 @@ class EventLogSettings:
             file=Path(file) if file else Path(base_dir) / "events.jsonl" if base_dir else None,
         )
 
-    def level_of(self, event_type: type) -> EventLogLevel:
-        for name in event_type_names(event_type):
+    def level_of(self, event_type: type, type_name: str | None = None) -> EventLogLevel:
+        """The level of an event class, or of a unified event's own ``type_name`` (which comes first)."""
+        for name in ((type_name,) if type_name else ()) + event_type_names(event_type):
             found = self.type_levels.get(name.replace("-", "_"))
             if found is not None:
                 return found
@@ -125,14 +126,18 @@ class EventLogSettings:
 
 
 def event_type_names(event_type: type) -> tuple[str, ...]:
-    """The names an event type's records and settings go by: ``EVENT_TYPE`` (Flink Agents 0.3 events) or the
-    class name first, then ``module:Class`` and ``module.Class``."""
+    """The names an event type's records and settings go by: a declared ``EVENT_TYPE`` (Flink Agents 0.3
+    events) or the class name first, then ``module:Class`` and ``module.Class``. The built-in events keep
+    their class names first, and answer to upstream's type strings (``_input_event``) in settings too."""
     names = []
     declared = getattr(event_type, "EVENT_TYPE", None)
-    if isinstance(declared, str) and declared:
+    own_path = f"{event_type.__module__}:{event_type.__qualname__}"
+    declared = declared if isinstance(declared, str) and declared and declared != own_path else None
+    if declared is not None and not event_type.__module__.startswith("agentplan."):
         names.append(declared)
-    names += [event_type.__name__, f"{event_type.__module__}:{event_type.__qualname__}",
-              f"{event_type.__module__}.{event_type.__qualname__}"]
+    names += [event_type.__name__, own_path, f"{event_type.__module__}.{event_type.__qualname__}"]
+    if declared is not None and declared not in names:
+        names.append(declared)
     return tuple(names)
 
 
@@ -185,21 +190,25 @@ class EventLogSink(RunSink):
     def __init__(self, settings: EventLogSettings) -> None:
         self.settings = settings
         self.runs_logged = settings.level is not EventLogLevel.OFF
-        self._levels: dict[type, EventLogLevel] = {}
+        self._levels: dict[type | tuple[type, str], EventLogLevel] = {}
 
     def _record(self, run: ObservedRun, kind: str, ts: float, **fields: Any) -> dict[str, Any]:
         return {"record": kind, "ts": round(ts * 1000, 3), "key": run.key_text, "run": run.run_id, **fields}
 
     def _event(self, run: ObservedRun, event: Event, action: str | None, ts: float) -> None:
         cls = type(event)
-        level = self._levels.get(cls)
+        type_name = event.type  # a unified Event(type=...) is logged and configured under its own type
+        key = cls if type_name is None else (cls, type_name)
+        level = self._levels.get(key)
         if level is None:
-            level = self._levels[cls] = self.settings.level_of(cls)
+            level = self._levels[key] = self.settings.level_of(cls, type_name)
         if level is EventLogLevel.OFF:
             return
         limits = self.settings if level is EventLogLevel.STANDARD else None
-        payload = {name: loggable(getattr(event, name), limits) for name in cls.model_fields if name != "id"}
-        run.emit(self._record(run, "event", ts, event_id=event.id, event_type=event_type_names(cls)[0],
+        payload = {name: loggable(getattr(event, name), limits) for name in cls._typed_fields}
+        if event.attributes:  # a unified event's (Flink Agents 0.3) payload
+            payload["attributes"] = loggable(event.attributes, limits)
+        run.emit(self._record(run, "event", ts, event_id=event.id, event_type=type_name or event_type_names(cls)[0],
                               action=action, event=payload))
 
     # -- RunSink ------------------------------------------------------------------------------------
@@ -221,7 +230,8 @@ class EventLogSink(RunSink):
         now = time.time()
         if self.runs_logged:
             run.emit(self._record(run, "action", action.started_wall, action=action.name, event_id=action.event.id,
-                                  event_type=event_type_names(type(action.event))[0], attempt=action.attempt,
+                                  event_type=action.event.type or event_type_names(type(action.event))[0],
+                                  attempt=action.attempt,
                                   duration_ms=_ms(time.monotonic() - action.started),
                                   outcome="error" if error else "ok", error=_error_text(error),
                                   emitted=[e.id for e in emitted]))

@@ -8,13 +8,43 @@ not at the next checkpoint.
 from __future__ import annotations
 
 import copy
+import enum
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 from agentplan import codec
 from agentplan.exceptions import MemoryValueError, SerializationError
+
+if TYPE_CHECKING:
+    from agentplan.runner_context import RunnerContext
+
+
+class MemoryType(enum.Enum):
+    """Which memory a :class:`MemoryRef` points into. (Flink Agents 0.3 gives SENSORY the tuple value
+    ``("sensory",)`` by a stray comma; here it is the string it was meant to be.)"""
+
+    SENSORY = "sensory"
+    SHORT_TERM = "short_term"
+
+
+class MemoryRef(BaseModel):
+    """A reference to a memory value, as returned by :meth:`MemoryObject.set`; small enough to pass in
+    events instead of the value. ``ref.resolve(ctx)`` reads the value back."""
+
+    model_config = ConfigDict(frozen=True)
+
+    memory_type: MemoryType = MemoryType.SHORT_TERM
+    path: str
+
+    @classmethod
+    def create(cls, memory_type: MemoryType, path: str) -> MemoryRef:
+        return cls(memory_type=memory_type, path=path)
+
+    def resolve(self, ctx: RunnerContext) -> Any:
+        memory = ctx.sensory_memory if self.memory_type is MemoryType.SENSORY else ctx.short_term_memory
+        return memory.get(self)
 
 
 class _Node(dict):
@@ -31,15 +61,19 @@ def _no_guard() -> None:
 class MemoryObject:
     """A view on one node of a memory tree."""
 
-    __slots__ = ("_node", "_guard", "_before_write")
+    __slots__ = ("_node", "_guard", "_before_write", "_memory_type", "_prefix")
 
     def __init__(self, node: _Node | None = None, guard: Guard = _no_guard,
-                 before_write: Callable[[], None] | None = None) -> None:
+                 before_write: Callable[[], None] | None = None,
+                 memory_type: MemoryType = MemoryType.SHORT_TERM, prefix: str = "") -> None:
         # guard: called before every access (the engine forbids memory inside durable calls);
         # before_write: called before every mutation (the engine snapshots for rollback).
+        # memory_type and prefix (this node's path) make the MemoryRefs that set() returns.
         self._node = node if node is not None else _Node()
         self._guard = guard
         self._before_write = before_write
+        self._memory_type = memory_type
+        self._prefix = prefix
 
     # -- navigation -------------------------------------------------------------------
     def _walk(self, parts: list[str], create: bool) -> _Node | None:
@@ -66,24 +100,32 @@ class MemoryObject:
         if self._before_write is not None:
             self._before_write()
 
-    def _child(self, node: _Node) -> MemoryObject:
-        return MemoryObject(node, self._guard, self._before_write)
+    def _child(self, node: _Node, path: str) -> MemoryObject:
+        return MemoryObject(node, self._guard, self._before_write, self._memory_type, self._prefix + path + ".")
 
     # -- public API (Flink Agents compatible) -------------------------------------------
-    def get(self, path: str, default: Any = None) -> Any:
-        """The value at ``path``, a :class:`MemoryObject` for an object node, or ``default``."""
+    def get(self, path: str | MemoryRef, default: Any = None) -> Any:
+        """The value at ``path`` (or a :class:`MemoryRef`'s path), a :class:`MemoryObject` for an object
+        node, or ``default``."""
         self._guard()
+        if isinstance(path, MemoryRef):
+            path = path.path
         *parents, leaf = self._split(path)
         node = self._walk(parents, create=False)
         if node is None or leaf not in node:
             return default
         value = node[leaf]
         if isinstance(value, _Node):
-            return self._child(value)
+            return self._child(value, path)
         return _detached(value)
 
-    def set(self, path: str, value: Any) -> None:
-        """Store ``value`` at ``path``, creating intermediate objects."""
+    def set(self, path: str, value: Any) -> MemoryRef:
+        """Store ``value`` at ``path``, creating intermediate objects; returns a reference to it.
+
+        Values must survive persistence: JSON-like values (None, bool, int, float, str, lists, dicts
+        with str keys), and, beyond what Flink Agents 0.3 accepts, pydantic models, enums and tuples
+        (which round-trip here). Anything else raises :class:`MemoryValueError` (a TypeError) naming
+        the path."""
         self._guard()
         try:
             codec.check_storable(value, f"memory value at {path!r}")
@@ -96,6 +138,8 @@ class MemoryObject:
         if isinstance(node.get(leaf), _Node):
             raise MemoryValueError(f"memory path {path!r} is an object; cannot overwrite it with a value")
         node[leaf] = _detached(value)
+        # model_construct: the fields are known valid, and set() is on actions' hot path.
+        return MemoryRef.model_construct(memory_type=self._memory_type, path=self._prefix + path)
 
     def new_object(self, path: str, overwrite: bool = False) -> MemoryObject:
         """Create (or with ``overwrite`` replace) an object node at ``path``."""
@@ -104,17 +148,17 @@ class MemoryObject:
         existing_node = self._walk(parents, create=False)
         existing = existing_node.get(leaf) if existing_node is not None else None
         if isinstance(existing, _Node) and not overwrite:
-            return self._child(existing)
+            return self._child(existing, path)
         self._writing()
         node = self._walk(parents, create=True)
         assert node is not None
         existing = node.get(leaf)
         if existing is not None and not overwrite:
             if isinstance(existing, _Node):
-                return self._child(existing)
+                return self._child(existing, path)
             raise MemoryValueError(f"memory path {path!r} holds a value; pass overwrite=True to replace it")
         child = node[leaf] = _Node()
-        return self._child(child)
+        return self._child(child, path)
 
     def is_exist(self, path: str) -> bool:
         self._guard()

@@ -57,7 +57,8 @@ class ReActAgent(Agent):
             if "prompt" in chat_model.arguments:
                 raise PlanCompileError("give the prompt either to ReActAgent or to the chat model setup, not both")
             chat_model = ResourceDescriptor(chat_model.clazz_path if isinstance(chat_model._clazz, str)
-                                            else chat_model.clazz, **{**chat_model.arguments, "prompt": REACT_PROMPT})
+                                            else chat_model.clazz,
+                                            arguments={**chat_model.arguments, "prompt": REACT_PROMPT})
             self.add_resource(REACT_PROMPT, ResourceType.PROMPT, prompt)
         self.add_resource(REACT_MODEL, ResourceType.CHAT_MODEL, chat_model)
         has_prompt = prompt is not None or chat_model.arguments.get("prompt") is not None

@@ -49,14 +49,30 @@ class Resource(ABC):
 
 
 class ResourceDescriptor:
-    """Declarative construction of a resource: ``ResourceDescriptor(clazz=Cls, **kwargs)``.
+    """Declarative construction of a resource: ``ResourceDescriptor(clazz=..., **kwargs)``.
 
-    ``clazz`` is a class or its import path (``"package.module:Class"``).
+    ``clazz`` is a class, its import path (``"package.module:Class"``), a dotted path
+    (``"package.module.Class"``, as Flink Agents 0.3 writes it) or a ``ResourceName`` constant.
+    0.3's ``target_module=`` + ``target_clazz=`` name the class in two parts, and ``arguments=``
+    passes the constructor arguments as a dict (merged with ``**kwargs``).
     """
 
-    def __init__(self, clazz: type | str, **arguments: Any) -> None:
+    def __init__(self, clazz: type | str | None = None, *, target_module: str | None = None,
+                 target_clazz: str | None = None, arguments: dict[str, Any] | None = None,
+                 **kwargs: Any) -> None:
+        from agentplan.resource_names import resolve_class_name
+
+        if clazz is None:
+            if not (target_module and target_clazz):
+                raise ResourceError("ResourceDescriptor needs clazz=, or target_module= and target_clazz=")
+            clazz = f"{target_module}:{target_clazz}"
+        if isinstance(clazz, str):
+            clazz = resolve_class_name(clazz)
+        overlap = sorted(set(arguments or {}) & set(kwargs))
+        if overlap:
+            raise ResourceError(f"ResourceDescriptor({clazz!r}): {overlap} given both in arguments= and as keywords")
         self._clazz = clazz
-        self.arguments = arguments
+        self.arguments = {**(arguments or {}), **kwargs}
 
     @property
     def clazz(self) -> type:
@@ -88,7 +104,7 @@ class ResourceDescriptor:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ResourceDescriptor:
-        return cls(data["clazz"], **codec.decode(data["arguments"]))
+        return cls(data["clazz"], arguments=codec.decode(data["arguments"]))
 
     def __repr__(self) -> str:
         return f"ResourceDescriptor({self.clazz_path}, {sorted(self.arguments)})"

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from agentplan.config import AgentConfiguration
 from agentplan.events import Event
 from agentplan.memory import MemoryObject
+from agentplan.metric_group import MetricGroup
 from agentplan.metrics import MetricsSink
 from agentplan.resources import ResourceType
 
@@ -62,8 +63,24 @@ class RunnerContext(ABC):
         return LongTermMemory(self)
 
     @abstractmethod
-    def get_resource(self, name: str, type: ResourceType) -> Any:  # noqa: A002 - Flink Agents name
-        """A declared resource, built on first use."""
+    def get_resource(self, name: str, type: ResourceType,  # noqa: A002 - Flink Agents name
+                     metric_group: MetricGroup | None = None) -> Any:
+        """A declared resource, built on first use. (``metric_group``: accepted for Flink Agents 0.3;
+        resources report through the engine's metrics.)"""
+
+    @property
+    def agent_metric_group(self) -> MetricGroup:
+        """User metrics of the agent (Flink Agents 0.3)."""
+        raise NotImplementedError
+
+    @property
+    def action_metric_group(self) -> MetricGroup:
+        """User metrics of the running action: a sub-group of the agent's, named after the action."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Flink Agents 0.3 API; the engine owns the context's resources, so nothing to release."""
+        return None
 
     @property
     @abstractmethod
@@ -84,9 +101,19 @@ class RunnerContext(ABC):
         """Where built-in actions report LLM calls; also usable by user actions."""
 
     @abstractmethod
-    def durable_execute(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """Call ``fn`` once per run: a replayed run gets the recorded result back."""
+    def durable_execute(self, fn: Callable[..., T], *args: Any, reconciler: Callable[[], Any] | None = None,
+                        **kwargs: Any) -> T:
+        """Call ``fn`` once per run: a replayed run gets the recorded result back.
+
+        ``reconciler`` (keyword only, not passed to ``fn``) is called instead of ``fn`` when a replay finds
+        the call started but no result recorded: its return value is the call's result, what it raises
+        the call's failure. See :meth:`durable_execute_async` for when that can happen."""
 
     @abstractmethod
-    async def durable_execute_async(self, fn: Callable[..., T | Awaitable[T]], *args: Any, **kwargs: Any) -> T:
-        """Async form of :meth:`durable_execute`; sync ``fn`` runs in a thread."""
+    async def durable_execute_async(self, fn: Callable[..., T | Awaitable[T]], *args: Any,
+                                    reconciler: Callable[[], Any] | None = None, **kwargs: Any) -> T:
+        """Async form of :meth:`durable_execute`; sync ``fn`` runs in a thread.
+
+        With a ``reconciler``, on the Kafka worker the call's start is committed (in the key's state, in
+        a Kafka transaction) before ``fn`` runs: a worker killed while ``fn`` runs leaves a committed
+        start without a committed result, and the replay calls ``reconciler`` instead of ``fn``."""

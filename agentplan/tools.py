@@ -17,8 +17,13 @@ from agentplan.resources import ResourceType
 _ARG_LINE = re.compile(r"^\s*(\w+)\s*(?:\([^)]*\))?\s*:\s*(.+)$")
 
 
+_NUMPY_ARG = re.compile(r"^(\w+)\s*(?::.*)?$")
+_NUMPY_UNDERLINE = re.compile(r"^\s*-{3,}\s*$")
+
+
 def _parse_docstring(doc: str | None) -> tuple[str, dict[str, str]]:
-    """Summary and per-argument descriptions from a Google-style docstring."""
+    """Summary and per-argument descriptions from a Google-style (``Args:``) or numpy-style
+    (``Parameters`` over a dashed line, as Flink Agents' examples write them) docstring."""
     if not doc:
         return "", {}
     lines = inspect.cleandoc(doc).splitlines()
@@ -26,8 +31,15 @@ def _parse_docstring(doc: str | None) -> tuple[str, dict[str, str]]:
     args: dict[str, str] = {}
     section = "summary"
     current: str | None = None
-    for line in lines:
+    for i, line in enumerate(lines):
         stripped = line.strip()
+        underlined = i + 1 < len(lines) and _NUMPY_UNDERLINE.match(lines[i + 1]) is not None
+        if underlined:  # a numpy section header
+            section = "numpy_args" if stripped.lower() in ("parameters", "arguments", "args") else "other"
+            current = None
+            continue
+        if _NUMPY_UNDERLINE.match(line):
+            continue
         if stripped.lower() in ("args:", "arguments:", "parameters:"):
             section = "args"
             continue
@@ -46,6 +58,13 @@ def _parse_docstring(doc: str | None) -> tuple[str, dict[str, str]]:
                 args[current] = match.group(2).strip()
             elif current and stripped:
                 args[current] += " " + stripped
+        elif section == "numpy_args":
+            numpy_arg = _NUMPY_ARG.match(line)  # "name : type" unindented, its description indented below
+            if numpy_arg and not line[:1].isspace():
+                current = numpy_arg.group(1)
+                args[current] = ""
+            elif current and stripped:
+                args[current] = f"{args[current]} {stripped}".strip()
     return " ".join(summary), args
 
 
@@ -59,6 +78,11 @@ class Tool(ABC):
     resource_type = ResourceType.TOOL
     name: str
     description: str
+
+    @staticmethod
+    def from_callable(func: Callable[..., Any]) -> FunctionTool:
+        """Flink Agents 0.3's ``Tool.from_callable``: a Python function as a tool."""
+        return FunctionTool(func)
 
     @abstractmethod
     def schema(self) -> dict[str, Any]:

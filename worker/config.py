@@ -83,7 +83,7 @@ class WorkerSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    agent: str = Field(description="the agent class, MODULE:CLASS")
+    agent: str = Field(description="the agent class, MODULE:CLASS, or FILE.yaml#NAME for a YAML agent")
     input_topic: str = Field(description="keyed input topic (JSON values)")
     output_topic: str = Field(description="topic receiving OutputEvent payloads as JSON")
     bootstrap_servers: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers")

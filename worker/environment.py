@@ -37,8 +37,9 @@ class KafkaExecutionEnvironment(AgentsExecutionEnvironment):
                               input_model=import_path(value_type) if value_type is not None else None)
         return self
 
-    def apply(self, agent: Agent) -> KafkaExecutionEnvironment:
-        self._agent = agent
+    def apply(self, agent: Agent | str) -> KafkaExecutionEnvironment:
+        """Run ``agent``; a string names an agent loaded with :meth:`load_yaml`."""
+        self._agent = self.named_agent(agent) if isinstance(agent, str) else agent
         return self
 
     def to_topic(self, topic: str) -> KafkaExecutionEnvironment:
@@ -57,7 +58,9 @@ class KafkaExecutionEnvironment(AgentsExecutionEnvironment):
             raise ConfigurationError("agent", str(exc)) from exc
         return Worker(settings, agent=self._agent, agent_config=self.config, plan=plan)
 
-    def execute(self) -> None:
+    def execute(self, job_name: str | None = None) -> None:
+        """Run this process as one worker of the group until SIGTERM (``job_name``: accepted for Flink
+        Agents; the group is ``app_id``)."""
         code = self.build().run()
         if code:
             raise SystemExit(code)

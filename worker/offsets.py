@@ -68,6 +68,14 @@ class OffsetTracker:
         """A checkpoint committed ``offsets``."""
         self._committed.update(offsets)
 
+    def committed(self, partition: TopicPart) -> int | None:
+        """The offset this worker last committed for ``partition``, if it committed one."""
+        return self._committed.get(partition)
+
+    def consumed(self, partition: TopicPart) -> bool:
+        """Whether records of ``partition`` were consumed since its assignment."""
+        return partition in self._heaps
+
     def drop(self, partition: TopicPart) -> None:
         self.unfinished -= len(self._open.pop(partition, set()))
         self._heaps.pop(partition, None)

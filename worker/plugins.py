@@ -17,7 +17,19 @@ __all__ = ["compile_plan", "load_agent", "load_agent_config", "load_model"]
 
 
 def load_agent(path: str) -> Agent:
-    """``module:Class`` -> an Agent instance."""
+    """``module:Class`` (or ``module:instance``) -> an Agent instance; ``file.yaml#name`` -> the agent of
+    that name in a YAML agent file."""
+    file, hash_sign, name = path.rpartition("#")
+    if hash_sign and file.endswith((".yaml", ".yml")):
+        from agentplan.yaml_agents import load_agents
+
+        try:
+            agents = load_agents(file)
+        except AgentPlanError as exc:
+            raise ConfigurationError("agent", str(exc)) from None
+        if name not in agents:
+            raise ConfigurationError("agent", f"{file} has no agent named {name!r} (it has: {sorted(agents)})")
+        return agents[name]
     try:
         target = resolve_path(path)
     except Exception as exc:

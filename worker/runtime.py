@@ -25,10 +25,12 @@ from confluent_kafka import (
     KafkaException,
     Message,
     Producer,
+    TopicPartition,
 )
 
 from agentplan import Agent, AgentConfiguration, AgentPlan, Engine
 from agentplan.endpoints import model_endpoints
+from agentplan.runtime.state_ttl import ShortTermMemoryTtl
 from worker.approvals import DecisionReader
 from worker.checkpoint.checkpoint import Checkpoint, DeadLetter, Rekeyed, Topics
 from worker.checkpoint.checkpointer import Checkpointer
@@ -52,6 +54,7 @@ from worker.observability.health import ObservabilityServer, model_endpoints_rea
 from worker.observability.liveness import LoopLiveness
 from worker.observability.metrics import WorkerMetrics
 from worker.observability.tracing import WorkerObservation
+from worker.observability.user_metrics import UserMetricsCollector
 from worker.offsets import OffsetTracker
 from worker.plugins import compile_plan, load_agent, load_agent_config, load_model
 from worker.processing.hot_keys import HotKeys
@@ -68,6 +71,7 @@ from worker.records import (
     trace_context,
     user_key,
 )
+from worker.state.expiry import StateExpiry
 from worker.state.store import ensure_writable
 
 __all__ = ["Worker"]
@@ -110,6 +114,7 @@ class Worker:
         self.pausing: PausingManager | None = None
         self.hot_keys: HotKeys | None = None
         self.rebalancer: Rebalancer | None = None
+        self.expiry: StateExpiry | None = None
         self.decisions: DecisionReader | None = None
 
     # -- entry points -------------------------------------------------------------------------------
@@ -168,8 +173,13 @@ class Worker:
             self._discard_unstarted_consumer()
             raise
         self.engine = Engine(self.plan, state_loader=self._load_state, metrics=self.metrics,
-                             describe_key=describe_key, observation=observation, user_key=user_key)
+                             describe_key=describe_key, observation=observation, user_key=user_key,
+                             commits_state=True)
         self.metrics.inflight_limit.set(s.max_inflight)
+        self.metrics.registry.register(UserMetricsCollector(self.engine.metric_group))
+        ttl = ShortTermMemoryTtl.from_config(self.plan.config)
+        if ttl is not None:
+            self.expiry = StateExpiry(ttl, self.engine, self._replay_bound)
         if isinstance(producer, TransactionalProducer):
             try:
                 await asyncio.to_thread(producer.init)
@@ -271,6 +281,8 @@ class Worker:
                                          or window.commit_early(now, self._last_commit, bool(messages))):
                     checkpointer.start()
                     self._last_commit = now
+                if self.expiry is not None and self.rebalancer is not None:
+                    self.expiry.maybe_sweep(now, self.rebalancer.stores())
                 window.apply_backpressure()
                 self.metrics.inflight_records.set(self.tracker.unfinished)
                 if now - self._last_lag >= LAG_REFRESH_S:
@@ -364,6 +376,19 @@ class Worker:
         partition, key = cast(EngineKey, engine_key)
         store = self.rebalancer.store_of(partition) if self.rebalancer is not None else None
         return None if store is None else store.get(key)
+
+    def _replay_bound(self, partition: int) -> int | None:
+        """The state partition's offset below which no record will be processed again: the offset last
+        committed, or, before any commit since the assignment and with nothing consumed, the position
+        (where consuming resumes, which is the group's committed offset)."""
+        topic_partition = (self.settings.state_topic, partition)
+        committed = self.tracker.committed(topic_partition)
+        if committed is not None:
+            return committed
+        if self.tracker.consumed(topic_partition) or self.consumer is None:
+            return None
+        position = self.consumer.position([TopicPartition(*topic_partition)])[0].offset
+        return position if position >= 0 else None
 
     def _committed(self, checkpoint: Checkpoint) -> None:
         assert self.hot_keys is not None

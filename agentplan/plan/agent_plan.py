@@ -43,6 +43,7 @@ class AgentPlan:
         self.resource_providers = dict(resources)
         self.config = config
         self._by_event: dict[type, list[ActionSpec]] = {}
+        self._by_typed: dict[tuple[type, str], list[ActionSpec]] = {}
         self._built: dict[str, Any] = {}
         self._discovered: set[str] = set()  # resources an MCP server offers: asked again when loaded
         if any(kind is ResourceType.MCP_SERVER for kind, _ in resources.values()):
@@ -130,13 +131,29 @@ class AgentPlan:
 
     # -- execution-time lookups -------------------------------------------------------------------
     def actions_for(self, event_type: type) -> list[ActionSpec]:
-        """Actions triggered by ``event_type`` (or a base class of it), in declaration order."""
+        """Actions triggered by events of class ``event_type`` that carry no ``type`` of their own."""
         found = self._by_event.get(event_type)
         if found is None:
-            mro = [t for t in event_type.__mro__ if isinstance(t, type) and issubclass(t, Event)]
-            found = [a for a in self.actions.values() if any(t in a.events for t in mro)]
-            self._by_event[event_type] = found
+            found = self._by_event[event_type] = self._subscribed(event_type, getattr(event_type, "EVENT_TYPE", ""))
         return found
+
+    def actions_for_event(self, event: Event) -> list[ActionSpec]:
+        """Actions triggered by ``event``, in declaration order: those subscribed to its class (or a base
+        class of it) and those subscribed to its type string. One dict lookup per event once cached."""
+        type_name = event.type
+        if type_name is None:
+            found = self._by_event.get(type(event))
+            return found if found is not None else self.actions_for(type(event))
+        key = (type(event), type_name)
+        found = self._by_typed.get(key)
+        if found is None:
+            found = self._by_typed[key] = self._subscribed(type(event), type_name)
+        return found
+
+    def _subscribed(self, event_class: type, type_name: str) -> list[ActionSpec]:
+        mro = [t for t in event_class.__mro__ if isinstance(t, type) and issubclass(t, Event)]
+        return [a for a in self.actions.values()
+                if any(s == type_name if isinstance(s, str) else s in mro for s in a.events)]
 
     def get_resource(self, name: str, kind: ResourceType) -> Any:
         """The built resource (cached; descriptors are constructed at first use)."""
@@ -200,7 +217,7 @@ class AgentPlan:
             resources.append(entry)
         return {
             "actions": [
-                {"name": a.name, "events": [codec.import_path(e) for e in a.events],
+                {"name": a.name, "events": [_event_selector_json(e) for e in a.events],
                  "function": func_path(a.func, f"action {a.name!r}"), "config": codec.encode(a.config)}
                 for a in self.actions.values()
             ],
@@ -216,7 +233,7 @@ class AgentPlan:
         data = json.loads(text)
         actions = {}
         for a in data["actions"]:
-            events = tuple(codec.resolve_path(e) for e in a["events"])
+            events = tuple(e["event_type"] if isinstance(e, dict) else codec.resolve_path(e) for e in a["events"])
             actions[a["name"]] = ActionSpec(a["name"], events, codec.resolve_path(a["function"]),
                                             codec.decode(a["config"]))
         resources: dict[str, tuple[ResourceType, Any]] = {}
@@ -234,6 +251,11 @@ class AgentPlan:
                 provider = codec.resolve_path(r["function"])
             resources[r["name"]] = (kind, provider)
         return cls(actions, resources, AgentConfiguration.model_validate(data["config"]))
+
+
+def _event_selector_json(selector: type | str) -> Any:
+    """A class as its import path (as before type strings existed), a type string tagged as one."""
+    return {"event_type": selector} if isinstance(selector, str) else codec.import_path(selector)
 
 
 def _redact(value: Any, key: str = "") -> Any:

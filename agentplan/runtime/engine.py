@@ -41,13 +41,15 @@ from agentplan.exceptions import (
     SerializationError,
     TransientError,
 )
-from agentplan.memory import MemoryObject
+from agentplan.memory import MemoryObject, MemoryType
+from agentplan.metric_group import MetricGroup
 from agentplan.metrics import MetricsSink, NullMetrics
 from agentplan.plan import AgentPlan
 from agentplan.resources import ResourceType
 from agentplan.runner_context import SELF_JOURNALED, RunnerContext
-from agentplan.runtime import parking
+from agentplan.runtime import durable, parking
 from agentplan.runtime.observe import Observation, ObservedAction, ObservedRun
+from agentplan.runtime.state_ttl import ShortTermMemoryTtl
 
 logger = logging.getLogger(__name__)
 
@@ -72,7 +74,7 @@ class KeyDelta:
     """What changed for one key since the last :meth:`Engine.collect`."""
 
     key: Hashable
-    state: bytes
+    state: bytes | None  # None: the key's state is deleted (its short-term memory TTL ran out)
     version: int
     outputs: list[tuple[Any, Any]] = field(default_factory=list)  # (input meta, output payload)
     finished: list[Any] = field(default_factory=list)  # metas of inputs now done (incl. skipped/failed)
@@ -108,7 +110,7 @@ class _Slot:
     __slots__ = ("key", "queue", "memory", "progress", "run", "run_counter", "task", "version",
                  "collected_version", "in_action", "memory_backup", "sensory_backup", "ctx",
                  "outputs", "finished", "failures", "skipped", "cached_bytes", "log", "usage", "requests",
-                 "decision", "wakeup")
+                 "decision", "wakeup", "persist_waiters", "touched_ms", "tombstone")
 
     def __init__(self, key: Hashable) -> None:
         self.key = key
@@ -134,6 +136,9 @@ class _Slot:
         self.requests: list[tuple[Any, dict[str, Any]]] = []
         self.decision: tuple[ApprovalDecisionEvent, Any] | None = None  # delivered, not yet taken by its run
         self.wakeup: asyncio.Event | None = None  # set while the run is parked
+        self.persist_waiters: list[tuple[int, asyncio.Future[None]]] = []  # (version, woken once durable)
+        self.touched_ms: int | None = None  # short-term memory TTL: last renewal (wall clock ms)
+        self.tombstone = False  # expired: the next collect deletes the key's state
 
 
 class Engine:
@@ -141,14 +146,20 @@ class Engine:
 
     def __init__(self, plan: AgentPlan, *, state_loader: StateLoader | None = None,
                  metrics: MetricsSink | None = None, describe_key: Callable[[Hashable], str] = repr,
-                 observation: Observation | None = None, user_key: Callable[[Hashable], str] = str) -> None:
+                 observation: Observation | None = None, user_key: Callable[[Hashable], str] = str,
+                 commits_state: bool = False) -> None:
         """``describe_key`` renders a key in log lines the way its user knows it (the Kafka worker's keys
         carry their partition, which users never wrote); ``user_key`` is the key as budget key prefixes
-        match it. ``observation`` feeds the event log and traces."""
+        match it. ``observation`` feeds the event log and traces. ``commits_state``: the driver persists
+        collected deltas while runs go on and calls :meth:`release` once they are durable (the Kafka
+        worker); a reconciled durable call then waits for its start to be durable before it runs."""
         self.plan = plan
         self.observation = observation
+        self.commits_state = commits_state
+        self.metric_group = MetricGroup()
         self._describe_key = describe_key
         self.config: AgentConfiguration = plan.config
+        self._ttl = ShortTermMemoryTtl.from_config(self.config)
         self.metrics: MetricsSink = metrics or NullMetrics()
         self._load_state = state_loader
         self._slots: dict[Hashable, _Slot] = {}  # busy keys and keys changed since the last release
@@ -201,8 +212,9 @@ class Engine:
             if slot.version == slot.collected_version:
                 continue
             log = slot.log
-            deltas.append(KeyDelta(slot.key, self._encode_state(slot), slot.version, slot.outputs,
-                                   slot.finished, slot.failures, slot.skipped, log or (), slot.requests))
+            deltas.append(KeyDelta(slot.key, None if slot.tombstone else self._encode_state(slot), slot.version,
+                                   slot.outputs, slot.finished, slot.failures, slot.skipped, log or (),
+                                   slot.requests))
             slot.outputs, slot.finished, slot.failures, slot.skipped, slot.requests = [], [], [], [], []
             if log:  # the delta keeps this list: later records go to a new one
                 slot.log = []
@@ -215,16 +227,52 @@ class Engine:
         budget = self.config.idle_state_cache_bytes
         for delta in deltas:
             slot = self._slots.get(delta.key)
+            if slot is not None and slot.persist_waiters:
+                self._wake_persisted(slot, delta.version)
             if (slot is not None and slot.task is None and slot.version == delta.version and not slot.queue
                     and slot.decision is None):
                 del self._slots[delta.key]
-                if budget:
+                if budget and delta.state is not None:
                     slot.cached_bytes = IDLE_SLOT_OVERHEAD_BYTES + DECODED_STATE_FACTOR * len(delta.state)
                     self._idle_slots[delta.key] = slot
                     self._idle_bytes += slot.cached_bytes
         while self._idle_bytes > budget and self._idle_slots:
             _key, evicted = self._idle_slots.popitem(last=False)
             self._idle_bytes -= evicted.cached_bytes
+
+    @staticmethod
+    def _wake_persisted(slot: _Slot, version: int) -> None:
+        waiting = []
+        for target, future in slot.persist_waiters:
+            if target <= version:
+                if not future.done():
+                    future.set_result(None)
+            else:
+                waiting.append((target, future))
+        slot.persist_waiters = waiting
+
+    async def persisted(self, slot: _Slot) -> None:
+        """Wait until the key's state as it is now is durable (a no-op unless the driver commits state)."""
+        if not self.commits_state:
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        slot.persist_waiters.append((slot.version, future))
+        await future
+
+    def expire(self, key: Hashable) -> bool:
+        """Delete an idle key's state (its short-term memory TTL ran out): the next :meth:`collect`
+        reports it with ``state`` None. A key that is busy or has uncollected changes is left alone."""
+        if key in self._slots:
+            return False
+        cached = self._idle_slots.pop(key, None)
+        if cached is not None:
+            self._idle_bytes -= cached.cached_bytes
+        slot = _Slot(key)  # an input arriving before the commit starts from this empty state, not the store's
+        slot.memory = self._tracked(slot, None, "memory_backup")
+        slot.tombstone = True
+        slot.version = 1
+        self._slots[key] = slot
+        return True
 
     def cancel_keys(self, predicate: Callable[[Hashable], bool]) -> int:
         """Stop and forget keys (e.g. of revoked partitions); uncollected changes are dropped."""
@@ -291,8 +339,7 @@ class Engine:
         self._slots[key] = slot
         return slot
 
-    @staticmethod
-    def _tracked(slot: _Slot, source: MemoryObject | None, backup: str) -> MemoryObject:
+    def _tracked(self, slot: _Slot, source: MemoryObject | None, backup: str) -> MemoryObject:
         """``source``'s tree with the engine's hooks: no access inside durable calls, and a snapshot
         (into ``slot.<backup>``) before the first write of an action, for rollback and checkpoints."""
         def guard() -> None:
@@ -303,13 +350,18 @@ class Engine:
             if slot.in_action and getattr(slot, backup) is None:
                 setattr(slot, backup, memory.to_data())
 
-        memory = MemoryObject(source._node if source is not None else None, guard, before_write)
+        kind = MemoryType.SENSORY if backup == "sensory_backup" else MemoryType.SHORT_TERM
+        if self._ttl is not None and kind is MemoryType.SHORT_TERM:
+            guard, before_write = self._ttl.hooks(slot, guard, before_write)
+        memory = MemoryObject(source._node if source is not None else None, guard, before_write, kind)
         return memory
 
     def _encode_state(self, slot: _Slot) -> bytes:
         # Backups exist only while an action runs: then the state from before it is the consistent one.
         memory = slot.memory_backup if slot.memory_backup is not None else slot.memory.to_data()
         data: dict[str, Any] = {"m": memory, "p": slot.progress}
+        if slot.touched_ms is not None:
+            data["t"] = slot.touched_ms
         if slot.usage is not None:
             data["u"] = slot.usage
         run = slot.run
@@ -329,6 +381,7 @@ class Engine:
             data = json.loads(raw)
             slot.memory = MemoryObject.from_data(data.get("m"))
             slot.progress = data.get("p")
+            slot.touched_ms = data.get("t")
             slot.usage = data.get("u")
             r = data.get("r")
             if r is not None:
@@ -379,6 +432,10 @@ class Engine:
                     run_id = f"p{item.position}" if item.position is not None else f"r{slot.run_counter}"
                     run = slot.run = _Run(run_id, item.position, item.meta, item.value)
                     run.sensory = self._tracked(slot, None, "sensory_backup")
+                    if self._ttl is not None:
+                        slot.tombstone = False
+                        if self._ttl.visible_memory_expired(slot):
+                            slot.memory.clear()
                     first = InputEvent(id=f"{run_id}.0", input=item.value)
                     run.next_event_seq = 1
                     run.pending.append(first)
@@ -438,7 +495,7 @@ class Engine:
                 if isinstance(event, ApprovalRequestEvent):
                     await parking.park(self, slot, run, event)
                     continue
-                actions = self.plan.actions_for(type(event))
+                actions = self.plan.actions_for_event(event)
                 while run.cursor < len(actions):
                     spec = actions[run.cursor]
                     emitted = await self._execute_action(slot, run, spec, event)
@@ -476,9 +533,11 @@ class Engine:
     async def _execute_action(self, slot: _Slot, run: _Run, spec: ActionSpec, event: Event) -> list[Event]:
         attempt = 0
         transient_attempt = 0
+        retries, waited_s = 0, 0.0  # reported by the chat action (ChatResponseEvent.retry_count, ...)
         recorded = len(run.journal)
         while True:
             ctx = _ActionContext(self, slot, run, spec, event)
+            ctx.retry_count, ctx.retry_wait_s = retries, waited_s
             if run.obs is not None:
                 ctx.observation = run.obs.start_action(spec.name, event, attempt + transient_attempt + 1)
             slot.ctx = ctx
@@ -512,6 +571,7 @@ class Engine:
                     raise ActionError(spec.name, exc) from exc
                 delay = self.config.retry_delay(transient_attempt - 1, exc.retry_after_s)
                 self.metrics.transient_retry(exc.kind)
+                retries, waited_s = retries + 1, waited_s + delay
                 # DEBUG: an outage is reported once per endpoint (agentplan.endpoints), not per retry.
                 logger.debug("action %s hit a transient failure (%s); retry %d in %.2fs",
                              spec.name, exc, transient_attempt, delay)
@@ -529,6 +589,7 @@ class Engine:
                     recorded = 0
                     delay = self.config.retry_delay(attempt)
                     attempt += 1
+                    retries, waited_s = retries + 1, waited_s + delay
                     logger.info("key %s: action %s failed (%r); retry %d in %.2fs",
                                 self._describe_key(slot.key), spec.name, exc, attempt, delay)
                     await asyncio.sleep(delay)
@@ -567,6 +628,8 @@ class _ActionContext(RunnerContext):
         self._durable_depth = 0
         self.emitted: list[Event] = []
         self.observation: ObservedAction | None = None  # set by the engine when the run is observed
+        self.retry_count = 0  # earlier attempts of this action, and the time waited between them
+        self.retry_wait_s = 0.0
 
     def _check_not_durable(self, what: str) -> None:
         if self._durable_depth:
@@ -595,8 +658,17 @@ class _ActionContext(RunnerContext):
         self._check_not_durable("memory access")
         return self._run.sensory
 
-    def get_resource(self, name: str, type: ResourceType) -> Any:  # noqa: A002
+    def get_resource(self, name: str, type: ResourceType,  # noqa: A002
+                     metric_group: MetricGroup | None = None) -> Any:
         return self._engine.plan.get_resource(name, type)
+
+    @property
+    def agent_metric_group(self) -> MetricGroup:
+        return self._engine.metric_group
+
+    @property
+    def action_metric_group(self) -> MetricGroup:
+        return self._engine.metric_group.get_sub_group("action", self._spec.name)
 
     @property
     def action_config(self) -> dict[str, Any]:
@@ -630,20 +702,30 @@ class _ActionContext(RunnerContext):
             self._slot.usage = budgets.journaled(self._slot.usage, result, self._engine.metrics)
         self._slot.version += 1
 
-    def durable_execute(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    def durable_execute(self, fn: Callable[..., T], *args: Any, reconciler: Callable[[], Any] | None = None,
+                        **kwargs: Any) -> T:
         if getattr(fn, SELF_JOURNALED, None):  # journals its own calls; see runner_context.SELF_JOURNALED
             return fn(*args, **kwargs)
         key = self._journal_key()
         observed = self.observation
-        if key in self._run.journal:
-            if observed is not None:
-                observed.replayed_call()
-            return codec.decode(self._run.journal[key])
+        journal = self._run.journal
+        if key in journal:
+            if not durable.is_started(journal[key]):
+                if observed is not None:
+                    observed.replayed_call()
+                return codec.decode(journal[key])
+            if reconciler is not None:
+                return self._reconcile(key, reconciler)
+        if reconciler is not None:
+            # The event loop is blocked until fn returns, so no checkpoint can commit this start before
+            # the result: a sync call is reconciled only when its start was committed by other means.
+            self._mark_started(key)
         call = observed.start_call(fn) if observed is not None else None
         self._durable_depth += 1
         try:
             result = fn(*args, **kwargs)
         except BaseException as exc:
+            self._forget_started(key)
             if call is not None:
                 call.finish(None, exc)
             raise
@@ -652,6 +734,7 @@ class _ActionContext(RunnerContext):
         if inspect.isawaitable(result):
             if inspect.iscoroutine(result):
                 result.close()  # never awaited by design; avoids a "never awaited" warning on top
+            self._forget_started(key)
             error = DurableCallError("durable_execute got a coroutine; use await ctx.durable_execute_async(...)")
             if call is not None:
                 call.finish(None, error)
@@ -661,16 +744,24 @@ class _ActionContext(RunnerContext):
         self._record(key, result)
         return result
 
-    async def durable_execute_async(self, fn: Callable[..., T | Awaitable[T]], *args: Any, **kwargs: Any) -> T:
+    async def durable_execute_async(self, fn: Callable[..., T | Awaitable[T]], *args: Any,
+                                    reconciler: Callable[[], Any] | None = None, **kwargs: Any) -> T:
         variant = getattr(fn, SELF_JOURNALED, None)
         if variant:  # journals its own calls; see runner_context.SELF_JOURNALED
             return await getattr(fn.__self__, variant)(*args, **kwargs)  # type: ignore[attr-defined]
         key = self._journal_key()
         observed = self.observation
-        if key in self._run.journal:
-            if observed is not None:
-                observed.replayed_call()
-            return codec.decode(self._run.journal[key])
+        journal = self._run.journal
+        if key in journal:
+            if not durable.is_started(journal[key]):
+                if observed is not None:
+                    observed.replayed_call()
+                return codec.decode(journal[key])
+            if reconciler is not None:
+                return self._reconcile(key, reconciler)
+        if reconciler is not None:
+            self._mark_started(key)
+            await self._engine.persisted(self._slot)  # the start is committed before fn runs
         call = observed.start_call(fn) if observed is not None else None
         self._durable_depth += 1
         try:
@@ -681,6 +772,7 @@ class _ActionContext(RunnerContext):
                 if inspect.isawaitable(result):
                     result = await result
         except BaseException as exc:
+            self._forget_started(key)
             if call is not None:
                 call.finish(None, exc)
             raise
@@ -688,5 +780,30 @@ class _ActionContext(RunnerContext):
             self._durable_depth -= 1
         if call is not None:  # with the journal entry: the record commits with the result (observe.py)
             call.finish(result, None)
+        self._record(key, result)
+        return result
+
+    def _mark_started(self, key: str) -> None:
+        self._run.journal[key] = durable.STARTED
+        self._slot.version += 1
+
+    def _forget_started(self, key: str) -> None:
+        """The call's outcome is known (it raised): a retry of the action runs it again."""
+        if durable.is_started(self._run.journal.get(key)):
+            del self._run.journal[key]
+            self._slot.version += 1
+
+    def _reconcile(self, key: str, reconciler: Callable[[], Any]) -> Any:
+        """A replay found the call started with no result: the reconciler says what became of it."""
+        logger.info("key %s: durable call %s was in flight when its run stopped; reconciling",
+                    self._engine._describe_key(self._slot.key), key)
+        self._durable_depth += 1
+        try:
+            result = reconciler()
+        except BaseException:
+            self._forget_started(key)
+            raise
+        finally:
+            self._durable_depth -= 1
         self._record(key, result)
         return result

@@ -16,6 +16,7 @@ from agentplan.metrics import MetricsSink, RecordingMetrics
 from agentplan.plan import AgentPlan
 from agentplan.runtime.engine import Engine
 from agentplan.runtime.observe import build_observation, global_tracer_provider
+from agentplan.runtime.state_ttl import ShortTermMemoryTtl, now_ms
 
 logger = logging.getLogger(__name__)
 
@@ -38,17 +39,27 @@ class LocalExecutionEnvironment(AgentsExecutionEnvironment):
         self.state: dict[Any, bytes] = {}  # committed per-key state, kept across execute() calls
 
     def from_list(self, inputs: list[dict[str, Any]]) -> LocalExecutionEnvironment:
+        """Inputs as ``{"key": k, "value": v}`` (or Flink Agents' short ``{"k": k, "v": v}``); the key
+        defaults to the input's index."""
+        normalized = []
         for i, item in enumerate(inputs):
+            if isinstance(item, dict) and "value" not in item and "v" in item:
+                item = {"value": item["v"], **({"key": item["k"]} if "k" in item else {})}
             if not isinstance(item, dict) or "value" not in item:
                 raise AgentPlanError(f"input #{i} must be a dict with 'value' (and optionally 'key'), got {item!r}")
-        self._inputs = list(inputs)
+            normalized.append(item)
+        self._inputs = normalized
         return self
 
-    def apply(self, agent: Agent) -> LocalExecutionEnvironment:
+    def apply(self, agent: Agent | str) -> LocalExecutionEnvironment:
+        """Run ``agent``; a string names an agent loaded from YAML with :meth:`load_yaml`."""
         if self._inputs is None:
             raise AgentPlanError("call from_list(...) before apply(agent)")
+        name = agent if isinstance(agent, str) else type(agent).__name__
+        if isinstance(agent, str):
+            agent = self.named_agent(agent)
         self._plan = self.compile(agent)
-        self._agent_name = type(agent).__name__
+        self._agent_name = name
         return self
 
     def to_list(self) -> list[dict[Any, Any]]:
@@ -57,7 +68,10 @@ class LocalExecutionEnvironment(AgentsExecutionEnvironment):
             raise AgentPlanError("call apply(agent) before to_list()")
         return self._outputs
 
-    def execute(self) -> None:
+    def execute(self, job_name: str | None = None) -> None:
+        """Run every input to completion. (``job_name``: Flink Agents names the job; here it is logged.)"""
+        if job_name:
+            logger.info("executing job %s", job_name)
         try:
             asyncio.get_running_loop()
         except RuntimeError:
@@ -65,9 +79,19 @@ class LocalExecutionEnvironment(AgentsExecutionEnvironment):
             return
         raise AgentPlanError("execute() called inside a running event loop; use await execute_async()")
 
+    def _clean_up_expired_state(self) -> None:
+        """Short-term memory TTL cleanup: keys whose memory expired leave the kept state."""
+        ttl = ShortTermMemoryTtl.from_config(self.config)
+        if ttl is None:
+            return
+        at = now_ms()
+        for key in [k for k, raw in self.state.items() if ttl.persisted_expired(raw, at)[0]]:
+            del self.state[key]
+
     async def execute_async(self) -> None:
         if self._plan is None or self._inputs is None:
             raise AgentPlanError("nothing to execute: use from_list(...).apply(agent) first")
+        self._clean_up_expired_state()
         observation = build_observation(self.config, self._agent_name, describe_key=str,
                                         tracer_provider=self.tracer_provider or global_tracer_provider())
         engine = Engine(self._plan, state_loader=self.state.get, metrics=self.metrics, observation=observation)
@@ -80,7 +104,10 @@ class LocalExecutionEnvironment(AgentsExecutionEnvironment):
             await self._plan.aclose()
         deltas = engine.collect()
         for delta in deltas:
-            self.state[delta.key] = delta.state
+            if delta.state is None:
+                self.state.pop(delta.key, None)
+            else:
+                self.state[delta.key] = delta.state
         engine.release(deltas)
         if observation is not None:
             write_event_log(self.config, deltas)

@@ -117,6 +117,21 @@ class PartitionStore:
         shutil.rmtree(self.path, ignore_errors=True)
         self._db = self._open(self.path)
 
+    def scan(self, after: bytes | None, limit: int) -> list[tuple[bytes, bytes]]:
+        """Up to ``limit`` key states in key order, starting past ``after`` (from the first when None)."""
+        found: list[tuple[bytes, bytes]] = []
+        iterator = self._db.iter()
+        if after is None:
+            iterator.seek_to_first()
+        else:
+            iterator.seek(after)
+        while iterator.valid() and len(found) < limit:
+            key = bytes(iterator.key())
+            if key != OFFSET_KEY and key != after:
+                found.append((key, bytes(iterator.value())))
+            iterator.next()
+        return found
+
     def keys(self) -> list[bytes]:
         return [key for key in map(bytes, cast(list[bytes], self._db.keys())) if key != OFFSET_KEY]
 

@@ -18,6 +18,7 @@ from agentplan.chat_models import BaseChatModelSetup, ChatResult, schema_instruc
 from agentplan.events import (
     ChatRequestEvent,
     ChatResponseEvent,
+    OutputSchema,
     ToolRequestEvent,
     ToolResponseEvent,
 )
@@ -96,17 +97,20 @@ async def chat_model_action(event: ChatRequestEvent | ToolResponseEvent, ctx: Ru
     """Advance a chat request: call the model, ask for tools, or answer."""
     if isinstance(event, ChatRequestEvent):
         setup = ctx.get_resource(event.model, ResourceType.CHAT_MODEL)
-        messages = setup.prepare_messages(event.messages)
-        if event.output_schema is not None:
+        messages = setup.prepare_messages(event.messages, event.prompt_args)
+        schema = event.output_schema
+        if isinstance(schema, OutputSchema):
+            schema = schema.output_schema
+        if schema is not None:
             # Many chat templates accept a system message only in first place: merge into it.
-            instruction = schema_instruction(event.output_schema)
+            instruction = schema_instruction(schema)
             if messages and messages[0].role is MessageRole.SYSTEM:
                 first = messages[0]
                 messages[0] = first.model_copy(update={"content": f"{first.content}\n\n{instruction.content}"})
             else:
                 messages.insert(0, instruction)
         state: dict[str, Any] = {"request_id": event.id, "model": event.model, "rounds": 0, "repairs": 0,
-                                 "schema": event.output_schema, "messages": messages}
+                                 "schema": schema, "messages": messages}
     else:
         if event.chat_request_id is None:
             return  # a tool response that no chat request waits for (user-sent)
@@ -125,6 +129,9 @@ async def chat_model_action(event: ChatRequestEvent | ToolResponseEvent, ctx: Ru
                                                  extra_args={"tool_call_id": call_id}))
         state["rounds"] += 1
 
+    # Retries of the model calls, over every step of the request (each step is its own action).
+    state["retry_count"] = state.get("retry_count", 0) + getattr(ctx, "retry_count", 0)
+    state["retry_wait_s"] = state.get("retry_wait_s", 0.0) + getattr(ctx, "retry_wait_s", 0.0)
     while True:
         result = await _call_model(ctx, state["model"], state["messages"])
         answer = result.message
@@ -152,6 +159,11 @@ async def chat_model_action(event: ChatRequestEvent | ToolResponseEvent, ctx: Ru
                                                 "Reply again with only the JSON object.")]
                 continue
         ctx.sensory_memory.delete(_conversation_path(state["request_id"]))
+        if structured is not None:
+            # Where Flink Agents 0.3 delivers it, in the JSON form its actions receive.
+            as_json = structured.model_dump(mode="json") if isinstance(structured, BaseModel) else structured
+            answer = answer.model_copy(update={"extra_args": {**answer.extra_args, "structured_output": as_json}})
         ctx.send_event(ChatResponseEvent(request_id=state["request_id"], response=answer,
-                                         structured_output=structured))
+                                         structured_output=structured, retry_count=state["retry_count"],
+                                         total_retry_wait_sec=state["retry_wait_s"]))
         return
