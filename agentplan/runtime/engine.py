@@ -27,7 +27,7 @@ from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Hashable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from agentplan import codec
 from agentplan.agent import ActionSpec
@@ -52,6 +52,8 @@ from agentplan.runtime.observe import Observation, ObservedAction, ObservedRun
 from agentplan.runtime.state_ttl import ShortTermMemoryTtl
 
 logger = logging.getLogger(__name__)
+
+_NOT_RECORDED = object()  # _ActionContext._replayed: the journal holds no outcome of this call
 
 T = TypeVar("T")
 # What the idle-state cache charges a key against its budget: the slot itself (queue, lists, memory
@@ -702,20 +704,28 @@ class _ActionContext(RunnerContext):
             self._slot.usage = budgets.journaled(self._slot.usage, result, self._engine.metrics)
         self._slot.version += 1
 
+    def _replayed(self, key: str, reconciler: Callable[[], Any] | None) -> Any:
+        """This call's committed outcome on a replay (or its reconciler's answer for a call that started
+        and never recorded a result), else _NOT_RECORDED: the call must run."""
+        journal = self._run.journal
+        if key in journal:
+            if not durable.is_started(journal[key]):
+                if self.observation is not None:
+                    self.observation.replayed_call()
+                return codec.decode(journal[key])
+            if reconciler is not None:
+                return self._reconcile(key, reconciler)
+        return _NOT_RECORDED
+
     def durable_execute(self, fn: Callable[..., T], *args: Any, reconciler: Callable[[], Any] | None = None,
                         **kwargs: Any) -> T:
         if getattr(fn, SELF_JOURNALED, None):  # journals its own calls; see runner_context.SELF_JOURNALED
             return fn(*args, **kwargs)
         key = self._journal_key()
+        replayed = self._replayed(key, reconciler)
+        if replayed is not _NOT_RECORDED:
+            return cast(T, replayed)
         observed = self.observation
-        journal = self._run.journal
-        if key in journal:
-            if not durable.is_started(journal[key]):
-                if observed is not None:
-                    observed.replayed_call()
-                return codec.decode(journal[key])
-            if reconciler is not None:
-                return self._reconcile(key, reconciler)
         if reconciler is not None:
             # The event loop is blocked until fn returns, so no checkpoint can commit this start before
             # the result: a sync call is reconciled only when its start was committed by other means.
@@ -750,15 +760,10 @@ class _ActionContext(RunnerContext):
         if variant:  # journals its own calls; see runner_context.SELF_JOURNALED
             return await getattr(fn.__self__, variant)(*args, **kwargs)  # type: ignore[attr-defined]
         key = self._journal_key()
+        replayed = self._replayed(key, reconciler)
+        if replayed is not _NOT_RECORDED:
+            return cast(T, replayed)
         observed = self.observation
-        journal = self._run.journal
-        if key in journal:
-            if not durable.is_started(journal[key]):
-                if observed is not None:
-                    observed.replayed_call()
-                return codec.decode(journal[key])
-            if reconciler is not None:
-                return self._reconcile(key, reconciler)
         if reconciler is not None:
             self._mark_started(key)
             await self._engine.persisted(self._slot)  # the start is committed before fn runs
