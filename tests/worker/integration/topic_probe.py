@@ -75,8 +75,8 @@ def under_replicated_partitions(admin: AdminClient) -> int | None:
     """Partitions of every topic, internal ones included, with fewer in-sync replicas than replicas;
     None when no broker answered the metadata request in time (right after a node dies, the client
     may still be waiting on it): unknown, not zero."""
-    try:
-        metadata = admin.list_topics(timeout=REQUEST_TIMEOUT_S)
+    try:  # a short timeout: the caller polls, and a request stuck on the dead node should not hold it
+        metadata = admin.list_topics(timeout=3)
     except KafkaException as exc:
         if exc.args[0].code() != KafkaError._TIMED_OUT:
             raise
