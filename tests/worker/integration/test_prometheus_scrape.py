@@ -34,11 +34,6 @@ EVENT_ONLY = {
     "agentfleet_action_errors_total",  # an action that raises: test_llm_fault_matrix.py
     "agentfleet_records_skipped_total",  # a replay after a crash: test_failover_and_scaling.py
     "agentfleet_llm_fallbacks_total",  # a call answered by a fallback setup: tests/agentplan/test_fallback.py
-    # Per endpoint, only for endpoints with limits configured, which CountingAgent's has not:
-    # test_model_limits.py runs limited endpoints.
-    "agentfleet_llm_concurrency_limit",
-    "agentfleet_llm_inflight_requests",
-    "agentfleet_llm_throttled_seconds_total",
 }
 RATE_INTERVAL = "15s"  # Grafana's $__rate_interval for a 1 s scrape interval
 
@@ -100,7 +95,9 @@ def test_prometheus_scraping_a_worker_answers_every_dashboard_and_alert_query(
         kafka, worker_factory, app_id, stub_llm, prometheus) -> None:
     input_topic = kafka.new_topic("prom-in", partitions=2)
     output_topic = kafka.new_topic("prom-out", partitions=2)
-    worker = worker_factory("tests.worker.integration.agents:CountingAgent", input_topic, output_topic, app_id,
+    # The counting agent with its endpoint under a limiter, so the limiter's series exist too.
+    worker = worker_factory("tests.worker.integration.limits_agents:LimitedCountingAgent", input_topic, output_topic,
+                            app_id,
                             env={"AGENTPLAN_RETRY_BACKOFF_S": "0.05"})
     worker.wait_ready(min_partitions=2)
     base = prometheus(f"127.0.0.1:{worker.metrics_port}")
