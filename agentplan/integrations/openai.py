@@ -368,7 +368,7 @@ class OpenAIChatModelSetup(BaseChatModelSetup):
 
     ``model`` defaults to the ``OPENAI_MODEL`` environment variable. Flink Agents' own arguments mean
     what they mean there: ``strict=True`` asks for strict function calling (each tool's schema is
-    marked strict, which OpenAI requires to close: no extra properties, all of them required), and
+    marked strict and closed as OpenAI's strict mode requires: no extra properties, all required), and
     ``top_logprobs`` is sent only with ``logprobs=True`` (upstream defaults it to 0, which OpenAI
     refuses without ``logprobs``).
     """
