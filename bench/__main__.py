@@ -48,6 +48,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--no-stub-load", action="store_true", help="skip measuring the stub alone")
     run.add_argument("--s3-points", type=_s3_points, default=None, metavar="MS:INFLIGHT,...",
                      help="S3 only at these points, e.g. 200:1024,200:256 (default: all six)")
+    run.add_argument("--s3-cap", type=float, default=None, metavar="RECORDS_PER_S",
+                     help="S3's rate cap instead of a measured S2 rate (runs to compare on a loaded machine)")
     run.add_argument("--out", type=Path, default=RESULTS, help="results directory")
     load = sub.add_parser("stub-load", help="requests/s of the LLM stub alone (wrk if installed)")
     load.add_argument("--workers", default="1", help="comma-separated stub process counts")
@@ -76,7 +78,8 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
     require_broker(args.broker)
     repeats = args.repeats or (1 if args.quick else 3)
     options = RunOptions(broker=args.broker, quick=args.quick, peers=args.peers, profile=args.profile,
-                         stub_workers=args.stub_workers, results_dir=args.out, s3_points=args.s3_points)
+                         stub_workers=args.stub_workers, results_dir=args.out, s3_points=args.s3_points,
+                         s3_cap=args.s3_cap)
     results: dict[str, Any] = {
         "command": "python -m bench " + shlex.join(argv), "mode": "quick" if args.quick else "full",
         "started": report.now(), "machine": report.machine(), "broker": broker_info(args.broker),
