@@ -20,14 +20,20 @@ the connection calls ``post`` instead.
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
 import openai
 from openai._models import FinalRequestOptions
-from openai._utils._json import openapi_dumps
 
 from agentplan.integrations._lean_http import LeanAsyncHTTPTransport, WholeResponse, httpx_module
+
+try:
+    from openai._utils._json import openapi_dumps  # the SDK's request-body encoder (recent releases)
+except ImportError:  # releases without it encode bodies through httpx's json=, with these settings
+    def openapi_dumps(obj: Any) -> bytes:  # type: ignore[misc,unused-ignore]
+        return json.dumps(obj, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
 
 logger = logging.getLogger(__name__)
 
