@@ -21,6 +21,17 @@ logger = logging.getLogger("bench")
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
+def _s3_points(text: str) -> tuple[tuple[int, int], ...]:
+    try:
+        points = tuple((int(ms), int(inflight)) for ms, inflight in
+                       (point.split(":") for point in text.split(",") if point.strip()))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--s3-points: expected MS:INFLIGHT[,MS:INFLIGHT...], got {text!r}") from None
+    if not points:
+        raise argparse.ArgumentTypeError("--s3-points: no point given")
+    return points
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -35,6 +46,10 @@ def _parser() -> argparse.ArgumentParser:
                      help="sample the worker with py-spy in S1, S2 and S3 (200 ms, 1024 in flight)")
     run.add_argument("--stub-workers", type=int, default=1, help="LLM stub processes (SO_REUSEPORT)")
     run.add_argument("--no-stub-load", action="store_true", help="skip measuring the stub alone")
+    run.add_argument("--s3-points", type=_s3_points, default=None, metavar="MS:INFLIGHT,...",
+                     help="S3 only at these points, e.g. 200:1024,200:256 (default: all six)")
+    run.add_argument("--s3-cap", type=float, default=None, metavar="RECORDS_PER_S",
+                     help="S3's rate cap instead of a measured S2 rate (runs to compare on a loaded machine)")
     run.add_argument("--out", type=Path, default=RESULTS, help="results directory")
     load = sub.add_parser("stub-load", help="requests/s of the LLM stub alone (wrk if installed)")
     load.add_argument("--workers", default="1", help="comma-separated stub process counts")
@@ -63,7 +78,8 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
     require_broker(args.broker)
     repeats = args.repeats or (1 if args.quick else 3)
     options = RunOptions(broker=args.broker, quick=args.quick, peers=args.peers, profile=args.profile,
-                         stub_workers=args.stub_workers, results_dir=args.out)
+                         stub_workers=args.stub_workers, results_dir=args.out, s3_points=args.s3_points,
+                         s3_cap=args.s3_cap)
     results: dict[str, Any] = {
         "command": "python -m bench " + shlex.join(argv), "mode": "quick" if args.quick else "full",
         "started": report.now(), "machine": report.machine(), "broker": broker_info(args.broker),

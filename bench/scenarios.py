@@ -65,6 +65,10 @@ class RunOptions:
     peers: bool = False
     profile: bool = False
     stub_workers: int = 1
+    # S3 at these (latency ms, max in flight) points only; None: all six.
+    s3_points: tuple[tuple[int, int], ...] | None = None
+    # S3's cap on the paced rate instead of the S2 rate measured first (same pace in runs to compare).
+    s3_cap: float | None = None
     results_dir: Path = Path("bench/results")
     # Figures of earlier scenarios in this run (S3 caps its expectation at the S2 rate).
     measured: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -187,63 +191,65 @@ def s2_stub_0ms(options: RunOptions) -> dict[str, Any]:
 
 def s3_latency_bound(options: RunOptions) -> dict[str, Any]:
     """Paced input at the expected capacity min(max-inflight / latency, S2 rate); what comes out, how fast."""
-    if "S2" not in options.measured:
+    if options.s3_cap is not None:
+        options.measured["S2"] = {"records_per_s": options.s3_cap}
+    elif "S2" not in options.measured:
         # The expectation is capped at this machine's S2 rate: measure it when S2 did not run.
         options.measured["S2"] = _throughput(replace(options, peers=False, profile=False), "S2", HTTP_LLM, 4_000, 0)
     s2_rate = options.measured["S2"]["records_per_s"]
     seconds = 4.0 if options.quick else 8.0
     figures: dict[str, Any] = {"s2_rate_used": s2_rate}
     ratios = []
-    for latency_ms in (200, 1000):
-        for inflight in (64, 256, 1024):
-            expected = min(inflight / (latency_ms / 1000), s2_rate)
-            tag = f"{latency_ms}ms_mi{inflight}"
-            with Cluster(options.broker) as cluster:
-                stub = cluster.stub(latency_ms, options.stub_workers)
-                input_topic, output_topic = _name("in"), _name("out")
-                cluster.topics(input_topic, output_topic, partitions=4)
-                w = cluster.worker("w1", input_topic=input_topic, output_topic=output_topic, app_id=_name("app"),
-                                   llm=HTTP_LLM, stub=stub, max_inflight=inflight)
-                wait_ready(w, 4)
-                collector = OutputCollector(cluster.bootstrap, output_topic, 4)
-                # Where the CPU went: a shortfall at high rates is the 2 cores running out (worker, LLM
-                # stub, broker, load generator and reader share them), not the in-flight window.
-                worker_cpu, (busy, total) = cpu_seconds(w.proc.pid), machine_cpu_seconds()  # type: ignore[union-attr]
-                # The highest-rate case is the one that runs short of the ceiling: profile it.
-                profiler = Profiler(w.proc.pid, seconds, options.results_dir / "tmp" / f"profile-S3-{tag}.collapsed") \
-                    if options.profile and tag == "200ms_mi1024" else None
-                try:
-                    count = cluster.produce_paced(input_topic, expected, seconds, keys=100_000)
-                    # A slower worker is a figure, not an error: wait long enough for ~1/3 of the rate.
-                    collector.wait_for(count, timeout_s=seconds * 3 + latency_ms / 1000 + 20, alive=w.running)
-                    worker_cpu = cpu_seconds(w.proc.pid) - worker_cpu  # type: ignore[union-attr]
-                    busy_after, total_after = machine_cpu_seconds()
-                finally:
-                    collector.close()
-                if profiler is not None:
-                    summary = profiler.finish()
-                    if summary is not None:
-                        figures["profile"] = summary
-                figures[f"{tag}_worker_cpu_ms_per_record"] = round(1000 * worker_cpu / max(1, count), 3)
-                figures[f"{tag}_machine_cpu_busy"] = round((busy_after - busy) / max(1e-9, total_after - total), 2)
-                outputs = collector.outputs
-                if not w.running():
-                    raise BenchError(f"S3 {tag}: the worker died\n{w.log()}")
-                figures[f"{tag}_missing"] = count - len({(o.partition, o.offset) for o in outputs})
-                rate = _steady_rate(outputs)
-                latencies = _e2e_ms(cluster, input_topic, outputs)
-                figures[f"{tag}_expected_per_s"] = round(expected, 1)
-                figures[f"{tag}_records_per_s"] = round(rate, 1)
-                figures[f"{tag}_ratio"] = round(rate / expected, 3)
-                figures[f"{tag}_e2e_p50_ms"] = percentile(latencies, 50)
-                figures[f"{tag}_e2e_p99_ms"] = percentile(latencies, 99)
-                ratios.append(rate / expected)
-                w.terminate()
-                if latency_ms == 200 and inflight == 256:
-                    figures.update({f"{tag}_{k}": v for k, v in _run_peers(
-                        options, "S3", cluster, input_topic, 4, min(count, PEER_RECORDS_LLM_BOUND[options.quick]),
-                        stub.base_url, rate,
-                        counts={p: min(count, PEER_RECORDS[options.quick]) for p in CONCURRENT_PEERS}).items()})
+    points = options.s3_points or tuple((ms, n) for ms in (200, 1000) for n in (64, 256, 1024))
+    for latency_ms, inflight in points:
+        expected = min(inflight / (latency_ms / 1000), s2_rate)
+        tag = f"{latency_ms}ms_mi{inflight}"
+        with Cluster(options.broker) as cluster:
+            stub = cluster.stub(latency_ms, options.stub_workers)
+            input_topic, output_topic = _name("in"), _name("out")
+            cluster.topics(input_topic, output_topic, partitions=4)
+            w = cluster.worker("w1", input_topic=input_topic, output_topic=output_topic, app_id=_name("app"),
+                               llm=HTTP_LLM, stub=stub, max_inflight=inflight)
+            wait_ready(w, 4)
+            collector = OutputCollector(cluster.bootstrap, output_topic, 4)
+            # Where the CPU went: a shortfall at high rates is the 2 cores running out (worker, LLM
+            # stub, broker, load generator and reader share them), not the in-flight window.
+            worker_cpu, (busy, total) = cpu_seconds(w.proc.pid), machine_cpu_seconds()  # type: ignore[union-attr]
+            # The highest-rate case is the one that runs short of the ceiling: profile it.
+            profiler = Profiler(w.proc.pid, seconds, options.results_dir / "tmp" / f"profile-S3-{tag}.collapsed") \
+                if options.profile and tag == "200ms_mi1024" else None
+            try:
+                count = cluster.produce_paced(input_topic, expected, seconds, keys=100_000)
+                # A slower worker is a figure, not an error: wait long enough for ~1/3 of the rate.
+                collector.wait_for(count, timeout_s=seconds * 3 + latency_ms / 1000 + 20, alive=w.running)
+                worker_cpu = cpu_seconds(w.proc.pid) - worker_cpu  # type: ignore[union-attr]
+                busy_after, total_after = machine_cpu_seconds()
+            finally:
+                collector.close()
+            if profiler is not None:
+                summary = profiler.finish()
+                if summary is not None:
+                    figures["profile"] = summary
+            figures[f"{tag}_worker_cpu_ms_per_record"] = round(1000 * worker_cpu / max(1, count), 3)
+            figures[f"{tag}_machine_cpu_busy"] = round((busy_after - busy) / max(1e-9, total_after - total), 2)
+            outputs = collector.outputs
+            if not w.running():
+                raise BenchError(f"S3 {tag}: the worker died\n{w.log()}")
+            figures[f"{tag}_missing"] = count - len({(o.partition, o.offset) for o in outputs})
+            rate = _steady_rate(outputs)
+            latencies = _e2e_ms(cluster, input_topic, outputs)
+            figures[f"{tag}_expected_per_s"] = round(expected, 1)
+            figures[f"{tag}_records_per_s"] = round(rate, 1)
+            figures[f"{tag}_ratio"] = round(rate / expected, 3)
+            figures[f"{tag}_e2e_p50_ms"] = percentile(latencies, 50)
+            figures[f"{tag}_e2e_p99_ms"] = percentile(latencies, 99)
+            ratios.append(rate / expected)
+            w.terminate()
+            if latency_ms == 200 and inflight == 256:
+                figures.update({f"{tag}_{k}": v for k, v in _run_peers(
+                    options, "S3", cluster, input_topic, 4, min(count, PEER_RECORDS_LLM_BOUND[options.quick]),
+                    stub.base_url, rate,
+                    counts={p: min(count, PEER_RECORDS[options.quick]) for p in CONCURRENT_PEERS}).items()})
     figures["min_ratio"] = round(min(ratios), 3)
     return figures
 

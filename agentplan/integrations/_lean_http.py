@@ -35,7 +35,7 @@ import ssl
 import urllib.parse
 import urllib.request
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, NamedTuple
 
 try:
     import httpx2 as httpx_module  # openai 3.x
@@ -44,7 +44,7 @@ except ImportError:  # openai 1.x/2.x build on httpx
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["LeanAsyncHTTPTransport", "environment_proxy"]
+__all__ = ["LeanAsyncHTTPTransport", "WholeResponse", "environment_proxy"]
 
 #: Largest response head accepted; a longer one is a protocol error, not a memory sink.
 MAX_HEAD_BYTES = 64 * 1024
@@ -95,6 +95,16 @@ def _header_value(head: bytes, lowered: bytes, marker: bytes, last: bool = False
     return head[start:end if end >= 0 else len(head)].strip(b" \t")
 
 
+class WholeResponse(NamedTuple):
+    """A whole response as :meth:`LeanAsyncHTTPTransport.send_encoded` returns it (body not decoded)."""
+
+    status: int
+    headers: list[tuple[bytes, bytes]]
+    body: bytes
+    content_encoded: bool  # a Content-Encoding header is present: decode before use
+    extensions: dict[str, bytes]
+
+
 class _ProtocolViolation(Exception):
     """The server sent something that is not HTTP/1.1; becomes RemoteProtocolError."""
 
@@ -111,6 +121,7 @@ class _ResponseStream(httpx_module.AsyncByteStream):
         "buffered",
         "chunks",
         "complete",
+        "content_encoded",
         "error",
         "failed_before_response",
         "headers",
@@ -128,6 +139,7 @@ class _ResponseStream(httpx_module.AsyncByteStream):
         self.chunks: list[bytes] = []
         self.buffered = 0
         self.complete = False
+        self.content_encoded = False  # a Content-Encoding header: the body needs decoding
         self.error: Exception | None = None
         self.failed_before_response = False  # closed before any response byte: resent if idempotent
         self.unsent = False  # ... and before the request was written: resent whatever the method
@@ -350,6 +362,7 @@ class _HTTPConnection(asyncio.Protocol):
         chunked = encoding is not None and encoding.endswith(b"chunked")
         connection = _header_value(lowered, lowered, b"\nconnection:") or b""
         stream.status, stream.reason, stream.version, stream.headers = status, reason, version, headers
+        stream.content_encoded = b"\ncontent-encoding:" in lowered
         self._keep_alive = self._request_keep_alive and (
             b"keep-alive" in connection if version == b"HTTP/1.0" else b"close" not in connection)
         if self._head_only or status in (204, 304) or status == 101:
@@ -709,7 +722,40 @@ class LeanAsyncHTTPTransport(httpx_module.AsyncBaseTransport):
         pool = self._pool_for(request.url)
         timeouts = request.extensions.get("timeout") or _NO_TIMEOUTS
         payload, keep_alive = await self._encode(request)
-        method = request.method
+        stream = await self._round_trip(pool, payload, request.method, keep_alive, timeouts)
+        extensions = {"http_version": stream.version, "reason_phrase": stream.reason}
+        if stream.complete:
+            # The usual case: the whole body came with the head. A response already read costs
+            # the client far less than one it must pull through its async stream machinery.
+            chunks = stream.chunks
+            body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+            response = httpx_module.Response(status_code=stream.status, headers=stream.headers,
+                                             stream=httpx_module.ByteStream(body), extensions=extensions)
+            response.read()  # decodes any Content-Encoding, as reading the stream would
+            return response
+        return httpx_module.Response(status_code=stream.status, headers=stream.headers, stream=stream,
+                                     extensions=extensions)
+
+    async def send_encoded(self, url: Any, payload: bytes, keep_alive: bool,
+                           timeouts: dict[str, float | None]) -> WholeResponse:
+        """A POST already encoded as bytes (head and body) to ``url``'s host; the response read whole.
+
+        The path of :class:`agentplan.integrations._prepared_post.PreparedPost`: the same pool,
+        framing, timeouts and "never resend a POST" rule as :meth:`handle_async_request`, without
+        building httpx request and response objects. Raises the httpx exception types it does.
+        """
+        stream = await self._round_trip(self._pool_for(url), payload, "POST", keep_alive, timeouts)
+        if stream.complete:
+            chunks = stream.chunks
+            body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        else:  # a body longer than the first reads: pulled to its end under the read timeout
+            body = b"".join([chunk async for chunk in stream])
+        return WholeResponse(stream.status, stream.headers, body, stream.content_encoded,
+                            {"http_version": stream.version, "reason_phrase": stream.reason})
+
+    async def _round_trip(self, pool: _HostPool, payload: bytes, method: str, keep_alive: bool,
+                          timeouts: dict[str, float | None]) -> _ResponseStream:
+        """One request on a pooled connection, up to the response head; raises what failed."""
         connection = pool.take_idle() if not pool.waiters else None
         if connection is None:
             connection = await pool.acquire(timeouts)
@@ -723,18 +769,7 @@ class LeanAsyncHTTPTransport(httpx_module.AsyncBaseTransport):
         if stream.status == 0:
             assert stream.error is not None
             raise stream.error
-        extensions = {"http_version": stream.version, "reason_phrase": stream.reason}
-        if stream.complete:
-            # The usual case: the whole body came with the head. A response already read costs
-            # the client far less than one it must pull through its async stream machinery.
-            chunks = stream.chunks
-            body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-            response = httpx_module.Response(status_code=stream.status, headers=stream.headers,
-                                             stream=httpx_module.ByteStream(body), extensions=extensions)
-            response.read()  # decodes any Content-Encoding, as reading the stream would
-            return response
-        return httpx_module.Response(status_code=stream.status, headers=stream.headers, stream=stream,
-                                     extensions=extensions)
+        return stream
 
     @staticmethod
     async def _exchange(connection: _HTTPConnection, payload: bytes, method: str, keep_alive: bool,
