@@ -2,8 +2,9 @@
 
 ``consumer`` is KIP-848 (Kafka 4+), where the broker assigns partitions and the 6 s session is the
 group's ``consumer.session.timeout.ms``. The default ``classic`` protocol (cooperative-sticky) goes
-through the same join and SIGKILL, and a SIGTERM, in test_chaos.py. The chaos runner (chaos.py) checks exactly-once record
-by record: none lost, none repeated, per-key order and counts, no committed LLM call repeated.
+through the same join and SIGKILL, and a SIGTERM, in test_chaos.py. The chaos runner (chaos.py) checks
+exactly-once record by record: none lost, none repeated, per-key order and counts, no committed LLM call
+repeated.
 
 The test prints its timings (``pytest -rP`` shows them):
 
