@@ -8,7 +8,7 @@ stub and the MCP server can count each call:
 3. a chat call whose answer asks for the MCP tool ``add`` with ``a`` and ``b``;
 4. the tool call, by the built-in tool action, at the calculator MCP server;
 5. a second chat call with the tool's result;
-6. a long-term-memory add ``note <key> <seq>`` (an embedding call);
+6. a long-term-memory add ``note <key> <seq>`` (an embedding call), wrapped as Flink Agents code does it;
 
 then one output ``{"key", "seq", "docs": [ids], "recalled": [notes], "answer", "notes": [every note of
 the key, oldest first]}``. ``FULL_RUN_QDRANT_PATH`` is the knowledge base's Qdrant folder and
@@ -125,7 +125,8 @@ class FullRunAgent(Agent):
     async def remember_and_answer(event: ChatResponseEvent, ctx: RunnerContext) -> None:
         data = ctx.sensory_memory.get("input")
         notes = ctx.long_term_memory.get_memory_set("notes")
-        await notes.aadd(call_texts(data["key"], data["seq"])["note"])
+        # Upstream's form: the add journals its own embedding call (agentplan.long_term_memory).
+        await ctx.durable_execute_async(notes.add, items=call_texts(data["key"], data["seq"])["note"])
         ctx.send_event(OutputEvent(output={"key": data["key"], "seq": data["seq"],
                                            "docs": ctx.sensory_memory.get("docs"),
                                            "recalled": ctx.sensory_memory.get("recalled"),

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -87,11 +88,13 @@ def chat_calls(stub: StubLLMServer, key: str, seq: int) -> dict[str, int]:
 def test_full_run_survives_sigkill_without_repeating_committed_calls(
         kafka, worker_factory, stub_llm: StubLLMServer, app_id: str, tmp_path: Path) -> None:
     kb = tmp_path / "kb"
-    load_kb(stub_llm.base_url, str(kb))
+    with ThreadPoolExecutor(1) as loader:  # the knowledge base loads while the broker creates the topics
+        kb_loaded = loader.submit(load_kb, stub_llm.base_url, str(kb))
+        input_topic = kafka.new_topic("full-in", partitions=PARTITIONS)
+        output_topic = kafka.new_topic("full-out", partitions=PARTITIONS)
+        kb_loaded.result()
     config = tmp_path / "agent.yaml"
     config.write_text("long-term-memory.embedding-model-setup: embeddings\nevent-log.level: STANDARD\n")
-    input_topic = kafka.new_topic("full-in", partitions=PARTITIONS)
-    output_topic = kafka.new_topic("full-out", partitions=PARTITIONS)
     call_log = tmp_path / "mcp-calls.log"
     held_note = call_texts(HELD_KEY, HELD_SEQ)["note"]
 
