@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -88,17 +89,20 @@ def chat_calls(stub: StubLLMServer, key: str, seq: int) -> dict[str, int]:
 def test_full_run_survives_sigkill_without_repeating_committed_calls(
         kafka, worker_factory, stub_llm: StubLLMServer, app_id: str, tmp_path: Path) -> None:
     kb = tmp_path / "kb"
-    with ThreadPoolExecutor(1) as loader:  # the knowledge base loads while the broker creates the topics
-        kb_loaded = loader.submit(load_kb, stub_llm.base_url, str(kb))
-        input_topic = kafka.new_topic("full-in", partitions=PARTITIONS)
-        output_topic = kafka.new_topic("full-out", partitions=PARTITIONS)
-        kb_loaded.result()
     config = tmp_path / "agent.yaml"
     config.write_text("long-term-memory.embedding-model-setup: embeddings\nevent-log.level: STANDARD\n")
     call_log = tmp_path / "mcp-calls.log"
     held_note = call_texts(HELD_KEY, HELD_SEQ)["note"]
 
-    with running_server(free_port(), call_log) as calculator:
+    with ExitStack() as stack:
+        # The knowledge base loads while the MCP server starts and the broker creates the topics.
+        with ThreadPoolExecutor(1) as loader:
+            kb_loaded = loader.submit(load_kb, stub_llm.base_url, str(kb))
+            calculator = stack.enter_context(running_server(free_port(), call_log))
+            input_topic = kafka.new_topic("full-in", partitions=PARTITIONS)
+            output_topic = kafka.new_topic("full-out", partitions=PARTITIONS)
+            kb_loaded.result()
+
         def start(instance: str):  # noqa: ANN202 - a WorkerProcess
             return worker_factory(AGENT, input_topic, output_topic, app_id, instance_id=instance,
                                   state_dir=tmp_path / f"state-{instance}",
