@@ -3,12 +3,14 @@
 Per input ``{"key", "seq", "question", "a", "b"}`` the run makes, in order, with texts unique to the input so the
 stub and the MCP server can count each call:
 
-1. a long-term-memory search ``recall <key> <seq>`` (an embedding call, once the set holds an item);
-2. a context retrieval ``ask <key> <seq>: <question>`` over the ``kb`` vector store (embedding + store query);
-3. a chat call whose answer asks for the MCP tool ``add`` with ``a`` and ``b``;
-4. the tool call, by the built-in tool action, at the calculator MCP server;
-5. a second chat call with the tool's result;
-6. a long-term-memory add ``note <key> <seq>`` (an embedding call), wrapped as Flink Agents code does it;
+1. a context retrieval ``ask <key> <seq>: <question>`` over the ``kb`` vector store (embedding + store query);
+2. a chat call whose answer asks for the MCP tool ``add`` with ``a`` and ``b``;
+3. the tool call, by the built-in tool action, at the calculator MCP server;
+4. a second chat call with the tool's result;
+5. a long-term-memory search ``recall <key> <seq>`` (an embedding call, once the set holds an item);
+6. a long-term-memory add ``note <key> <seq>`` (an embedding call), wrapped as Flink Agents code does it.
+
+The last two share an action, so a run stopped during the add has the search's result in its journal.
 
 then one output ``{"key", "seq", "docs": [ids], "recalled": [notes], "answer", "notes": [every note of
 the key, oldest first]}``. ``FULL_RUN_QDRANT_PATH`` is the knowledge base's Qdrant folder and
@@ -102,13 +104,10 @@ class FullRunAgent(Agent):
 
     @action(InputEvent)
     @staticmethod
-    async def recall_and_retrieve(event: InputEvent, ctx: RunnerContext) -> None:
-        texts = call_texts(event.input["key"], event.input["seq"])
+    def look_up(event: InputEvent, ctx: RunnerContext) -> None:
         ctx.sensory_memory.set("input", event.input)
-        recalled = await ctx.long_term_memory.get_memory_set("notes").asearch(texts["recall"], limit=2)
-        ctx.sensory_memory.set("recalled", [item.value for item in recalled])
-        ctx.send_event(ContextRetrievalRequestEvent(query=f"{texts['ask']}: {event.input['question']}",
-                                                    vector_store="kb", max_results=1))
+        query = f"{call_texts(event.input['key'], event.input['seq'])['ask']}: {event.input['question']}"
+        ctx.send_event(ContextRetrievalRequestEvent(query=query, vector_store="kb", max_results=1))
 
     @action(ContextRetrievalResponseEvent)
     @staticmethod
@@ -124,11 +123,13 @@ class FullRunAgent(Agent):
     @staticmethod
     async def remember_and_answer(event: ChatResponseEvent, ctx: RunnerContext) -> None:
         data = ctx.sensory_memory.get("input")
+        texts = call_texts(data["key"], data["seq"])
         notes = ctx.long_term_memory.get_memory_set("notes")
+        recalled = await notes.asearch(texts["recall"], limit=2)
         # Upstream's form: the add journals its own embedding call (agentplan.long_term_memory).
-        await ctx.durable_execute_async(notes.add, items=call_texts(data["key"], data["seq"])["note"])
+        await ctx.durable_execute_async(notes.add, items=texts["note"])
         ctx.send_event(OutputEvent(output={"key": data["key"], "seq": data["seq"],
                                            "docs": ctx.sensory_memory.get("docs"),
-                                           "recalled": ctx.sensory_memory.get("recalled"),
+                                           "recalled": [item.value for item in recalled],
                                            "answer": event.response.content,
                                            "notes": [item.value for item in notes.get()]}))

@@ -1,8 +1,9 @@
-"""A run making every kind of durable call (memory search, retrieval, chat, MCP tool, chat, memory add) on a
+"""A run making every kind of durable call (retrieval, chat, MCP tool, chat, memory search, memory add) on a
 worker SIGKILLed while one run is half done, replaced by a worker with an empty state directory.
 
 The kill lands while the held run's last call (its memory add's embedding) waits at the stub, after its
-first five calls were committed. What the journal guarantees, and what is asserted: a call whose result
+first five calls were committed: four in the events pending in its state, the memory search in the
+journal of the action in flight. What the journal guarantees, and what is asserted: a call whose result
 was committed is never made again (each distinct embedding, chat and MCP request is answered exactly
 once; the held embedding was never answered before the kill, so its one answer is the replacement's),
 every input has one output, each key's memory set holds what committed, and the event log holds each
@@ -40,7 +41,7 @@ HELD_KEY, HELD_SEQ = "k0", 1
 INPUTS = [(key, seq) for seq in range(ROUNDS) for key in KEYS]
 EVENTS = ["InputEvent", "ContextRetrievalRequestEvent", "ContextRetrievalResponseEvent", "ChatRequestEvent",
           "ToolRequestEvent", "ToolResponseEvent", "ChatResponseEvent", "OutputEvent"]
-ACTIONS = ["recall_and_retrieve", "context_retrieval_action", "ask_model", "chat_model_action", "tool_call_action",
+ACTIONS = ["look_up", "context_retrieval_action", "ask_model", "chat_model_action", "tool_call_action",
            "chat_model_action", "remember_and_answer"]
 
 
@@ -70,10 +71,11 @@ def committed_notes(bootstrap: str, app_id: str) -> dict[str, list[str]]:
 
 
 def held_run_waits_on_its_last_call(state_dir: Path, app_id: str) -> bool:
-    """The committed state of the held key: its run stands at the chat response, the first five calls done."""
+    """The committed state of the held key: its run stands at the chat response, with the memory search's
+    result in the journal of the action in flight."""
     found = inspect_key(state_dir, app_id, HELD_KEY)
     run = found["unfinished_run"] if found is not None else None
-    return run is not None and run["input"]["seq"] == HELD_SEQ and \
+    return run is not None and run["input"]["seq"] == HELD_SEQ and len(run["journal"]) == 1 and \
         [event["type"].rsplit(":", 1)[-1] for event in run["pending_events"]] == ["ChatResponseEvent"]
 
 
