@@ -89,15 +89,17 @@ if TYPE_CHECKING:
         OpenAIEmbeddingModelConnection,
         OpenAIEmbeddingModelSetup,
     )
+    from agentplan.skill import Skills, SkillSourceSpec
 
 __version__ = "0.1.0"
 
 # Loaded on first use, so that ``import agentplan`` pulls in neither ``openai`` nor its HTTP stack
-# (an agent on another provider, the worker's CLI and plan tools need neither).
+# (an agent on another provider, the worker's CLI and plan tools need neither), nor the skills' bash parser.
 _LAZY = {"OpenAIChatModelConnection": "agentplan.integrations.openai",
          "OpenAIChatModelSetup": "agentplan.integrations.openai",
          "OpenAIEmbeddingModelConnection": "agentplan.integrations.openai_embedding",
-         "OpenAIEmbeddingModelSetup": "agentplan.integrations.openai_embedding"}
+         "OpenAIEmbeddingModelSetup": "agentplan.integrations.openai_embedding",
+         "Skills": "agentplan.skill", "SkillSourceSpec": "agentplan.skill"}
 
 
 def __getattr__(name: str) -> Any:
@@ -125,7 +127,7 @@ __all__ = [
     "OutputEvent", "PlanCompileError", "Prompt", "ReActAgent", "Resource", "ResourceDescriptor",
     "ResourceError", "ResourceType", "RunnerContext", "ToolCall", "ToolCallLimitExceeded", "ToolRequestEvent",
     "ToolResponseEvent", "TransientError", "action", "chat_model_connection", "chat_model_setup", "prompt", "tool",
-    "mcp_server", "skills",
+    "mcp_server", "skills", "Skills", "SkillSourceSpec",
     # Embeddings, vector stores and RAG, long-term memory
     "BaseEmbeddingModelConnection", "BaseEmbeddingModelSetup", "BaseVectorStore", "CollectionManageableVectorStore",
     "ContextRetrievalRequestEvent", "ContextRetrievalResponseEvent", "Document", "LongTermMemory",

@@ -142,8 +142,12 @@ class BaseChatModelSetup(Resource):
             at = 1 if messages and messages[0].role is MessageRole.SYSTEM else 0
             messages = [*messages[:at], self.skill_kit.discovery_message(), *messages[at:]]
         result = await self.connection.chat(
-            messages, model=self.model or "", tools=[t.schema() for t in tools] or None, **self.params)
+            messages, model=self.model or "", tools=self.tool_schemas(tools) or None, **self.params)
         return self.postprocess(result)
+
+    def tool_schemas(self, tools: list[Tool]) -> list[dict[str, Any]]:
+        """The tools as the connection sends them (a provider's setup may adjust them)."""
+        return [t.schema() for t in tools]
 
 
 def schema_instruction(schema: type[BaseModel] | dict[str, Any]) -> ChatMessage:

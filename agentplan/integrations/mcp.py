@@ -18,9 +18,11 @@ import asyncio
 import concurrent.futures
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Generator
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
+
+import httpx2
 
 from agentplan.chat_message import ChatMessage, MessageRole
 from agentplan.exceptions import PlanCompileError, ResourceError, TransientError
@@ -45,7 +47,9 @@ class MCPToolError(Exception):
 class MCPServer(Resource):
     """An MCP server: streamable HTTP at ``endpoint``, or a stdio server started with ``command``.
 
-    ``headers`` go with every HTTP request (e.g. ``Authorization``); ``timeout`` bounds one request
+    ``headers`` go with every HTTP request (e.g. ``Authorization``); ``auth`` authenticates them as
+    in Flink Agents: an ``httpx.Auth`` (e.g. ``httpx.BasicAuth``, or an OAuth flow), a
+    ``(user, password)`` pair or a function of the request. ``timeout`` bounds one request
     (connect, a tool call) in seconds; ``sse_read_timeout`` bounds a wait on the server's event
     stream. ``env``/``cwd`` apply to a stdio server's process (its environment is the SDK's safe
     default plus ``env``).
@@ -54,8 +58,9 @@ class MCPServer(Resource):
     resource_type = ResourceType.MCP_SERVER
 
     def __init__(self, endpoint: str | None = None, *, headers: dict[str, str] | None = None,
-                 timeout: float = 30.0, sse_read_timeout: float = 300.0, command: list[str] | None = None,
-                 env: dict[str, str] | None = None, cwd: str | None = None) -> None:
+                 timeout: float = 30.0, sse_read_timeout: float = 300.0, auth: Any = None,
+                 command: list[str] | None = None, env: dict[str, str] | None = None,
+                 cwd: str | None = None) -> None:
         if (endpoint is None) == (command is None):
             raise ResourceError("MCPServer needs exactly one of endpoint= (streamable HTTP) or command= (stdio)")
         if endpoint is not None and urlsplit(endpoint).scheme not in ("http", "https"):
@@ -65,6 +70,10 @@ class MCPServer(Resource):
             raise ResourceError(f"MCPServer command must be a non-empty list of strings, got {command!r}")
         if timeout <= 0 or sse_read_timeout <= 0:
             raise ResourceError("MCPServer timeout and sse_read_timeout must be > 0")
+        if auth is not None and command is not None:
+            raise ResourceError("MCPServer auth= applies to an HTTP endpoint, not to a stdio command")
+        self.auth = auth
+        self._http_auth = http_auth(auth) if auth is not None else None
         self.endpoint = endpoint
         self.headers = dict(headers or {})
         self.timeout = float(timeout)
@@ -94,10 +103,8 @@ class MCPServer(Resource):
             async with Client(params, read_timeout_seconds=self.timeout, cache=None) as client:
                 yield client
             return
-        import httpx2
-
         assert self.endpoint is not None
-        http = create_mcp_http_client(headers=self.headers or None,
+        http = create_mcp_http_client(headers=self.headers or None, auth=self._http_auth,
                                       timeout=httpx2.Timeout(self.timeout, read=self.sse_read_timeout))
         async with http:
             transport = streamable_http_client(self.endpoint, http_client=http)
@@ -205,6 +212,33 @@ class MCPServer(Resource):
 
     def __repr__(self) -> str:
         return f"MCPServer({self.address})"
+
+
+def http_auth(auth: Any) -> httpx2.Auth:
+    """``auth`` for the MCP SDK's HTTP client (``httpx2``). Flink Agents code passes an ``httpx.Auth``,
+    which httpx2 does not take as one: its request flow (the same generator protocol) is wrapped."""
+    if isinstance(auth, httpx2.Auth):
+        return auth
+    if isinstance(auth, tuple) and len(auth) == 2 and all(isinstance(part, (str, bytes)) for part in auth):
+        return httpx2.BasicAuth(*auth)
+    if callable(getattr(auth, "auth_flow", None)):
+        return _ForeignAuth(auth)
+    if callable(auth):
+        return httpx2.FunctionAuth(auth)
+    raise ResourceError(f"MCPServer auth must be an httpx.Auth, a (user, password) pair or a function of the "
+                        f"request, got {type(auth).__name__}")
+
+
+class _ForeignAuth(httpx2.Auth):
+    """An ``httpx.Auth`` (or any object with its ``auth_flow``) driving httpx2's requests."""
+
+    def __init__(self, auth: Any) -> None:
+        self.auth = auth
+        self.requires_request_body = bool(getattr(auth, "requires_request_body", False))
+        self.requires_response_body = bool(getattr(auth, "requires_response_body", False))
+
+    def auth_flow(self, request: httpx2.Request) -> Generator[httpx2.Request, httpx2.Response, None]:
+        return self.auth.auth_flow(request)
 
 
 class MCPTool(Tool):

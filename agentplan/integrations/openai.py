@@ -25,6 +25,7 @@ from agentplan.integrations._lean_http import (
     httpx_module,
 )
 from agentplan.limits import EndpointLimiter, LimitSettings, endpoint_limits
+from agentplan.tools import Tool
 
 logger = logging.getLogger(__name__)
 
@@ -365,13 +366,36 @@ def _token_count(value: Any) -> int:
 class OpenAIChatModelSetup(BaseChatModelSetup):
     """Model name, prompt, tools and generation parameters for an OpenAI-compatible connection.
 
-    ``model`` defaults to the ``OPENAI_MODEL`` environment variable.
+    ``model`` defaults to the ``OPENAI_MODEL`` environment variable. Flink Agents' own arguments mean
+    what they mean there: ``strict=True`` asks for strict function calling (each tool's schema is
+    marked strict and closed as OpenAI's strict mode requires: no extra properties, all required), and
+    ``top_logprobs`` is sent only with ``logprobs=True`` (upstream defaults it to 0, which OpenAI
+    refuses without ``logprobs``).
     """
 
     def __init__(self, connection: str | BaseChatModelConnection, model: str | None = None,
                  prompt: Any = None, tools: list[str] | None = None, temperature: float | None = None,
                  max_tokens: int | None = None, top_p: float | None = None, extract_reasoning: bool = False,
-                 additional_kwargs: dict[str, Any] | None = None, **params: Any) -> None:
+                 additional_kwargs: dict[str, Any] | None = None, strict: bool = False,
+                 logprobs: bool | None = None, top_logprobs: int | None = None, **params: Any) -> None:
+        if not isinstance(strict, bool):
+            raise ResourceError(f"OpenAIChatModelSetup strict must be true or false, got {strict!r}")
         super().__init__(connection, model=model or os.environ.get(DEFAULT_MODEL_ENV), prompt=prompt, tools=tools,
                          extract_reasoning=extract_reasoning, temperature=temperature, max_tokens=max_tokens,
-                         top_p=top_p, **(additional_kwargs or {}), **params)
+                         top_p=top_p, logprobs=logprobs, top_logprobs=top_logprobs if logprobs else None,
+                         **(additional_kwargs or {}), **params)
+        self.strict = strict
+
+    def tool_schemas(self, tools: list[Tool]) -> list[dict[str, Any]]:
+        schemas = super().tool_schemas(tools)
+        return [_strict_schema(s) for s in schemas] if self.strict else schemas
+
+
+def _strict_schema(schema: dict[str, Any]) -> dict[str, Any]:
+    """``schema`` (an OpenAI function tool) marked strict, its parameters closed as strict mode requires."""
+    function = dict(schema.get("function") or {})
+    parameters = dict(function.get("parameters") or {"type": "object", "properties": {}})
+    parameters["additionalProperties"] = False
+    parameters["required"] = list(parameters.get("properties") or {})
+    function.update(parameters=parameters, strict=True)
+    return {**schema, "function": function}

@@ -30,6 +30,7 @@ from agentplan import (
     ResourceType,
     RunnerContext,
     ShortTermMemoryTtlUpdate,
+    Tool,
     ToolCall,
     ToolRequestEvent,
     ToolResponseEvent,
@@ -37,7 +38,7 @@ from agentplan import (
     chat_model_setup,
 )
 from agentplan.exceptions import AgentPlanError, MemoryValueError, ResourceError, SerializationError
-from agentplan.integrations.openai import OpenAIChatModelConnection
+from agentplan.integrations.openai import OpenAIChatModelConnection, OpenAIChatModelSetup
 from agentplan.testing.llm_stub import StubLLMServer
 from tests.agentplan.conftest import EnvFactory
 from tests.agentplan.support import make_config, run_async
@@ -317,3 +318,27 @@ def test_chat_response_reports_retries_of_its_model_calls(stub_llm: StubLLMServe
     outputs = env.from_list([{"key": "k", "value": "x"}]).apply(CountingRetries()).to_list()
     env.execute()
     assert outputs == [{"k": [2, True]}]
+
+
+def test_openai_setup_takes_upstreams_strict_and_logprobs_arguments() -> None:
+    def lookup(city: str, country: str = "NO") -> str:
+        """Look a city up.
+
+        Args:
+            city: The city.
+            country: Its country code.
+        """
+        return city
+
+    setup = OpenAIChatModelSetup(connection="openai_connection", strict=True, top_logprobs=0)
+    assert "top_logprobs" not in setup.params and "strict" not in setup.params  # neither is a request parameter
+    [schema] = setup.tool_schemas([Tool.from_callable(lookup)])
+    assert schema["function"]["strict"] is True
+    assert schema["function"]["parameters"]["required"] == ["city", "country"]  # strict mode requires all
+    assert schema["function"]["parameters"]["additionalProperties"] is False
+    assert OpenAIChatModelSetup(connection="c").tool_schemas([Tool.from_callable(lookup)])[0]["function"].get(
+        "strict") is None
+    assert OpenAIChatModelSetup(connection="c", logprobs=True, top_logprobs=3).params == {
+        "logprobs": True, "top_logprobs": 3}
+    with pytest.raises(ResourceError, match="strict must be true or false"):
+        OpenAIChatModelSetup(connection="c", strict="yes")

@@ -11,7 +11,10 @@ import signal
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import httpx
+import httpx2
 import pytest
 
 from agentplan import (
@@ -25,7 +28,7 @@ from agentplan import (
     ResourceType,
     TransientError,
 )
-from agentplan.integrations.mcp import MCPServer, MCPTool, MCPToolError
+from agentplan.integrations.mcp import MCPServer, MCPTool, MCPToolError, http_auth
 from agentplan.metrics import RecordingMetrics
 from agentplan.testing.llm_stub import StubLLMServer
 from examples.mcp_agent.calculator_server import ServerProcess, running_server
@@ -197,3 +200,28 @@ def test_bad_server_settings_fail_at_start_up() -> None:
     unreachable = ResourceDescriptor(clazz=MCPServer, endpoint=f"http://127.0.0.1:{free_port()}/mcp", timeout=2)
     with pytest.raises(PlanCompileError, match="mcp_server 'calculator' .* cannot list"):
         AgentPlan.from_agent(StdioCalculatorAgent(), resources={"calculator": (ResourceType.MCP_SERVER, unreachable)})
+
+
+class BearerAuth(httpx.Auth):
+    """A user's httpx auth flow, as Flink Agents code passes it (``MCPServer(auth=...)``)."""
+
+    def __init__(self, token: str) -> None:
+        self.token = token
+        self.requests: list[str] = []
+
+    def auth_flow(self, request: Any) -> Iterator[Any]:
+        request.headers["Authorization"] = f"Bearer {self.token}"
+        self.requests.append(request.method)
+        yield request
+
+
+def test_upstream_auth_argument_authenticates_every_request(calculator: ServerProcess) -> None:
+    auth = BearerAuth("secret")
+    tools, prompts = MCPServer(calculator.endpoint, auth=auth).discover()
+    assert [t.name for t in tools] == ["add"] and "ask_sum" in prompts
+    assert auth.requests and set(auth.requests) <= {"POST", "GET", "DELETE"}  # through the user's flow
+    assert isinstance(http_auth(("user", "password")), httpx2.BasicAuth)
+    with pytest.raises(ResourceError, match="MCPServer auth must be an httpx.Auth"):
+        MCPServer(calculator.endpoint, auth="secret")
+    with pytest.raises(ResourceError, match="not to a stdio command"):
+        MCPServer(command=["true"], auth=auth)

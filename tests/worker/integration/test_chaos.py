@@ -42,6 +42,8 @@ def test_quick_chaos_run_keeps_every_invariant(kafka, tmp_path, app_id):
     assert len(report["excused_transactions"]) <= 1
     if kafka.hides_aborted:
         assert report["delivered_only_by_a_killed_transaction"] == 0
-    kill, term, _join = report["events"]
+    kill, term, join = report["events"]
     assert kill["partitions"] and kill["recovery_s"] is not None, report["events"]
     assert term["partitions"] and term["recovery_s"] is not None, report["events"]
+    # The joiner took partitions over and output from them (the classic protocol's scale-out).
+    assert join["partitions"] and join["first_output_s"] is not None, join

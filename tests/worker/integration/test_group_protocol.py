@@ -1,8 +1,8 @@
-"""Both consumer group protocols under load: scale out from one worker to two, then SIGKILL the first.
+"""The KIP-848 consumer group protocol under load: scale out from one worker to two, then SIGKILL the first.
 
-``classic`` is librdkafka's cooperative-sticky assignment with the 6 s session the harness asks for;
-``consumer`` is KIP-848 (Kafka 4+), where the broker assigns partitions and the same 6 s session is
-the group's ``consumer.session.timeout.ms``. The chaos runner (chaos.py) checks exactly-once record
+``consumer`` is KIP-848 (Kafka 4+), where the broker assigns partitions and the 6 s session is the
+group's ``consumer.session.timeout.ms``. The default ``classic`` protocol (cooperative-sticky) goes
+through the same join and SIGKILL, and a SIGTERM, in test_chaos.py. The chaos runner (chaos.py) checks exactly-once record
 by record: none lost, none repeated, per-key order and counts, no committed LLM call repeated.
 
 The test prints its timings (``pytest -rP`` shows them):
@@ -30,7 +30,7 @@ SCHEDULE = [ChaosEvent(2, "join", "w2"), ChaosEvent(8, "crash", "w1")]
 SESSION_S = 6.0
 
 
-@pytest.mark.parametrize("group_protocol", ["classic", "consumer"])
+@pytest.mark.parametrize("group_protocol", ["consumer"])
 def test_scale_out_and_sigkill_are_exactly_once(kafka: KafkaCluster, tmp_path: Path, app_id: str,
                                                 group_protocol: str) -> None:
     if group_protocol == "consumer" and kafka.kind in ("embedded", "testcontainers"):
