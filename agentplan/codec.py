@@ -11,6 +11,7 @@ import importlib
 import json
 from typing import Any
 
+import orjson
 from pydantic import BaseModel
 
 from agentplan.exceptions import SerializationError
@@ -118,8 +119,15 @@ def decode(data: Any) -> Any:
 
 
 def dump_json(data: Any) -> bytes:
-    """Compact UTF-8 JSON of plain JSON data."""
-    return _COMPACT.encode(data).encode()
+    """Compact UTF-8 JSON of plain JSON data (every key's state, at every checkpoint).
+
+    orjson writes the same bytes as the standard encoder for our data, ~10x faster; what it refuses
+    (integers past 64 bits, non-str keys, unencodable strings) goes through the standard encoder.
+    """
+    try:
+        return orjson.dumps(data)
+    except TypeError:
+        return _COMPACT.encode(data).encode()
 
 
 def dumps(value: Any) -> bytes:

@@ -74,7 +74,7 @@ def _is_coroutine_function(fn: Any) -> bool:
         or inspect.iscoroutinefunction(fn)
 
 
-@dataclass
+@dataclass(slots=True)
 class _Input:
     value: Any
     position: int | None
@@ -123,7 +123,7 @@ class _Slot:
     __slots__ = ("key", "queue", "memory", "progress", "run", "run_counter", "task", "version",
                  "collected_version", "in_action", "memory_backup", "sensory_backup", "ctx",
                  "outputs", "finished", "failures", "skipped", "cached_bytes", "log", "usage", "requests",
-                 "decision", "wakeup", "persist_waiters", "touched_ms", "tombstone", "sensory_hooks")
+                 "decision", "wakeup", "persist_waiters", "touched_ms", "tombstone")
 
     def __init__(self, key: Hashable) -> None:
         self.key = key
@@ -152,7 +152,15 @@ class _Slot:
         self.persist_waiters: list[tuple[int, asyncio.Future[None]]] = []  # (version, woken once durable)
         self.touched_ms: int | None = None  # short-term memory TTL: last renewal (wall clock ms)
         self.tombstone = False  # expired: the next collect deletes the key's state
-        self.sensory_hooks: tuple[Callable[[], None], Callable[[], None]] | None = None  # see Engine._new_sensory
+
+    # The hooks of a run's sensory memory (Engine._tracked's, as methods: no closures to make per run).
+    def guard_memory(self) -> None:
+        if self.ctx is not None and self.ctx._durable_depth:
+            raise DurableCallError("memory is not accessible inside a durable call (it may be replayed)")
+
+    def snapshot_sensory(self) -> None:
+        if self.in_action and self.sensory_backup is None and self.run is not None:
+            self.sensory_backup = self.run.sensory.to_data()
 
 
 class Engine:
@@ -372,20 +380,9 @@ class Engine:
 
     @staticmethod
     def _new_sensory(slot: _Slot) -> MemoryObject:
-        """A new run's empty sensory memory, with :meth:`_tracked`'s hooks. They are made once per slot and
-        find the tree through ``slot.run`` (two closures per run cost ~1 us)."""
-        hooks = slot.sensory_hooks
-        if hooks is None:
-            def guard() -> None:
-                if slot.ctx is not None and slot.ctx._durable_depth:
-                    raise DurableCallError("memory is not accessible inside a durable call (it may be replayed)")
-
-            def before_write() -> None:
-                if slot.in_action and slot.sensory_backup is None and slot.run is not None:
-                    slot.sensory_backup = slot.run.sensory.to_data()
-
-            hooks = slot.sensory_hooks = (guard, before_write)
-        return MemoryObject(None, hooks[0], hooks[1], MemoryType.SENSORY)
+        """A new run's empty sensory memory, with :meth:`_tracked`'s hooks as the slot's methods (they find
+        the tree through ``slot.run``): two closures per run cost ~1 us."""
+        return MemoryObject(None, slot.guard_memory, slot.snapshot_sensory, MemoryType.SENSORY)
 
     def _encode_state(self, slot: _Slot) -> bytes:
         # Backups exist only while an action runs: then the state from before it is the consistent one.
@@ -804,9 +801,9 @@ class _ActionContext(RunnerContext):
         self._durable_depth += 1
         try:
             if _is_coroutine_function(fn):
-                result = await cast(Callable[..., Awaitable[T]], fn)(*args, **kwargs)
+                result = await fn(*args, **kwargs)  # type: ignore[misc]
             else:
-                result = await asyncio.to_thread(cast(Callable[..., Any], fn), *args, **kwargs)
+                result = await asyncio.to_thread(fn, *args, **kwargs)
                 if inspect.isawaitable(result):
                     result = await result
         except BaseException as exc:
