@@ -93,7 +93,7 @@ class MemoryObject:
     @staticmethod
     def _split(path: str) -> list[str]:
         parts = path.split(".")
-        if not path or any(not p for p in parts):
+        if "" in parts:  # an empty path, or an empty segment
             raise ValueError(f"invalid memory path {path!r}")
         return parts
 

@@ -220,10 +220,13 @@ class Engine:
         slot.queue.append(_Input(value, position, meta))
         self.queued_inputs += 1
         if slot.task is None:
+            # The events are set exactly when no key is busy / every busy key is parked (_drive, _parked).
+            if self._busy_keys == 0:
+                self._idle.clear()
+            if self._busy_keys == self._parked_keys:
+                assert self._quiet is not None
+                self._quiet.clear()
             self._busy_keys += 1
-            self._idle.clear()
-            assert self._quiet is not None
-            self._quiet.clear()
             # Unnamed: a task name costs a repr per run.
             slot.task = asyncio.get_running_loop().create_task(self._drive(slot))
 
@@ -668,7 +671,8 @@ class _ActionContext(RunnerContext):
             raise DurableCallError(f"{what} is not allowed inside a durable call (it may be replayed)")
 
     def send_event(self, event: Event) -> None:
-        self._check_not_durable("send_event")
+        if self._durable_depth:
+            self._check_not_durable("send_event")
         if not isinstance(event, Event):
             raise TypeError(f"send_event expects an Event, got {type(event).__name__}")
         # Written past pydantic's __setattr__: the id is the engine's to set (frozen events too),
