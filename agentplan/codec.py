@@ -30,6 +30,17 @@ def import_path(obj: Any) -> str:
     return f"{obj.__module__}:{obj.__qualname__}"
 
 
+_MODEL_DUMP = BaseModel.model_dump
+_model_paths: dict[type, str] = {}  # import_path of the model classes encode() has tagged
+
+
+def _model_path(cls: type) -> str:
+    path = _model_paths.get(cls)
+    if path is None:
+        path = _model_paths[cls] = import_path(cls)
+    return path
+
+
 def resolve_path(path: str) -> Any:
     """Import ``module:qualname`` (or dotted ``module.name``)."""
     cached = _class_cache.get(path)
@@ -85,7 +96,11 @@ def encode(value: Any) -> Any:
     if isinstance(value, _JSON_SCALARS):
         return value
     if isinstance(value, BaseModel):
-        return {MODEL_TAG: import_path(type(value)), "value": value.model_dump(mode="json")}
+        # model_dump(mode="json") with its defaults, minus its Python wrapper (a journaled model call's result
+        # is encoded per call); a class that overrides model_dump gets its override.
+        dumped = value.__pydantic_serializer__.to_python(value, mode="json") \
+            if type(value).model_dump is _MODEL_DUMP else value.model_dump(mode="json")
+        return {MODEL_TAG: _model_path(type(value)), "value": dumped}
     if isinstance(value, enum.Enum):
         return value.value
     if isinstance(value, type) and issubclass(value, BaseModel):

@@ -136,10 +136,16 @@ class InputDecoder:
         return key, data
 
 
+_MODEL_DUMP_JSON = BaseModel.model_dump_json
+
+
 def encode_output(value: Any) -> bytes:
     if isinstance(value, BaseModel):
-        # model_dump_json() with its defaults, as bytes: spares its str decode and our encode back, per output.
-        return value.__pydantic_serializer__.to_json(value)
+        # model_dump_json() with its defaults, as bytes: spares its str decode and our encode back, per output
+        # (a class that overrides model_dump_json gets its override).
+        if type(value).model_dump_json is _MODEL_DUMP_JSON:
+            return value.__pydantic_serializer__.to_json(value)
+        return value.model_dump_json().encode()
     return json.dumps(value, ensure_ascii=False, default=_default).encode()
 
 
