@@ -11,6 +11,7 @@ import importlib
 import json
 from typing import Any
 
+import orjson
 from pydantic import BaseModel
 
 from agentplan.exceptions import SerializationError
@@ -27,6 +28,17 @@ _COMPACT = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 def import_path(obj: Any) -> str:
     """``module:qualname`` of a class or function, used to find it again on restore."""
     return f"{obj.__module__}:{obj.__qualname__}"
+
+
+_MODEL_DUMP = BaseModel.model_dump
+_model_paths: dict[type, str] = {}  # import_path of the model classes encode() has tagged
+
+
+def _model_path(cls: type) -> str:
+    path = _model_paths.get(cls)
+    if path is None:
+        path = _model_paths[cls] = import_path(cls)
+    return path
 
 
 def resolve_path(path: str) -> Any:
@@ -84,7 +96,11 @@ def encode(value: Any) -> Any:
     if isinstance(value, _JSON_SCALARS):
         return value
     if isinstance(value, BaseModel):
-        return {MODEL_TAG: import_path(type(value)), "value": value.model_dump(mode="json")}
+        # model_dump(mode="json") with its defaults, minus its Python wrapper (a journaled model call's result
+        # is encoded per call); a class that overrides model_dump gets its override.
+        dumped = value.__pydantic_serializer__.to_python(value, mode="json") \
+            if type(value).model_dump is _MODEL_DUMP else value.model_dump(mode="json")
+        return {MODEL_TAG: _model_path(type(value)), "value": dumped}
     if isinstance(value, enum.Enum):
         return value.value
     if isinstance(value, type) and issubclass(value, BaseModel):
@@ -118,8 +134,15 @@ def decode(data: Any) -> Any:
 
 
 def dump_json(data: Any) -> bytes:
-    """Compact UTF-8 JSON of plain JSON data."""
-    return _COMPACT.encode(data).encode()
+    """Compact UTF-8 JSON of plain JSON data (every key's state, at every checkpoint).
+
+    orjson writes the same bytes as the standard encoder for our data, ~10x faster; what it refuses
+    (integers past 64 bits, non-str keys, unencodable strings) goes through the standard encoder.
+    """
+    try:
+        return orjson.dumps(data)
+    except TypeError:
+        return _COMPACT.encode(data).encode()
 
 
 def dumps(value: Any) -> bytes:

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict
 
 from agentplan import codec
 from agentplan.exceptions import MemoryValueError, SerializationError
+from agentplan.fastmodel import trusted
 
 if TYPE_CHECKING:
     from agentplan.runner_context import RunnerContext
@@ -92,7 +93,7 @@ class MemoryObject:
     @staticmethod
     def _split(path: str) -> list[str]:
         parts = path.split(".")
-        if not path or any(not p for p in parts):
+        if "" in parts:  # an empty path, or an empty segment
             raise ValueError(f"invalid memory path {path!r}")
         return parts
 
@@ -138,8 +139,9 @@ class MemoryObject:
         if isinstance(node.get(leaf), _Node):
             raise MemoryValueError(f"memory path {path!r} is an object; cannot overwrite it with a value")
         node[leaf] = _detached(value)
-        # model_construct: the fields are known valid, and set() is on actions' hot path.
-        return MemoryRef.model_construct(memory_type=self._memory_type, path=self._prefix + path)
+        # Not validated: the fields are known valid, and set() is on actions' hot path.
+        return trusted(MemoryRef, {"memory_type": self._memory_type, "path": self._prefix + path},
+                       {"memory_type", "path"})
 
     def new_object(self, path: str, overwrite: bool = False) -> MemoryObject:
         """Create (or with ``overwrite`` replace) an object node at ``path``."""
@@ -225,9 +227,20 @@ def _to_plain(value: Any) -> Any:
     return _detached(value)
 
 
+_PLAIN = frozenset({str, int, float, bool, type(None)})  # stored as they are (codec.encode's identity cases)
+
+
 def _encode_node(node: _Node) -> dict[str, Any]:
-    values = {k: codec.encode(v) for k, v in node.items() if not isinstance(v, _Node)}
-    objects = {k: _encode_node(v) for k, v in node.items() if isinstance(v, _Node)}
+    # One pass, scalars kept without a codec call: every key's state is encoded at each checkpoint.
+    values: dict[str, Any] = {}
+    objects: dict[str, Any] = {}
+    for k, v in node.items():
+        if type(v) in _PLAIN:
+            values[k] = v
+        elif isinstance(v, _Node):
+            objects[k] = _encode_node(v)
+        else:
+            values[k] = codec.encode(v)
     data: dict[str, Any] = {}
     if values:
         data["v"] = values

@@ -31,12 +31,17 @@ class OffsetTracker:
         self.unfinished = 0
 
     def add(self, partition: TopicPart, offset: int) -> None:
-        open_offsets = self._open.setdefault(partition, set())
-        if offset in open_offsets:
+        open_offsets = self._open.get(partition)
+        if open_offsets is None:  # once per partition: no setdefault (and its new empty containers) per record
+            open_offsets = self._open[partition] = set()
+            self._heaps[partition] = []
+            self._next[partition] = 0
+        elif offset in open_offsets:
             return
         open_offsets.add(offset)
-        heapq.heappush(self._heaps.setdefault(partition, []), offset)
-        self._next[partition] = max(self._next.get(partition, 0), offset + 1)
+        heapq.heappush(self._heaps[partition], offset)
+        if offset >= self._next[partition]:
+            self._next[partition] = offset + 1
         self.unfinished += 1
 
     def finish(self, partition: TopicPart, offset: int) -> None:

@@ -136,8 +136,15 @@ class InputDecoder:
         return key, data
 
 
+_MODEL_DUMP_JSON = BaseModel.model_dump_json
+
+
 def encode_output(value: Any) -> bytes:
     if isinstance(value, BaseModel):
+        # model_dump_json() with its defaults, as bytes: spares its str decode and our encode back, per output
+        # (a class that overrides model_dump_json gets its override).
+        if type(value).model_dump_json is _MODEL_DUMP_JSON:
+            return value.__pydantic_serializer__.to_json(value)
         return value.model_dump_json().encode()
     return json.dumps(value, ensure_ascii=False, default=_default).encode()
 
@@ -156,19 +163,36 @@ def truncate(text: str, limit: int = MAX_HEADER_TEXT) -> bytes:
     return data[: limit - 3].decode("utf-8", "ignore").encode() + b"..."
 
 
+_SOURCE_TOPIC = HEADER_PREFIX + "source.topic"
+_SOURCE_PARTITION = HEADER_PREFIX + "source.partition"
+_SOURCE_OFFSET = HEADER_PREFIX + "source.offset"
+
+
+class SourceHeaders:
+    """:func:`source_headers` for the records of one transaction: what they share is encoded once."""
+
+    __slots__ = ("_app", "_txn", "_topics")
+
+    def __init__(self, app_id: str, txn: str) -> None:
+        self._app = (HEADER_PREFIX + "app.id", app_id.encode())
+        self._txn = (HEADER_PREFIX + "txn", txn.encode())
+        self._topics: dict[str, tuple[str, bytes]] = {}
+
+    def __call__(self, meta: RecordMeta) -> list[tuple[str, bytes]]:
+        topic = self._topics.get(meta.topic)
+        if topic is None:
+            topic = self._topics[meta.topic] = (_SOURCE_TOPIC, meta.topic.encode())
+        headers = [topic, (_SOURCE_PARTITION, str(meta.partition).encode()),
+                   (_SOURCE_OFFSET, str(meta.offset).encode()), self._app, self._txn]
+        if meta.traceparent is not None:
+            headers.append(("traceparent", meta.traceparent))
+            if meta.tracestate is not None:
+                headers.append(("tracestate", meta.tracestate))
+        return headers
+
+
 def source_headers(meta: RecordMeta, app_id: str, txn: str) -> list[tuple[str, bytes]]:
-    headers = [
-        (HEADER_PREFIX + "source.topic", meta.topic.encode()),
-        (HEADER_PREFIX + "source.partition", str(meta.partition).encode()),
-        (HEADER_PREFIX + "source.offset", str(meta.offset).encode()),
-        (HEADER_PREFIX + "app.id", app_id.encode()),
-        (HEADER_PREFIX + "txn", txn.encode()),
-    ]
-    if meta.traceparent is not None:
-        headers.append(("traceparent", meta.traceparent))
-        if meta.tracestate is not None:
-            headers.append(("tracestate", meta.tracestate))
-    return headers
+    return SourceHeaders(app_id, txn)(meta)
 
 
 def trace_context(headers: Any) -> tuple[bytes | None, bytes | None]:

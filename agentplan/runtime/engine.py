@@ -27,6 +27,7 @@ from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Hashable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from types import FunctionType
 from typing import Any, TypeVar, cast
 
 from agentplan import codec
@@ -41,6 +42,7 @@ from agentplan.exceptions import (
     SerializationError,
     TransientError,
 )
+from agentplan.fastmodel import trusted
 from agentplan.memory import MemoryObject, MemoryType
 from agentplan.metric_group import MetricGroup
 from agentplan.metrics import MetricsSink, NullMetrics
@@ -49,6 +51,7 @@ from agentplan.resources import ResourceType
 from agentplan.runner_context import SELF_JOURNALED, RunnerContext
 from agentplan.runtime import durable, parking
 from agentplan.runtime.observe import Observation, ObservedAction, ObservedRun
+from agentplan.runtime.run_slots import RunSlots
 from agentplan.runtime.state_ttl import ShortTermMemoryTtl
 
 logger = logging.getLogger(__name__)
@@ -64,7 +67,14 @@ DECODED_STATE_FACTOR = 4
 StateLoader = Callable[[Hashable], "bytes | None"]
 
 
-@dataclass
+def _is_coroutine_function(fn: Any) -> bool:
+    """``inspect.iscoroutinefunction``, answered from the code flags for a plain ``async def`` (the common
+    case, e.g. a chat action's model call), which spares inspect's unwrapping per durable call."""
+    return (type(fn) is FunctionType and bool(fn.__code__.co_flags & inspect.CO_COROUTINE)) \
+        or inspect.iscoroutinefunction(fn)
+
+
+@dataclass(slots=True)
 class _Input:
     value: Any
     position: int | None
@@ -90,14 +100,15 @@ class _Run:
     __slots__ = ("run_id", "position", "meta", "input", "pending", "cursor", "sensory", "journal",
                  "next_event_seq", "started", "awaiting_input", "obs", "parked")
 
-    def __init__(self, run_id: str, position: int | None, meta: Any, input_value: Any) -> None:
+    def __init__(self, run_id: str, position: int | None, meta: Any, input_value: Any,
+                 sensory: MemoryObject | None = None) -> None:
         self.run_id = run_id
         self.position = position
         self.meta = meta
         self.input = input_value
         self.pending: deque[Event] = deque()
         self.cursor = 0  # actions of pending[0] already completed
-        self.sensory: MemoryObject = MemoryObject()
+        self.sensory: MemoryObject = sensory if sensory is not None else MemoryObject()
         self.journal: dict[str, Any] = {}  # durable results of the action in flight
         self.next_event_seq = 0
         self.started = time.monotonic()
@@ -142,6 +153,15 @@ class _Slot:
         self.touched_ms: int | None = None  # short-term memory TTL: last renewal (wall clock ms)
         self.tombstone = False  # expired: the next collect deletes the key's state
 
+    # The hooks of a run's sensory memory (Engine._tracked's, as methods: no closures to make per run).
+    def guard_memory(self) -> None:
+        if self.ctx is not None and self.ctx._durable_depth:
+            raise DurableCallError("memory is not accessible inside a durable call (it may be replayed)")
+
+    def snapshot_sensory(self) -> None:
+        if self.in_action and self.sensory_backup is None and self.run is not None:
+            self.sensory_backup = self.run.sensory.to_data()
+
 
 class Engine:
     """Runs a compiled :class:`AgentPlan` for many keys on the current asyncio loop."""
@@ -169,7 +189,7 @@ class Engine:
         # its slot instead of reading and decoding its state again.
         self._idle_slots: OrderedDict[Hashable, _Slot] = OrderedDict()
         self._idle_bytes = 0
-        self._run_slots: asyncio.Semaphore | None = None
+        self._run_slots: RunSlots | None = None
         self._busy_keys = 0
         self._idle: asyncio.Event | None = None
         self.queued_inputs = 0  # submitted, run not started yet
@@ -188,7 +208,7 @@ class Engine:
             self._idle.set()
             self._quiet = asyncio.Event()
             self._quiet.set()
-            self._run_slots = asyncio.Semaphore(self.config.max_concurrent_runs)
+            self._run_slots = RunSlots(self.config.max_concurrent_runs)
         slot = self._slots.get(key)
         if slot is None:
             slot = self._idle_slots.pop(key, None)
@@ -200,10 +220,13 @@ class Engine:
         slot.queue.append(_Input(value, position, meta))
         self.queued_inputs += 1
         if slot.task is None:
+            # The events are set exactly when no key is busy / every busy key is parked (_drive, _parked).
+            if self._busy_keys == 0:
+                self._idle.clear()
+            if self._busy_keys == self._parked_keys:
+                assert self._quiet is not None
+                self._quiet.clear()
             self._busy_keys += 1
-            self._idle.clear()
-            assert self._quiet is not None
-            self._quiet.clear()
             # Unnamed: a task name costs a repr per run.
             slot.task = asyncio.get_running_loop().create_task(self._drive(slot))
 
@@ -358,6 +381,12 @@ class Engine:
         memory = MemoryObject(source._node if source is not None else None, guard, before_write, kind)
         return memory
 
+    @staticmethod
+    def _new_sensory(slot: _Slot) -> MemoryObject:
+        """A new run's empty sensory memory, with :meth:`_tracked`'s hooks as the slot's methods (they find
+        the tree through ``slot.run``): two closures per run cost ~1 us."""
+        return MemoryObject(None, slot.guard_memory, slot.snapshot_sensory, MemoryType.SENSORY)
+
     def _encode_state(self, slot: _Slot) -> bytes:
         # Backups exist only while an action runs: then the state from before it is the consistent one.
         memory = slot.memory_backup if slot.memory_backup is not None else slot.memory.to_data()
@@ -432,25 +461,29 @@ class Engine:
                 else:
                     slot.run_counter += 1
                     run_id = f"p{item.position}" if item.position is not None else f"r{slot.run_counter}"
-                    run = slot.run = _Run(run_id, item.position, item.meta, item.value)
-                    run.sensory = self._tracked(slot, None, "sensory_backup")
+                    run = slot.run = _Run(run_id, item.position, item.meta, item.value, self._new_sensory(slot))
                     if self._ttl is not None:
                         slot.tombstone = False
                         if self._ttl.visible_memory_expired(slot):
                             slot.memory.clear()
-                    first = InputEvent(id=f"{run_id}.0", input=item.value)
+                    # Not validated: an InputEvent's fields take any value (validation cost ~1 us per run).
+                    first = trusted(InputEvent, {"id": f"{run_id}.0", "type": None, "attributes": {},
+                                                 "input": item.value}, {"id", "input"})
                     run.next_event_seq = 1
                     run.pending.append(first)
                     slot.version += 1
                 if self.observation is not None and run.obs is None:
                     run.obs = self.observation.start_run(slot, slot.key, run.run_id, run.meta,
                                                          None if resumed else run.pending[0])
-                async with self._run_slots:
-                    self.inflight_runs += 1
-                    try:
-                        await self._execute_run(slot, run)
-                    finally:
-                        self.inflight_runs -= 1
+                run_slots = self._run_slots
+                if not run_slots.try_acquire():
+                    await run_slots.acquire()
+                self.inflight_runs += 1
+                try:
+                    await self._execute_run(slot, run)
+                finally:
+                    self.inflight_runs -= 1
+                    run_slots.release()
         finally:
             slot.task = None
             self._busy_keys -= 1
@@ -638,7 +671,8 @@ class _ActionContext(RunnerContext):
             raise DurableCallError(f"{what} is not allowed inside a durable call (it may be replayed)")
 
     def send_event(self, event: Event) -> None:
-        self._check_not_durable("send_event")
+        if self._durable_depth:
+            self._check_not_durable("send_event")
         if not isinstance(event, Event):
             raise TypeError(f"send_event expects an Event, got {type(event).__name__}")
         # Written past pydantic's __setattr__: the id is the engine's to set (frozen events too),
@@ -770,8 +804,8 @@ class _ActionContext(RunnerContext):
         call = observed.start_call(fn) if observed is not None else None
         self._durable_depth += 1
         try:
-            if inspect.iscoroutinefunction(fn):
-                result = await fn(*args, **kwargs)
+            if _is_coroutine_function(fn):
+                result = await fn(*args, **kwargs)  # type: ignore[misc]
             else:
                 result = await asyncio.to_thread(fn, *args, **kwargs)
                 if inspect.isawaitable(result):

@@ -33,6 +33,7 @@ from worker.exceptions import WorkerError
 from worker.records import (
     EngineKey,
     RecordMeta,
+    SourceHeaders,
     dlq_headers,
     encode_output,
     failure_reason,
@@ -136,6 +137,8 @@ class Checkpoint:
         self.move(Phase.PRODUCING)
         t = self.topics
         produce = producer.produce
+        headers_of = SourceHeaders(t.app_id, self.name)
+        output_topic = t.output
         producer.begin()
         for delta in self.deltas:
             partition, key = cast(EngineKey, delta.key)
@@ -144,8 +147,8 @@ class Checkpoint:
                     produce(t.events, json.dumps(entry, ensure_ascii=False, default=str).encode(), key=key,
                             partition=partition)
             for meta, output in delta.outputs:
-                produce(t.output, encode_output(output), key=key, headers=source_headers(meta, t.app_id, self.name))
-                self.outputs += 1
+                produce(output_topic, encode_output(output), key=key, headers=headers_of(meta))
+            self.outputs += len(delta.outputs)
             for meta, value, error in delta.failures:
                 produce(t.dead_letter, encode_output(value), key=key,
                         headers=dlq_headers(meta, t.app_id, self.name, failure_reason(error), error))

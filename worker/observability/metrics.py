@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from typing import Any
 
 from prometheus_client import (
     CollectorRegistry,
@@ -198,6 +199,7 @@ class WorkerMetrics:
         self.action_duration_seconds = LoopHistogram(
             PREFIX + "action_duration_seconds", "Wall time of one action invocation.",
             ["action"], registry=r, buckets=b)
+        self._action_durations: dict[str, Any] = {}  # action name -> its bound histogram child
         self.action_errors_total = Counter(
             PREFIX + "action_errors_total", "Actions that raised, by exception type.",
             ["action", "kind"], registry=r)
@@ -298,7 +300,11 @@ class WorkerMetrics:
     def action_finished(self, action: str, duration_s: float, error: BaseException | None) -> None:
         """Record one action invocation (called by the agent core)."""
         try:
-            self.action_duration_seconds.labels(action).observe(duration_s if duration_s > 0.0 else 0.0)
+            # Bound once per action: three actions per record made the label lookup a hot spot.
+            child = self._action_durations.get(action)
+            if child is None:
+                child = self._action_durations[action] = self.action_duration_seconds.labels(action)
+            child.observe(duration_s if duration_s > 0.0 else 0.0)
             if error is not None:
                 self.action_errors_total.labels(str(action), type(error).__name__).inc()
         except Exception:  # never let metrics break processing
