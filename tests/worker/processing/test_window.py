@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any, cast
 
-from agentplan import Engine
+from agentplan import Agent, AgentPlan, Engine, InputEvent, OutputEvent, RunnerContext
+from agentplan.config import AgentConfiguration
 from worker.offsets import OffsetTracker
 from worker.processing.pausing import PauseReason, PausingManager
 from worker.processing.window import InFlightWindow
@@ -93,3 +95,33 @@ def test_a_stalled_full_window_pauses_and_resumes_at_three_quarters(monkeypatch:
     tracker.ran(P, 1)
     w.apply_backpressure()
     assert not w.paused
+
+
+def test_the_engine_reports_each_input_it_is_done_with_before_any_collect() -> None:
+    """Runs that finish, and inputs skipped as already processed, free their slots at once."""
+    def echo(event: InputEvent, ctx: RunnerContext) -> None:
+        ctx.send_event(OutputEvent(output=event.input))
+
+    agent = Agent()
+    agent.add_action("echo", [InputEvent], echo)
+    engine = Engine(AgentPlan.from_agent(agent, AgentConfiguration()))
+    tracker, done = OffsetTracker(), []
+
+    def finished(meta: Any) -> None:
+        done.append(meta)
+        tracker.ran(P, meta)
+
+    engine.on_input_finished = finished
+
+    async def drive() -> None:
+        for offset in (0, 1, 2):
+            tracker.add(P, offset)
+            engine.submit("k", offset, position=offset, meta=offset)
+        await engine.wait_idle()
+        tracker.add(P, 3)
+        engine.submit("k", "again", position=1, meta=3)  # at or below the key's progress: skipped
+        await engine.wait_idle()
+
+    asyncio.run(drive())
+    assert done == [0, 1, 2, 3]
+    assert (tracker.unfinished, tracker.uncollected) == (0, 4)  # all free, none collected yet
