@@ -38,3 +38,8 @@ instant_llm_descriptor = ResourceDescriptor(clazz=InstantChatModelConnection)
 limited_llm_descriptor = ResourceDescriptor(
     clazz=OpenAIChatModelConnection, timeout=30.0, max_concurrency=256,
     requests_per_minute=float(os.environ["BENCH_LLM_RPM"]) if os.environ.get("BENCH_LLM_RPM") else None)
+
+#: The stub over HTTP with a connection pool for 10,000 calls at once (S8 holds that many in flight).
+wide_http_llm_descriptor = ResourceDescriptor(
+    clazz=OpenAIChatModelConnection, api_base_url=os.environ.get("OPENAI_BASE_URL", "http://localhost:4000/v1"),
+    api_key=os.environ.get("OPENAI_API_KEY", "sk-local"), timeout=300.0, max_retries=1, max_connections=10_000)

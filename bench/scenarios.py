@@ -8,6 +8,7 @@ S4  scaling 1 -> 4 workers on 16 partitions, LLM-bound
 S5  restore of a large changelog into an empty state directory
 S6  failover: SIGKILL one of three workers under load
 S7  e2e latency at 10 records/s, 0 ms LLM
+S8  worker memory (RSS) per 1,000 runs in their model calls, and with 10,000 in flight, against a 2 s stub
 """
 
 from __future__ import annotations
@@ -190,13 +191,17 @@ def s2_stub_0ms(options: RunOptions) -> dict[str, Any]:
 
 
 def s3_latency_bound(options: RunOptions) -> dict[str, Any]:
-    """Paced input at the expected capacity min(max-inflight / latency, S2 rate); what comes out, how fast."""
+    """Paced input at the expected capacity min(max-inflight / latency, S2 steady rate); what comes out, how fast."""
     if options.s3_cap is not None:
         options.measured["S2"] = {"records_per_s": options.s3_cap}
     elif "S2" not in options.measured:
         # The expectation is capped at this machine's S2 rate: measure it when S2 did not run.
         options.measured["S2"] = _throughput(replace(options, peers=False, profile=False), "S2", HTTP_LLM, 4_000, 0)
-    s2_rate = options.measured["S2"]["records_per_s"]
+    # The CPU limit of the issue's min(max-inflight / latency, CPU limit) is S2's steady rate: its
+    # records_per_s counts the start-up ramp from ready to the first output too: 6-10% below the rate the
+    # worker sustains once running (bench/results/latest.json, full runs), which set the expectation low.
+    s2 = options.measured["S2"]
+    s2_rate = s2.get("steady_records_per_s") or s2["records_per_s"]
     seconds = 4.0 if options.quick else 8.0
     figures: dict[str, Any] = {"s2_rate_used": s2_rate}
     ratios = []
@@ -469,6 +474,95 @@ def _paced_at_ten_per_s(cluster: Cluster, input_topic: str, output_topic: str, s
     return count, collector.outputs
 
 
+WIDE_HTTP_LLM = "bench.agents:wide_http_llm_descriptor"
+S8_BURSTS = (1_000, 3_000)
+S8_WINDOW = 10_000
+S8_LEVELS = (1_000, 5_000, 10_000)
+# The README's memory budget for the default 1,024 runs at once: 100 MB + 45 MB per 1,000 runs in their
+# model calls + 10 MB per 1,000 records waiting for a run slot.
+S8_BUDGET_MB = round(100 + 45 * 1.024 + 10 * (S8_WINDOW - 1024) / 1000)
+
+
+def s8_memory(options: RunOptions) -> dict[str, Any]:
+    """Worker RSS per 1,000 records in flight, and with 10,000 in flight, against a 2 s stub.
+
+    1. Every record in its model call: a worker with runs and connections unbounded takes bursts of
+       1,000 and 3,000 records; RSS at each burst's in-flight peak gives the memory per run in a call.
+       (At 2 s a worker holds at most its intake rate x 2 s in calls: 10,000 would need 5,000 calls/s.)
+    2. 10,000 in flight: --max-inflight 10000 with the default 1,024 runs at once, a backlog to fill it;
+       RSS as the window passes 1,000, 5,000 and 10,000 (the records past 1,024 wait for a run slot).
+    """
+    latency_ms = 2000
+    with Cluster(options.broker) as cluster:
+        stub = cluster.stub(latency_ms, options.stub_workers)
+        figures: dict[str, Any] = {"stub_latency_ms": latency_ms}
+        w, input_topic, collector = _s8_worker(cluster, stub, {"AGENTPLAN_MAX_CONCURRENT_RUNS": str(S8_WINDOW)})
+        points = [(0.0, w.rss_mb())]
+        figures["rss_mb_0"] = round(points[0][1], 1)
+        produced = 0
+        try:
+            for burst in S8_BURSTS:
+                cluster.produce(input_topic, burst, keys=100_000, start=produced)
+                produced += burst
+                peak, rss = _peak_in_flight(w, burst, timeout_s=60)
+                points.append((peak, rss))
+                figures[f"burst_{burst}_in_calls"] = int(peak)
+                figures[f"burst_{burst}_rss_mb"] = round(rss, 1)
+                if not collector.wait_for(produced, timeout_s=120, alive=w.running):
+                    raise BenchError(f"S8: {len(collector.outputs)} of {produced} outputs\n{w.log()}")
+        finally:
+            collector.close()
+        w.kill()
+        (low_n, low_rss), (high_n, high_rss) = points[1], points[-1]
+        per_call = 1000 * (high_rss - low_rss) / max(1.0, high_n - low_n)
+        figures["rss_mb_per_1000_in_calls"] = round(per_call, 1)
+
+        w, input_topic, collector = _s8_worker(cluster, stub, {})
+        collector.close()
+        figures["window_rss_mb_0"] = round(w.rss_mb(), 1)
+        cluster.produce(input_topic, S8_WINDOW + 2_000, keys=100_000)
+        deadline, levels, peak = time.monotonic() + 90, list(S8_LEVELS), 0.0
+        while levels and time.monotonic() < deadline and w.running():
+            inflight = w.metric("agentfleet_inflight_records")
+            peak = max(peak, inflight)
+            while levels and inflight >= levels[0]:
+                figures[f"window_rss_mb_{levels.pop(0)}"] = round(w.rss_mb(), 1)
+            time.sleep(0.05)
+        figures["window_inflight_peak"] = int(peak)
+        running = min(1024, S8_WINDOW)
+        if f"window_rss_mb_{S8_WINDOW}" in figures:
+            waiting = figures[f"window_rss_mb_{S8_WINDOW}"] - figures["window_rss_mb_0"] - per_call * running / 1000
+            figures["rss_mb_per_1000_waiting"] = round(1000 * waiting / (S8_WINDOW - running), 1)
+        w.kill()
+    return figures
+
+
+def _s8_worker(cluster: Cluster, stub: Any, env: dict[str, str]) -> tuple[Any, str, OutputCollector]:
+    input_topic, output_topic = _name("in"), _name("out")
+    cluster.topics(input_topic, output_topic, partitions=4)
+    w = cluster.worker(f"w{len(cluster.workers) + 1}", input_topic=input_topic, output_topic=output_topic,
+                       app_id=_name("app"), llm=WIDE_HTTP_LLM, stub=stub, max_inflight=S8_WINDOW, env=env)
+    wait_ready(w, 4)
+    return w, input_topic, OutputCollector(cluster.bootstrap, output_topic, 4)
+
+
+def _peak_in_flight(w: Any, level: int, timeout_s: float) -> tuple[float, float]:
+    """Sample the worker's in-flight gauge and RSS until ``level`` records are in flight, or the count falls
+    back (runs finish faster than they start); (peak in flight, RSS at the peak)."""
+    deadline = time.monotonic() + timeout_s
+    peak, rss = 0.0, w.rss_mb()
+    while time.monotonic() < deadline:
+        inflight = w.metric("agentfleet_inflight_records")
+        if inflight > peak:
+            peak, rss = inflight, w.rss_mb()
+        elif peak > 0 and inflight < peak * 0.9:
+            break
+        if peak >= level:
+            break
+        time.sleep(0.05)
+    return peak, rss
+
+
 SCENARIOS: dict[str, Scenario] = {
     "S1": s1_instant_model,
     "S2": s2_stub_0ms,
@@ -477,6 +571,7 @@ SCENARIOS: dict[str, Scenario] = {
     "S5": s5_restore,
     "S6": s6_failover,
     "S7": s7_low_rate_latency,
+    "S8": s8_memory,
 }
 
 
@@ -503,11 +598,14 @@ GOALS: list[Goal] = [
     Goal("S1", "records_per_s", 10_000, "min", "rec/s, sentiment agent, in-process instant model, 1 worker, EOS",
          "8.8-10.9k (echo agent, no LLM)"),
     Goal("S2", "records_per_s", 2_000, "min", "rec/s, same agent vs HTTP stub at 0 ms, 1 worker", "277-348"),
-    Goal("S3", "min_ratio", 0.9, "min", "worst of 6: rate / min(max-inflight/latency, S2 rate)"),
+    Goal("S3", "min_ratio", 0.9, "min", "worst of 6: rate / min(max-inflight/latency, S2 steady rate)"),
     Goal("S4", "speedup", 3.6, "min", "4 workers vs 1 on 16 partitions, LLM-bound"),
     Goal("S5", "records_per_s", 100_000, "min", "rec/s restoring the changelog into an empty state dir", "9,257"),
     Goal("S6", "resume_s", SESSION_TIMEOUT_MS / 1000 + 5, "max", "s from SIGKILL until its partitions output again"),
     Goal("S6", "lost", 0, "max", "input records without output after failover (worst run)", worst=True),
     Goal("S7", "e2e_p50_ms", 20, "max", "ms e2e p50 at 10 rec/s, 0 ms LLM"),
     Goal("S7", "e2e_p99_ms", COMMIT_INTERVAL_MS + 50, "max", "ms e2e p99 at 10 rec/s (commit interval + 50)"),
+    Goal("S8", "window_inflight_peak", S8_WINDOW, "min", "records in flight at once in one worker, 2 s stub"),
+    Goal("S8", "window_rss_mb_10000", S8_BUDGET_MB, "max",
+         "MB worker RSS with 10,000 in flight (README budget: 100 + 45/1k in calls + 10/1k waiting)"),
 ]

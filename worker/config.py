@@ -96,9 +96,9 @@ class WorkerSettings(BaseModel):
                              description="stable per worker; part of transactional.id. "
                                          f"{REVERSE_DNS!r} takes the first label of this host's reverse-DNS "
                                          "name (docker compose replicas: <project>-worker-<n>)")
-    max_inflight: int = Field(1024, ge=1, description="records consumed and not yet finished; a full window "
-                                                      "stops intake (with the commit in flight, at most twice "
-                                                      "this many are uncommitted)")
+    max_inflight: int = Field(1024, ge=1, description="records consumed and not yet finished (a slot is free "
+                                                      "when its run ends); a full window stops intake; at most "
+                                                      "twice this many are uncommitted")
     commit_interval_ms: int = Field(100, ge=1, description="how often a transaction commits")
     processing_guarantee: ProcessingGuarantee = Field(ProcessingGuarantee.EXACTLY_ONCE,
                                                       description="exactly-once (transactions) or at-least-once")

@@ -175,6 +175,7 @@ class Worker:
         self.engine = Engine(self.plan, state_loader=self._load_state, metrics=self.metrics,
                              describe_key=describe_key, observation=observation, user_key=user_key,
                              commits_state=True)
+        self.engine.on_input_finished = self._input_finished
         self.metrics.inflight_limit.set(s.max_inflight)
         self.metrics.registry.register(UserMetricsCollector(self.engine.metric_group))
         ttl = ShortTermMemoryTtl.from_config(self.plan.config)
@@ -254,7 +255,8 @@ class Worker:
         assert self.consumer is not None and self._stopping is not None and self.checkpointer is not None
         assert self.engine is not None and self.pausing is not None
         checkpointer = self.checkpointer
-        window = InFlightWindow(self.settings.max_inflight, self.tracker, self.engine, self.pausing)
+        window = InFlightWindow(self.settings.max_inflight, self.tracker, self.engine, self.pausing,
+                                collected_uncommitted=lambda: checkpointer.collected_uncommitted)
         interval = self.settings.commit_interval_ms / 1000
         try:
             while not self._stopping.is_set():
@@ -285,6 +287,7 @@ class Worker:
                     self.expiry.maybe_sweep(now, self.rebalancer.stores())
                 window.apply_backpressure()
                 self.metrics.inflight_records.set(self.tracker.unfinished)
+                self.metrics.uncommitted_records.set(window.uncommitted())
                 if now - self._last_lag >= LAG_REFRESH_S:
                     assert self.rebalancer is not None
                     refresh_gauges(self.metrics, self.tracker, self.engine, self.consumer, self.rebalancer.partitions)
@@ -363,14 +366,21 @@ class Worker:
             key, value = self.decoder.decode(None if repartition else raw_key, message.value())
         except DecodeFailure as failure:
             self.checkpointer.dead_letter(DeadLetter(meta, failure.reason, failure, raw_key, message.value()))
+            self.tracker.ran((meta.topic, meta.partition), meta.offset)
             return
         meta.key = key
         if repartition:
             self.checkpointer.rekey(Rekeyed(meta, key, message.value(), message.headers()))
+            self.tracker.ran((meta.topic, meta.partition), meta.offset)
             return
         engine_key = (meta.partition, key)
         self.engine.submit(engine_key, value, position=meta.offset, meta=meta)
         self.hot_keys.submitted((meta.topic, meta.partition), engine_key)
+
+    def _input_finished(self, meta: RecordMeta | None) -> None:
+        """The engine is done with a record: its in-flight slot is free before its checkpoint."""
+        if meta is not None:
+            self.tracker.ran((meta.topic, meta.partition), meta.offset)
 
     def _load_state(self, engine_key: Hashable) -> bytes | None:
         partition, key = cast(EngineKey, engine_key)

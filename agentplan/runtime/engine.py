@@ -166,6 +166,10 @@ class _Slot:
 class Engine:
     """Runs a compiled :class:`AgentPlan` for many keys on the current asyncio loop."""
 
+    # Called with an input's meta when its run finishes or it is skipped or refused, before any collect:
+    # the Kafka worker frees the record's in-flight slot then (worker/processing/window.py).
+    on_input_finished: Callable[[Any], None] | None = None
+
     def __init__(self, plan: AgentPlan, *, state_loader: StateLoader | None = None,
                  metrics: MetricsSink | None = None, describe_key: Callable[[Hashable], str] = repr,
                  observation: Observation | None = None, user_key: Callable[[Hashable], str] = str,
@@ -516,11 +520,15 @@ class Engine:
         if item.position is not None:
             slot.progress = item.position
         slot.version += 1
+        if self.on_input_finished is not None:
+            self.on_input_finished(item.meta)
 
     def _skip(self, slot: _Slot, item: _Input) -> None:
         slot.skipped.append(item.meta)
         slot.finished.append(item.meta)
         slot.version += 1
+        if self.on_input_finished is not None:
+            self.on_input_finished(item.meta)
 
     async def _execute_run(self, slot: _Slot, run: _Run) -> None:
         error: ActionError | None = None
@@ -564,6 +572,8 @@ class Engine:
         slot.run = None
         slot.version += 1
         self.metrics.run_finished(time.monotonic() - run.started)
+        if self.on_input_finished is not None:
+            self.on_input_finished(run.meta)
 
     async def _execute_action(self, slot: _Slot, run: _Run, spec: ActionSpec, event: Event) -> list[Event]:
         attempt = 0

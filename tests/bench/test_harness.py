@@ -30,7 +30,7 @@ def test_goal_ratio_direction() -> None:
     assert at_least.ratio(5_000) == 0.5 and at_least.ratio(20_000) == 2.0
     assert at_most.ratio(40) == 0.5 and at_most.ratio(10) == 2.0
     assert Goal("S6", "lost", 0, "max", "").ratio(0) == float("inf")  # 0 lost meets "<= 0"
-    assert {g.scenario for g in GOALS} == {"S1", "S2", "S3", "S4", "S5", "S6", "S7"}
+    assert {g.scenario for g in GOALS} == {"S1", "S2", "S3", "S4", "S5", "S6", "S7", "S8"}
 
 
 def test_report_files(tmp_path: Path) -> None:

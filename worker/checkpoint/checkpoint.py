@@ -124,6 +124,7 @@ class Checkpoint:
             self.state.update(partition, key, delta.state)
         self.phase = Phase.OPEN
         self.outputs = 0
+        self.records = 0  # input records it commits (set by the checkpointer, for the in-flight window)
         self.started = time.monotonic()
         self.duration_s = 0.0
 

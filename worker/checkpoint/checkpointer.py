@@ -73,6 +73,7 @@ class Checkpointer:
         self._on_aborted = on_aborted
         self._bootstrap = bootstrap_servers
         self._retry: list[KeyDelta] = []  # deltas of aborted checkpoints, committed first next time
+        self._retry_records = 0  # input records in the aborted checkpoints' retry
         self._dead_letters: list[DeadLetter] = []
         self._rekeyed: list[Rekeyed] = []
         self._seq = 0
@@ -93,6 +94,13 @@ class Checkpointer:
     @property
     def in_flight(self) -> bool:
         return self._in_flight is not None
+
+    @property
+    def collected_uncommitted(self) -> int:
+        """Input records collected and not committed yet: the checkpoint in flight's, and an aborted one's
+        waiting for their retry (the in-flight window bounds these plus the uncollected ones)."""
+        in_flight = self._in_flight[0].records if self._in_flight is not None else 0
+        return in_flight + self._retry_records
 
     def start(self) -> None:
         """Take a checkpoint; an exactly-once one closes on the committer thread (:meth:`poll` settles it)."""
@@ -135,17 +143,21 @@ class Checkpointer:
         deltas = self._retry + self.engine.collect()
         letters, rekeyed = self._dead_letters, self._rekeyed
         self._retry, self._dead_letters, self._rekeyed = [], [], []
+        records = len(letters) + len(rekeyed)
         for delta in deltas:
             for meta in delta.finished:
                 if meta is not None:
-                    self.tracker.finish((meta.topic, meta.partition), meta.offset)
+                    self.tracker.collected((meta.topic, meta.partition), meta.offset)
+                    records += 1
         for meta in [letter.meta for letter in letters] + [record.meta for record in rekeyed]:
-            self.tracker.finish((meta.topic, meta.partition), meta.offset)
+            self.tracker.collected((meta.topic, meta.partition), meta.offset)
+        self._retry_records = 0
         offsets = self.tracker.changed()
         if not deltas and not letters and not rekeyed and not offsets:
             return None
         self._seq += 1
         checkpoint = Checkpoint(f"{self._name_prefix}#{self._seq}", deltas, letters, rekeyed, offsets, self.topics)
+        checkpoint.records = records
         try:
             checkpoint.produce(self.producer)
         except (AbortableCommitError, FatalCommitError) as exc:
@@ -200,6 +212,7 @@ class Checkpointer:
                            abort_error)
             self.renew_producer()
         checkpoint.move(Phase.ABORTED)
+        self._retry_records += checkpoint.records
         self._retry = checkpoint.deltas + self._retry
         self._dead_letters = checkpoint.dead_letters + self._dead_letters
         self._rekeyed = checkpoint.rekeyed + self._rekeyed

@@ -46,6 +46,7 @@ METRIC_NAMES: tuple[str, ...] = (
     "agentfleet_dlq_records_total",
     "agentfleet_records_lost_to_retention_total",
     "agentfleet_inflight_records",
+    "agentfleet_uncommitted_records",
     "agentfleet_inflight_limit",
     "agentfleet_key_queue_depth",
     "agentfleet_active_keys",
@@ -175,7 +176,11 @@ class WorkerMetrics:
 
         # Concurrency / backpressure.
         self.inflight_records = Gauge(
-            PREFIX + "inflight_records", "Records currently being processed.", registry=r)
+            PREFIX + "inflight_records", "Records consumed and not finished yet (bounded by --max-inflight).",
+            registry=r)
+        self.uncommitted_records = Gauge(
+            PREFIX + "uncommitted_records", "Records consumed whose results are not committed yet (at most "
+            "twice --max-inflight).", registry=r)
         self.inflight_limit = Gauge(
             PREFIX + "inflight_limit", "Configured maximum of in-flight records.", registry=r)
         self.key_queue_depth = Gauge(
