@@ -174,8 +174,7 @@ class Worker:
             raise
         self.engine = Engine(self.plan, state_loader=self._load_state, metrics=self.metrics,
                              describe_key=describe_key, observation=observation, user_key=user_key,
-                             commits_state=True)
-        self.engine.on_input_finished = self._input_finished
+                             commits_state=True, on_input_finished=self._input_finished)
         self.metrics.inflight_limit.set(s.max_inflight)
         self.metrics.registry.register(UserMetricsCollector(self.engine.metric_group))
         ttl = ShortTermMemoryTtl.from_config(self.plan.config)

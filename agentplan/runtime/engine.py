@@ -166,20 +166,19 @@ class _Slot:
 class Engine:
     """Runs a compiled :class:`AgentPlan` for many keys on the current asyncio loop."""
 
-    # Called with an input's meta when its run finishes or it is skipped or refused, before any collect:
-    # the Kafka worker frees the record's in-flight slot then (worker/processing/window.py).
-    on_input_finished: Callable[[Any], None] | None = None
-
     def __init__(self, plan: AgentPlan, *, state_loader: StateLoader | None = None,
                  metrics: MetricsSink | None = None, describe_key: Callable[[Hashable], str] = repr,
                  observation: Observation | None = None, user_key: Callable[[Hashable], str] = str,
-                 commits_state: bool = False) -> None:
+                 commits_state: bool = False, on_input_finished: Callable[[Any], None] | None = None) -> None:
         """``describe_key`` renders a key in log lines the way its user knows it (the Kafka worker's keys
         carry their partition, which users never wrote); ``user_key`` is the key as budget key prefixes
         match it. ``observation`` feeds the event log and traces. ``commits_state``: the driver persists
         collected deltas while runs go on and calls :meth:`release` once they are durable (the Kafka
-        worker); a reconciled durable call then waits for its start to be durable before it runs."""
+        worker); a reconciled durable call then waits for its start to be durable before it runs.
+        ``on_input_finished`` is called with an input's meta when its run finishes or it is skipped or
+        refused, before any collect: the Kafka worker frees the record's in-flight slot then."""
         self.plan = plan
+        self.on_input_finished = on_input_finished
         self.observation = observation
         self.commits_state = commits_state
         self.metric_group = MetricGroup()

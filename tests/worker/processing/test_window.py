@@ -104,14 +104,13 @@ def test_the_engine_reports_each_input_it_is_done_with_before_any_collect() -> N
 
     agent = Agent()
     agent.add_action("echo", [InputEvent], echo)
-    engine = Engine(AgentPlan.from_agent(agent, AgentConfiguration()))
     tracker, done = OffsetTracker(), []
 
     def finished(meta: Any) -> None:
         done.append(meta)
         tracker.ran(P, meta)
 
-    engine.on_input_finished = finished
+    engine = Engine(AgentPlan.from_agent(agent, AgentConfiguration()), on_input_finished=finished)
 
     async def drive() -> None:
         for offset in (0, 1, 2):
