@@ -111,7 +111,8 @@ class Checkpoint:
     """The effects one transaction commits, and the phase it is in."""
 
     def __init__(self, name: str, deltas: list[KeyDelta], dead_letters: list[DeadLetter], rekeyed: list[Rekeyed],
-                 offsets: dict[TopicPart, int], topics: Topics) -> None:
+                 offsets: dict[TopicPart, int], topics: Topics, records: int = 0) -> None:
+        """``records``: the input records it commits (the in-flight window counts them until it settles)."""
         self.name = name
         self.deltas = deltas
         self.dead_letters = dead_letters
@@ -124,7 +125,7 @@ class Checkpoint:
             self.state.update(partition, key, delta.state)
         self.phase = Phase.OPEN
         self.outputs = 0
-        self.records = 0  # input records it commits (set by the checkpointer, for the in-flight window)
+        self.records = records
         self.started = time.monotonic()
         self.duration_s = 0.0
 

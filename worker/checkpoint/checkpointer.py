@@ -156,8 +156,8 @@ class Checkpointer:
         if not deltas and not letters and not rekeyed and not offsets:
             return None
         self._seq += 1
-        checkpoint = Checkpoint(f"{self._name_prefix}#{self._seq}", deltas, letters, rekeyed, offsets, self.topics)
-        checkpoint.records = records
+        checkpoint = Checkpoint(f"{self._name_prefix}#{self._seq}", deltas, letters, rekeyed, offsets, self.topics,
+                                records)
         try:
             checkpoint.produce(self.producer)
         except (AbortableCommitError, FatalCommitError) as exc:
