@@ -124,15 +124,16 @@ def produce_lines(bootstrap: str, topic: str, records: list[LineRecord], config:
         raise ConfigurationError("topic", f"topic {topic!r} does not exist (create it with agentfleet topics create)")
     if not records:
         return _summary([])
+    client_log = _ClientLog()
     producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, **producer_properties(config),
-                         "transactional.id": transactional_id(topic, source)})
+                         "transactional.id": transactional_id(topic, source), "logger": client_log})
     committed: list[LineRecord] = []
     try:
         producer.init_transactions(30)
         for start in range(0, len(records), chunk):
             part = records[start:start + chunk]
             try:
-                _send_chunk(producer, topic, part)
+                _send_chunk(producer, topic, part, client_log)
             except _ChunkAborted as exc:
                 raise ProduceFailed(exc.reason, _summary(committed), part[0].line) from None
             except KeyboardInterrupt:
@@ -145,7 +146,7 @@ def produce_lines(bootstrap: str, topic: str, records: list[LineRecord], config:
     return _summary(committed)
 
 
-def _send_chunk(producer: Producer, topic: str, part: list[LineRecord]) -> None:
+def _send_chunk(producer: Producer, topic: str, part: list[LineRecord], client_log: _ClientLog) -> None:
     causes: list[str] = []  # delivery errors that say why, in order
 
     def on_delivery(err: Any, _msg: Any) -> None:
@@ -163,20 +164,39 @@ def _send_chunk(producer: Producer, topic: str, part: list[LineRecord]) -> None:
                     break
                 except BufferError:  # the local queue is full: let deliveries drain it
                     producer.poll(0.1)
-        _flush_until_failure(producer, causes)
+        client_log.transaction_error = None
+        _flush_until_failure(producer, causes, client_log)
         producer.commit_transaction(_COMMIT_TIMEOUT_S)
     except KafkaException as exc:
         # A rejected record puts the transaction in an error state, and later calls fail with "Erroneous
-        # state" -- possibly before the rejected record's delivery report is served. Aborting waits for
-        # every outstanding record to be reported; then the reports are served and the cause preferred.
+        # state" -- possibly before the rejected record's delivery report is served. The abort serves every
+        # outstanding report first (_abort_quietly); the rejected record's cause is then preferred.
         _abort_quietly(producer)
         while producer.poll(0):
             pass
         raise _ChunkAborted((causes or [_reason(exc)])[0]) from None
 
 
-def _flush_until_failure(producer: Producer, causes: list[str]) -> None:
-    """Deliver the chunk, stopping at the first failed record.
+class _ClientLog:
+    """librdkafka's log for the producer (its ``logger`` setting), passed on to this module's logger.
+
+    It also keeps the TXNERR line librdkafka logs when a failed record makes the transaction abortable:
+    the failed record's own delivery report may be served only after the abort, so without this signal
+    the flush below would wait out its whole deadline (60 s) for a chunk that can no longer commit.
+    """
+
+    def __init__(self) -> None:
+        self.transaction_error: str | None = None
+
+    def log(self, level: int, message: str, *args: Any) -> None:
+        # confluent-kafka calls log(level, "%s [%s] %s", facility, client name, text).
+        if len(args) == 3 and args[0] == "TXNERR":
+            self.transaction_error = str(args[2])
+        logger.log(level, message, *args)
+
+
+def _flush_until_failure(producer: Producer, causes: list[str], client_log: _ClientLog) -> None:
+    """Deliver the chunk, stopping at the first failed record or the transaction's failure.
 
     commit_transaction would flush too, but after a rejection the rest of the queue is held back until
     the transaction is aborted, so its flush would wait out its whole timeout (and leave the abort
@@ -184,8 +204,8 @@ def _flush_until_failure(producer: Producer, causes: list[str]) -> None:
     """
     deadline = time.monotonic() + _COMMIT_TIMEOUT_S
     while producer.flush(0.2) > 0:
-        if causes:
-            raise KafkaException(causes[0])
+        if causes or client_log.transaction_error is not None:
+            raise KafkaException(causes[0] if causes else client_log.transaction_error)
         if time.monotonic() > deadline:
             raise KafkaException(f"records not delivered within {_COMMIT_TIMEOUT_S} s")
 
@@ -205,6 +225,11 @@ def _reason(exc: KafkaException) -> str:
 
 
 def _abort_quietly(producer: Producer) -> None:
+    # The abort waits until every outstanding record is reported, and confluent-kafka serves no reports
+    # while it waits: drop the unsent ones (the transaction is aborted anyway) and serve their reports
+    # first, or a large queue holds the abort until its timeout.
+    producer.purge(in_queue=True, in_flight=True)
+    producer.flush(_COMMIT_TIMEOUT_S)
     try:
         producer.abort_transaction(30)
     except KafkaException as exc:  # a fatal producer error: the broker aborts the transaction on its timeout
