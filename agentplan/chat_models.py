@@ -116,7 +116,8 @@ class BaseChatModelSetup(Resource):
     def prepare_messages(self, messages: list[ChatMessage],
                          prompt_args: dict[str, Any] | None = None) -> list[ChatMessage]:
         """Prompt messages formatted with the request's ``prompt_args`` and messages' ``extra_args``
-        (which win), then request messages that carry content of their own."""
+        (which win), then request messages that carry content of their own (or tool calls) and
+        assistant messages, as Flink Agents appends them. A text prompt is a system message."""
         prompt = self.prompt
         if prompt is None:
             return list(messages)
@@ -124,7 +125,7 @@ class BaseChatModelSetup(Resource):
         for message in messages:
             variables.update(message.extra_args)
         formatted = prompt.format_messages(**variables)
-        return formatted + [m for m in messages if m.content or m.tool_calls]
+        return formatted + [m for m in messages if m.content or m.tool_calls or m.role is MessageRole.ASSISTANT]
 
     def postprocess(self, result: ChatResult) -> ChatResult:
         if self.extract_reasoning and "<think>" in result.message.content:  # a substring test spares the regex
@@ -139,7 +140,7 @@ class BaseChatModelSetup(Resource):
     async def chat(self, messages: list[ChatMessage]) -> ChatResult:
         tools = self.tools()
         if self.skill_kit is not None:  # after the first system message, as Flink Agents places it
-            at = 1 if messages and messages[0].role is MessageRole.SYSTEM else 0
+            at = next((i + 1 for i, m in enumerate(messages) if m.role is MessageRole.SYSTEM), 0)
             messages = [*messages[:at], self.skill_kit.discovery_message(), *messages[at:]]
         result = await self.connection.chat(
             messages, model=self.model or "", tools=self.tool_schemas(tools) or None, **self.params)

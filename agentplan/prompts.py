@@ -65,7 +65,10 @@ class Prompt(BaseModel):
             f"{m.role.value}: {fill_placeholders(m.content, kwargs)}" for m in self.messages or []
         )
 
-    def format_messages(self, role: MessageRole = MessageRole.USER, **kwargs: Any) -> list[ChatMessage]:
+    def format_messages(self, role: MessageRole = MessageRole.SYSTEM, **kwargs: Any) -> list[ChatMessage]:
+        """The filled template as messages: a text prompt becomes one message of ``role`` (SYSTEM by
+        default, as in Flink Agents, so a chat model setup's text prompt is its system prompt); a
+        message prompt keeps each message's own role and ignores ``role``."""
         if self.text is not None:
             return [ChatMessage(role=role, content=fill_placeholders(self.text, kwargs))]
         return [

@@ -19,6 +19,8 @@ _ASK_SUM = re.compile(r"Use the add tool to add (-?\d+) and (-?\d+)")
 _TIMES = re.compile(r"What is (\d+) times (\d+)\?")
 _SUM_OF = re.compile(r"What is the sum of ([\d ]+)\?")
 _POWER = re.compile(r"What is (\d+) to the power (\d+)\?")
+_STATUS = re.compile(r"Service: (\S+)\nIncidents of the last hour, one per line:\n(.*)\nAnswer with JSON only",
+                     re.DOTALL)
 _CATEGORIES = (("billing", ("refund", "charge", "invoice")), ("shipping", ("delivery", "package", "arrive")),
                ("technical", ("error", "crash", "login")))
 
@@ -91,6 +93,16 @@ def _faq(messages: list[dict[str, Any]]) -> StubReply | None:
     return StubReply(content=f"From the FAQ: {entry.group(1)}" if entry else "The FAQ does not say.")
 
 
+def _status(messages: list[dict[str, Any]]) -> StubReply | None:
+    """Reads the status digest prompt wherever it was sent (the setup's text prompt: a system message)."""
+    match = _STATUS.search("\n".join(str(m.get("content") or "") for m in messages))
+    if match is None:
+        return None
+    incidents = [line for line in match.group(2).splitlines() if line != "(none)"]
+    status = "down" if any("outage" in i.lower() for i in incidents) else "degraded" if incidents else "ok"
+    return StubReply(content=json.dumps({"status": status, "summary": f"{len(incidents)} incident(s)"}))
+
+
 def _tool_results(messages: list[dict[str, Any]]) -> list[str]:
     return [str(m.get("content") or "") for m in messages if m.get("role") == "tool"]
 
@@ -144,7 +156,7 @@ def flink03_responder(request: dict[str, Any]) -> StubReply:
     skill_reply = _skill(request, messages)
     if skill_reply is not None:
         return skill_reply
-    for answer in (_review, _question, _arithmetic, _faq, _ask_sum):
+    for answer in (_review, _question, _arithmetic, _faq, _ask_sum, _status):
         reply = answer(messages)
         if reply is not None:
             return reply

@@ -14,8 +14,17 @@ from typing import Any
 import pytest
 
 from agentplan import AgentPlan, AgentsExecutionEnvironment, Document, LocalExecutionEnvironment, ResourceType
+from agentplan.chat_models import schema_instruction
 from agentplan.testing.llm_stub import StubLLMServer, StubReply
-from examples.flink03 import mcp_tools, rag_chroma, react_calculator, review_analysis, skills_math, ticket_fanout
+from examples.flink03 import (
+    mcp_tools,
+    rag_chroma,
+    react_calculator,
+    review_analysis,
+    skills_math,
+    status_digest,
+    ticket_fanout,
+)
 from examples.mcp_agent.calculator_server import running_server
 from tests.agentplan.flink03_models import flink03_responder
 from tests.agentplan.support import make_config
@@ -105,6 +114,38 @@ def test_react_agent_with_output_schema(flink03_llm: StubLLMServer) -> None:
     assert {k: r.result for k, r in results.items()} == {"q1": 35.0, "q2": -4.0}
     assert all(isinstance(r, react_calculator.CalculationResult) for r in results.values())
     assert flink03_llm.request_count == 6  # add, multiply, answer per question
+    # Upstream's messages: the prompt's system message, the schema instruction after it, the user's question.
+    [first] = [r["messages"] for r in flink03_llm.requests if len(r["messages"]) == 3
+               and r["messages"][-1]["content"] == "What is (3 + 4) * 5?"]
+    assert first == [
+        {"role": "system", "content": react_calculator.calculator_prompt.messages[0].content},  # type: ignore[index]
+        {"role": "system", "content": schema_instruction(react_calculator.CalculationResult).content},
+        {"role": "user", "content": "What is (3 + 4) * 5?"},
+    ]
+
+
+DIGEST_YAML = Path(status_digest.__file__).with_suffix(".yaml")
+
+
+@pytest.mark.parametrize("declared", ["python", "yaml"])
+def test_status_digest_text_prompt_is_the_system_message(flink03_llm: StubLLMServer, declared: str) -> None:
+    env = local_env()
+    if declared == "yaml":
+        env.load_yaml(DIGEST_YAML)
+    agent = status_digest.StatusDigestAgent() if declared == "python" else "status_digest"
+    outputs = env.from_list([{"key": "api", "value": {"service": "api", "incidents": ["p99 latency 2s"]}}]) \
+        .apply(agent).to_list()
+    env.execute()
+
+    assert outputs == [{"api": status_digest.StatusDigest(service="api", status="degraded", summary="1 incident(s)")}]
+    # The setup's text prompt, filled through prompt_args, is the one (system) message; the request's
+    # empty user message is not sent.
+    assert [r["messages"] for r in flink03_llm.requests] == [[{"role": "system", "content": (
+        "You write the status line of one service for the on-call channel.\n"
+        "Service: api\n"
+        "Incidents of the last hour, one per line:\n"
+        "p99 latency 2s\n"
+        'Answer with JSON only: {"status": "ok" or "degraded" or "down", "summary": "<at most 12 words>"}')}]]
 
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"

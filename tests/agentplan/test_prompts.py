@@ -19,10 +19,10 @@ def test_from_text_fills_placeholders() -> None:
     assert prompt.format_string(input="this", user="ann") == "Classify this for ann."
     messages = prompt.format_messages(input="this", user="ann")
     assert len(messages) == 1
-    assert messages[0].role is MessageRole.USER
+    assert messages[0].role is MessageRole.SYSTEM  # Flink Agents' default
     assert messages[0].content == "Classify this for ann."
-    system = prompt.format_messages(role=MessageRole.SYSTEM, input="x", user="y")
-    assert system[0].role is MessageRole.SYSTEM
+    user = prompt.format_messages(role=MessageRole.USER, input="x", user="y")
+    assert user[0].role is MessageRole.USER
 
 
 def test_literal_json_braces_are_left_alone() -> None:

@@ -39,9 +39,11 @@ def test_tool_then_structured_output(stub_llm: StubLLMServer, make_env: EnvFacto
     assert isinstance(decision, ReviewDecision)
     assert decision == ReviewDecision.model_validate(assess_product("KB-101", 100.0))
     first, second = stub_llm.requests
-    # The prompt's {question} placeholder was filled from the input's fields; the schema was requested.
-    assert first["messages"][1] == {"role": "user", "content": request.question}
-    assert first["messages"][0]["role"] == "system" and "JSON schema" in first["messages"][0]["content"]
+    # The prompt's {question} placeholder was filled from the input's fields; the schema was requested
+    # in a system message after the prompt's own.
+    assert [m["role"] for m in first["messages"]] == ["system", "system", "user"]
+    assert first["messages"][2] == {"role": "user", "content": request.question}
+    assert "JSON schema" in first["messages"][1]["content"]
     assert [t["function"]["name"] for t in first["tools"]] == ["assess_product"]
     assert second["messages"][-1]["role"] == "tool"
 
@@ -53,11 +55,23 @@ def test_without_prompt_the_input_is_the_message(stub_llm: StubLLMServer, make_e
 
 
 def test_prompt_given_to_the_setup(stub_llm: StubLLMServer, make_env: EnvFactory) -> None:
+    """The setup's prompt is its system message, filled from the input like ReAct's own prompt."""
     env = make_env()
     env.add_resource("p", Prompt.from_text("Item {name} costs {price}; input={input}"))
     (answer,) = run(env, ReActAgent(chat_model=setup(prompt="p")), {"name": "pen", "price": 2})
-    assert answer == 'echo: Item pen costs 2; input={"name": "pen", "price": 2}'
-    assert len(stub_llm.requests[0]["messages"]) == 1  # no empty request message after the prompt
+    assert answer == 'echo: {"name": "pen", "price": 2}'
+    assert stub_llm.requests[0]["messages"] == [
+        {"role": "system", "content": 'Item pen costs 2; input={"name": "pen", "price": 2}'},
+        {"role": "user", "content": '{"name": "pen", "price": 2}'}]
+
+
+def test_prompt_variables_are_upstreams(stub_llm: StubLLMServer, make_env: EnvFactory) -> None:
+    """Fields are filled as ``str(value)`` (Flink Agents' conversion); ``{input}`` is the input as JSON."""
+    prompt = Prompt.from_text("{tags} | {flag} | {input}")
+    (answer,) = run(make_env(), ReActAgent(chat_model=setup(), prompt=prompt), {"tags": ["a", "b"], "flag": True})
+    assert answer == """echo: ['a', 'b'] | True | {"tags": ["a", "b"], "flag": true}"""
+    (answer,) = run(make_env(), ReActAgent(chat_model=setup(), prompt=prompt), True)
+    assert answer == "echo: {tags} | {flag} | True"
 
 
 def test_dict_output_schema(make_env: EnvFactory) -> None:
@@ -69,8 +83,6 @@ def test_dict_output_schema(make_env: EnvFactory) -> None:
 def test_construction_errors() -> None:
     with pytest.raises(PlanCompileError, match="ResourceDescriptor"):
         ReActAgent(chat_model="react_chat_model")  # type: ignore[arg-type]
-    with pytest.raises(PlanCompileError, match="either to ReActAgent or to the chat model setup"):
-        ReActAgent(chat_model=setup(prompt="p"), prompt=Prompt.from_text("x"))
 
 
 def test_plan_round_trip_keeps_the_output_schema() -> None:

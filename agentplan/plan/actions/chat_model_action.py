@@ -104,7 +104,9 @@ async def chat_model_action(event: ChatRequestEvent | ToolResponseEvent, ctx: Ru
         if schema is not None:
             # Many chat templates accept a system message only in first place: merge into it.
             instruction = schema_instruction(schema)
-            if messages and messages[0].role is MessageRole.SYSTEM:
+            if instruction in messages:
+                pass  # placed by the sender (ReActAgent puts it where Flink Agents' does)
+            elif messages and messages[0].role is MessageRole.SYSTEM:
                 first = messages[0]
                 messages[0] = first.model_copy(update={"content": f"{first.content}\n\n{instruction.content}"})
             else:
