@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests import static_checks
 from tests.kafka_support import KafkaCluster, describe_engine, selected_engine, start_cluster, start_tansu
 
 
@@ -19,6 +20,17 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         reporter = session.config.pluginmanager.get_plugin("terminalreporter")
         if reporter is not None:
             reporter.write_line(f"broker: {describe_engine(selected_engine())}")
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    # Start the static checks the session will run now, so they overlap the tests before them.
+    for item in session.items:
+        if item.nodeid.startswith("tests/test_static_checks.py::") and hasattr(item, "callspec"):
+            static_checks.start(item.callspec.params["tool"])
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    static_checks.stop_all()
 
 
 @pytest.fixture(scope="session")
