@@ -67,6 +67,21 @@ DECODED_STATE_FACTOR = 4
 StateLoader = Callable[[Hashable], "bytes | None"]
 
 
+_APPROVAL, _OUTPUT, _OTHER_EVENT, _NOT_EVENT = 1, 2, 3, 4
+_event_kinds: dict[type, int] = {}  # per class: what the loop does with its events
+
+
+def _event_kind(cls: type) -> int:
+    """One of the kinds above, cached per class (an isinstance of a pydantic class that is not an exact match
+    runs ABCMeta's check in Python, ~0.3 us; the loop asks it for every event)."""
+    kind = _event_kinds.get(cls)
+    if kind is None:
+        kind = _event_kinds[cls] = (_APPROVAL if issubclass(cls, ApprovalRequestEvent) else
+                                    _OUTPUT if issubclass(cls, OutputEvent) else
+                                    _OTHER_EVENT if issubclass(cls, Event) else _NOT_EVENT)
+    return kind
+
+
 def _is_coroutine_function(fn: Any) -> bool:
     """``inspect.iscoroutinefunction``, answered from the code flags for a plain ``async def`` (the common
     case, e.g. a chat action's model call), which spares inspect's unwrapping per durable call."""
@@ -404,7 +419,7 @@ class Engine:
             data["r"] = {
                 "id": run.run_id, "pos": run.position, "in": codec.encode(run.input),
                 "pending": [e.to_record() for e in run.pending], "cur": run.cursor, "s": sensory,
-                "j": run.journal, "n": run.next_event_seq,
+                "j": durable.encode_entries(run.journal) if run.journal else run.journal, "n": run.next_event_seq,
             }
             if run.parked is not None:
                 data["r"]["pk"] = run.parked
@@ -534,21 +549,22 @@ class Engine:
         try:
             while run.pending:
                 event = run.pending[0]
-                if isinstance(event, ApprovalRequestEvent):
-                    await parking.park(self, slot, run, event)
+                if (_event_kinds.get(type(event)) or _event_kind(type(event))) == _APPROVAL:
+                    await parking.park(self, slot, run, cast(ApprovalRequestEvent, event))
                     continue
                 actions = self.plan.actions_for_event(event)
                 while run.cursor < len(actions):
                     spec = actions[run.cursor]
                     emitted = await self._execute_action(slot, run, spec, event)
                     for out in emitted:
-                        if isinstance(out, OutputEvent):
-                            slot.outputs.append((run.meta, out.output))
+                        if (_event_kinds.get(type(out)) or _event_kind(type(out))) == _OUTPUT:
+                            slot.outputs.append((run.meta, cast(OutputEvent, out).output))
                         else:
                             run.pending.append(out)
                     run.next_event_seq += len(emitted)
                     run.cursor += 1
-                    run.journal = {}
+                    if run.journal:  # a new dict: a snapshot may hold the old one
+                        run.journal = {}
                     slot.version += 1
                 run.pending.popleft()
                 run.cursor = 0
@@ -682,7 +698,7 @@ class _ActionContext(RunnerContext):
     def send_event(self, event: Event) -> None:
         if self._durable_depth:
             self._check_not_durable("send_event")
-        if not isinstance(event, Event):
+        if (_event_kinds.get(type(event)) or _event_kind(type(event))) == _NOT_EVENT:
             raise TypeError(f"send_event expects an Event, got {type(event).__name__}")
         # Written past pydantic's __setattr__: the id is the engine's to set (frozen events too),
         # and the assignment hook cost more than the rest of send_event.
@@ -736,12 +752,12 @@ class _ActionContext(RunnerContext):
         self._call_index += 1
         return key
 
-    def _record(self, key: str, result: Any) -> None:
+    def _record(self, key: str, result: Any, unchanged: bool = False) -> None:
         try:
             codec.check_storable(result, "durable call result")
         except SerializationError as exc:
             raise DurableCallError(str(exc)) from None
-        self._run.journal[key] = codec.encode(result)
+        self._run.journal[key] = durable.Unencoded(result) if unchanged else codec.encode(result)
         budgets = self._engine.budgets
         if budgets is not None:  # usage joins the state together with the journal entry it comes from
             self._slot.usage = budgets.journaled(self._slot.usage, result, self._engine.metrics)
@@ -752,6 +768,8 @@ class _ActionContext(RunnerContext):
         and never recorded a result), else _NOT_RECORDED: the call must run."""
         journal = self._run.journal
         if key in journal:
+            if type(journal[key]) is durable.Unencoded:  # a replay returns the stored form's copy, as always
+                journal[key] = codec.encode(journal[key].value)
             if not durable.is_started(journal[key]):
                 if self.observation is not None:
                     self.observation.replayed_call()
@@ -828,7 +846,7 @@ class _ActionContext(RunnerContext):
             self._durable_depth -= 1
         if call is not None:  # with the journal entry: the record commits with the result (observe.py)
             call.finish(result, None)
-        self._record(key, result)
+        self._record(key, result, getattr(fn, durable.UNCHANGED_RESULT, False))
         return result
 
     def _mark_started(self, key: str) -> None:

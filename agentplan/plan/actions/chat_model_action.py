@@ -21,11 +21,14 @@ from agentplan.events import (
     OutputSchema,
     ToolRequestEvent,
     ToolResponseEvent,
+    new_event_id,
 )
 from agentplan.exceptions import ChatModelError, ResourceError, ToolCallLimitExceeded, TransientError
 from agentplan.fallback import candidates, is_available, pick
+from agentplan.fastmodel import trusted
 from agentplan.resources import ResourceType
 from agentplan.runner_context import RunnerContext
+from agentplan.runtime.durable import UNCHANGED_RESULT
 from agentplan.runtime.observe import label_call
 
 logger = logging.getLogger(__name__)
@@ -49,10 +52,13 @@ def parse_structured(content: str, schema: Any) -> Any:
     return value
 
 
-async def _call_model(ctx: RunnerContext, setup_name: str, messages: list[ChatMessage]) -> ChatResult:
+async def _call_model(ctx: RunnerContext, setup_name: str, messages: list[ChatMessage],
+                      setup: Any = None) -> ChatResult:
     """One durable model call: one request. A transient failure propagates to the engine, the one
-    retry layer, which runs the action again; a replay finds the single recorded result."""
-    setup = ctx.get_resource(setup_name, ResourceType.CHAT_MODEL)
+    retry layer, which runs the action again; a replay finds the single recorded result. ``setup``: the
+    setup named ``setup_name`` when the caller has looked it up already."""
+    if setup is None:
+        setup = ctx.get_resource(setup_name, ResourceType.CHAT_MODEL)
     if not isinstance(setup, BaseChatModelSetup):
         raise ResourceError(f"{setup_name!r} is not a chat model setup")
     metrics = ctx.metrics
@@ -85,6 +91,7 @@ async def _call_model(ctx: RunnerContext, setup_name: str, messages: list[ChatMe
                 result = result.model_copy(update={"fallback": chosen.name})
             return result
 
+    setattr(call, UNCHANGED_RESULT, True)  # the result is only read (answers are copied, never changed)
     label_call(ctx, "chat", setup.model or setup_name, setup=setup)  # the requested model; a fallback is journaled
     return await ctx.durable_execute_async(call)
 
@@ -95,11 +102,12 @@ def _conversation_path(request_id: str) -> str:
 
 async def chat_model_action(event: ChatRequestEvent | ToolResponseEvent, ctx: RunnerContext) -> None:
     """Advance a chat request: call the model, ask for tools, or answer."""
+    setup = None
     if isinstance(event, ChatRequestEvent):
         setup = ctx.get_resource(event.model, ResourceType.CHAT_MODEL)
         messages = setup.prepare_messages(event.messages, event.prompt_args)
         schema = event.output_schema
-        if isinstance(schema, OutputSchema):
+        if schema is not None and isinstance(schema, OutputSchema):
             schema = schema.output_schema
         if schema is not None:
             # Many chat templates accept a system message only in first place: merge into it.
@@ -133,7 +141,7 @@ async def chat_model_action(event: ChatRequestEvent | ToolResponseEvent, ctx: Ru
     state["retry_count"] = state.get("retry_count", 0) + getattr(ctx, "retry_count", 0)
     state["retry_wait_s"] = state.get("retry_wait_s", 0.0) + getattr(ctx, "retry_wait_s", 0.0)
     while True:
-        result = await _call_model(ctx, state["model"], state["messages"])
+        result = await _call_model(ctx, state["model"], state["messages"], setup)
         answer = result.message
         if answer.tool_calls:
             if state["rounds"] >= ctx.config.max_tool_call_rounds:
@@ -158,12 +166,23 @@ async def chat_model_action(event: ChatRequestEvent | ToolResponseEvent, ctx: Ru
                                         content=f"That reply was not valid for the schema ({exc}). "
                                                 "Reply again with only the JSON object.")]
                 continue
-        ctx.sensory_memory.delete(_conversation_path(state["request_id"]))
+        if not isinstance(event, ChatRequestEvent):  # only a request that asked for tools stored its state
+            ctx.sensory_memory.delete(_conversation_path(state["request_id"]))
         if structured is not None:
             # Where Flink Agents 0.3 delivers it, in the JSON form its actions receive.
             as_json = structured.model_dump(mode="json") if isinstance(structured, BaseModel) else structured
             answer = answer.model_copy(update={"extra_args": {**answer.extra_args, "structured_output": as_json}})
-        ctx.send_event(ChatResponseEvent(request_id=state["request_id"], response=answer,
-                                         structured_output=structured, retry_count=state["retry_count"],
-                                         total_retry_wait_sec=state["retry_wait_s"]))
+        ctx.send_event(_response_event(state, answer, structured))
         return
+
+
+_RESPONSE_FIELDS = frozenset({"request_id", "response", "structured_output", "retry_count", "total_retry_wait_sec"})
+
+
+def _response_event(state: dict[str, Any], answer: ChatMessage, structured: Any) -> ChatResponseEvent:
+    """The request's ChatResponseEvent, built without validation from parts that are valid already: the
+    answer is a validated ChatResult's message (fresh or from the journal), the request id an event id."""
+    return trusted(ChatResponseEvent, {
+        "id": new_event_id(), "type": None, "attributes": {}, "request_id": str(state["request_id"]),
+        "response": answer, "structured_output": structured, "retry_count": int(state["retry_count"]),
+        "total_retry_wait_sec": float(state["retry_wait_s"])}, set(_RESPONSE_FIELDS))
