@@ -27,7 +27,7 @@ from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Hashable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from types import FunctionType
+from types import FunctionType, MethodType
 from typing import Any, TypeVar, cast
 
 from agentplan import codec
@@ -85,6 +85,8 @@ def _event_kind(cls: type) -> int:
 def _is_coroutine_function(fn: Any) -> bool:
     """``inspect.iscoroutinefunction``, answered from the code flags for a plain ``async def`` (the common
     case, e.g. a chat action's model call), which spares inspect's unwrapping per durable call."""
+    if type(fn) is MethodType:  # a bound method (the chat action's model call): its function's flags
+        fn = fn.__func__
     return (type(fn) is FunctionType and bool(fn.__code__.co_flags & inspect.CO_COROUTINE)) \
         or inspect.iscoroutinefunction(fn)
 

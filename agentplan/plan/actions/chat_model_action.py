@@ -24,7 +24,7 @@ from agentplan.events import (
     new_event_id,
 )
 from agentplan.exceptions import ChatModelError, ResourceError, ToolCallLimitExceeded, TransientError
-from agentplan.fallback import candidates, is_available, pick
+from agentplan.fallback import Candidate, candidates, is_available, pick
 from agentplan.fastmodel import trusted
 from agentplan.resources import ResourceType
 from agentplan.runner_context import RunnerContext
@@ -59,13 +59,32 @@ async def _call_model(ctx: RunnerContext, setup_name: str, messages: list[ChatMe
     setup named ``setup_name`` when the caller has looked it up already."""
     if setup is None:
         setup = ctx.get_resource(setup_name, ResourceType.CHAT_MODEL)
-    if not isinstance(setup, BaseChatModelSetup):
-        raise ResourceError(f"{setup_name!r} is not a chat model setup")
-    metrics = ctx.metrics
-    options = candidates(setup_name, setup, lambda name: ctx.get_resource(name, ResourceType.CHAT_MODEL))
+    alone = _ALONE.get(setup_name)
+    if alone is not None and alone[0] is setup and not setup.fallback:
+        options = alone[1]  # a setup without fallbacks: its one candidate, built once
+    else:
+        if not isinstance(setup, BaseChatModelSetup):
+            raise ResourceError(f"{setup_name!r} is not a chat model setup")
+        options = candidates(setup_name, setup, lambda name: ctx.get_resource(name, ResourceType.CHAT_MODEL))
+        if len(options) == 1:
+            _ALONE[setup_name] = (setup, options)
+    label_call(ctx, "chat", setup.model or setup_name, setup=setup)  # the requested model; a fallback is journaled
+    return await ctx.durable_execute_async(_ModelCall(ctx.metrics, setup_name, setup, options, messages).run)
 
-    async def call() -> ChatResult:
+
+class _ModelCall:
+    """The durable function of one model call (a bound method: no closure, cells and attribute dict per call)."""
+
+    __slots__ = ("metrics", "setup_name", "setup", "options", "messages")
+
+    def __init__(self, metrics: Any, setup_name: str, setup: BaseChatModelSetup, options: list[Candidate],
+                 messages: list[ChatMessage]) -> None:
+        self.metrics, self.setup_name, self.setup, self.options, self.messages = \
+            metrics, setup_name, setup, options, messages
+
+    async def run(self) -> ChatResult:
         # The setup is chosen per attempt; the journaled answer names the fallback that gave it.
+        options, metrics = self.options, self.metrics
         tried: set[str] = set()
         chosen = options[0] if len(options) == 1 else pick(options, tried)
         while True:
@@ -74,7 +93,7 @@ async def _call_model(ctx: RunnerContext, setup_name: str, messages: list[ChatMe
             model_label = used.model or chosen.name
             started = time.monotonic()
             try:
-                result = await used.chat(messages)
+                result = await used.chat(self.messages)
             except Exception as exc:
                 metrics.llm_request(model_label, time.monotonic() - started, exc)
                 if len(options) == 1 or not isinstance(exc, TransientError) or is_available(used):
@@ -86,14 +105,17 @@ async def _call_model(ctx: RunnerContext, setup_name: str, messages: list[ChatMe
                 continue
             metrics.llm_request(model_label, time.monotonic() - started, None,
                                 result.prompt_tokens, result.completion_tokens)
-            if used is not setup:
-                metrics.llm_fallback(setup_name, chosen.name)
+            if used is not self.setup:
+                metrics.llm_fallback(self.setup_name, chosen.name)
                 result = result.model_copy(update={"fallback": chosen.name})
             return result
 
-    setattr(call, UNCHANGED_RESULT, True)  # the result is only read (answers are copied, never changed)
-    label_call(ctx, "chat", setup.model or setup_name, setup=setup)  # the requested model; a fallback is journaled
-    return await ctx.durable_execute_async(call)
+    # The result is only read (answers are copied, never changed): journaled unencoded (agentplan.runtime.durable).
+    setattr(run, UNCHANGED_RESULT, True)  # noqa: B010 - the marker's name is a constant shared with the engine
+
+
+# By setup name: a setup without fallbacks and its candidate list (checked by identity: plans may reuse names).
+_ALONE: dict[str, tuple[BaseChatModelSetup, list[Candidate]]] = {}
 
 
 def _conversation_path(request_id: str) -> str:
