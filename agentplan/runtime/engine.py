@@ -123,7 +123,7 @@ class _Run:
         self.position = position
         self.meta = meta
         self.input = input_value
-        self.pending: deque[Event] = deque()
+        self.pending: list[Event] = []  # a few events at a time: a list is ~700 bytes smaller than a deque
         self.cursor = 0  # actions of pending[0] already completed
         self.sensory: MemoryObject = sensory if sensory is not None else MemoryObject()
         self.journal: dict[str, Any] = {}  # durable results of the action in flight
@@ -144,7 +144,9 @@ class _Slot:
 
     def __init__(self, key: Hashable) -> None:
         self.key = key
-        self.queue: deque[_Input] = deque()
+        # Made by the key's first submit and dropped when it empties: an empty deque is ~760 bytes, held by
+        # every slot (idle ones in the cache too).
+        self.queue: deque[_Input] | None = None
         self.memory = MemoryObject()
         self.progress: int | None = None
         self.run: _Run | None = None
@@ -237,6 +239,8 @@ class Engine:
             else:
                 self._idle_bytes -= slot.cached_bytes
                 self._slots[key] = slot
+        if slot.queue is None:
+            slot.queue = deque()
         slot.queue.append(_Input(value, position, meta))
         self.queued_inputs += 1
         if slot.task is None:
@@ -327,8 +331,9 @@ class Engine:
         doomed = [k for k in self._slots if predicate(k)]
         for key in doomed:
             slot = self._slots.pop(key)
-            self.queued_inputs -= len(slot.queue)
-            slot.queue.clear()
+            if slot.queue:
+                self.queued_inputs -= len(slot.queue)
+                slot.queue.clear()
             if slot.task is not None:
                 slot.task.cancel()
         return len(doomed)
@@ -437,7 +442,7 @@ class Engine:
             r = data.get("r")
             if r is not None:
                 run = _Run(r["id"], r["pos"], None, codec.decode(r.get("in")))
-                run.pending = deque(Event.from_record(rec) for rec in r["pending"])
+                run.pending = [Event.from_record(rec) for rec in r["pending"]]
                 run.cursor = r["cur"]
                 run.sensory = MemoryObject.from_data(r.get("s"))
                 run.journal = r.get("j") or {}
@@ -452,8 +457,10 @@ class Engine:
     async def _drive(self, slot: _Slot) -> None:
         assert self._run_slots is not None and self._idle is not None
         try:
-            while slot.queue:
+            while slot.queue:  # None or empty: done
                 item = slot.queue.popleft()
+                if not slot.queue:  # no deque held while the run goes on (a submit makes a new one)
+                    slot.queue = None
                 self.queued_inputs -= 1
                 run = slot.run
                 resumed = False
@@ -465,6 +472,8 @@ class Engine:
                     if item.position != run.position:
                         logger.warning("key %s: resuming run %s although input %s arrived first",
                                        self._describe_key(slot.key), run.run_id, item.position)
+                        if slot.queue is None:
+                            slot.queue = deque()
                         slot.queue.appendleft(item)
                         self.queued_inputs += 1
                     else:
@@ -506,6 +515,8 @@ class Engine:
                     run_slots.release()
         finally:
             slot.task = None
+            if not slot.queue:
+                slot.queue = None
             self._busy_keys -= 1
             if self._busy_keys == 0:
                 self._idle.set()
@@ -568,7 +579,7 @@ class Engine:
                     if run.journal:  # a new dict: a snapshot may hold the old one
                         run.journal = {}
                     slot.version += 1
-                run.pending.popleft()
+                del run.pending[0]
                 run.cursor = 0
         except ActionError as exc:
             logger.warning("key %s: run %s failed: %s", self._describe_key(slot.key), run.run_id, exc)

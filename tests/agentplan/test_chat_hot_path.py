@@ -185,3 +185,36 @@ def test_send_event_still_refuses_what_is_not_an_event() -> None:
         assert "send_event expects an Event, got ChatMessage" in str(error.__cause__)
 
     run_async(main())
+
+
+def test_a_restored_run_resumes_first_when_a_later_input_arrives_before_its_own() -> None:
+    """The key's queue is dropped while its run goes on; the input put back in front of the resumed run
+    still runs after it."""
+    gate: dict[str, asyncio.Event] = {}
+
+    async def act(event: InputEvent, ctx: RunnerContext) -> None:
+        if gate.get("hold") is not None:
+            gate["held"].set()
+            await gate["hold"].wait()
+        ctx.send_event(OutputEvent(output=event.input))
+
+    async def main() -> None:
+        gate["hold"], gate["held"] = asyncio.Event(), asyncio.Event()
+        agent = Agent()
+        agent.add_action("act", [InputEvent], act)
+        first = Engine(AgentPlan.from_agent(agent, make_config()))
+        first.submit("k", "five", position=5, meta="m5")
+        await gate["held"].wait()
+        (delta,) = first.collect()
+        await first.close()
+        gate.clear()
+
+        state = delta.state
+        second = Engine(AgentPlan.from_agent(agent, make_config()), state_loader=lambda key: state)
+        second.submit("k", "six", position=6, meta="m6")
+        await second.wait_idle()
+        (delta,) = second.collect()
+        assert [output for _meta, output in delta.outputs] == ["five", "six"]
+        assert delta.finished == [None, "m6"]  # the resumed run's own input never came: no meta
+
+    run_async(main())

@@ -85,7 +85,7 @@ class _ModelCall:
     async def run(self) -> ChatResult:
         # The setup is chosen per attempt; the journaled answer names the fallback that gave it.
         options, metrics = self.options, self.metrics
-        tried: set[str] = set()
+        tried: set[str] = set() if len(options) > 1 else _NONE_TRIED  # no set per call for a setup alone
         chosen = options[0] if len(options) == 1 else pick(options, tried)
         while True:
             assert chosen is not None
@@ -114,6 +114,7 @@ class _ModelCall:
     setattr(run, UNCHANGED_RESULT, True)  # noqa: B010 - the marker's name is a constant shared with the engine
 
 
+_NONE_TRIED: set[str] = set()  # never added to: a setup alone re-raises instead of trying another
 # By setup name: a setup without fallbacks and its candidate list (checked by identity: plans may reuse names).
 _ALONE: dict[str, tuple[BaseChatModelSetup, list[Candidate]]] = {}
 
