@@ -61,6 +61,8 @@ class BaseChatModelSetup(Resource):
     """Which model, with which prompt, tools and generation parameters, over which connection."""
 
     resource_type = ResourceType.CHAT_MODEL
+    # (reference, resolver, resolved): the connection looked up once per reference and plan, not per call
+    _connection_found: tuple[object, object, BaseChatModelConnection] | None = None
 
     def __init__(self, connection: str | BaseChatModelConnection, model: str | None = None,
                  prompt: str | Prompt | None = None, tools: list[str] | None = None,
@@ -91,9 +93,13 @@ class BaseChatModelSetup(Resource):
     @property
     def connection(self) -> BaseChatModelConnection:
         ref = self.connection_ref
+        found = self._connection_found
+        if found is not None and found[0] is ref and found[1] is self._resolver:
+            return found[2]
         conn = self.get_resource(ref, ResourceType.CHAT_MODEL_CONNECTION) if isinstance(ref, str) else ref
         if not isinstance(conn, BaseChatModelConnection):
             raise ResourceError(f"connection {ref!r} is a {type(conn).__name__}, not a chat model connection")
+        self._connection_found = (ref, self._resolver, conn)
         return conn
 
     @property

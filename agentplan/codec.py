@@ -15,6 +15,7 @@ import orjson
 from pydantic import BaseModel
 
 from agentplan.exceptions import SerializationError
+from agentplan.fastmodel import is_model_class
 
 MODEL_TAG = "__model__"
 CLASS_TAG = "__class__"
@@ -67,7 +68,7 @@ def resolve_path(path: str) -> Any:
 
 def check_storable(value: Any, where: str = "value") -> None:
     """Raise :class:`TypeError`-compatible error unless ``value`` is JSON-like or pydantic."""
-    if isinstance(value, (*_JSON_SCALARS, BaseModel)):
+    if isinstance(value, _JSON_SCALARS) or is_model_class(type(value)):
         if isinstance(value, float) and value != value:  # NaN is not JSON
             raise SerializationError(f"{where}: NaN cannot be stored")
         return
@@ -95,7 +96,7 @@ def encode(value: Any) -> Any:
     """Turn a storable value into plain JSON data, tagging pydantic models."""
     if isinstance(value, _JSON_SCALARS):
         return value
-    if isinstance(value, BaseModel):
+    if is_model_class(type(value)):
         # model_dump(mode="json") with its defaults, minus its Python wrapper (a journaled model call's result
         # is encoded per call); a class that overrides model_dump gets its override.
         dumped = value.__pydantic_serializer__.to_python(value, mode="json") \

@@ -37,6 +37,9 @@ def _new_id() -> str:
     return f"{_ID_PREFIX}{next(_ID_COUNTER):016x}"
 
 
+new_event_id = _new_id  # for events built without validation (agentplan.fastmodel)
+
+
 class Event(BaseModel):
     """Base class of all events. Subclass it (pydantic fields) for your own event types, or use it
     as is with a string ``type`` and ``attributes``.

@@ -109,7 +109,7 @@ class MemoryObject:
         """The value at ``path`` (or a :class:`MemoryRef`'s path), a :class:`MemoryObject` for an object
         node, or ``default``."""
         self._guard()
-        if isinstance(path, MemoryRef):
+        if type(path) is not str and isinstance(path, MemoryRef):
             path = path.path
         *parents, leaf = self._split(path)
         node = self._walk(parents, create=False)
@@ -218,6 +218,8 @@ def _detached(value: Any) -> Any:
     Change tracking (rollback of a failed action, snapshots of an in-flight one) only sees
     ``set``/``delete``; an aliased container or model mutated in place would bypass it.
     """
+    if type(value) is str:  # the common case, answered before the ABC check of BaseModel (~0.3 us)
+        return value
     return copy.deepcopy(value) if isinstance(value, (list, dict, BaseModel)) else value
 
 

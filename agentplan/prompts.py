@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from agentplan.chat_message import ChatMessage, MessageRole
+from agentplan.chat_message import ChatMessage, MessageRole, trusted_message
 
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
@@ -33,7 +33,8 @@ def fill_placeholders(template: str, values: dict[str, Any]) -> str:
     for name, literal in zip(names, literals[1:]):
         if name in values:
             value = values[name]
-            out.append(value.model_dump_json() if isinstance(value, BaseModel) else str(value))
+            out.append(value if type(value) is str else
+                       value.model_dump_json() if isinstance(value, BaseModel) else str(value))
         else:
             out.append("{" + name + "}")
         out.append(literal)
@@ -70,8 +71,7 @@ class Prompt(BaseModel):
         default, as in Flink Agents, so a chat model setup's text prompt is its system prompt); a
         message prompt keeps each message's own role and ignores ``role``."""
         if self.text is not None:
-            return [ChatMessage(role=role, content=fill_placeholders(self.text, kwargs))]
-        return [
-            ChatMessage(role=m.role, content=fill_placeholders(m.content, kwargs), tool_calls=m.tool_calls)
-            for m in self.messages or []
-        ]
+            return [trusted_message(MessageRole(role), fill_placeholders(self.text, kwargs))]
+        # Built from the prompt's validated messages and formatted text: no validation per request.
+        return [trusted_message(m.role, fill_placeholders(m.content, kwargs), m.tool_calls)
+                for m in self.messages or []]

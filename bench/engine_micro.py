@@ -87,10 +87,14 @@ async def drive(records: int, keys: int, state_dir: Path, window: int = 1024) ->
         partition, key = cast(EngineKey, engine_key)
         return stores[partition].get(key)
 
-    engine = Engine(plan, state_loader=load, metrics=metrics, describe_key=describe_key, user_key=user_key,
-                    commits_state=True)
-    decoder = InputDecoder(load_model(SENTIMENT_INPUT), 1 << 20)
     tracker = OffsetTracker()
+
+    def ran(meta: RecordMeta) -> None:  # as the worker frees a record's in-flight slot when its run ends
+        tracker.ran((meta.topic, meta.partition), meta.offset)
+
+    engine = Engine(plan, state_loader=load, metrics=metrics, describe_key=describe_key, user_key=user_key,
+                    commits_state=True, on_input_finished=ran)
+    decoder = InputDecoder(load_model(SENTIMENT_INPUT), 1 << 20)
     producer = NullProducer()
     topics = Topics("micro", "out", "dlq", "changelog", "repartition")
     inputs = [review(i, keys) for i in range(records)]
@@ -115,7 +119,7 @@ async def drive(records: int, keys: int, state_dir: Path, window: int = 1024) ->
         deltas = engine.collect()
         for delta in deltas:
             for meta in delta.finished:
-                tracker.finish((meta.topic, meta.partition), meta.offset)
+                tracker.collected((meta.topic, meta.partition), meta.offset)
         seq += 1
         checkpoint = Checkpoint(f"micro#{seq}", deltas, [], [], tracker.changed(), topics)
         checkpoint.produce(producer)  # type: ignore[arg-type]
@@ -126,7 +130,7 @@ async def drive(records: int, keys: int, state_dir: Path, window: int = 1024) ->
         checkpoint.state.flush(stores)
         engine.release(checkpoint.deltas)
         outputs += checkpoint.outputs
-        if taken == records and tracker.unfinished == 0:
+        if taken == records and tracker.uncollected == 0:
             break
     cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
     for store in stores.values():

@@ -27,7 +27,7 @@ from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Hashable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from types import FunctionType
+from types import FunctionType, MethodType
 from typing import Any, TypeVar, cast
 
 from agentplan import codec
@@ -67,9 +67,26 @@ DECODED_STATE_FACTOR = 4
 StateLoader = Callable[[Hashable], "bytes | None"]
 
 
+_APPROVAL, _OUTPUT, _OTHER_EVENT, _NOT_EVENT = 1, 2, 3, 4
+_event_kinds: dict[type, int] = {}  # per class: what the loop does with its events
+
+
+def _event_kind(cls: type) -> int:
+    """One of the kinds above, cached per class (an isinstance of a pydantic class that is not an exact match
+    runs ABCMeta's check in Python, ~0.3 us; the loop asks it for every event)."""
+    kind = _event_kinds.get(cls)
+    if kind is None:
+        kind = _event_kinds[cls] = (_APPROVAL if issubclass(cls, ApprovalRequestEvent) else
+                                    _OUTPUT if issubclass(cls, OutputEvent) else
+                                    _OTHER_EVENT if issubclass(cls, Event) else _NOT_EVENT)
+    return kind
+
+
 def _is_coroutine_function(fn: Any) -> bool:
     """``inspect.iscoroutinefunction``, answered from the code flags for a plain ``async def`` (the common
     case, e.g. a chat action's model call), which spares inspect's unwrapping per durable call."""
+    if type(fn) is MethodType:  # a bound method (the chat action's model call): its function's flags
+        fn = fn.__func__
     return (type(fn) is FunctionType and bool(fn.__code__.co_flags & inspect.CO_COROUTINE)) \
         or inspect.iscoroutinefunction(fn)
 
@@ -106,7 +123,7 @@ class _Run:
         self.position = position
         self.meta = meta
         self.input = input_value
-        self.pending: deque[Event] = deque()
+        self.pending: list[Event] = []  # a few events at a time: a list is ~700 bytes smaller than a deque
         self.cursor = 0  # actions of pending[0] already completed
         self.sensory: MemoryObject = sensory if sensory is not None else MemoryObject()
         self.journal: dict[str, Any] = {}  # durable results of the action in flight
@@ -127,7 +144,9 @@ class _Slot:
 
     def __init__(self, key: Hashable) -> None:
         self.key = key
-        self.queue: deque[_Input] = deque()
+        # Made by the key's first submit and dropped when it empties: an empty deque is ~760 bytes, held by
+        # every slot (idle ones in the cache too).
+        self.queue: deque[_Input] | None = None
         self.memory = MemoryObject()
         self.progress: int | None = None
         self.run: _Run | None = None
@@ -220,6 +239,8 @@ class Engine:
             else:
                 self._idle_bytes -= slot.cached_bytes
                 self._slots[key] = slot
+        if slot.queue is None:
+            slot.queue = deque()
         slot.queue.append(_Input(value, position, meta))
         self.queued_inputs += 1
         if slot.task is None:
@@ -310,8 +331,9 @@ class Engine:
         doomed = [k for k in self._slots if predicate(k)]
         for key in doomed:
             slot = self._slots.pop(key)
-            self.queued_inputs -= len(slot.queue)
-            slot.queue.clear()
+            if slot.queue:
+                self.queued_inputs -= len(slot.queue)
+                slot.queue.clear()
             if slot.task is not None:
                 slot.task.cancel()
         return len(doomed)
@@ -404,7 +426,7 @@ class Engine:
             data["r"] = {
                 "id": run.run_id, "pos": run.position, "in": codec.encode(run.input),
                 "pending": [e.to_record() for e in run.pending], "cur": run.cursor, "s": sensory,
-                "j": run.journal, "n": run.next_event_seq,
+                "j": durable.encode_entries(run.journal) if run.journal else run.journal, "n": run.next_event_seq,
             }
             if run.parked is not None:
                 data["r"]["pk"] = run.parked
@@ -420,7 +442,7 @@ class Engine:
             r = data.get("r")
             if r is not None:
                 run = _Run(r["id"], r["pos"], None, codec.decode(r.get("in")))
-                run.pending = deque(Event.from_record(rec) for rec in r["pending"])
+                run.pending = [Event.from_record(rec) for rec in r["pending"]]
                 run.cursor = r["cur"]
                 run.sensory = MemoryObject.from_data(r.get("s"))
                 run.journal = r.get("j") or {}
@@ -435,8 +457,10 @@ class Engine:
     async def _drive(self, slot: _Slot) -> None:
         assert self._run_slots is not None and self._idle is not None
         try:
-            while slot.queue:
+            while slot.queue:  # None or empty: done
                 item = slot.queue.popleft()
+                if not slot.queue:  # no deque held while the run goes on (a submit makes a new one)
+                    slot.queue = None
                 self.queued_inputs -= 1
                 run = slot.run
                 resumed = False
@@ -448,6 +472,8 @@ class Engine:
                     if item.position != run.position:
                         logger.warning("key %s: resuming run %s although input %s arrived first",
                                        self._describe_key(slot.key), run.run_id, item.position)
+                        if slot.queue is None:
+                            slot.queue = deque()
                         slot.queue.appendleft(item)
                         self.queued_inputs += 1
                     else:
@@ -489,6 +515,8 @@ class Engine:
                     run_slots.release()
         finally:
             slot.task = None
+            if not slot.queue:
+                slot.queue = None
             self._busy_keys -= 1
             if self._busy_keys == 0:
                 self._idle.set()
@@ -534,23 +562,24 @@ class Engine:
         try:
             while run.pending:
                 event = run.pending[0]
-                if isinstance(event, ApprovalRequestEvent):
-                    await parking.park(self, slot, run, event)
+                if (_event_kinds.get(type(event)) or _event_kind(type(event))) == _APPROVAL:
+                    await parking.park(self, slot, run, cast(ApprovalRequestEvent, event))
                     continue
                 actions = self.plan.actions_for_event(event)
                 while run.cursor < len(actions):
                     spec = actions[run.cursor]
                     emitted = await self._execute_action(slot, run, spec, event)
                     for out in emitted:
-                        if isinstance(out, OutputEvent):
-                            slot.outputs.append((run.meta, out.output))
+                        if (_event_kinds.get(type(out)) or _event_kind(type(out))) == _OUTPUT:
+                            slot.outputs.append((run.meta, cast(OutputEvent, out).output))
                         else:
                             run.pending.append(out)
                     run.next_event_seq += len(emitted)
                     run.cursor += 1
-                    run.journal = {}
+                    if run.journal:  # a new dict: a snapshot may hold the old one
+                        run.journal = {}
                     slot.version += 1
-                run.pending.popleft()
+                del run.pending[0]
                 run.cursor = 0
         except ActionError as exc:
             logger.warning("key %s: run %s failed: %s", self._describe_key(slot.key), run.run_id, exc)
@@ -682,7 +711,7 @@ class _ActionContext(RunnerContext):
     def send_event(self, event: Event) -> None:
         if self._durable_depth:
             self._check_not_durable("send_event")
-        if not isinstance(event, Event):
+        if (_event_kinds.get(type(event)) or _event_kind(type(event))) == _NOT_EVENT:
             raise TypeError(f"send_event expects an Event, got {type(event).__name__}")
         # Written past pydantic's __setattr__: the id is the engine's to set (frozen events too),
         # and the assignment hook cost more than the rest of send_event.
@@ -736,12 +765,12 @@ class _ActionContext(RunnerContext):
         self._call_index += 1
         return key
 
-    def _record(self, key: str, result: Any) -> None:
+    def _record(self, key: str, result: Any, unchanged: bool = False) -> None:
         try:
             codec.check_storable(result, "durable call result")
         except SerializationError as exc:
             raise DurableCallError(str(exc)) from None
-        self._run.journal[key] = codec.encode(result)
+        self._run.journal[key] = durable.Unencoded(result) if unchanged else codec.encode(result)
         budgets = self._engine.budgets
         if budgets is not None:  # usage joins the state together with the journal entry it comes from
             self._slot.usage = budgets.journaled(self._slot.usage, result, self._engine.metrics)
@@ -752,6 +781,8 @@ class _ActionContext(RunnerContext):
         and never recorded a result), else _NOT_RECORDED: the call must run."""
         journal = self._run.journal
         if key in journal:
+            if type(journal[key]) is durable.Unencoded:  # a replay returns the stored form's copy, as always
+                journal[key] = codec.encode(journal[key].value)
             if not durable.is_started(journal[key]):
                 if self.observation is not None:
                     self.observation.replayed_call()
@@ -828,7 +859,7 @@ class _ActionContext(RunnerContext):
             self._durable_depth -= 1
         if call is not None:  # with the journal entry: the record commits with the result (observe.py)
             call.finish(result, None)
-        self._record(key, result)
+        self._record(key, result, getattr(fn, durable.UNCHANGED_RESULT, False))
         return result
 
     def _mark_started(self, key: str) -> None:

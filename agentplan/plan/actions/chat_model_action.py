@@ -21,11 +21,14 @@ from agentplan.events import (
     OutputSchema,
     ToolRequestEvent,
     ToolResponseEvent,
+    new_event_id,
 )
 from agentplan.exceptions import ChatModelError, ResourceError, ToolCallLimitExceeded, TransientError
-from agentplan.fallback import candidates, is_available, pick
+from agentplan.fallback import Candidate, candidates, is_available, pick
+from agentplan.fastmodel import trusted
 from agentplan.resources import ResourceType
 from agentplan.runner_context import RunnerContext
+from agentplan.runtime.durable import UNCHANGED_RESULT
 from agentplan.runtime.observe import label_call
 
 logger = logging.getLogger(__name__)
@@ -49,18 +52,40 @@ def parse_structured(content: str, schema: Any) -> Any:
     return value
 
 
-async def _call_model(ctx: RunnerContext, setup_name: str, messages: list[ChatMessage]) -> ChatResult:
+async def _call_model(ctx: RunnerContext, setup_name: str, messages: list[ChatMessage],
+                      setup: Any = None) -> ChatResult:
     """One durable model call: one request. A transient failure propagates to the engine, the one
-    retry layer, which runs the action again; a replay finds the single recorded result."""
-    setup = ctx.get_resource(setup_name, ResourceType.CHAT_MODEL)
-    if not isinstance(setup, BaseChatModelSetup):
-        raise ResourceError(f"{setup_name!r} is not a chat model setup")
-    metrics = ctx.metrics
-    options = candidates(setup_name, setup, lambda name: ctx.get_resource(name, ResourceType.CHAT_MODEL))
+    retry layer, which runs the action again; a replay finds the single recorded result. ``setup``: the
+    setup named ``setup_name`` when the caller has looked it up already."""
+    if setup is None:
+        setup = ctx.get_resource(setup_name, ResourceType.CHAT_MODEL)
+    alone = _ALONE.get(setup_name)
+    if alone is not None and alone[0] is setup and not setup.fallback:
+        options = alone[1]  # a setup without fallbacks: its one candidate, built once
+    else:
+        if not isinstance(setup, BaseChatModelSetup):
+            raise ResourceError(f"{setup_name!r} is not a chat model setup")
+        options = candidates(setup_name, setup, lambda name: ctx.get_resource(name, ResourceType.CHAT_MODEL))
+        if len(options) == 1:
+            _ALONE[setup_name] = (setup, options)
+    label_call(ctx, "chat", setup.model or setup_name, setup=setup)  # the requested model; a fallback is journaled
+    return await ctx.durable_execute_async(_ModelCall(ctx.metrics, setup_name, setup, options, messages).run)
 
-    async def call() -> ChatResult:
+
+class _ModelCall:
+    """The durable function of one model call (a bound method: no closure, cells and attribute dict per call)."""
+
+    __slots__ = ("metrics", "setup_name", "setup", "options", "messages")
+
+    def __init__(self, metrics: Any, setup_name: str, setup: BaseChatModelSetup, options: list[Candidate],
+                 messages: list[ChatMessage]) -> None:
+        self.metrics, self.setup_name, self.setup, self.options, self.messages = \
+            metrics, setup_name, setup, options, messages
+
+    async def run(self) -> ChatResult:
         # The setup is chosen per attempt; the journaled answer names the fallback that gave it.
-        tried: set[str] = set()
+        options, metrics = self.options, self.metrics
+        tried: set[str] = set() if len(options) > 1 else _NONE_TRIED  # no set per call for a setup alone
         chosen = options[0] if len(options) == 1 else pick(options, tried)
         while True:
             assert chosen is not None
@@ -68,7 +93,7 @@ async def _call_model(ctx: RunnerContext, setup_name: str, messages: list[ChatMe
             model_label = used.model or chosen.name
             started = time.monotonic()
             try:
-                result = await used.chat(messages)
+                result = await used.chat(self.messages)
             except Exception as exc:
                 metrics.llm_request(model_label, time.monotonic() - started, exc)
                 if len(options) == 1 or not isinstance(exc, TransientError) or is_available(used):
@@ -80,13 +105,18 @@ async def _call_model(ctx: RunnerContext, setup_name: str, messages: list[ChatMe
                 continue
             metrics.llm_request(model_label, time.monotonic() - started, None,
                                 result.prompt_tokens, result.completion_tokens)
-            if used is not setup:
-                metrics.llm_fallback(setup_name, chosen.name)
+            if used is not self.setup:
+                metrics.llm_fallback(self.setup_name, chosen.name)
                 result = result.model_copy(update={"fallback": chosen.name})
             return result
 
-    label_call(ctx, "chat", setup.model or setup_name, setup=setup)  # the requested model; a fallback is journaled
-    return await ctx.durable_execute_async(call)
+    # The result is only read (answers are copied, never changed): journaled unencoded (agentplan.runtime.durable).
+    setattr(run, UNCHANGED_RESULT, True)  # noqa: B010 - the marker's name is a constant shared with the engine
+
+
+_NONE_TRIED: set[str] = set()  # never added to: a setup alone re-raises instead of trying another
+# By setup name: a setup without fallbacks and its candidate list (checked by identity: plans may reuse names).
+_ALONE: dict[str, tuple[BaseChatModelSetup, list[Candidate]]] = {}
 
 
 def _conversation_path(request_id: str) -> str:
@@ -95,11 +125,12 @@ def _conversation_path(request_id: str) -> str:
 
 async def chat_model_action(event: ChatRequestEvent | ToolResponseEvent, ctx: RunnerContext) -> None:
     """Advance a chat request: call the model, ask for tools, or answer."""
+    setup = None
     if isinstance(event, ChatRequestEvent):
         setup = ctx.get_resource(event.model, ResourceType.CHAT_MODEL)
         messages = setup.prepare_messages(event.messages, event.prompt_args)
         schema = event.output_schema
-        if isinstance(schema, OutputSchema):
+        if schema is not None and isinstance(schema, OutputSchema):
             schema = schema.output_schema
         if schema is not None:
             # Many chat templates accept a system message only in first place: merge into it.
@@ -135,7 +166,7 @@ async def chat_model_action(event: ChatRequestEvent | ToolResponseEvent, ctx: Ru
     state["retry_count"] = state.get("retry_count", 0) + getattr(ctx, "retry_count", 0)
     state["retry_wait_s"] = state.get("retry_wait_s", 0.0) + getattr(ctx, "retry_wait_s", 0.0)
     while True:
-        result = await _call_model(ctx, state["model"], state["messages"])
+        result = await _call_model(ctx, state["model"], state["messages"], setup)
         answer = result.message
         if answer.tool_calls:
             if state["rounds"] >= ctx.config.max_tool_call_rounds:
@@ -160,12 +191,23 @@ async def chat_model_action(event: ChatRequestEvent | ToolResponseEvent, ctx: Ru
                                         content=f"That reply was not valid for the schema ({exc}). "
                                                 "Reply again with only the JSON object.")]
                 continue
-        ctx.sensory_memory.delete(_conversation_path(state["request_id"]))
+        if not isinstance(event, ChatRequestEvent):  # only a request that asked for tools stored its state
+            ctx.sensory_memory.delete(_conversation_path(state["request_id"]))
         if structured is not None:
             # Where Flink Agents 0.3 delivers it, in the JSON form its actions receive.
             as_json = structured.model_dump(mode="json") if isinstance(structured, BaseModel) else structured
             answer = answer.model_copy(update={"extra_args": {**answer.extra_args, "structured_output": as_json}})
-        ctx.send_event(ChatResponseEvent(request_id=state["request_id"], response=answer,
-                                         structured_output=structured, retry_count=state["retry_count"],
-                                         total_retry_wait_sec=state["retry_wait_s"]))
+        ctx.send_event(_response_event(state, answer, structured))
         return
+
+
+_RESPONSE_FIELDS = frozenset({"request_id", "response", "structured_output", "retry_count", "total_retry_wait_sec"})
+
+
+def _response_event(state: dict[str, Any], answer: ChatMessage, structured: Any) -> ChatResponseEvent:
+    """The request's ChatResponseEvent, built without validation from parts that are valid already: the
+    answer is a validated ChatResult's message (fresh or from the journal), the request id an event id."""
+    return trusted(ChatResponseEvent, {
+        "id": new_event_id(), "type": None, "attributes": {}, "request_id": str(state["request_id"]),
+        "response": answer, "structured_output": structured, "retry_count": int(state["retry_count"]),
+        "total_retry_wait_sec": float(state["retry_wait_s"])}, set(_RESPONSE_FIELDS))
