@@ -52,21 +52,22 @@ class Cadence:
             self.wake()
 
     # -- the wait ------------------------------------------------------------------------------------
-    async def pause(self, took: int, asked: int, full: bool, next_commit_s: float) -> None:
-        """Wait after a round that took ``took`` of ``asked`` records; ``full``: the window has no room;
-        ``next_commit_s``: how long until the next commit is due (the wait for a full window ends then)."""
+    def delay(self, took: int, asked: int, full: bool, next_commit_s: float) -> float:
+        """How long to wait after a round that took ``took`` of ``asked`` records (0: go on at once);
+        ``full``: the window has no room; ``next_commit_s``: how long until the next commit is due."""
         if took:
             self._poll_s = MIN_POLL_S
-            if took >= asked:
-                await asyncio.sleep(0)  # let runs progress, then take the rest of the client's queue
-                return
-            delay = MIN_POLL_S
-        elif full:
-            delay = max(MIN_POLL_S, next_commit_s)
-        else:
-            delay = self._poll_s
-            self._poll_s = min(2 * self._poll_s, MAX_IDLE_POLL_S)
-        if self._woken:
+            return 0.0 if took >= asked else MIN_POLL_S  # a full batch: the client's queue may hold more
+        if full:
+            return max(MIN_POLL_S, next_commit_s)
+        delay = self._poll_s
+        self._poll_s = min(2 * self._poll_s, MAX_IDLE_POLL_S)
+        return delay
+
+    async def pause(self, took: int, asked: int, full: bool, next_commit_s: float) -> None:
+        """Wait as :meth:`delay` says, or until :meth:`wake`; always lets the loop run its other tasks."""
+        delay = self.delay(took, asked, full, next_commit_s)
+        if delay == 0 or self._woken:
             self._woken = False
             await asyncio.sleep(0)
             return
