@@ -184,6 +184,7 @@ def worker(
     startup_timeout_s: float | None = _setting_option("startup_timeout_s"),
     broker_unreachable_timeout_s: float | None = _setting_option("broker_unreachable_timeout_s"),
     loop_stall_timeout_s: float | None = _setting_option("loop_stall_timeout_s"),
+    event_loop: str | None = _setting_option("event_loop", "auto|uvloop|asyncio"),
     resource: list[str] = typer.Option([], "--resource", "-r", metavar="NAME=MODULE:ATTR",
                                        help=f"environment resource, like env.add_resource (repeatable; env "
                                             f"{E}RESOURCES=NAME=MODULE:ATTR,...)"),
@@ -213,7 +214,7 @@ def worker(
             transaction_timeout_ms=transaction_timeout_ms,
             session_timeout_ms=session_timeout_ms, shutdown_grace_s=shutdown_grace_s,
             startup_timeout_s=startup_timeout_s, broker_unreachable_timeout_s=broker_unreachable_timeout_s,
-            loop_stall_timeout_s=loop_stall_timeout_s,
+            loop_stall_timeout_s=loop_stall_timeout_s, event_loop=event_loop,
             kafka=_parse_properties(kafka_property), resources=_parse_resources(resource))
         code = Worker(settings).run()
     except WorkerError as exc:

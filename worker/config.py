@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from worker.event_loop import EventLoop
 from worker.exceptions import ConfigurationError
 from worker.kafka.properties import RESERVED
 
@@ -125,6 +126,8 @@ class WorkerSettings(BaseModel):
         180.0, gt=0, description="/healthz fails once the event loop has not completed a round for this long "
                                  "(a hung rebalance callback or an action blocking the loop), so an "
                                  "orchestrator restarts the worker")
+    event_loop: EventLoop = Field(EventLoop.AUTO, description="the asyncio event loop: auto (uvloop when "
+                                                              "installed, else asyncio), uvloop or asyncio")
     agent_config: Path | None = Field(None, description="YAML file of AgentConfiguration settings")
     approvals: bool = Field(False, description="runs may park on ApprovalRequestEvent: requests go to "
                                                "<app-id>-approvals, decisions are read from <app-id>-decisions "

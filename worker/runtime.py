@@ -31,6 +31,7 @@ from confluent_kafka import (
 from agentplan import Agent, AgentConfiguration, AgentPlan, Engine
 from agentplan.endpoints import model_endpoints
 from agentplan.runtime.state_ttl import ShortTermMemoryTtl
+from worker import event_loop
 from worker.approvals import DecisionReader
 from worker.checkpoint.checkpoint import Checkpoint, DeadLetter, Rekeyed, Topics
 from worker.checkpoint.checkpointer import Checkpointer
@@ -57,6 +58,7 @@ from worker.observability.tracing import WorkerObservation
 from worker.observability.user_metrics import UserMetricsCollector
 from worker.offsets import OffsetTracker
 from worker.plugins import compile_plan, load_agent, load_agent_config, load_model
+from worker.processing.cadence import Cadence
 from worker.processing.hot_keys import HotKeys
 from worker.processing.pausing import PauseReason, PausingManager
 from worker.processing.window import InFlightWindow
@@ -78,7 +80,6 @@ __all__ = ["Worker"]
 
 logger = logging.getLogger(__name__)
 
-IDLE_POLL_S = 0.002
 LAG_REFRESH_S = 2.0
 
 
@@ -103,6 +104,7 @@ class Worker:
         self.metrics.event_loop_round_age_seconds.set_function(self.liveness.round_age)
         self._stopping: asyncio.Event | None = None  # created inside the running loop
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._cadence: Cadence | None = None  # when the main loop runs its next round (needs the loop)
         self._last_commit = time.monotonic()
         self._last_lag = 0.0
         self._fatal: WorkerError | None = None  # raised after the graceful shutdown it triggered
@@ -124,9 +126,11 @@ class Worker:
         A :class:`ConfigurationError` (found at start-up, before any side effect) propagates, for the
         caller to show as one line (the CLI prints ``error: <setting>: ...`` and exits 2).
         """
+        loop = event_loop.resolve(self.settings.event_loop)  # uvloop asked for and missing fails here
+        logger.info("event loop: %s", loop.value)
         tune_interpreter()
         try:
-            asyncio.run(self.run_async())
+            event_loop.run(self.run_async(), loop)
         except ConfigurationError:
             raise
         except WorkerError as exc:
@@ -137,11 +141,18 @@ class Worker:
     def stop(self) -> None:
         """Begin a graceful shutdown (safe from signal handlers and other threads)."""
         if self._loop is not None and self._stopping is not None:
-            self._loop.call_soon_threadsafe(self._stopping.set)
+            self._loop.call_soon_threadsafe(self._stop_now)
+
+    def _stop_now(self) -> None:
+        assert self._stopping is not None
+        self._stopping.set()
+        if self._cadence is not None:
+            self._cadence.wake()
 
     async def run_async(self, install_signal_handlers: bool = True) -> None:
         self._loop = asyncio.get_running_loop()
         self._stopping = asyncio.Event()
+        self._cadence = Cadence(self._loop)
         if install_signal_handlers:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 self._loop.add_signal_handler(sig, self.stop)
@@ -198,7 +209,8 @@ class Worker:
             stores=lambda: self.rebalancer.stores() if self.rebalancer else {},
             name_prefix=f"{s.transactional_id}@{int(time.time() * 1000)}",
             transaction_timeout_s=s.transaction_timeout_ms / 1000, broker_down=lambda: self.broker.down,
-            on_committed=self._committed, on_aborted=self.observer.aborted, bootstrap_servers=s.bootstrap_servers)
+            on_committed=self._committed, on_aborted=self.observer.aborted, bootstrap_servers=s.bootstrap_servers,
+            on_closed=self._cadence.wake_threadsafe if self._cadence is not None else lambda: None)
         self.rebalancer = Rebalancer(s, self.clients, self.metrics, self.engine, self.tracker, self.pausing,
                                      self.hot_keys, self.checkpointer, dispatch=self._dispatch, fail=self._fail)
         if s.approvals:
@@ -252,11 +264,14 @@ class Worker:
     # -- the loop ------------------------------------------------------------------------------------
     async def _main_loop(self) -> None:
         assert self.consumer is not None and self._stopping is not None and self.checkpointer is not None
-        assert self.engine is not None and self.pausing is not None
-        checkpointer = self.checkpointer
+        assert self.engine is not None and self.pausing is not None and self._cadence is not None
+        checkpointer, cadence = self.checkpointer, self._cadence
         window = InFlightWindow(self.settings.max_inflight, self.tracker, self.engine, self.pausing,
                                 collected_uncommitted=lambda: checkpointer.collected_uncommitted)
         interval = self.settings.commit_interval_ms / 1000
+        # Read when scraped, not set every round (a round's own cost is the worker's idle CPU).
+        self.metrics.inflight_records.set_function(lambda: self.tracker.unfinished)
+        self.metrics.uncommitted_records.set_function(window.uncommitted)
         try:
             while not self._stopping.is_set():
                 self.liveness.begin_round()
@@ -285,14 +300,13 @@ class Worker:
                 if self.expiry is not None and self.rebalancer is not None:
                     self.expiry.maybe_sweep(now, self.rebalancer.stores())
                 window.apply_backpressure()
-                self.metrics.inflight_records.set(self.tracker.unfinished)
-                self.metrics.uncommitted_records.set(window.uncommitted())
                 if now - self._last_lag >= LAG_REFRESH_S:
                     assert self.rebalancer is not None
                     refresh_gauges(self.metrics, self.tracker, self.engine, self.consumer, self.rebalancer.partitions)
                     self.observer.report_dead_letters()
                     self._last_lag = now
-                await asyncio.sleep(0 if messages else IDLE_POLL_S)
+                next_commit_s = interval if checkpointer.in_flight else self._last_commit + interval - now
+                await cadence.pause(len(messages), room, room == 0, next_commit_s)
         finally:
             self.liveness.leave_loop()  # draining at shutdown is bounded by shutdown_grace_s instead
 
@@ -325,7 +339,7 @@ class Worker:
         self._fatal = error
         self.liveness.alive = False
         if self._stopping is not None:
-            self._stopping.set()
+            self._stop_now()
 
     # -- intake ----------------------------------------------------------------------------------
     def _on_message(self, message: Message) -> None:
@@ -380,6 +394,8 @@ class Worker:
         """The engine is done with a record: its in-flight slot is free before its checkpoint."""
         if meta is not None:
             self.tracker.ran((meta.topic, meta.partition), meta.offset)
+            if self._cadence is not None:
+                self._cadence.run_finished(self.tracker.unfinished)
 
     def _load_state(self, engine_key: Hashable) -> bytes | None:
         partition, key = cast(EngineKey, engine_key)

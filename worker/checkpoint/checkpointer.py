@@ -60,7 +60,9 @@ class Checkpointer:
                  transaction_timeout_s: float, broker_down: Callable[[], bool] = lambda: False,
                  on_committed: Callable[[Checkpoint], None] = lambda cp: None,
                  on_aborted: Callable[[Checkpoint, AbortableCommitError], None] = lambda cp, e: None,
-                 bootstrap_servers: str = "") -> None:
+                 bootstrap_servers: str = "", on_closed: Callable[[], None] = lambda: None) -> None:
+        """``on_closed`` is called on the committer thread when a checkpoint's close returns (the main loop
+        settles it at once instead of at its next poll)."""
         self.producer = producer
         self.engine = engine
         self.tracker = tracker
@@ -72,6 +74,7 @@ class Checkpointer:
         self._on_committed = on_committed
         self._on_aborted = on_aborted
         self._bootstrap = bootstrap_servers
+        self._on_closed = on_closed
         self._retry: list[KeyDelta] = []  # deltas of aborted checkpoints, committed first next time
         self._retry_records = 0  # input records in the aborted checkpoints' retry
         self._dead_letters: list[DeadLetter] = []
@@ -109,7 +112,9 @@ class Checkpointer:
             return
         checkpoint = self._open()
         if checkpoint is not None:
-            self._in_flight = (checkpoint, self._committer.submit(checkpoint.close, self.producer))
+            closing = self._committer.submit(checkpoint.close, self.producer)
+            closing.add_done_callback(lambda _: self._on_closed())
+            self._in_flight = (checkpoint, closing)
 
     def poll(self) -> bool:
         """Settle the checkpoint in flight if the broker answered (or its close is stuck); True while one is."""

@@ -16,7 +16,6 @@ __all__ = ["refresh_gauges"]
 def refresh_gauges(m: WorkerMetrics, tracker: OffsetTracker, engine: Engine, consumer: Consumer,
                    partitions: Iterable[tuple[str, int]]) -> None:
     """Lag is the high watermark the client last saw minus the next offset to commit (best effort)."""
-    m.inflight_records.set(tracker.unfinished)
     m.key_queue_depth.set(engine.queued_inputs)
     m.active_keys.set(engine.active_keys)
     for topic, partition in list(partitions):
