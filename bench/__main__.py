@@ -50,6 +50,9 @@ def _parser() -> argparse.ArgumentParser:
                      help="S3 only at these points, e.g. 200:1024,200:256 (default: all six)")
     run.add_argument("--s3-cap", type=float, default=None, metavar="RECORDS_PER_S",
                      help="S3's rate cap instead of a measured S2 rate (runs to compare on a loaded machine)")
+    run.add_argument("--broker-warmup", type=float, default=20.0, metavar="SECONDS",
+                     help="transactional load on each fresh broker before measuring, so the broker's JIT "
+                          "warm-up does not share the cores with the scenario (0: none)")
     run.add_argument("--out", type=Path, default=RESULTS, help="results directory")
     load = sub.add_parser("stub-load", help="requests/s of the LLM stub alone (wrk if installed)")
     load.add_argument("--workers", default="1", help="comma-separated stub process counts")
@@ -79,7 +82,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
     repeats = args.repeats or (1 if args.quick else 3)
     options = RunOptions(broker=args.broker, quick=args.quick, peers=args.peers, profile=args.profile,
                          stub_workers=args.stub_workers, results_dir=args.out, s3_points=args.s3_points,
-                         s3_cap=args.s3_cap)
+                         s3_cap=args.s3_cap, broker_warmup_s=args.broker_warmup)
     results: dict[str, Any] = {
         "command": "python -m bench " + shlex.join(argv), "mode": "quick" if args.quick else "full",
         "started": report.now(), "machine": report.machine(), "broker": broker_info(args.broker),

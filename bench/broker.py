@@ -113,6 +113,13 @@ class BenchBroker:
             raise EmbeddedBrokerError("node control needs --broker kafka")
         return self.server
 
+    @property
+    def pids(self) -> list[int]:
+        """The broker's running processes: one per Apache Kafka node, Tansu's one."""
+        if isinstance(self.server, ApacheKafka):
+            return [pid for pid in self.server.pids if pid is not None]
+        return [self.server.pid] if self.server.pid is not None else []
+
     def info(self, group_protocol: str | None = None) -> dict[str, Any]:
         return broker_info(self.engine, self.nodes, group_protocol)
 

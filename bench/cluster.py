@@ -27,6 +27,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 
 from bench.broker import DEFAULT_BROKER, BenchBroker, start_broker
 from bench.peers.peer_common import take_ready  # one definition for ours and the peers
+from bench.warmup import warm_broker
 from tests.worker.integration.harness import WorkerProcess, read_all
 from worker.kafka.admin import TopicAdmin
 from worker.kafka.embedded import free_port
@@ -58,6 +59,20 @@ def cpu_seconds(pid: int) -> float:
     with open(f"/proc/{pid}/stat") as stat:
         fields = stat.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / _CLK_TCK
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU time of a live process and its live children (a stub with --workers forks)."""
+    children = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as stat:
+                    if int(stat.read().rsplit(")", 1)[1].split()[1]) == pid:
+                        children.append(int(entry))
+            except (OSError, ValueError, IndexError):
+                continue  # exited meanwhile
+    return cpu_seconds(pid) + sum(tree_cpu_seconds(child) for child in children)
 
 
 def machine_cpu_seconds() -> tuple[float, float]:
@@ -180,11 +195,15 @@ class Cluster:
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="agentfleet-bench-")))
     stubs: list[StubProcess] = field(default_factory=list)
     workers: list[WorkerProcess] = field(default_factory=list)
+    # Seconds of transactional load on the fresh broker before the scenario (bench/warmup.py).
+    warmup_s: float = 0.0
     broker: BenchBroker | None = field(default=None, init=False)
 
     def __enter__(self) -> Cluster:
         self.broker = start_broker(self.engine)
         self.admin = TopicAdmin(self.bootstrap)
+        if self.warmup_s > 0:
+            warm_broker(self.bootstrap, self.warmup_s)
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,

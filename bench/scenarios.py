@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import os
 import re
 import threading
 import time
@@ -36,8 +37,10 @@ from bench.cluster import (
     Cluster,
     Output,
     OutputCollector,
+    StubProcess,
     cpu_seconds,
     machine_cpu_seconds,
+    tree_cpu_seconds,
     wait_assignment,
     wait_ready,
 )
@@ -70,6 +73,8 @@ class RunOptions:
     s3_points: tuple[tuple[int, int], ...] | None = None
     # S3's cap on the paced rate instead of the S2 rate measured first (same pace in runs to compare).
     s3_cap: float | None = None
+    # Seconds of transactional load on each fresh broker before a scenario measures (bench/warmup.py).
+    broker_warmup_s: float = 20.0
     results_dir: Path = Path("bench/results")
     # Figures of earlier scenarios in this run (S3 caps its expectation at the S2 rate).
     measured: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -139,7 +144,7 @@ def _run_peers(options: RunOptions, scenario: str, cluster: Cluster, input_topic
 def _throughput(options: RunOptions, scenario: str, llm: str, count: int, stub_latency_ms: float | None,
                 partitions: int = 4, keys: int = 10_000) -> dict[str, Any]:
     """Drain a pre-produced backlog with one worker; rate, CPU per record, optional profile and peers."""
-    with Cluster(options.broker) as cluster:
+    with Cluster(options.broker, warmup_s=options.broker_warmup_s) as cluster:
         stub = cluster.stub(stub_latency_ms, options.stub_workers) if stub_latency_ms is not None else None
         input_topic, output_topic = _name("in"), _name("out")
         cluster.topics(input_topic, output_topic, partitions=partitions)
@@ -190,6 +195,14 @@ def s2_stub_0ms(options: RunOptions) -> dict[str, Any]:
     return _throughput(options, "S2", HTTP_LLM, 6_000 if options.quick else 12_000, 0)
 
 
+def _harness_cpu(cluster: Cluster, stub: StubProcess) -> dict[str, float]:
+    """CPU seconds so far of what runs beside the worker: the stub, the broker, this benchmark process."""
+    assert cluster.broker is not None and stub.proc is not None
+    own = os.times()
+    return {"stub": tree_cpu_seconds(stub.proc.pid), "broker": sum(cpu_seconds(p) for p in cluster.broker.pids),
+            "bench": own.user + own.system}
+
+
 def s3_latency_bound(options: RunOptions) -> dict[str, Any]:
     """Paced input at the expected capacity min(max-inflight / latency, S2 steady rate); what comes out, how fast."""
     if options.s3_cap is not None:
@@ -209,7 +222,7 @@ def s3_latency_bound(options: RunOptions) -> dict[str, Any]:
     for latency_ms, inflight in points:
         expected = min(inflight / (latency_ms / 1000), s2_rate)
         tag = f"{latency_ms}ms_mi{inflight}"
-        with Cluster(options.broker) as cluster:
+        with Cluster(options.broker, warmup_s=options.broker_warmup_s) as cluster:
             stub = cluster.stub(latency_ms, options.stub_workers)
             input_topic, output_topic = _name("in"), _name("out")
             cluster.topics(input_topic, output_topic, partitions=4)
@@ -220,6 +233,7 @@ def s3_latency_bound(options: RunOptions) -> dict[str, Any]:
             # Where the CPU went: a shortfall at high rates is the 2 cores running out (worker, LLM
             # stub, broker, load generator and reader share them), not the in-flight window.
             worker_cpu, (busy, total) = cpu_seconds(w.proc.pid), machine_cpu_seconds()  # type: ignore[union-attr]
+            others = _harness_cpu(cluster, stub)
             # The highest-rate case is the one that runs short of the ceiling: profile it.
             profiler = Profiler(w.proc.pid, seconds, options.results_dir / "tmp" / f"profile-S3-{tag}.collapsed") \
                 if options.profile and tag == "200ms_mi1024" else None
@@ -229,6 +243,7 @@ def s3_latency_bound(options: RunOptions) -> dict[str, Any]:
                 collector.wait_for(count, timeout_s=seconds * 3 + latency_ms / 1000 + 20, alive=w.running)
                 worker_cpu = cpu_seconds(w.proc.pid) - worker_cpu  # type: ignore[union-attr]
                 busy_after, total_after = machine_cpu_seconds()
+                others = {name: used - others[name] for name, used in _harness_cpu(cluster, stub).items()}
             finally:
                 collector.close()
             if profiler is not None:
@@ -237,6 +252,10 @@ def s3_latency_bound(options: RunOptions) -> dict[str, Any]:
                     figures["profile"] = summary
             figures[f"{tag}_worker_cpu_ms_per_record"] = round(1000 * worker_cpu / max(1, count), 3)
             figures[f"{tag}_machine_cpu_busy"] = round((busy_after - busy) / max(1e-9, total_after - total), 2)
+            # The rest of the machine's CPU per record: the stub, the broker and this process (load
+            # generator and reader); what remains of busy is py-spy and anything else running.
+            for name, used in others.items():
+                figures[f"{tag}_{name}_cpu_ms_per_record"] = round(1000 * used / max(1, count), 3)
             outputs = collector.outputs
             if not w.running():
                 raise BenchError(f"S3 {tag}: the worker died\n{w.log()}")
@@ -283,7 +302,7 @@ def s4_scaling(options: RunOptions) -> dict[str, Any]:
     rates = {}
     for workers in (1, 4):
         count = int(per_worker * workers * seconds)
-        with Cluster(options.broker) as cluster:
+        with Cluster(options.broker, warmup_s=options.broker_warmup_s) as cluster:
             stub = cluster.stub(latency_ms, options.stub_workers)
             input_topic, output_topic, app = _name("in"), _name("out"), _name("app")
             cluster.topics(input_topic, output_topic, partitions=partitions)
@@ -312,7 +331,7 @@ def s5_restore(options: RunOptions) -> dict[str, Any]:
     """Fill the changelog with N keys, then start a worker on an empty state directory."""
     keys = 200_000 if options.quick else 1_000_000
     partitions = 4
-    with Cluster(options.broker) as cluster:
+    with Cluster(options.broker, warmup_s=options.broker_warmup_s) as cluster:
         app = _name("app")
         input_topic, output_topic = _name("in"), _name("out")
         changelog = WorkerSettings(agent=SENTIMENT_AGENT, input_topic=input_topic, output_topic=output_topic,
@@ -351,7 +370,7 @@ def s6_failover(options: RunOptions) -> dict[str, Any]:
     """
     partitions, rate = 6, 100.0
     before_s, after_s = (4.0, 16.0) if options.quick else (6.0, 20.0)
-    with Cluster(options.broker) as cluster:
+    with Cluster(options.broker, warmup_s=options.broker_warmup_s) as cluster:
         stub = cluster.stub(50, options.stub_workers)
         input_topic, output_topic, app = _name("in"), _name("out"), _name("app")
         cluster.topics(input_topic, output_topic, partitions=partitions)
@@ -424,7 +443,7 @@ def _missing_by_partition(inputs: dict[tuple[int, int], int], seen: set[tuple[in
 def s7_low_rate_latency(options: RunOptions) -> dict[str, Any]:
     """10 records/s through the 0 ms HTTP stub; e2e latency from input create time to the reader."""
     seconds = 10.0 if options.quick else 20.0
-    with Cluster(options.broker) as cluster:
+    with Cluster(options.broker, warmup_s=options.broker_warmup_s) as cluster:
         stub = cluster.stub(0, options.stub_workers)
         input_topic, output_topic = _name("in"), _name("out")
         cluster.topics(input_topic, output_topic, partitions=4)
@@ -493,7 +512,7 @@ def s8_memory(options: RunOptions) -> dict[str, Any]:
        RSS as the window passes 1,000, 5,000 and 10,000 (the records past 1,024 wait for a run slot).
     """
     latency_ms = 2000
-    with Cluster(options.broker) as cluster:
+    with Cluster(options.broker, warmup_s=options.broker_warmup_s) as cluster:
         stub = cluster.stub(latency_ms, options.stub_workers)
         figures: dict[str, Any] = {"stub_latency_ms": latency_ms}
         w, input_topic, collector = _s8_worker(cluster, stub, {"AGENTPLAN_MAX_CONCURRENT_RUNS": str(S8_WINDOW)})
