@@ -72,7 +72,13 @@ def tree_cpu_seconds(pid: int) -> float:
                         children.append(int(entry))
             except (OSError, ValueError, IndexError):
                 continue  # exited meanwhile
-    return cpu_seconds(pid) + sum(tree_cpu_seconds(child) for child in children)
+    total = cpu_seconds(pid)
+    for child in children:
+        try:
+            total += tree_cpu_seconds(child)
+        except OSError:
+            continue  # the child exited meanwhile
+    return total
 
 
 def machine_cpu_seconds() -> tuple[float, float]:
