@@ -166,7 +166,10 @@ class EndpointLimiter:
         self._baseline: float | None = None
         self._recent: float | None = None
         self._waiters: deque[asyncio.Future[Permit]] = deque()
-        self._timer: asyncio.TimerHandle | None = None
+        # The dispatch timer and its due time (loop clock). The due time is kept here, not asked of the
+        # handle: uvloop runs a delay under half a millisecond as call_soon, whose Handle has no when().
+        self._timer: asyncio.Handle | None = None
+        self._timer_due = 0.0
         self._timer_loop: asyncio.AbstractEventLoop | None = None
 
     # -- callers ----------------------------------------------------------------------------------
@@ -178,10 +181,12 @@ class EndpointLimiter:
         future: asyncio.Future[Permit] = loop.create_future()
         self._waiters.append(future)
         began = self._clock()
-        self._dispatch()
         try:
+            self._dispatch()
             return await future
-        except asyncio.CancelledError:
+        except BaseException:
+            # Cancelled, or the dispatch failed: a waiter left in the queue would later be granted a
+            # permit that nobody hands back, holding the endpoint one call lower for good.
             if future.done() and not future.cancelled():  # granted as the caller went away
                 future.result().finish(None)
             else:
@@ -249,10 +254,11 @@ class EndpointLimiter:
             return
         due = loop.time() + seconds
         if self._timer is not None and self._timer_loop is loop:
-            if self._timer.when() <= due:
+            if self._timer_due <= due:
                 return
             self._timer.cancel()  # the wait got shorter (a larger share)
         self._timer_loop = loop
+        self._timer_due = due
         self._timer = loop.call_at(due, self._on_timer)
 
     def _on_timer(self) -> None:

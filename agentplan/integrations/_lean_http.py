@@ -194,7 +194,10 @@ class _HTTPConnection(asyncio.Protocol):
         # Read timeout: one lazily re-armed timer per connection (see _arm_read_timer).
         self._read_timeout: float | None = None
         self._last_activity = 0.0
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer: asyncio.Handle | None = None
+        # The timer's due time, kept here: uvloop runs a delay under half a millisecond as call_soon,
+        # whose Handle has no when().
+        self._timer_due = 0.0
         self._write_paused = False
         self._drain_waiter: asyncio.Future[None] | None = None
 
@@ -525,9 +528,13 @@ class _HTTPConnection(asyncio.Protocol):
         deadline = self._last_activity + self._read_timeout
         timer = self._timer
         if timer is not None:
-            if timer.when() <= deadline:
+            if self._timer_due <= deadline:
                 return
             timer.cancel()
+        self._set_read_timer(deadline)
+
+    def _set_read_timer(self, deadline: float) -> None:
+        self._timer_due = deadline
         self._timer = self._loop.call_at(deadline, self._on_read_timer)
 
     def _on_read_timer(self) -> None:
@@ -539,7 +546,7 @@ class _HTTPConnection(asyncio.Protocol):
             self._last_activity = now
         deadline = self._last_activity + self._read_timeout
         if now < deadline - 0.001:  # the loop may run a timer up to its clock resolution early
-            self._timer = self._loop.call_at(deadline, self._on_read_timer)
+            self._set_read_timer(deadline)
             return
         self._fail(httpx_module.ReadTimeout(f"no response bytes for {self._read_timeout:g} s"))
 

@@ -23,6 +23,20 @@ def run_async(coro: Coroutine[Any, Any, T], timeout: float = 20.0) -> T:
     return asyncio.run(asyncio.wait_for(coro, timeout))
 
 
+#: The event loops the worker may run on (``--event-loop``); timer and wake-up code is tested on both.
+EVENT_LOOPS = ("asyncio", "uvloop")
+
+
+def run_on_loop(kind: str, coro: Coroutine[Any, Any, T], timeout: float = 20.0) -> T:
+    """:func:`run_async` on a fresh loop of ``kind`` (``EVENT_LOOPS``); uvloop missing skips the test."""
+    if kind == "uvloop":
+        import pytest
+
+        uvloop = pytest.importorskip("uvloop")
+        return uvloop.run(asyncio.wait_for(coro, timeout))
+    return run_async(coro, timeout)
+
+
 def stub_connection(stub: StubLLMServer, *, timeout: float = 10.0) -> ResourceDescriptor:
     """A connection descriptor pointed at ``stub`` (transient retries: the engine's, per the test's configuration)."""
     return ResourceDescriptor(clazz=OpenAIChatModelConnection, api_base_url=stub.base_url, api_key="test",

@@ -10,7 +10,7 @@ import pytest
 from agentplan import Agent, AgentPlan, OpenAIChatModelConnection, OpenAIChatModelSetup, ResourceDescriptor
 from agentplan.exceptions import PlanCompileError, ResourceError, TransientError
 from agentplan.limits import EndpointLimiter, LimiterRegistry, LimitSettings, Permit
-from tests.agentplan.support import make_config, run_async
+from tests.agentplan.support import EVENT_LOOPS, make_config, run_async, run_on_loop
 
 
 class FakeClock:
@@ -85,6 +85,50 @@ def test_retry_after_pauses_the_whole_endpoint_and_overload_shrinks_once_per_win
         assert loop.time() - began >= 0.28
         permits[4].finish(rate_limited())  # granted before the decrease: no second one
         assert limiter.limit == pytest.approx(14)
+
+    run_async(main())
+
+
+@pytest.mark.parametrize("loop_kind", EVENT_LOOPS)
+def test_a_pause_ending_within_a_millisecond_lets_every_waiter_through(loop_kind: str) -> None:
+    # uvloop runs a delay under half a millisecond as call_soon: the limiter's wake-up is then a plain
+    # Handle, and a second waiter arriving before it ran used to fail its model call (the record was
+    # dead-lettered in test_model_limits[adaptive]).
+    clock = FakeClock()
+
+    async def main() -> None:
+        limiter = EndpointLimiter("http://a/v1", LimitSettings(max_concurrency=4, initial_concurrency=4), clock=clock)
+        (await limiter.acquire()).finish(rate_limited(retry_after_s=0.0003))
+        waiters = [asyncio.create_task(limiter.acquire()) for _ in range(2)]
+        await asyncio.sleep(0)  # both queued behind the pause, the second after the first armed the wake-up
+        clock.now += 0.001
+        permits = await asyncio.wait_for(asyncio.gather(*waiters), 1.0)
+        assert limiter.in_flight == 2
+        for permit in permits:
+            permit.finish(None)
+        assert limiter.in_flight == 0
+
+    run_on_loop(loop_kind, main())
+
+
+def test_a_waiter_whose_dispatch_failed_leaves_the_queue(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = FakeClock()
+
+    async def main() -> None:
+        limiter = EndpointLimiter("http://a/v1", LimitSettings(max_concurrency=4, initial_concurrency=4), clock=clock)
+        (await limiter.acquire()).finish(rate_limited(retry_after_s=0.5))
+
+        def broken(seconds: float) -> None:
+            raise RuntimeError("no timer")
+
+        monkeypatch.setattr(limiter, "_wake_in", broken)
+        with pytest.raises(RuntimeError, match="no timer"):
+            await limiter.acquire()
+        monkeypatch.undo()
+        clock.now += 1.0
+        permit = await asyncio.wait_for(limiter.acquire(), 1.0)
+        assert limiter.in_flight == 1  # no permit went to the failed caller's abandoned place in the queue
+        permit.finish(None)
 
     run_async(main())
 

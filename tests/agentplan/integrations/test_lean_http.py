@@ -16,8 +16,8 @@ import pytest
 from aiohttp import web
 
 from agentplan import ChatMessage, MessageRole, OpenAIChatModelConnection, TransientError
-from agentplan.integrations._lean_http import LeanAsyncHTTPTransport
-from tests.agentplan.support import run_async
+from agentplan.integrations._lean_http import LeanAsyncHTTPTransport, _HostPool, _HTTPConnection
+from tests.agentplan.support import EVENT_LOOPS, run_async, run_on_loop
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -146,3 +146,40 @@ def test_a_pool_limit_bounds_connections_to_the_server() -> None:
                 await client.close()
 
     run_async(main())
+
+
+class _WrittenTransport(asyncio.Transport):
+    """Keeps what the connection writes; the test plays the server by feeding the connection bytes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.written: list[bytes] = []
+        self.aborted = False
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.written.append(bytes(data))
+
+    def abort(self) -> None:
+        self.aborted = True
+
+    def close(self) -> None:
+        self.aborted = True
+
+
+@pytest.mark.parametrize("loop_kind", EVENT_LOOPS)
+def test_a_read_deadline_under_a_millisecond_survives_reuse_before_its_timer_ran(loop_kind: str) -> None:
+    # uvloop runs a delay under half a millisecond as call_soon, whose Handle has no when(): the second
+    # exchange re-arms the read timer while the first one's is such a Handle, not yet run.
+    async def main() -> None:
+        pool = _HostPool(asyncio.get_running_loop(), b"http", "127.0.0.1", 80, None, 1, 5.0)
+        connection = _HTTPConnection(pool)
+        transport = _WrittenTransport()
+        connection.connection_made(transport)
+        for _ in range(2):
+            stream, head = connection.send(b"POST /v1 HTTP/1.1\r\n\r\n", "POST", True, read_timeout=0.0003)
+            connection.data_received(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            assert head.done() and stream.complete and stream.chunks == [b"ok"]
+        await asyncio.sleep(0.005)  # the timer runs with no exchange in progress: nothing to time out
+        assert len(transport.written) == 2 and not transport.aborted and not connection.closed
+
+    run_on_loop(loop_kind, main())

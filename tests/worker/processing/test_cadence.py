@@ -5,8 +5,25 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections.abc import Coroutine
+from typing import Any, TypeVar
 
+import pytest
+
+from worker import event_loop
+from worker.event_loop import EventLoop
 from worker.processing.cadence import MAX_IDLE_POLL_S, MIN_POLL_S, Cadence
+
+T = TypeVar("T")
+
+# The wake-ups are checked on both loops the worker may run on (uvloop wakes only on call_soon_threadsafe).
+LOOPS = pytest.mark.parametrize("loop_kind", [EventLoop.ASYNCIO, EventLoop.UVLOOP], ids=["asyncio", "uvloop"])
+
+
+def run_on(loop_kind: EventLoop, coro: Coroutine[Any, Any, T]) -> T:
+    if loop_kind is EventLoop.UVLOOP:
+        pytest.importorskip("uvloop")
+    return event_loop.run(asyncio.wait_for(coro, 20.0), loop_kind)
 
 LONG_S = 5.0  # a wait that, unless something ends it early, outlasts the test's bound by far
 
@@ -40,17 +57,19 @@ async def timed_pause(cadence: Cadence, took: int, asked: int, full: bool, next_
     return time.monotonic() - began
 
 
-def test_a_run_ending_wakes_a_full_window_at_once() -> None:
+@LOOPS
+def test_a_run_ending_wakes_a_full_window_at_once(loop_kind: EventLoop) -> None:
     async def scenario() -> float:
         loop = asyncio.get_running_loop()
         cadence = Cadence(loop)
         loop.call_later(0.01, cadence.run_finished, 100)  # others still in flight, but there is room again
         return await timed_pause(cadence, 0, 0, True, LONG_S)
 
-    assert asyncio.run(scenario()) < LONG_S / 2
+    assert run_on(loop_kind, scenario()) < LONG_S / 2
 
 
-def test_while_there_is_room_only_the_last_run_ending_wakes_the_loop() -> None:
+@LOOPS
+def test_while_there_is_room_only_the_last_run_ending_wakes_the_loop(loop_kind: EventLoop) -> None:
     async def woken_by(unfinished: int) -> bool:
         cadence = Cadence(asyncio.get_running_loop())
         waiting = asyncio.ensure_future(cadence.pause(0, 500, False, LONG_S))
@@ -62,30 +81,33 @@ def test_while_there_is_room_only_the_last_run_ending_wakes_the_loop() -> None:
         await waiting
         return done
 
-    assert not asyncio.run(woken_by(3))  # others still run: no reason for a round now
-    assert asyncio.run(woken_by(0))  # the last one: commit its results at once
+    assert not run_on(loop_kind, woken_by(3))  # others still run: no reason for a round now
+    assert run_on(loop_kind, woken_by(0))  # the last one: commit its results at once
 
 
-def test_a_commit_closing_on_another_thread_ends_the_wait() -> None:
+@LOOPS
+def test_a_commit_closing_on_another_thread_ends_the_wait(loop_kind: EventLoop) -> None:
     async def scenario() -> float:
         cadence = Cadence(asyncio.get_running_loop())
         threading.Timer(0.02, cadence.wake_threadsafe).start()
         return await timed_pause(cadence, 0, 0, True, LONG_S)
 
-    assert asyncio.run(scenario()) < LONG_S / 2
+    assert run_on(loop_kind, scenario()) < LONG_S / 2
 
 
-def test_a_wake_between_waits_skips_the_next_wait() -> None:
+@LOOPS
+def test_a_wake_between_waits_skips_the_next_wait(loop_kind: EventLoop) -> None:
     async def scenario() -> float:
         cadence = Cadence(asyncio.get_running_loop())
         cadence.wake()  # e.g. the last run ended while the round was running
         return await timed_pause(cadence, 0, 0, True, LONG_S)
 
-    assert asyncio.run(scenario()) < LONG_S / 2
+    assert run_on(loop_kind, scenario()) < LONG_S / 2
 
 
-def test_waking_after_the_loop_closed_is_harmless() -> None:
-    loop = asyncio.new_event_loop()
+@LOOPS
+def test_waking_after_the_loop_closed_is_harmless(loop_kind: EventLoop) -> None:
+    loop = pytest.importorskip("uvloop").new_event_loop() if loop_kind is EventLoop.UVLOOP else asyncio.new_event_loop()
     cadence = Cadence(loop)
     loop.close()
     cadence.wake_threadsafe()  # a late commit result at shutdown
