@@ -126,9 +126,8 @@ class WorkerSettings(BaseModel):
         180.0, gt=0, description="/healthz fails once the event loop has not completed a round for this long "
                                  "(a hung rebalance callback or an action blocking the loop), so an "
                                  "orchestrator restarts the worker")
-    # asyncio by default: on uvloop, test_model_limits' adaptive case left one record unanswered (to fix).
-    event_loop: EventLoop = Field(EventLoop.ASYNCIO, description="the asyncio event loop: asyncio (default), "
-                                                                 "uvloop, or auto (uvloop when installed)")
+    event_loop: EventLoop = Field(EventLoop.AUTO, description="the asyncio event loop: auto (default: uvloop "
+                                                              "when installed, else asyncio), uvloop or asyncio")
     agent_config: Path | None = Field(None, description="YAML file of AgentConfiguration settings")
     approvals: bool = Field(False, description="runs may park on ApprovalRequestEvent: requests go to "
                                                "<app-id>-approvals, decisions are read from <app-id>-decisions "

@@ -35,6 +35,6 @@ def test_auto_falls_back_and_uvloop_by_name_fails_without_it(monkeypatch: pytest
 def test_setting_from_env_and_bad_value_named() -> None:
     settings = WorkerSettings.load(env={"AGENTFLEET_EVENT_LOOP": "asyncio"}, **REQUIRED)
     assert settings.event_loop is EventLoop.ASYNCIO
-    assert WorkerSettings.load(env={}, **REQUIRED).event_loop is EventLoop.ASYNCIO
+    assert WorkerSettings.load(env={}, **REQUIRED).event_loop is EventLoop.AUTO  # uvloop when installed
     with pytest.raises(ConfigurationError, match="event-loop"):
         WorkerSettings.load(env={}, event_loop="trio", **REQUIRED)
