@@ -52,11 +52,7 @@ _CLK_TCK = os.sysconf("SC_CLK_TCK")
 # the broker an empty fetch every few ms per idle reader (200/s at 5 ms). Tansu answers only when the wait
 # is up (BROKER.md), so there the reader keeps a short one.
 READER_FETCH_WAIT_MS = {"kafka": 500, "tansu": 5}
-# The paced input producer batches (linger) only at rates where a batch would hold more than one record:
-# at S3's ~2,000 records/s, linger 0 sent ~1,000 produce requests/s; at S7's 10/s a linger would only
-# delay each record.
 PACED_LINGER_MS = 5
-PACED_LINGER_FROM_PER_S = 1000 / PACED_LINGER_MS
 
 
 class BenchError(RuntimeError):
@@ -157,6 +153,15 @@ def _header(headers: Iterable[tuple[str, bytes]] | None, name: str) -> str:
         if key == name:
             return value.decode() if value is not None else ""
     return ""
+
+
+def paced_linger_ms(rate: float) -> int:
+    """The paced input producer's linger: batches only where one would hold more than one record.
+
+    At S3's ~2,000 records/s linger 0 sent ~1,000 produce requests/s (the broker's request metrics), one
+    or two records each; at S7's 10 records/s a linger would only delay each record.
+    """
+    return PACED_LINGER_MS if rate * PACED_LINGER_MS / 1000 > 1 else 0
 
 
 def to_output(msg: Any, received_s: float) -> Output:
@@ -291,8 +296,8 @@ class Cluster:
 
     def produce_paced(self, topic: str, rate: float, seconds: float, keys: int, start: int = 0) -> int:
         """Produce at ``rate`` records/s for ``seconds`` (open loop, each record when due); returns the count."""
-        linger_ms = PACED_LINGER_MS if rate > PACED_LINGER_FROM_PER_S else 0
-        producer = Producer({"bootstrap.servers": self.bootstrap, "linger.ms": linger_ms, "socket.nagle.disable": True})
+        producer = Producer({"bootstrap.servers": self.bootstrap, "linger.ms": paced_linger_ms(rate),
+                             "socket.nagle.disable": True})
         began = time.monotonic()
         sent = 0
         total = int(rate * seconds)
