@@ -49,8 +49,9 @@ def test_a_long_fetch_wait_costs_no_latency_on_apache_kafka(kafka: KafkaCluster)
         waits = []  # after the first record the reader's next fetch is already waiting at the broker
         for offset in range(3):
             key, value, headers = _output(offset)
+            typed_headers: list[tuple[str, str | bytes | None]] = [*headers]
             producer.begin_transaction()
-            producer.produce(topic, value, key, partition=offset % 2, headers=headers)
+            producer.produce(topic, value, key, partition=offset % 2, headers=typed_headers)
             producer.commit_transaction(30)
             committed = time.monotonic()
             assert collector.wait_for(offset + 1, timeout_s=20)
