@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import report, stubload
-from bench.broker import add_broker_argument, broker_info, require_broker
+from bench.broker import DEFAULT_JIT, JIT_MODES, add_broker_argument, broker_info, require_broker
 from bench.scenarios import SCENARIOS, RunOptions
 
 logger = logging.getLogger("bench")
@@ -53,6 +53,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--broker-warmup", type=float, default=20.0, metavar="SECONDS",
                      help="transactional load on each fresh broker before measuring, so the broker's JIT "
                           "warm-up does not share the cores with the scenario (0: none)")
+    run.add_argument("--broker-jit", choices=tuple(JIT_MODES), default=DEFAULT_JIT,
+                     help="c1: the broker's JVM compiles with C1 only (default; a bench broker lives about a "
+                          "minute, and C2 compilation cost more CPU than it saved there); tiered: HotSpot's default")
     run.add_argument("--out", type=Path, default=RESULTS, help="results directory")
     load = sub.add_parser("stub-load", help="requests/s of the LLM stub alone (wrk if installed)")
     load.add_argument("--workers", default="1", help="comma-separated stub process counts")
@@ -82,10 +85,11 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
     repeats = args.repeats or (1 if args.quick else 3)
     options = RunOptions(broker=args.broker, quick=args.quick, peers=args.peers, profile=args.profile,
                          stub_workers=args.stub_workers, results_dir=args.out, s3_points=args.s3_points,
-                         s3_cap=args.s3_cap, broker_warmup_s=args.broker_warmup)
+                         s3_cap=args.s3_cap, broker_warmup_s=args.broker_warmup,
+                         broker_jit=args.broker_jit)
     results: dict[str, Any] = {
         "command": "python -m bench " + shlex.join(argv), "mode": "quick" if args.quick else "full",
-        "started": report.now(), "machine": report.machine(), "broker": broker_info(args.broker),
+        "started": report.now(), "machine": report.machine(), "broker": broker_info(args.broker, jit=args.broker_jit),
         "repeats": repeats, "scenarios": {},
     }
     began = time.monotonic()

@@ -25,7 +25,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from bench.broker import DEFAULT_BROKER, BenchBroker, start_broker
+from bench.broker import DEFAULT_BROKER, DEFAULT_JIT, BenchBroker, start_broker
 from bench.peers.peer_common import take_ready  # one definition for ours and the peers
 from bench.warmup import warm_broker
 from tests.worker.integration.harness import WorkerProcess, read_all
@@ -48,6 +48,11 @@ _TEXTS = (
     "Disappointed: the parcel was lost twice and support was bad.",
 )
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
+# Apache Kafka answers a waiting fetch as soon as data arrives, so a long wait costs no latency and spares
+# the broker an empty fetch every few ms per idle reader (200/s at 5 ms). Tansu answers only when the wait
+# is up (BROKER.md), so there the reader keeps a short one.
+READER_FETCH_WAIT_MS = {"kafka": 500, "tansu": 5}
+PACED_LINGER_MS = 5
 
 
 class BenchError(RuntimeError):
@@ -150,6 +155,15 @@ def _header(headers: Iterable[tuple[str, bytes]] | None, name: str) -> str:
     return ""
 
 
+def paced_linger_ms(rate: float) -> int:
+    """The paced input producer's linger: batches only where one would hold more than one record.
+
+    At S3's ~2,000 records/s linger 0 sent ~1,000 produce requests/s (the broker's request metrics), one
+    or two records each; at S7's 10 records/s a linger would only delay each record.
+    """
+    return PACED_LINGER_MS if rate * PACED_LINGER_MS / 1000 > 1 else 0
+
+
 def to_output(msg: Any, received_s: float) -> Output:
     headers = msg.headers()
     txn = _header(headers, "agentfleet.txn")
@@ -161,12 +175,12 @@ def to_output(msg: Any, received_s: float) -> Output:
 class OutputCollector:
     """Reads an output topic (read_committed) on a thread while a scenario runs, noting arrival times."""
 
-    def __init__(self, bootstrap: str, topic: str, partitions: int) -> None:
+    def __init__(self, bootstrap: str, topic: str, partitions: int, fetch_wait_ms: int = 5) -> None:
         self.outputs: list[Output] = []
         self._stop = threading.Event()
         self._consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-{uuid.uuid4().hex}",
                                    "enable.auto.commit": False, "isolation.level": "read_committed",
-                                   "fetch.wait.max.ms": 5, "socket.nagle.disable": True})
+                                   "fetch.wait.max.ms": fetch_wait_ms, "socket.nagle.disable": True})
         self._consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
         self._thread = threading.Thread(target=self._run, name=f"collect-{topic}", daemon=True)
         self._thread.start()
@@ -203,10 +217,11 @@ class Cluster:
     workers: list[WorkerProcess] = field(default_factory=list)
     # Seconds of transactional load on the fresh broker before the scenario (bench/warmup.py).
     warmup_s: float = 0.0
+    jit: str = DEFAULT_JIT  # bench/broker.py JIT_MODES
     broker: BenchBroker | None = field(default=None, init=False)
 
     def __enter__(self) -> Cluster:
-        self.broker = start_broker(self.engine)
+        self.broker = start_broker(self.engine, jit=self.jit)
         self.admin = TopicAdmin(self.bootstrap)
         if self.warmup_s > 0:
             warm_broker(self.bootstrap, self.warmup_s)
@@ -237,6 +252,10 @@ class Cluster:
                 shutil.copy(w.log_path, dest / w.log_path.name)
         logger.warning("worker logs kept in %s", dest)
         return dest
+
+    def collector(self, topic: str, partitions: int) -> OutputCollector:
+        """An :class:`OutputCollector` with the fetch wait this broker suits (READER_FETCH_WAIT_MS)."""
+        return OutputCollector(self.bootstrap, topic, partitions, READER_FETCH_WAIT_MS[self.engine])
 
     def topics(self, *names: str, partitions: int) -> None:
         for name in names:
@@ -276,8 +295,9 @@ class Cluster:
             raise BenchError(f"could not deliver all {count} input records to {topic}")
 
     def produce_paced(self, topic: str, rate: float, seconds: float, keys: int, start: int = 0) -> int:
-        """Produce at ``rate`` records/s for ``seconds`` (open loop, 10 ms ticks); returns the count."""
-        producer = Producer({"bootstrap.servers": self.bootstrap, "linger.ms": 0, "socket.nagle.disable": True})
+        """Produce at ``rate`` records/s for ``seconds`` (open loop, each record when due); returns the count."""
+        producer = Producer({"bootstrap.servers": self.bootstrap, "linger.ms": paced_linger_ms(rate),
+                             "socket.nagle.disable": True})
         began = time.monotonic()
         sent = 0
         total = int(rate * seconds)

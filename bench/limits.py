@@ -30,7 +30,7 @@ if str(REPO) not in sys.path:
 
 from bench import report  # noqa: E402
 from bench.broker import add_broker_argument, broker_info, require_broker  # noqa: E402
-from bench.cluster import Cluster, OutputCollector, wait_assignment  # noqa: E402
+from bench.cluster import Cluster, wait_assignment  # noqa: E402
 from tests.worker.integration.harness import read_all  # noqa: E402
 
 RESULTS = REPO / "bench" / "results"
@@ -102,7 +102,7 @@ def run(broker: str, rate: float, latency_ms: float, seconds: float, rpm: bool) 
         ws = [cluster.worker(f"w{i}", input_topic=input_topic, output_topic=output_topic, app_id=app,
                              llm=LIMITED_LLM, stub=stub, env=env) for i in range(workers)]
         wait_assignment(ws, partitions)
-        collector = OutputCollector(cluster.bootstrap, output_topic, partitions)
+        collector = cluster.collector(output_topic, partitions)
         sampler = StubSampler(stub.base_url)
         began = time.monotonic()
         cluster.produce(input_topic, count, keys=1_000)

@@ -27,7 +27,7 @@ from typing import Any
 
 from confluent_kafka import Producer
 
-from bench.broker import DEFAULT_BROKER
+from bench.broker import DEFAULT_BROKER, DEFAULT_JIT
 from bench.cluster import (
     HTTP_LLM,
     INSTANT_LLM,
@@ -75,6 +75,7 @@ class RunOptions:
     s3_cap: float | None = None
     # Seconds of transactional load on each fresh broker before a scenario measures (bench/warmup.py).
     broker_warmup_s: float = 20.0
+    broker_jit: str = DEFAULT_JIT  # bench/broker.py JIT_MODES
     results_dir: Path = Path("bench/results")
     # Figures of earlier scenarios in this run (S3 caps its expectation at the S2 rate).
     measured: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -144,7 +145,7 @@ def _run_peers(options: RunOptions, scenario: str, cluster: Cluster, input_topic
 def _throughput(options: RunOptions, scenario: str, llm: str, count: int, stub_latency_ms: float | None,
                 partitions: int = 4, keys: int = 10_000) -> dict[str, Any]:
     """Drain a pre-produced backlog with one worker; rate, CPU per record, optional profile and peers."""
-    with Cluster(options.broker, warmup_s=options.broker_warmup_s) as cluster:
+    with Cluster(options.broker, warmup_s=options.broker_warmup_s, jit=options.broker_jit) as cluster:
         stub = cluster.stub(stub_latency_ms, options.stub_workers) if stub_latency_ms is not None else None
         input_topic, output_topic = _name("in"), _name("out")
         cluster.topics(input_topic, output_topic, partitions=partitions)
@@ -222,14 +223,14 @@ def s3_latency_bound(options: RunOptions) -> dict[str, Any]:
     for latency_ms, inflight in points:
         expected = min(inflight / (latency_ms / 1000), s2_rate)
         tag = f"{latency_ms}ms_mi{inflight}"
-        with Cluster(options.broker, warmup_s=options.broker_warmup_s) as cluster:
+        with Cluster(options.broker, warmup_s=options.broker_warmup_s, jit=options.broker_jit) as cluster:
             stub = cluster.stub(latency_ms, options.stub_workers)
             input_topic, output_topic = _name("in"), _name("out")
             cluster.topics(input_topic, output_topic, partitions=4)
             w = cluster.worker("w1", input_topic=input_topic, output_topic=output_topic, app_id=_name("app"),
                                llm=HTTP_LLM, stub=stub, max_inflight=inflight)
             wait_ready(w, 4)
-            collector = OutputCollector(cluster.bootstrap, output_topic, 4)
+            collector = cluster.collector(output_topic, 4)
             # Where the CPU went: a shortfall at high rates is the 2 cores running out (worker, LLM
             # stub, broker, load generator and reader share them), not the in-flight window.
             worker_cpu, (busy, total) = cpu_seconds(w.proc.pid), machine_cpu_seconds()  # type: ignore[union-attr]
@@ -302,14 +303,14 @@ def s4_scaling(options: RunOptions) -> dict[str, Any]:
     rates = {}
     for workers in (1, 4):
         count = int(per_worker * workers * seconds)
-        with Cluster(options.broker, warmup_s=options.broker_warmup_s) as cluster:
+        with Cluster(options.broker, warmup_s=options.broker_warmup_s, jit=options.broker_jit) as cluster:
             stub = cluster.stub(latency_ms, options.stub_workers)
             input_topic, output_topic, app = _name("in"), _name("out"), _name("app")
             cluster.topics(input_topic, output_topic, partitions=partitions)
             ws = [cluster.worker(f"w{i}", input_topic=input_topic, output_topic=output_topic, app_id=app,
                                  llm=HTTP_LLM, stub=stub, max_inflight=inflight) for i in range(workers)]
             wait_assignment(ws, partitions)
-            collector = OutputCollector(cluster.bootstrap, output_topic, partitions)
+            collector = cluster.collector(output_topic, partitions)
             try:
                 started = time.time()
                 cluster.produce(input_topic, count, keys=100_000)
@@ -331,7 +332,7 @@ def s5_restore(options: RunOptions) -> dict[str, Any]:
     """Fill the changelog with N keys, then start a worker on an empty state directory."""
     keys = 200_000 if options.quick else 1_000_000
     partitions = 4
-    with Cluster(options.broker, warmup_s=options.broker_warmup_s) as cluster:
+    with Cluster(options.broker, warmup_s=options.broker_warmup_s, jit=options.broker_jit) as cluster:
         app = _name("app")
         input_topic, output_topic = _name("in"), _name("out")
         changelog = WorkerSettings(agent=SENTIMENT_AGENT, input_topic=input_topic, output_topic=output_topic,
@@ -370,7 +371,7 @@ def s6_failover(options: RunOptions) -> dict[str, Any]:
     """
     partitions, rate = 6, 100.0
     before_s, after_s = (4.0, 16.0) if options.quick else (6.0, 20.0)
-    with Cluster(options.broker, warmup_s=options.broker_warmup_s) as cluster:
+    with Cluster(options.broker, warmup_s=options.broker_warmup_s, jit=options.broker_jit) as cluster:
         stub = cluster.stub(50, options.stub_workers)
         input_topic, output_topic, app = _name("in"), _name("out"), _name("app")
         cluster.topics(input_topic, output_topic, partitions=partitions)
@@ -381,7 +382,7 @@ def s6_failover(options: RunOptions) -> dict[str, Any]:
 
         ws = [start(f"w{i}") for i in range(3)]
         wait_assignment(ws, partitions)
-        collector = OutputCollector(cluster.bootstrap, output_topic, partitions)
+        collector = cluster.collector(output_topic, partitions)
         produced: list[int] = []
         feeder = threading.Thread(target=lambda: produced.append(
             cluster.produce_paced(input_topic, rate, before_s + after_s, keys=1_000)))
@@ -443,7 +444,7 @@ def _missing_by_partition(inputs: dict[tuple[int, int], int], seen: set[tuple[in
 def s7_low_rate_latency(options: RunOptions) -> dict[str, Any]:
     """10 records/s through the 0 ms HTTP stub; e2e latency from input create time to the reader."""
     seconds = 10.0 if options.quick else 20.0
-    with Cluster(options.broker, warmup_s=options.broker_warmup_s) as cluster:
+    with Cluster(options.broker, warmup_s=options.broker_warmup_s, jit=options.broker_jit) as cluster:
         stub = cluster.stub(0, options.stub_workers)
         input_topic, output_topic = _name("in"), _name("out")
         cluster.topics(input_topic, output_topic, partitions=4)
@@ -484,7 +485,7 @@ def _broker_hop_ms(cluster: Cluster, seconds: float) -> tuple[float | None, floa
 def _paced_at_ten_per_s(cluster: Cluster, input_topic: str, output_topic: str, seconds: float,
                         timeout_s: float) -> tuple[int, list[Output]]:
     """Produce 10 records/s for ``seconds`` and collect what reaches ``output_topic`` (4 partitions)."""
-    collector = OutputCollector(cluster.bootstrap, output_topic, 4)
+    collector = cluster.collector(output_topic, 4)
     try:
         count = cluster.produce_paced(input_topic, 10.0, seconds, keys=1_000)
         collector.wait_for(count, timeout_s=timeout_s)
@@ -512,7 +513,7 @@ def s8_memory(options: RunOptions) -> dict[str, Any]:
        RSS as the window passes 1,000, 5,000 and 10,000 (the records past 1,024 wait for a run slot).
     """
     latency_ms = 2000
-    with Cluster(options.broker, warmup_s=options.broker_warmup_s) as cluster:
+    with Cluster(options.broker, warmup_s=options.broker_warmup_s, jit=options.broker_jit) as cluster:
         stub = cluster.stub(latency_ms, options.stub_workers)
         figures: dict[str, Any] = {"stub_latency_ms": latency_ms}
         w, input_topic, collector = _s8_worker(cluster, stub, {"AGENTPLAN_MAX_CONCURRENT_RUNS": str(S8_WINDOW)})
@@ -562,7 +563,7 @@ def _s8_worker(cluster: Cluster, stub: Any, env: dict[str, str]) -> tuple[Any, s
     w = cluster.worker(f"w{len(cluster.workers) + 1}", input_topic=input_topic, output_topic=output_topic,
                        app_id=_name("app"), llm=WIDE_HTTP_LLM, stub=stub, max_inflight=S8_WINDOW, env=env)
     wait_ready(w, 4)
-    return w, input_topic, OutputCollector(cluster.bootstrap, output_topic, 4)
+    return w, input_topic, cluster.collector(output_topic, 4)
 
 
 def _peak_in_flight(w: Any, level: int, timeout_s: float) -> tuple[float, float]:

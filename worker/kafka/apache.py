@@ -189,6 +189,8 @@ class ApacheKafka:
     scram_users: Mapping[str, str] = field(default_factory=dict)
     listener_protocol: str = "PLAINTEXT"
     authorizer: bool = False
+    # Added after the launcher's own JVM options (a later -XX option wins), e.g. JIT settings.
+    jvm_options: tuple[str, ...] = ()
     _nodes: list[_Node] = field(default_factory=list, init=False, repr=False)
     _owns_data_dir: bool = field(default=False, init=False, repr=False)
     _libs: Path | None = field(default=None, init=False, repr=False)
@@ -380,7 +382,7 @@ class ApacheKafka:
 
     def _java_command(self, java: str, main: str, *args: str) -> list[str]:
         assert self._libs is not None
-        return [java, _HEAP, "-XX:+UseG1GC", "-Djava.awt.headless=true",
+        return [java, _HEAP, "-XX:+UseG1GC", "-Djava.awt.headless=true", *self.jvm_options,
                 f"-Dlog4j2.configurationFile={_LOG4J}", "-cp", f"{self._libs}/*", main, *args]
 
     def _format(self, java: str, node: _Node, cluster_id: str) -> None:
