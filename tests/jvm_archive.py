@@ -30,7 +30,7 @@ from pathlib import Path
 from worker.kafka import apache
 from worker.kafka.apache import KAFKA_VERSION, ApacheKafka, cache_root, check_requirements, ensure_jars
 
-__all__ = ["apply", "archive_path", "start_training", "stop_training"]
+__all__ = ["apply", "archive_path", "settled", "start_training", "stop_training"]
 
 logger = logging.getLogger(__name__)
 
@@ -103,6 +103,11 @@ def apply(wait_s: float = 0.0) -> bool:
     inherited = os.environ.get(_OPTIONS_VARIABLE, "").strip()
     os.environ[_OPTIONS_VARIABLE] = f"{inherited} {_applied}".strip()
     return True
+
+
+def settled() -> bool:
+    """True once no training run is under way (none was needed, or it ended either way)."""
+    return _training is None or _training.poll() is not None
 
 
 def stop_training() -> None:
