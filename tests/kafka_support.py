@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -31,6 +32,7 @@ __all__ = [
     "consumer_config",
     "producer_config",
     "start_cluster",
+    "ClusterInBackground",
     "start_tansu",
     "selected_engine",
     "docker_available",
@@ -300,9 +302,7 @@ def _embedded() -> KafkaCluster:
         raise
 
 
-@contextmanager
-def start_cluster() -> Iterator[KafkaCluster]:
-    """Pick and start a cluster (see module docstring); tear it down on exit."""
+def _start_selected() -> KafkaCluster:
     engine = selected_engine()
     if engine == "external":
         cluster = _external(os.environ["KAFKA_BOOTSTRAP_SERVERS"].strip())
@@ -313,10 +313,52 @@ def start_cluster() -> Iterator[KafkaCluster]:
     else:
         cluster = _embedded()
     logger.info("integration tests use %r", cluster)
+    return cluster
+
+
+@contextmanager
+def start_cluster(background: ClusterInBackground | None = None) -> Iterator[KafkaCluster]:
+    """Pick and start a cluster (see module docstring), or take ``background``'s; tear it down on exit."""
+    cluster = background.result() if background is not None else _start_selected()
     try:
         yield cluster
     finally:
         cluster.close()
+
+
+class ClusterInBackground:
+    """:func:`start_cluster`'s cluster, started on a thread while tests that need no broker run.
+
+    The thread only starts the cluster; :meth:`result` (the fixture) hands it over or raises what the
+    start raised, and whoever holds it closes it.
+    """
+
+    def __init__(self) -> None:
+        self._cluster: KafkaCluster | None = None
+        self._error: BaseException | None = None
+        self._taken = False
+        self._thread = threading.Thread(target=self._start, name="session-broker-start", daemon=True)
+        self._thread.start()
+
+    def _start(self) -> None:
+        try:
+            self._cluster = _start_selected()
+        except BaseException as exc:  # noqa: BLE001 - raised again by result()
+            self._error = exc
+
+    def result(self) -> KafkaCluster:
+        self._thread.join()
+        self._taken = True
+        if self._error is not None:
+            raise self._error
+        assert self._cluster is not None
+        return self._cluster
+
+    def close_unused(self) -> None:
+        """Stop the cluster if no fixture took it (the session ended before any test needed it)."""
+        self._thread.join()
+        if not self._taken and self._cluster is not None:
+            self._cluster.close()
 
 
 @contextmanager

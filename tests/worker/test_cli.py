@@ -37,7 +37,8 @@ def test_unreachable_broker_fails_fast():
     out = run_cli("worker", "--agent", "examples.sentiment.sentiment_agent:SentimentAnalysisAgent",
                   "--resource", "local_llm=examples.sentiment.custom_types:local_llm_descriptor",
                   "--input-topic", "i", "--output-topic", "o", "--bootstrap-servers", "127.0.0.1:1",
-                  "--metrics-port", "-1", timeout=60)
+                  # Not the default deadline's test (test_resource_limits times the deadline): no 10 s wait.
+                  "--startup-timeout-s", "2", "--metrics-port", "-1", timeout=60)
     assert out.returncode == 2
     assert "bootstrap.servers: cannot reach Kafka" in out.stderr
 

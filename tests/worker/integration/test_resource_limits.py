@@ -126,12 +126,15 @@ def test_full_state_dir_mid_run_exits_and_a_restart_continues_from_the_changelog
 
     filler = fill(small_tmpfs)
     # Small writes may still fit into the last page of RocksDB's write-ahead log: keep feeding
-    # rounds until a store write fails (bounded).
+    # rounds until a store write fails (bounded). The next round goes once this one is out (about 20
+    # rounds fill the page), or as soon as the worker has stopped.
     rounds = 1
     while a.running() and rounds < 40:
         produce_round(kafka, input_topic, KEYS, rounds)
         rounds += 1
-        wait_for(lambda: not a.running(), timeout_s=1.0)
+        out = rounds * len(KEYS)
+        wait_for(lambda out=out: not a.running() or a.metric("agentfleet_records_out_total") >= out,
+                 timeout_s=10.0, interval_s=0.05)
     assert wait_for(lambda: not a.running(), timeout_s=30), "worker kept running on a full disk:\n" + a.log()
     assert a.proc is not None and a.proc.returncode == 1, a.log()
     log = a.log()
