@@ -19,7 +19,8 @@ from agentplan import (
     ToolCall,
     TransientError,
 )
-from agentplan.integrations.openai import to_openai_message
+from agentplan.chat_models import ChatResult
+from agentplan.integrations.openai import parse_chat_completion, to_openai_message
 from agentplan.testing.llm_stub import StubLLMServer
 from tests.agentplan.support import run_async
 
@@ -64,6 +65,29 @@ def test_tool_calls_are_parsed(stub_llm: StubLLMServer) -> None:
     assert result.message.content == ""
     assert [(c.name, c.arguments) for c in result.message.tool_calls] == [("f", {"x": [1, 2]}), ("g", {})]
     assert stub_llm.requests[0]["tools"] == tools
+
+
+def test_a_parsed_answer_equals_the_validated_result() -> None:
+    """parse_chat_completion builds its result without pydantic validation: it must be the same object
+    validation would build, down to the fields it reports as set."""
+    answer = {"model": "served", "choices": [{"message": {"content": "hi", "tool_calls": [
+        {"id": "c1", "type": "function", "function": {"name": "f", "arguments": '{"a": 1}'}}]},
+        "finish_reason": "tool_calls"}], "usage": {"prompt_tokens": 7, "completion_tokens": 3}}
+    parsed = parse_chat_completion(json.dumps(answer).encode(), "requested")
+    validated = ChatResult(message=ChatMessage(role=MessageRole.ASSISTANT, content="hi",
+                                               tool_calls=[ToolCall(id="c1", name="f", arguments={"a": 1})]),
+                           model="served", prompt_tokens=7, completion_tokens=3, finish_reason="tool_calls")
+    assert parsed == validated
+    assert parsed.model_dump(exclude_unset=True) == validated.model_dump(exclude_unset=True)
+    assert ChatResult.model_validate_json(parsed.model_dump_json()) == parsed
+    without_model = {**answer, "model": None}
+    assert parse_chat_completion(json.dumps(without_model).encode(), "requested").model == "requested"
+
+
+def test_a_model_name_that_is_not_a_string_is_named_in_the_error() -> None:
+    answer = {"model": 5, "choices": [{"message": {"content": "hi"}}]}
+    with pytest.raises(ChatModelError, match="'model' is not a string"):
+        parse_chat_completion(json.dumps(answer).encode(), "requested")
 
 
 def test_messages_are_converted_to_the_openai_shape() -> None:
