@@ -108,6 +108,14 @@ def _check_complete(outputs: list[Output], expected: int, what: str) -> None:
         raise BenchError(f"{what}: {distinct} of {expected} records produced output")
 
 
+def _error_summary(exc: Exception, tail: int = 600) -> str:
+    """The error's first line and the end of the rest: a peer's traceback ends with the exception."""
+    first, _, rest = str(exc).partition("\n")
+    if len(rest) > tail:
+        rest = "…" + rest[-tail:]
+    return f"{first}\n{rest}" if rest else first
+
+
 def _run_peers(options: RunOptions, scenario: str, cluster: Cluster, input_topic: str, partitions: int,
                count: int, llm_base_url: str, ours: float, peers: tuple[str, ...] | None = None,
                counts: dict[str, int] | None = None) -> dict[str, Any]:
@@ -131,7 +139,7 @@ def _run_peers(options: RunOptions, scenario: str, cluster: Cluster, input_topic
                               timeout_s=300.0)
         except Exception as exc:  # noqa: BLE001 - one broken peer must not end the run
             logger.exception("peer %s failed", name)
-            figures[f"peer_{name}_error"] = str(exc)[:300]
+            figures[f"peer_{name}_error"] = _error_summary(exc)
             continue
         for key, value in (result or {}).items():
             if isinstance(value, (int, float, str)) or value is None:

@@ -8,7 +8,7 @@ import pytest
 
 from bench import report
 from bench.peers import PEERS, flink_agents_jars
-from bench.peers.exceptions import PeerVenvError
+from bench.peers.exceptions import PeerRunError, PeerVenvError
 from bench.peers.offset_tracker import OffsetTracker
 from bench.scenarios import CONCURRENT_PEERS, INSTANT_MODEL_PEERS
 from bench.scenarios import PEERS as SCENARIO_PEERS
@@ -100,3 +100,15 @@ def test_peer_table_has_cpu_per_record_for_ours_and_each_peer() -> None:
     markdown = report.markdown(results, [])
     row = "| S2 | 900, 0.9 ms | failed: exited 1: boom | 90 (10×), 12.5 ms | not run | not run | 450 (2×), 1.5 ms |"
     assert row in markdown
+
+
+def test_a_failed_peer_is_reported_with_the_end_of_its_traceback() -> None:
+    from bench.scenarios import _error_summary
+
+    traceback = "\n".join(f'  File "peer.py", line {n}, in frame_{n}' for n in range(200))
+    error = PeerRunError(f"peer flink_agents_0_3 exited 1 (result: None):\n{traceback}\nValueError: the cause")
+    summary = _error_summary(error)
+    assert summary.startswith("peer flink_agents_0_3 exited 1")
+    assert summary.endswith("ValueError: the cause")  # the exception itself, which a head cut lost
+    assert len(summary) < 700
+    assert _error_summary(ValueError("one line")) == "one line"
