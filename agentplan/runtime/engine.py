@@ -182,6 +182,13 @@ class _Slot:
         if self.in_action and self.sensory_backup is None and self.run is not None:
             self.sensory_backup = self.run.sensory.to_data()
 
+    def leave(self) -> None:
+        """The engine forgets this slot: its memories' hooks let go of it, so refcounting frees the slot and its
+        trees at once instead of the cyclic GC at its next full collection (measured: ~13 objects per key)."""
+        self.memory.detach_hooks()
+        if self.run is not None:
+            self.run.sensory.detach_hooks()
+
     def snapshot_memory(self) -> None:
         if self.in_action and self.memory_backup is None:
             self.memory_backup = self.memory.to_data()
@@ -290,9 +297,12 @@ class Engine:
                     slot.cached_bytes = IDLE_SLOT_OVERHEAD_BYTES + DECODED_STATE_FACTOR * len(delta.state)
                     self._idle_slots[delta.key] = slot
                     self._idle_bytes += slot.cached_bytes
+                else:
+                    slot.leave()
         while self._idle_bytes > budget and self._idle_slots:
             _key, evicted = self._idle_slots.popitem(last=False)
             self._idle_bytes -= evicted.cached_bytes
+            evicted.leave()
 
     @staticmethod
     def _wake_persisted(slot: _Slot, version: int) -> None:
@@ -321,6 +331,7 @@ class Engine:
         cached = self._idle_slots.pop(key, None)
         if cached is not None:
             self._idle_bytes -= cached.cached_bytes
+            cached.leave()
         slot = _Slot(key)  # an input arriving before the commit starts from this empty state, not the store's
         slot.memory = self._tracked(slot, None, "memory_backup")
         slot.tombstone = True
@@ -332,7 +343,9 @@ class Engine:
         """Stop and forget keys (e.g. of revoked partitions); uncollected changes are dropped."""
         # Idle keys go too: another owner may change them before they come back.
         for key in [k for k in self._idle_slots if predicate(k)]:
-            self._idle_bytes -= self._idle_slots.pop(key).cached_bytes
+            idle = self._idle_slots.pop(key)
+            self._idle_bytes -= idle.cached_bytes
+            idle.leave()
         doomed = [k for k in self._slots if predicate(k)]
         for key in doomed:
             slot = self._slots.pop(key)
