@@ -97,6 +97,12 @@ class MemoryObject:
             raise ValueError(f"invalid memory path {path!r}")
         return parts
 
+    def detach_hooks(self) -> None:
+        """Drop the guard and write hooks: the engine calls it on a key's memory when the key leaves it, so the
+        hooks' references back to the key's slot (a reference cycle) no longer keep both for the cyclic GC."""
+        self._guard = _no_guard
+        self._before_write = None
+
     def _writing(self) -> None:
         if self._before_write is not None:
             self._before_write()

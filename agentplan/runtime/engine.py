@@ -172,7 +172,8 @@ class _Slot:
         self.touched_ms: int | None = None  # short-term memory TTL: last renewal (wall clock ms)
         self.tombstone = False  # expired: the next collect deletes the key's state
 
-    # The hooks of a run's sensory memory (Engine._tracked's, as methods: no closures to make per run).
+    # The memory hooks of Engine._tracked and _new_sensory, as methods: no closures and cells to make per key
+    # or run (they find the memory through the slot, which holds the tracked trees).
     def guard_memory(self) -> None:
         if self.ctx is not None and self.ctx._durable_depth:
             raise DurableCallError("memory is not accessible inside a durable call (it may be replayed)")
@@ -180,6 +181,17 @@ class _Slot:
     def snapshot_sensory(self) -> None:
         if self.in_action and self.sensory_backup is None and self.run is not None:
             self.sensory_backup = self.run.sensory.to_data()
+
+    def leave(self) -> None:
+        """The engine forgets this slot: its memories' hooks let go of it, so refcounting frees the slot and its
+        trees at once instead of the cyclic GC at its next full collection (measured: ~13 objects per key)."""
+        self.memory.detach_hooks()
+        if self.run is not None:
+            self.run.sensory.detach_hooks()
+
+    def snapshot_memory(self) -> None:
+        if self.in_action and self.memory_backup is None:
+            self.memory_backup = self.memory.to_data()
 
 
 class Engine:
@@ -285,9 +297,12 @@ class Engine:
                     slot.cached_bytes = IDLE_SLOT_OVERHEAD_BYTES + DECODED_STATE_FACTOR * len(delta.state)
                     self._idle_slots[delta.key] = slot
                     self._idle_bytes += slot.cached_bytes
+                else:
+                    slot.leave()
         while self._idle_bytes > budget and self._idle_slots:
             _key, evicted = self._idle_slots.popitem(last=False)
             self._idle_bytes -= evicted.cached_bytes
+            evicted.leave()
 
     @staticmethod
     def _wake_persisted(slot: _Slot, version: int) -> None:
@@ -316,6 +331,7 @@ class Engine:
         cached = self._idle_slots.pop(key, None)
         if cached is not None:
             self._idle_bytes -= cached.cached_bytes
+            cached.leave()
         slot = _Slot(key)  # an input arriving before the commit starts from this empty state, not the store's
         slot.memory = self._tracked(slot, None, "memory_backup")
         slot.tombstone = True
@@ -327,7 +343,9 @@ class Engine:
         """Stop and forget keys (e.g. of revoked partitions); uncollected changes are dropped."""
         # Idle keys go too: another owner may change them before they come back.
         for key in [k for k in self._idle_slots if predicate(k)]:
-            self._idle_bytes -= self._idle_slots.pop(key).cached_bytes
+            idle = self._idle_slots.pop(key)
+            self._idle_bytes -= idle.cached_bytes
+            idle.leave()
         doomed = [k for k in self._slots if predicate(k)]
         for key in doomed:
             slot = self._slots.pop(key)
@@ -391,20 +409,16 @@ class Engine:
 
     def _tracked(self, slot: _Slot, source: MemoryObject | None, backup: str) -> MemoryObject:
         """``source``'s tree with the engine's hooks: no access inside durable calls, and a snapshot
-        (into ``slot.<backup>``) before the first write of an action, for rollback and checkpoints."""
-        def guard() -> None:
-            if slot.ctx is not None and slot.ctx._durable_depth:
-                raise DurableCallError("memory is not accessible inside a durable call (it may be replayed)")
-
-        def before_write() -> None:
-            if slot.in_action and getattr(slot, backup) is None:
-                setattr(slot, backup, memory.to_data())
-
-        kind = MemoryType.SENSORY if backup == "sensory_backup" else MemoryType.SHORT_TERM
-        if self._ttl is not None and kind is MemoryType.SHORT_TERM:
+        (into ``slot.<backup>``) before the first write of an action, for rollback and checkpoints. The
+        caller makes the result ``slot.memory`` (or ``slot.run.sensory``), where the hooks find it."""
+        node = source._node if source is not None else None
+        if backup == "sensory_backup":
+            return MemoryObject(node, slot.guard_memory, slot.snapshot_sensory, MemoryType.SENSORY)
+        guard: Callable[[], None] = slot.guard_memory
+        before_write: Callable[[], None] = slot.snapshot_memory
+        if self._ttl is not None:
             guard, before_write = self._ttl.hooks(slot, guard, before_write)
-        memory = MemoryObject(source._node if source is not None else None, guard, before_write, kind)
-        return memory
+        return MemoryObject(node, guard, before_write, MemoryType.SHORT_TERM)
 
     @staticmethod
     def _new_sensory(slot: _Slot) -> MemoryObject:

@@ -218,3 +218,35 @@ def test_a_restored_run_resumes_first_when_a_later_input_arrives_before_its_own(
         assert delta.finished == [None, "m6"]  # the resumed run's own input never came: no meta
 
     run_async(main())
+
+
+class ToolsSeen(BaseChatModelConnection):
+    def __init__(self) -> None:
+        self.tools: list[Any] = []
+
+    async def chat(self, messages: list[ChatMessage], *, model: str, tools: list[dict[str, Any]] | None = None,
+                   **params: Any) -> ChatResult:
+        self.tools.append(tools)
+        return ChatResult(message=ChatMessage(role=MessageRole.ASSISTANT, content="ok"), model=model)
+
+
+class OwnToolSetup(BaseChatModelSetup):
+    """Sends a tool of its own although it names none."""
+
+    def tool_schemas(self, tools: list[Any]) -> list[dict[str, Any]]:
+        return [*super().tool_schemas(tools), {"type": "function", "function": {"name": "own"}}]
+
+
+def test_a_setup_without_tools_sends_none_and_an_override_of_tool_schemas_still_counts() -> None:
+    """The no-tools shortcut of BaseChatModelSetup.chat sends what the full path sent."""
+    async def calls(setup: BaseChatModelSetup, connection: ToolsSeen) -> list[Any]:
+        setup.bind(lambda name, kind: None)
+        for _ in range(2):
+            await setup.chat([ChatMessage(content="hi")])
+        return connection.tools
+
+    plain = ToolsSeen()
+    assert run_async(calls(BaseChatModelSetup(connection=plain, model="m"), plain)) == [None, None]
+    own = ToolsSeen()
+    assert run_async(calls(OwnToolSetup(connection=own, model="m"), own)) == \
+        [[{"type": "function", "function": {"name": "own"}}]] * 2

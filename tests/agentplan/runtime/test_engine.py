@@ -36,6 +36,7 @@ from agentplan import (
 )
 from agentplan.config import RETRY_AFTER_MAX_S, AgentConfiguration
 from agentplan.metrics import RecordingMetrics
+from agentplan.runtime.engine import IDLE_SLOT_OVERHEAD_BYTES
 from agentplan.testing.llm_stub import StubLLMServer, StubReply, default_responder
 from tests.agentplan.conftest import EnvFactory
 from tests.agentplan.support import CONNECTION, make_config, run_async, stub_connection
@@ -800,3 +801,29 @@ def test_cancel_keys_forgets_them() -> None:
         assert engine.key_count() == 0 and engine.queued_inputs == 0 and engine.inflight_runs == 0
 
     run_async(main())
+
+
+def test_a_slot_the_engine_forgets_lets_go_of_its_memory_hooks() -> None:
+    """Released without the idle cache, or evicted from it, a key's slot detaches its memory's hooks (they refer
+    back to the slot: a cycle only the cyclic GC would free); the key's next input still sees its state."""
+    store = CountingStore()
+
+    async def main(cache_bytes: int, keys: list[str]) -> tuple[list[Any], dict[Any, list[Any]]]:
+        engine = engine_for(MEMORY_AGENT, state_loader=store.load, idle_state_cache_bytes=cache_bytes)
+        for key in keys:
+            engine.submit(key, f"{key}1")
+        await engine.wait_idle()
+        slots = [engine._slots[key] for key in keys]
+        deltas = engine.collect()
+        store.update({d.key: d.state for d in deltas})
+        engine.release(deltas)
+        hooks = [(s.memory._guard, s.memory._before_write) for s in slots]
+        return hooks, await _round(engine, store, [(keys[0], f"{keys[0]}2")])
+
+    hooks, outputs = run_async(main(0, ["a"]))
+    assert [h[1] for h in hooks] == [None]
+    assert [o["inputs"] for o in outputs["a"]] == [["a1", "a2"]]
+    # A budget for about one idle key: the first of two is evicted (detached), the second stays cached (hooked).
+    hooks, outputs = run_async(main(IDLE_SLOT_OVERHEAD_BYTES + 2000, ["b", "c"]))
+    assert hooks[0][1] is None and hooks[1][1] is not None
+    assert [o["inputs"] for o in outputs["b"]] == [["b1", "b2"]]
