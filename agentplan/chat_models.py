@@ -23,7 +23,6 @@ if TYPE_CHECKING:
     from agentplan.skill.kit import SkillKit
 
 _THINK = re.compile(r"<think>(.*?)</think>", re.DOTALL)
-_UNSET: Any = object()
 
 
 class ChatResult(BaseModel):
@@ -64,8 +63,6 @@ class BaseChatModelSetup(Resource):
     resource_type = ResourceType.CHAT_MODEL
     # (reference, resolver, resolved): the connection looked up once per reference and plan, not per call
     _connection_found: tuple[object, object, BaseChatModelConnection] | None = None
-    # tool_schemas([]) of a setup without tools, once it is known to be None (see chat)
-    _no_tool_schemas: Any = _UNSET
 
     def __init__(self, connection: str | BaseChatModelConnection, model: str | None = None,
                  prompt: str | Prompt | None = None, tools: list[str] | None = None,
@@ -147,16 +144,6 @@ class BaseChatModelSetup(Resource):
         return result
 
     async def chat(self, messages: list[ChatMessage]) -> ChatResult:
-        if self.skill_kit is None and not self.tool_names and type(self).tools is BaseChatModelSetup.tools:
-            # No tools (the common case): nothing to look up or describe per call; tool_schemas([]) is
-            # asked once, in case a setup's override sends tools of its own.
-            schemas = self._no_tool_schemas
-            if schemas is _UNSET:
-                schemas = self.tool_schemas([]) or None
-                if schemas is None:
-                    self._no_tool_schemas = None
-            result = await self.connection.chat(messages, model=self.model or "", tools=schemas, **self.params)
-            return self.postprocess(result)
         tools = self.tools()
         if self.skill_kit is not None:  # after the first system message, as Flink Agents places it
             at = next((i + 1 for i, m in enumerate(messages) if m.role is MessageRole.SYSTEM), 0)

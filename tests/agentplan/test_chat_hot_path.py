@@ -238,7 +238,7 @@ class OwnToolSetup(BaseChatModelSetup):
 
 
 def test_a_setup_without_tools_sends_none_and_an_override_of_tool_schemas_still_counts() -> None:
-    """The no-tools shortcut of BaseChatModelSetup.chat sends what the full path sent."""
+    """Without tools a setup sends none; a setup whose tool_schemas adds its own sends them on every call."""
     async def calls(setup: BaseChatModelSetup, connection: ToolsSeen) -> list[Any]:
         setup.bind(lambda name, kind: None)
         for _ in range(2):
