@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -112,3 +113,31 @@ def test_a_failed_peer_is_reported_with_the_end_of_its_traceback() -> None:
     assert summary.endswith("ValueError: the cause")  # the exception itself, which a head cut lost
     assert len(summary) < 700
     assert _error_summary(ValueError("one line")) == "one line"
+
+
+def test_peers_get_their_own_extra_arguments_once_per_point(monkeypatch: pytest.MonkeyPatch) -> None:
+    """S3 runs the concurrent peers again at 1,024 in flight: the asyncio loop's window widens with ours."""
+    import bench.peers
+    from bench.scenarios import RunOptions, _run_peers
+
+    calls: list[tuple[str, list[str] | None]] = []
+
+    def run_peer(name: str, **kwargs: Any) -> dict[str, Any]:
+        calls.append((name, kwargs["extra_args"]))
+        return {"records_per_s": 40.0}
+
+    class Topics:
+        bootstrap = "127.0.0.1:1"
+
+        def topics(self, *names: str, partitions: int) -> None:
+            pass
+
+    monkeypatch.setattr(bench.peers, "run_peer", run_peer, raising=False)
+    options = RunOptions(peers=True)
+    figures = _run_peers(options, "S3@1024", Topics(), "in", 4, 100, "http://127.0.0.1:1/v1", 2000.0,  # type: ignore[arg-type]
+                         peers=CONCURRENT_PEERS, extra_args={"asyncio": ["--max-inflight", "1024"]})
+    assert calls == [("flink_agents_0_3", None), ("asyncio", ["--max-inflight", "1024"])]
+    assert figures["ours_vs_asyncio"] == 50.0
+    assert _run_peers(options, "S3@1024", Topics(), "in", 4, 100, "http://127.0.0.1:1/v1", 2000.0,  # type: ignore[arg-type]
+                      peers=CONCURRENT_PEERS) == {}
+    assert len(calls) == 2
