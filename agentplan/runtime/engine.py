@@ -612,13 +612,7 @@ class Engine:
                 actions = self.plan.actions_for_event(event)
                 while run.cursor < len(actions):
                     spec = actions[run.cursor]
-                    emitted = await self._execute_action(slot, run, spec, event)
-                    for out in emitted:
-                        if (_event_kinds.get(type(out)) or _event_kind(type(out))) == _OUTPUT:
-                            slot.add_output(run.meta, cast(OutputEvent, out).output)
-                        else:
-                            run.pending.append(out)
-                    run.next_event_seq += len(emitted)
+                    self._take_emitted(slot, run, await self._execute_action(slot, run, spec, event))
                     run.cursor += 1
                     if run.journal:  # a new dict: a snapshot may hold the old one
                         run.journal = {}
@@ -635,6 +629,17 @@ class Engine:
             raise
         self._finish_run(slot, run, error)
 
+    @staticmethod
+    def _take_emitted(slot: _Slot, run: _Run, emitted: Sequence[Event]) -> None:
+        """An action's events: outputs leave the agent, the others queue in its run. (Not a loop in
+        _execute_run, whose frame would hold the last list and event while the next action is in flight.)"""
+        for out in emitted:
+            if (_event_kinds.get(type(out)) or _event_kind(type(out))) == _OUTPUT:
+                slot.add_output(run.meta, cast(OutputEvent, out).output)
+            else:
+                run.pending.append(out)
+        run.next_event_seq += len(emitted)
+
     def _finish_run(self, slot: _Slot, run: _Run, error: ActionError | None = None) -> None:
         if run.obs is not None:
             run.obs.finish(error)
@@ -647,7 +652,7 @@ class Engine:
         if self.on_input_finished is not None:
             self.on_input_finished(run.meta)
 
-    async def _execute_action(self, slot: _Slot, run: _Run, spec: ActionSpec, event: Event) -> list[Event]:
+    async def _execute_action(self, slot: _Slot, run: _Run, spec: ActionSpec, event: Event) -> Sequence[Event]:
         attempt = 0
         transient_attempt = 0
         retries, waited_s = 0, 0.0  # reported by the chat action (ChatResponseEvent.retry_count, ...)
@@ -667,8 +672,8 @@ class Engine:
                     spec.func(event, ctx)
                 self.metrics.action_finished(spec.name, time.monotonic() - started, None)
                 if ctx.observation is not None:
-                    ctx.observation.finish(ctx.emitted, None)
-                return ctx.emitted
+                    ctx.observation.finish(ctx.emitted or (), None)
+                return ctx.emitted or ()
             except asyncio.CancelledError as exc:
                 if ctx.observation is not None:
                     ctx.observation.finish((), exc)
@@ -714,7 +719,7 @@ class Engine:
                 if strategy is ErrorHandlingStrategy.IGNORE:
                     logger.warning("key %s: action %s failed and is ignored: %r", self._describe_key(slot.key),
                                    spec.name, exc)
-                    return []
+                    return ()
                 raise ActionError(spec.name, exc) from exc
             finally:
                 slot.in_action = False
@@ -743,7 +748,7 @@ class _ActionContext(RunnerContext):
         self._event = event
         self._call_index = 0
         self._durable_depth = 0
-        self.emitted: list[Event] = []
+        self.emitted: list[Event] | None = None  # made by the first send_event (see _appended)
         self.observation: ObservedAction | None = None  # set by the engine when the run is observed
         self.retry_count = 0  # earlier attempts of this action, and the time waited between them
         self.retry_wait_s = 0.0
@@ -759,8 +764,9 @@ class _ActionContext(RunnerContext):
             raise TypeError(f"send_event expects an Event, got {type(event).__name__}")
         # Written past pydantic's __setattr__: the id is the engine's to set (frozen events too),
         # and the assignment hook cost more than the rest of send_event.
-        object.__setattr__(event, "id", f"{self._run.run_id}.{self._run.next_event_seq + len(self.emitted)}")
-        self.emitted.append(event)
+        emitted = len(self.emitted) if self.emitted is not None else 0
+        object.__setattr__(event, "id", f"{self._run.run_id}.{self._run.next_event_seq + emitted}")
+        self.emitted = _appended(self.emitted, event)
 
     @property
     def key(self) -> Any:

@@ -898,3 +898,28 @@ def test_sensory_memory_is_made_by_the_first_access_and_rolled_back_on_retry() -
 
     assert outputs_of(run_async(retried())) == {"k": [2]}
     assert attempts == [None, None]  # the failed attempt's write was undone
+
+
+def test_event_ids_count_the_events_each_action_sent() -> None:
+    seen: list[tuple[str, str]] = []
+
+    def fan_out(event: InputEvent, ctx: RunnerContext) -> None:
+        ctx.send_event(Step(label="a"))
+        ctx.send_event(Step(label="b"))
+
+    def silent(event: InputEvent, ctx: RunnerContext) -> None:
+        pass  # sends nothing: the next action's events still number on from the run's count
+
+    def step(event: Step, ctx: RunnerContext) -> None:
+        seen.append((event.label, event.id))
+        ctx.send_event(OutputEvent(output=event.label))
+
+    async def main() -> list[KeyDelta]:
+        engine = engine_for(agent_of(("fan_out", [InputEvent], fan_out), ("silent", [InputEvent], silent),
+                                     ("step", [Step], step)))
+        engine.submit("k", "v", position=7)
+        await engine.wait_idle()
+        return engine.collect()
+
+    assert outputs_of(run_async(main())) == {"k": ["a", "b"]}
+    assert seen == [("a", "p7.1"), ("b", "p7.2")]
