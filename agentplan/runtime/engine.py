@@ -133,7 +133,7 @@ class _Run:
         self.input = input_value
         self.pending: list[Event] = []  # a few events at a time: a list is ~700 bytes smaller than a deque
         self.cursor = 0  # actions of pending[0] already completed
-        # Made by the run's first access (Engine.sensory_of): most runs never touch it, and its tree and hooks
+        # Made by the run's first access (Engine._sensory_of): most runs never touch it, and its tree and hooks
         # are containers the cyclic GC would scan for as long as the run is in flight.
         self.sensory: MemoryObject | None = None
         self.journal: dict[str, Any] = {}  # durable results of the action in flight
@@ -201,7 +201,7 @@ class _Slot:
     def add_log(self, record: dict[str, Any]) -> None:  # observe.LogOwner
         self.log = _appended(self.log, record)
 
-    # The memory hooks of Engine._tracked and sensory_of, as methods: no closures and cells to make per key
+    # The memory hooks of Engine._tracked and _sensory_of, as methods: no closures and cells to make per key
     # or run (they find the memory through the slot, which holds the tracked trees).
     def guard_memory(self) -> None:
         if self.ctx is not None and self.ctx._durable_depth:
@@ -448,7 +448,7 @@ class Engine:
         return MemoryObject(node, guard, before_write, MemoryType.SHORT_TERM)
 
     @staticmethod
-    def sensory_of(slot: _Slot, run: _Run) -> MemoryObject:
+    def _sensory_of(slot: _Slot, run: _Run) -> MemoryObject:
         """The run's sensory memory, made empty by the first access, with :meth:`_tracked`'s hooks as the slot's
         methods (they find the tree through ``slot.run``): two closures per run cost ~1 us."""
         if run.sensory is None:
@@ -780,7 +780,7 @@ class _ActionContext(RunnerContext):
     @property
     def sensory_memory(self) -> MemoryObject:
         self._check_not_durable("memory access")
-        return Engine.sensory_of(self._slot, self._run)
+        return Engine._sensory_of(self._slot, self._run)
 
     def get_resource(self, name: str, type: ResourceType,  # noqa: A002
                      metric_group: MetricGroup | None = None) -> Any:
