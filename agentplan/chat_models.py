@@ -144,12 +144,12 @@ class BaseChatModelSetup(Resource):
         return result
 
     async def chat(self, messages: list[ChatMessage]) -> ChatResult:
-        tools = self.tools()
+        # No local for the tool list: it would live (a GC-tracked container) until the model answers.
+        schemas = self.tool_schemas(self.tools()) or None
         if self.skill_kit is not None:  # after the first system message, as Flink Agents places it
             at = next((i + 1 for i, m in enumerate(messages) if m.role is MessageRole.SYSTEM), 0)
             messages = [*messages[:at], self.skill_kit.discovery_message(), *messages[at:]]
-        result = await self.connection.chat(
-            messages, model=self.model or "", tools=self.tool_schemas(tools) or None, **self.params)
+        result = await self.connection.chat(messages, model=self.model or "", tools=schemas, **self.params)
         return self.postprocess(result)
 
     def tool_schemas(self, tools: list[Tool]) -> list[dict[str, Any]]:

@@ -67,6 +67,15 @@ DECODED_STATE_FACTOR = 4
 StateLoader = Callable[[Hashable], "bytes | None"]
 
 
+def _appended(items: list[T] | None, item: T) -> list[T]:
+    """``items`` with ``item`` added. A slot's lists are made by their first item: most stay empty, and each
+    one would be a container the cyclic GC scans again and again while its key's run is in flight."""
+    if items is None:
+        return [item]
+    items.append(item)
+    return items
+
+
 _APPROVAL, _OUTPUT, _OTHER_EVENT, _NOT_EVENT = 1, 2, 3, 4
 _event_kinds: dict[type, int] = {}  # per class: what the loop does with its events
 
@@ -117,15 +126,16 @@ class _Run:
     __slots__ = ("run_id", "position", "meta", "input", "pending", "cursor", "sensory", "journal",
                  "next_event_seq", "started", "awaiting_input", "obs", "parked")
 
-    def __init__(self, run_id: str, position: int | None, meta: Any, input_value: Any,
-                 sensory: MemoryObject | None = None) -> None:
+    def __init__(self, run_id: str, position: int | None, meta: Any, input_value: Any) -> None:
         self.run_id = run_id
         self.position = position
         self.meta = meta
         self.input = input_value
         self.pending: list[Event] = []  # a few events at a time: a list is ~700 bytes smaller than a deque
         self.cursor = 0  # actions of pending[0] already completed
-        self.sensory: MemoryObject = sensory if sensory is not None else MemoryObject()
+        # Made by the run's first access (Engine._sensory_of): most runs never touch it, and its tree and hooks
+        # are containers the cyclic GC would scan for as long as the run is in flight.
+        self.sensory: MemoryObject | None = None
         self.journal: dict[str, Any] = {}  # durable results of the action in flight
         self.next_event_seq = 0
         self.started = time.monotonic()
@@ -158,35 +168,54 @@ class _Slot:
         self.memory_backup: Any = None  # memory before the action in flight first wrote it
         self.sensory_backup: Any = None
         self.ctx: _ActionContext | None = None
-        self.outputs: list[tuple[Any, Any]] = []
-        self.finished: list[Any] = []
-        self.failures: list[tuple[Any, Any, BaseException]] = []
-        self.skipped: list[Any] = []
+        # What the next collect reports; None while empty (see _appended).
+        self.outputs: list[tuple[Any, Any]] | None = None
+        self.finished: list[Any] | None = None
+        self.failures: list[tuple[Any, Any, BaseException]] | None = None
+        self.skipped: list[Any] | None = None
+        self.log: list[dict[str, Any]] | None = None
+        self.requests: list[tuple[Any, dict[str, Any]]] | None = None
         self.cached_bytes = 0  # charged to the idle-state cache while the key is idle
-        self.log: list[dict[str, Any]] = []
         self.usage: dict[str, Any] | None = None  # LLM usage against budgets (agentplan.budgets)
-        self.requests: list[tuple[Any, dict[str, Any]]] = []
         self.decision: tuple[ApprovalDecisionEvent, Any] | None = None  # delivered, not yet taken by its run
         self.wakeup: asyncio.Event | None = None  # set while the run is parked
-        self.persist_waiters: list[tuple[int, asyncio.Future[None]]] = []  # (version, woken once durable)
+        self.persist_waiters: list[tuple[int, asyncio.Future[None]]] | None = None  # (version, woken once durable)
         self.touched_ms: int | None = None  # short-term memory TTL: last renewal (wall clock ms)
         self.tombstone = False  # expired: the next collect deletes the key's state
 
-    # The memory hooks of Engine._tracked and _new_sensory, as methods: no closures and cells to make per key
+    def add_output(self, meta: Any, payload: Any) -> None:
+        self.outputs = _appended(self.outputs, (meta, payload))
+
+    def add_finished(self, meta: Any) -> None:
+        self.finished = _appended(self.finished, meta)
+
+    def add_failure(self, meta: Any, value: Any, error: BaseException) -> None:
+        self.failures = _appended(self.failures, (meta, value, error))
+
+    def add_skipped(self, meta: Any) -> None:
+        self.skipped = _appended(self.skipped, meta)
+
+    def add_request(self, meta: Any, request: dict[str, Any]) -> None:
+        self.requests = _appended(self.requests, (meta, request))
+
+    def add_log(self, record: dict[str, Any]) -> None:  # observe.LogOwner
+        self.log = _appended(self.log, record)
+
+    # The memory hooks of Engine._tracked and _sensory_of, as methods: no closures and cells to make per key
     # or run (they find the memory through the slot, which holds the tracked trees).
     def guard_memory(self) -> None:
         if self.ctx is not None and self.ctx._durable_depth:
             raise DurableCallError("memory is not accessible inside a durable call (it may be replayed)")
 
     def snapshot_sensory(self) -> None:
-        if self.in_action and self.sensory_backup is None and self.run is not None:
+        if self.in_action and self.sensory_backup is None and self.run is not None and self.run.sensory is not None:
             self.sensory_backup = self.run.sensory.to_data()
 
     def leave(self) -> None:
         """The engine forgets this slot: its memories' hooks let go of it, so refcounting frees the slot and its
         trees at once instead of the cyclic GC at its next full collection (measured: ~13 objects per key)."""
         self.memory.detach_hooks()
-        if self.run is not None:
+        if self.run is not None and self.run.sensory is not None:
             self.run.sensory.detach_hooks()
 
     def snapshot_memory(self) -> None:
@@ -272,13 +301,11 @@ class Engine:
         for slot in self._slots.values():
             if slot.version == slot.collected_version:
                 continue
-            log = slot.log
+            # The delta takes the slot's lists; later items go to new ones.
             deltas.append(KeyDelta(slot.key, None if slot.tombstone else self._encode_state(slot), slot.version,
-                                   slot.outputs, slot.finished, slot.failures, slot.skipped, log or (),
-                                   slot.requests))
-            slot.outputs, slot.finished, slot.failures, slot.skipped, slot.requests = [], [], [], [], []
-            if log:  # the delta keeps this list: later records go to a new one
-                slot.log = []
+                                   slot.outputs or [], slot.finished or [], slot.failures or [], slot.skipped or [],
+                                   slot.log or (), slot.requests or []))
+            slot.outputs = slot.finished = slot.failures = slot.skipped = slot.log = slot.requests = None
             slot.collected_version = slot.version
         return deltas
 
@@ -307,20 +334,20 @@ class Engine:
     @staticmethod
     def _wake_persisted(slot: _Slot, version: int) -> None:
         waiting = []
-        for target, future in slot.persist_waiters:
+        for target, future in slot.persist_waiters or ():
             if target <= version:
                 if not future.done():
                     future.set_result(None)
             else:
                 waiting.append((target, future))
-        slot.persist_waiters = waiting
+        slot.persist_waiters = waiting or None
 
     async def persisted(self, slot: _Slot) -> None:
         """Wait until the key's state as it is now is durable (a no-op unless the driver commits state)."""
         if not self.commits_state:
             return
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        slot.persist_waiters.append((slot.version, future))
+        slot.persist_waiters = _appended(slot.persist_waiters, (slot.version, future))
         await future
 
     def expire(self, key: Hashable) -> bool:
@@ -402,7 +429,7 @@ class Engine:
         if raw is not None:
             self._decode_state(slot, raw)
         slot.memory = self._tracked(slot, slot.memory, "memory_backup")
-        if slot.run is not None:
+        if slot.run is not None and slot.run.sensory is not None:
             slot.run.sensory = self._tracked(slot, slot.run.sensory, "sensory_backup")
         self._slots[key] = slot
         return slot
@@ -421,10 +448,12 @@ class Engine:
         return MemoryObject(node, guard, before_write, MemoryType.SHORT_TERM)
 
     @staticmethod
-    def _new_sensory(slot: _Slot) -> MemoryObject:
-        """A new run's empty sensory memory, with :meth:`_tracked`'s hooks as the slot's methods (they find
-        the tree through ``slot.run``): two closures per run cost ~1 us."""
-        return MemoryObject(None, slot.guard_memory, slot.snapshot_sensory, MemoryType.SENSORY)
+    def _sensory_of(slot: _Slot, run: _Run) -> MemoryObject:
+        """The run's sensory memory, made empty by the first access, with :meth:`_tracked`'s hooks as the slot's
+        methods (they find the tree through ``slot.run``): two closures per run cost ~1 us."""
+        if run.sensory is None:
+            run.sensory = MemoryObject(None, slot.guard_memory, slot.snapshot_sensory, MemoryType.SENSORY)
+        return run.sensory
 
     def _encode_state(self, slot: _Slot) -> bytes:
         # Backups exist only while an action runs: then the state from before it is the consistent one.
@@ -436,7 +465,8 @@ class Engine:
             data["u"] = slot.usage
         run = slot.run
         if run is not None:
-            sensory = slot.sensory_backup if slot.sensory_backup is not None else run.sensory.to_data()
+            sensory = (slot.sensory_backup if slot.sensory_backup is not None else
+                       run.sensory.to_data() if run.sensory is not None else {})  # {}: an empty tree's data
             data["r"] = {
                 "id": run.run_id, "pos": run.position, "in": codec.encode(run.input),
                 "pending": [e.to_record() for e in run.pending], "cur": run.cursor, "s": sensory,
@@ -504,7 +534,7 @@ class Engine:
                 else:
                     slot.run_counter += 1
                     run_id = f"p{item.position}" if item.position is not None else f"r{slot.run_counter}"
-                    run = slot.run = _Run(run_id, item.position, item.meta, item.value, self._new_sensory(slot))
+                    run = slot.run = _Run(run_id, item.position, item.meta, item.value)
                     if self._ttl is not None:
                         slot.tombstone = False
                         if self._ttl.visible_memory_expired(slot):
@@ -556,8 +586,8 @@ class Engine:
     def _refuse(self, slot: _Slot, item: _Input, error: BudgetExceeded) -> None:
         """Dead-letter an input its key's budget refused; it counts as finished, like a failed run."""
         logger.warning("%s", error)
-        slot.failures.append((item.meta, item.value, error))
-        slot.finished.append(item.meta)
+        slot.add_failure(item.meta, item.value, error)
+        slot.add_finished(item.meta)
         if item.position is not None:
             slot.progress = item.position
         slot.version += 1
@@ -565,8 +595,8 @@ class Engine:
             self.on_input_finished(item.meta)
 
     def _skip(self, slot: _Slot, item: _Input) -> None:
-        slot.skipped.append(item.meta)
-        slot.finished.append(item.meta)
+        slot.add_skipped(item.meta)
+        slot.add_finished(item.meta)
         slot.version += 1
         if self.on_input_finished is not None:
             self.on_input_finished(item.meta)
@@ -582,13 +612,7 @@ class Engine:
                 actions = self.plan.actions_for_event(event)
                 while run.cursor < len(actions):
                     spec = actions[run.cursor]
-                    emitted = await self._execute_action(slot, run, spec, event)
-                    for out in emitted:
-                        if (_event_kinds.get(type(out)) or _event_kind(type(out))) == _OUTPUT:
-                            slot.outputs.append((run.meta, cast(OutputEvent, out).output))
-                        else:
-                            run.pending.append(out)
-                    run.next_event_seq += len(emitted)
+                    self._take_emitted(slot, run, await self._execute_action(slot, run, spec, event))
                     run.cursor += 1
                     if run.journal:  # a new dict: a snapshot may hold the old one
                         run.journal = {}
@@ -597,7 +621,7 @@ class Engine:
                 run.cursor = 0
         except ActionError as exc:
             logger.warning("key %s: run %s failed: %s", self._describe_key(slot.key), run.run_id, exc)
-            slot.failures.append((run.meta, run.input, exc))
+            slot.add_failure(run.meta, run.input, exc)
             error = exc
         except asyncio.CancelledError:
             if run.obs is not None:
@@ -605,19 +629,30 @@ class Engine:
             raise
         self._finish_run(slot, run, error)
 
+    @staticmethod
+    def _take_emitted(slot: _Slot, run: _Run, emitted: Sequence[Event]) -> None:
+        """An action's events: outputs leave the agent, the others queue in its run. (Not a loop in
+        _execute_run, whose frame would hold the last list and event while the next action is in flight.)"""
+        for out in emitted:
+            if (_event_kinds.get(type(out)) or _event_kind(type(out))) == _OUTPUT:
+                slot.add_output(run.meta, cast(OutputEvent, out).output)
+            else:
+                run.pending.append(out)
+        run.next_event_seq += len(emitted)
+
     def _finish_run(self, slot: _Slot, run: _Run, error: ActionError | None = None) -> None:
         if run.obs is not None:
             run.obs.finish(error)
         if run.position is not None:
             slot.progress = run.position
-        slot.finished.append(run.meta)
+        slot.add_finished(run.meta)
         slot.run = None
         slot.version += 1
         self.metrics.run_finished(time.monotonic() - run.started)
         if self.on_input_finished is not None:
             self.on_input_finished(run.meta)
 
-    async def _execute_action(self, slot: _Slot, run: _Run, spec: ActionSpec, event: Event) -> list[Event]:
+    async def _execute_action(self, slot: _Slot, run: _Run, spec: ActionSpec, event: Event) -> Sequence[Event]:
         attempt = 0
         transient_attempt = 0
         retries, waited_s = 0, 0.0  # reported by the chat action (ChatResponseEvent.retry_count, ...)
@@ -637,8 +672,8 @@ class Engine:
                     spec.func(event, ctx)
                 self.metrics.action_finished(spec.name, time.monotonic() - started, None)
                 if ctx.observation is not None:
-                    ctx.observation.finish(ctx.emitted, None)
-                return ctx.emitted
+                    ctx.observation.finish(ctx.emitted or (), None)
+                return ctx.emitted or ()
             except asyncio.CancelledError as exc:
                 if ctx.observation is not None:
                     ctx.observation.finish((), exc)
@@ -684,7 +719,7 @@ class Engine:
                 if strategy is ErrorHandlingStrategy.IGNORE:
                     logger.warning("key %s: action %s failed and is ignored: %r", self._describe_key(slot.key),
                                    spec.name, exc)
-                    return []
+                    return ()
                 raise ActionError(spec.name, exc) from exc
             finally:
                 slot.in_action = False
@@ -696,7 +731,7 @@ class Engine:
         """Undo memory writes of a failed action so a retry starts from the same state."""
         if slot.memory_backup is not None:
             slot.memory.replace_data(slot.memory_backup)
-        if slot.sensory_backup is not None:
+        if slot.sensory_backup is not None and run.sensory is not None:
             run.sensory.replace_data(slot.sensory_backup)
         slot.memory_backup = None
         slot.sensory_backup = None
@@ -713,7 +748,7 @@ class _ActionContext(RunnerContext):
         self._event = event
         self._call_index = 0
         self._durable_depth = 0
-        self.emitted: list[Event] = []
+        self.emitted: list[Event] | None = None  # made by the first send_event (see _appended)
         self.observation: ObservedAction | None = None  # set by the engine when the run is observed
         self.retry_count = 0  # earlier attempts of this action, and the time waited between them
         self.retry_wait_s = 0.0
@@ -729,8 +764,9 @@ class _ActionContext(RunnerContext):
             raise TypeError(f"send_event expects an Event, got {type(event).__name__}")
         # Written past pydantic's __setattr__: the id is the engine's to set (frozen events too),
         # and the assignment hook cost more than the rest of send_event.
-        object.__setattr__(event, "id", f"{self._run.run_id}.{self._run.next_event_seq + len(self.emitted)}")
-        self.emitted.append(event)
+        emitted = len(self.emitted) if self.emitted is not None else 0
+        object.__setattr__(event, "id", f"{self._run.run_id}.{self._run.next_event_seq + emitted}")
+        self.emitted = _appended(self.emitted, event)
 
     @property
     def key(self) -> Any:
@@ -744,7 +780,7 @@ class _ActionContext(RunnerContext):
     @property
     def sensory_memory(self) -> MemoryObject:
         self._check_not_durable("memory access")
-        return self._run.sensory
+        return Engine._sensory_of(self._slot, self._run)
 
     def get_resource(self, name: str, type: ResourceType,  # noqa: A002
                      metric_group: MetricGroup | None = None) -> Any:

@@ -27,7 +27,7 @@ __all__ = ["Observation", "ObservedAction", "ObservedCall", "ObservedRun", "RunS
 class LogOwner(Protocol):
     """Where emitted records wait for the driver (the engine's per-key slot)."""
 
-    log: list[dict[str, Any]]
+    def add_log(self, record: dict[str, Any]) -> None: ...
 
 
 class RunSink:
@@ -95,7 +95,7 @@ class ObservedRun:
 
     def emit(self, record: dict[str, Any]) -> None:
         """Queue a log record with the key's state (see the module docstring)."""
-        self.owner.log.append(record)
+        self.owner.add_log(record)
 
     def source(self) -> dict[str, Any]:
         return self.observation.describe_input(self.meta) if self.meta is not None else {}

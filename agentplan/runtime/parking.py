@@ -32,8 +32,8 @@ def deliver(engine: Engine, key: Hashable, decision: ApprovalDecisionEvent, meta
     if run is None or run.parked is None or run.parked["id"] != decision.request_id or slot.decision is not None:
         logger.info("key %s: decision on request %s ignored: no run waits for it", engine._describe_key(key),
                     decision.request_id)
-        slot.skipped.append(meta)
-        slot.finished.append(meta)
+        slot.add_skipped(meta)
+        slot.add_finished(meta)
         slot.version += 1
         return
     slot.decision = (decision, meta)  # taken by the run when it parks (a restored run first needs its input)
@@ -46,7 +46,7 @@ async def park(engine: Engine, slot: _Slot, run: _Run, event: ApprovalRequestEve
     resolution in its place."""
     if run.parked is None:  # else restored: its request was published with the state that parked it
         run.parked = approvals.park(slot.key, run.run_id, event)
-        slot.requests.append((run.meta, approvals.request_record(run.parked, event, engine._user_key(slot.key))))
+        slot.add_request(run.meta, approvals.request_record(run.parked, event, engine._user_key(slot.key)))
         slot.version += 1
     parked = run.parked
     run_slots = engine._run_slots
@@ -69,7 +69,7 @@ async def park(engine: Engine, slot: _Slot, run: _Run, event: ApprovalRequestEve
     decision: ApprovalDecisionEvent | None = None
     if slot.decision is not None:
         decision, meta = slot.decision
-        slot.finished.append(meta)
+        slot.add_finished(meta)
         slot.decision = None
     resumed = approvals.resolution(parked, decision, event)
     object.__setattr__(resumed, "id", f"{run.run_id}.{run.next_event_seq}")  # deterministic, as send_event's

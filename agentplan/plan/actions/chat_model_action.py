@@ -63,13 +63,20 @@ async def _call_model(ctx: RunnerContext, setup_name: str, messages: list[ChatMe
     if alone is not None and alone[0] is setup and not setup.fallback:
         options = alone[1]  # a setup without fallbacks: its one candidate, built once
     else:
-        if not isinstance(setup, BaseChatModelSetup):
-            raise ResourceError(f"{setup_name!r} is not a chat model setup")
-        options = candidates(setup_name, setup, lambda name: ctx.get_resource(name, ResourceType.CHAT_MODEL))
-        if len(options) == 1:
-            _ALONE[setup_name] = (setup, options)
+        options = _candidates(ctx, setup_name, setup)
     label_call(ctx, "chat", setup.model or setup_name, setup=setup)  # the requested model; a fallback is journaled
     return await ctx.durable_execute_async(_ModelCall(ctx.metrics, setup_name, setup, options, messages).run)
+
+
+def _candidates(ctx: RunnerContext, setup_name: str, setup: Any) -> list[Candidate]:
+    """The setup and its fallbacks. (Its own function: the lookup lambda's cell for ``ctx`` would otherwise be
+    made by every _call_model and live, a GC-tracked container, until the model answers.)"""
+    if not isinstance(setup, BaseChatModelSetup):
+        raise ResourceError(f"{setup_name!r} is not a chat model setup")
+    options = candidates(setup_name, setup, lambda name: ctx.get_resource(name, ResourceType.CHAT_MODEL))
+    if len(options) == 1:
+        _ALONE[setup_name] = (setup, options)
+    return options
 
 
 class _ModelCall:

@@ -827,3 +827,99 @@ def test_a_slot_the_engine_forgets_lets_go_of_its_memory_hooks() -> None:
     hooks, outputs = run_async(main(IDLE_SLOT_OVERHEAD_BYTES + 2000, ["b", "c"]))
     assert hooks[0][1] is None and hooks[1][1] is not None
     assert [o["inputs"] for o in outputs["b"]] == [["b1", "b2"]]
+
+
+# -- containers made on demand (fewer objects for the cyclic GC per run in flight) --------------------
+
+
+def test_keys_without_outputs_collect_empty_lists_of_their_own() -> None:
+    def quiet(event: InputEvent, ctx: RunnerContext) -> None:
+        if event.input == "speak":
+            ctx.send_event(OutputEvent(output="said"))
+
+    async def main() -> tuple[list[KeyDelta], list[KeyDelta], Engine]:
+        engine = engine_for(agent_of(("quiet", [InputEvent], quiet)))
+        engine.submit("a", "hush", meta="a1")
+        engine.submit("b", "hush", meta="b1")
+        await engine.wait_idle()
+        first = engine.collect()
+        engine.submit("a", "speak", meta="a2")
+        await engine.wait_idle()
+        return first, engine.collect(), engine
+
+    first, second, engine = run_async(main())
+    a, b = sorted(first, key=lambda d: d.key)
+    assert (a.outputs, a.finished, a.failures, a.skipped, a.requests, list(a.log)) == ([], ["a1"], [], [], [], [])
+    assert b.finished == ["b1"]
+    assert a.outputs is not b.outputs and a.failures is not b.failures  # not one shared list
+    a.outputs.append(("x", "y"))  # a driver may keep or change what it collected
+    assert [(d.outputs, d.finished) for d in second] == [([("a2", "said")], ["a2"])]
+    assert b.outputs == []
+    slot = engine._slots["a"]
+    assert (slot.outputs, slot.finished, slot.failures, slot.skipped, slot.requests, slot.log) == (None,) * 6
+
+
+def test_sensory_memory_is_made_by_the_first_access_and_rolled_back_on_retry() -> None:
+    gate: dict[str, asyncio.Event] = {}
+    attempts: list[Any] = []
+
+    async def idle(event: InputEvent, ctx: RunnerContext) -> None:
+        gate["entered"].set()
+        await gate["go"].wait()
+
+    def flaky(event: InputEvent, ctx: RunnerContext) -> None:
+        attempts.append(ctx.sensory_memory.get("n"))
+        ctx.sensory_memory.set("n", len(attempts))
+        if len(attempts) == 1:
+            raise RuntimeError("first attempt fails after writing sensory memory")
+        ctx.send_event(OutputEvent(output=ctx.sensory_memory.get("n")))
+
+    async def untouched() -> tuple[bytes | None, Any]:
+        gate["entered"], gate["go"] = asyncio.Event(), asyncio.Event()
+        engine = engine_for(agent_of(("idle", [InputEvent], idle)))
+        engine.submit("k", "v", position=3)
+        await gate["entered"].wait()
+        run = engine._slots["k"].run
+        blob = engine.collect()[0].state
+        gate["go"].set()
+        await engine.wait_idle()
+        return blob, run.sensory if run is not None else "no run"
+
+    blob, sensory = run_async(untouched())
+    assert sensory is None
+    assert blob is not None and json.loads(blob)["r"]["s"] == {}  # the encoding of an empty tree, as before
+
+    async def retried() -> list[KeyDelta]:
+        engine = engine_for(agent_of(("flaky", [InputEvent], flaky)),
+                            error_handling_strategy=ErrorHandlingStrategy.RETRY, max_retries=1)
+        engine.submit("k", "v")
+        await engine.wait_idle()
+        return engine.collect()
+
+    assert outputs_of(run_async(retried())) == {"k": [2]}
+    assert attempts == [None, None]  # the failed attempt's write was undone
+
+
+def test_event_ids_count_the_events_each_action_sent() -> None:
+    seen: list[tuple[str, str]] = []
+
+    def fan_out(event: InputEvent, ctx: RunnerContext) -> None:
+        ctx.send_event(Step(label="a"))
+        ctx.send_event(Step(label="b"))
+
+    def silent(event: InputEvent, ctx: RunnerContext) -> None:
+        pass  # sends nothing: the next action's events still number on from the run's count
+
+    def step(event: Step, ctx: RunnerContext) -> None:
+        seen.append((event.label, event.id))
+        ctx.send_event(OutputEvent(output=event.label))
+
+    async def main() -> list[KeyDelta]:
+        engine = engine_for(agent_of(("fan_out", [InputEvent], fan_out), ("silent", [InputEvent], silent),
+                                     ("step", [Step], step)))
+        engine.submit("k", "v", position=7)
+        await engine.wait_idle()
+        return engine.collect()
+
+    assert outputs_of(run_async(main())) == {"k": ["a", "b"]}
+    assert seen == [("a", "p7.1"), ("b", "p7.2")]
