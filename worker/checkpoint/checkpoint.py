@@ -4,7 +4,7 @@ Its life, as data (:data:`TRANSITIONS`), in the order the steps run:
 
     OPEN        effects collected from the engine and the intake; nothing sent yet
     PRODUCING   transaction begun; outputs, dead letters, re-keyed records and changelog records produced
-    COMMITTING  flush -> send input offsets -> commit (on the committer thread: the loop goes on)
+    COMMITTING  send input offsets and flush, then commit (on the committer thread: the loop goes on)
     COMMITTED   the broker committed; post-commit not done yet
     SETTLED     post-commit done: offsets marked, stores written, keys released
     ABORTED     the transaction was aborted; its effects go into the next checkpoint
@@ -172,13 +172,19 @@ class Checkpoint:
         self.move(Phase.COMMITTING)
 
     def close(self, producer: CheckpointProducer) -> AbortableCommitError | FatalCommitError | None:
-        """COMMITTING: flush, send the input offsets, commit (any thread). The outcome is settled on the
-        loop thread (:meth:`Checkpointer.settle`), which makes the move."""
+        """COMMITTING: send the input offsets and flush, then commit (any thread). The outcome is settled on
+        the loop thread (:meth:`Checkpointer.settle`), which makes the move."""
         if self.phase is not Phase.COMMITTING:
             raise IllegalTransition(f"checkpoint {self.name}: close in phase {self.phase.value}")
         try:
-            producer.flush()  # serves the changelog delivery reports the state transaction waits for
-            producer.send_offsets(self.offsets)
+            if producer.transactional:
+                # Offsets in the transaction commit or abort with the outputs whatever the order; sent
+                # first, their two round trips overlap the outputs' delivery (~1 ms of a ~6.5 ms commit).
+                producer.send_offsets(self.offsets)
+                producer.flush()  # serves the changelog delivery reports the state transaction waits for
+            else:
+                producer.flush()  # at-least-once: outputs delivered before their inputs' offsets commit
+                producer.send_offsets(self.offsets)
             producer.commit()
         except (AbortableCommitError, FatalCommitError) as exc:
             return exc

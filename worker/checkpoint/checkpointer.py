@@ -1,7 +1,7 @@
 """When checkpoints are taken, and what happens after: the exactly-once protocol, top to bottom.
 
 One checkpoint at a time. The main loop :meth:`~Checkpointer.start`s one, which collects and
-produces on the loop thread and closes (flush, send offsets, commit: 4-18 ms on the broker) on the
+produces on the loop thread and closes (send offsets and flush, commit: 4-18 ms on the broker) on the
 committer thread while runs go on; :meth:`~Checkpointer.poll` settles it once the broker answered.
 Everything else (rebalance callbacks, shutdown, producer renewal) settles the one in flight first
 and then commits synchronously with :meth:`~Checkpointer.commit`, so nothing interleaves with a commit.

@@ -15,7 +15,12 @@ import pytest
 from agentplan import KeyDelta
 from worker.checkpoint.checkpoint import TRANSITIONS, Checkpoint, DeadLetter, IllegalTransition, Phase, Topics
 from worker.checkpoint.checkpointer import Checkpointer
-from worker.checkpoint.producer import AbortableCommitError, FatalCommitError, TransactionalProducer
+from worker.checkpoint.producer import (
+    AbortableCommitError,
+    AtLeastOnceProducer,
+    FatalCommitError,
+    TransactionalProducer,
+)
 from worker.exceptions import BrokerUnreachableError
 from worker.offsets import OffsetTracker
 from worker.records import RecordMeta
@@ -161,7 +166,9 @@ def test_a_commit_goes_through_every_phase_then_writes_the_store_at_the_delivere
     rig = Rig()
     rig.finish(delta(b"a", 0), delta(b"b", 1))
     rig.checkpointer.commit()
-    assert rig.producer.calls == ["begin", "produce", "produce", "produce", "produce", "flush", "send_offsets",
+    # The offsets go first: in the transaction they commit or abort with the outputs, and their round trips
+    # overlap the outputs' delivery. The flush still comes before the commit (the store waits for its reports).
+    assert rig.producer.calls == ["begin", "produce", "produce", "produce", "produce", "send_offsets", "flush",
                                   "commit"]
     [checkpoint] = rig.committed
     assert checkpoint.phase is Phase.SETTLED and checkpoint.outputs == 2
@@ -292,3 +299,21 @@ def test_state_is_never_written_before_its_changelog_records_were_delivered() ->
     state.prepare(lambda *a, **k: None)  # produced, but no delivery report came back
     with pytest.raises(RuntimeError, match="without a delivery report"):
         state.flush({0: FakeStore()})  # type: ignore[dict-item]
+
+
+def test_at_least_once_commits_the_offsets_only_after_the_outputs_are_delivered() -> None:
+    """Without a transaction an offset committed before its outputs were delivered could lose them."""
+    calls: list[str] = []
+
+    class AtLeastOnce(AtLeastOnceProducer):
+        def flush(self) -> None:
+            calls.append("flush")
+
+        def send_offsets(self, offsets: dict[tuple[str, int], int]) -> None:
+            calls.append("send_offsets")
+
+    checkpoint = Checkpoint("c", [], [], [], {("in", 0): 1}, TOPICS)
+    checkpoint.move(Phase.PRODUCING)
+    checkpoint.move(Phase.COMMITTING)
+    assert checkpoint.close(AtLeastOnce(lambda: object(), consumer=None)) is None  # type: ignore[arg-type]
+    assert calls == ["flush", "send_offsets"]
