@@ -231,8 +231,8 @@ class Checkpointer:
                 return closing.result(timeout=STUCK_CHECK_S)
             except FutureTimeout:
                 stuck = self.stuck_call()
-                if stuck is not None:
-                    return self._abandon(stuck)
+                if stuck is not None and (outcome := self._abandon(stuck)) is not None:
+                    return outcome
 
     def stuck_call(self) -> str | None:
         """The transactional call that has blocked the committer past any legitimate wait, if one has.
@@ -243,7 +243,8 @@ class Checkpointer:
         committing when that node was SIGKILLed, and stayed stopped after it came back. Before EndTxn
         is sent, a transaction older than transaction.timeout.ms cannot commit any more (the
         coordinator aborts it), so that is the most a call before EndTxn may take. Fencing earlier is
-        safe too (the transaction cannot have committed) and only costs the batch's retry, and the fresh
+        safe too (the transaction cannot have committed: the producer cut loose never begins
+        commit_transaction, see TransactionalProducer.cut_loose) and only costs the batch's retry, and the fresh
         producer finds the new coordinator itself. So the first limit is STUCK_FIRST_LIMIT_S, doubled after
         each fence up to transaction.timeout.ms. Measured on 3 nodes under KIP-848, the coordinator's node
         SIGKILLed: 12.6 s of recovery at a 4 s first limit, 10.0 s at 2 s. commit_transaction
@@ -257,12 +258,16 @@ class Checkpointer:
         limit = producer.timeout_s + STUCK_MARGIN_S if call == "commit_transaction" else self._stuck_limit_s
         return call if time.monotonic() - since > limit else None
 
-    def _abandon(self, call: str) -> Outcome:
-        """Give up on a stuck close: fence its producer and retry the batch, or exit when the outcome is unknown."""
+    def _abandon(self, call: str) -> AbortableCommitError | FatalCommitError | None:
+        """Give up on a stuck close: fence its producer and retry the batch, or exit when the outcome is unknown.
+        None when the call returned meanwhile: the close goes on and is waited for."""
         if call == "commit_transaction":
             # EndTxn may have reached the coordinator: the transaction may be committed, so a retry could
             # commit the batch twice. A restarted worker resumes from whatever was committed.
             return FatalCommitError("commit_transaction stayed blocked past its timeout; exiting")
+        producer = self.producer
+        if isinstance(producer, TransactionalProducer) and not producer.cut_loose(call):
+            return None
         logger.error("%s has blocked the committer for over %gs (librdkafka keeps a failed group coordinator "
                      "cached: confluentinc/librdkafka#5511); fencing that producer with a fresh one and retrying "
                      "the batch", call, self._stuck_limit_s)

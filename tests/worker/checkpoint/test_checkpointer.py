@@ -6,6 +6,7 @@ state table is made to fail on purpose, which a real broker cannot be told to do
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -279,6 +280,76 @@ def test_a_send_offsets_call_blocked_past_the_transaction_timeout_is_fenced_and_
     assert rig.checkpointer.stuck_call() is None
     rig.checkpointer.producer.blocked_in = ("send_offsets_to_transaction", time.monotonic() - 4.5)
     assert rig.checkpointer.stuck_call() == "send_offsets_to_transaction"
+
+
+class BlockingLibrdkafka:
+    """librdkafka's transactional calls, as calls recorded; send_offsets_to_transaction blocks until released."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+        self.release = threading.Event()
+
+    def init_transactions(self, timeout: float) -> None:
+        self.calls.append("init_transactions")
+
+    def begin_transaction(self) -> None:
+        self.calls.append("begin_transaction")
+
+    def send_offsets_to_transaction(self, offsets: Any, metadata: Any, timeout: float) -> None:
+        self.calls.append("send_offsets_to_transaction")
+        assert self.release.wait(10)
+
+    def produce(self, *args: Any, **kwargs: Any) -> None:
+        self.calls.append("produce")
+
+    def flush(self, timeout: float) -> int:
+        return 0
+
+    def commit_transaction(self, timeout: float) -> None:
+        self.calls.append("commit_transaction")
+
+    def abort_transaction(self, timeout: float) -> None:
+        self.calls.append("abort_transaction")
+
+
+class _Consumer:
+    def consumer_group_metadata(self) -> object:
+        return object()
+
+
+def test_a_producer_cut_loose_never_commits_when_its_blocked_call_returns_after_all() -> None:
+    """The fresh producer's fence and the old one's EndTxn race: the old one must never send EndTxn."""
+    made: list[BlockingLibrdkafka] = []
+
+    def make() -> Any:
+        made.append(BlockingLibrdkafka())
+        return made[-1]
+
+    producer = TransactionalProducer(make, _Consumer(), timeout_s=1.0)  # type: ignore[arg-type]
+    rig = Rig()
+    rig.checkpointer.producer = producer
+    rig.checkpointer._stuck_limit_s = 0.05
+    rig.finish(delta(b"a", 0))
+    rig.checkpointer.start()
+    assert rig.checkpointer._in_flight is not None
+    closing = rig.checkpointer._in_flight[1]
+    rig.checkpointer.settle_in_flight()  # waits until the blocked call is past the limit, then fences
+    assert rig.aborted and not rig.committed and rig.checkpointer.producer is not producer
+    assert made[1].calls == ["init_transactions"]  # the fresh producer, which fenced the old one
+
+    made[0].release.set()  # librdkafka returns after all
+    outcome = closing.result(timeout=10)
+    assert isinstance(outcome, AbortableCommitError) and "cut loose" in str(outcome)
+    assert "commit_transaction" not in made[0].calls, made[0].calls
+
+
+def test_a_blocked_call_that_returned_meanwhile_is_not_cut_loose() -> None:
+    producer = TransactionalProducer(lambda: BlockingLibrdkafka(), _Consumer(), timeout_s=1.0)  # type: ignore[arg-type]
+    assert not producer.cut_loose("send_offsets_to_transaction")  # between calls
+    producer.blocked_in = ("commit_transaction", time.monotonic())  # the close went on to commit
+    assert not producer.cut_loose("send_offsets_to_transaction")
+    producer.blocked_in = ("send_offsets_to_transaction", time.monotonic())
+    assert producer.cut_loose("send_offsets_to_transaction")
 
 
 def test_a_commit_transaction_call_blocked_for_good_is_fatal_because_it_may_have_committed() -> None:
