@@ -11,8 +11,10 @@ COPY pyproject.toml README.md ./
 COPY agentplan ./agentplan
 COPY worker ./worker
 # confluent-kafka and rocksdict ship manylinux wheels: no compiler needed in the image.
-RUN python -m venv /opt/agentfleet && /opt/agentfleet/bin/pip install --no-compile ".${AGENTFLEET_EXTRAS}" \
-    && find /opt/agentfleet -name '__pycache__' -prune -exec rm -rf {} +
+# Compiled to bytecode here: the worker runs as a user who cannot write /opt/agentfleet, so it would
+# otherwise compile openai and the rest at every start (measured: 1.31 s of CPU to import a worker and
+# its agent uncompiled, 0.76 s compiled).
+RUN python -m venv /opt/agentfleet && /opt/agentfleet/bin/pip install ".${AGENTFLEET_EXTRAS}"
 
 FROM ${PYTHON_IMAGE}
 ENV PATH=/opt/agentfleet/bin:$PATH \
@@ -23,6 +25,7 @@ ENV PATH=/opt/agentfleet/bin:$PATH \
 COPY --from=build /opt/agentfleet /opt/agentfleet
 # Agents are imported from /app: the bundled examples, or a user's package copied or mounted here.
 COPY examples /app/examples
+RUN python -m compileall -q /app/examples
 RUN groupadd --system --gid 10001 agentfleet \
     && useradd --system --uid 10001 --gid agentfleet --home-dir /var/lib/agentfleet --no-create-home agentfleet \
     && mkdir -p /var/lib/agentfleet/state && chown -R agentfleet:agentfleet /var/lib/agentfleet
