@@ -207,6 +207,8 @@ class TransactionalProducer(CheckpointProducer):
         """Run a transactional call; classify its failure."""
         with self._starting:
             if self._cut_loose:
+                logger.warning("a producer cut loose from a stuck close got its answer after all; it does not "
+                               "call %s (its transaction is fenced and its batch retried)", what)
                 raise AbortableCommitError(f"{what}: not called, this producer was cut loose", what)
             self.blocked_in = (what, time.monotonic())
         try:
