@@ -213,6 +213,13 @@ def _harness_cpu(cluster: Cluster, stub: StubProcess) -> dict[str, float]:
             "bench": own.user + own.system}
 
 
+def machine_bound_per_s(cores: int, cpu_s_per_record: float) -> float:
+    """The most records per second the machine's cores give at this CPU cost per record, summed over
+    every process it takes (worker, stub, broker, load generator and reader): where a paced rate that
+    falls short of its expectation with the machine busy is bound."""
+    return cores / cpu_s_per_record if cpu_s_per_record > 0 else float("inf")
+
+
 def s3_latency_bound(options: RunOptions) -> dict[str, Any]:
     """Paced input at the expected capacity min(max-inflight / latency, S2 steady rate); what comes out, how fast."""
     if options.s3_cap is not None:
@@ -266,6 +273,8 @@ def s3_latency_bound(options: RunOptions) -> dict[str, Any]:
             # generator and reader); what remains of busy is py-spy and anything else running.
             for name, used in others.items():
                 figures[f"{tag}_{name}_cpu_ms_per_record"] = round(1000 * used / max(1, count), 3)
+            figures[f"{tag}_machine_bound_per_s"] = round(machine_bound_per_s(
+                os.cpu_count() or 1, (worker_cpu + sum(others.values())) / max(1, count)), 1)
             outputs = collector.outputs
             if not w.running():
                 raise BenchError(f"S3 {tag}: the worker died\n{w.log()}")

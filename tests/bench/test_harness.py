@@ -10,7 +10,7 @@ import pytest
 from bench import report
 from bench.agents import InstantChatModelConnection
 from bench.profiling import summarise
-from bench.scenarios import GOALS, Goal
+from bench.scenarios import GOALS, Goal, machine_bound_per_s
 from bench.stubload import _wrk_ms
 
 
@@ -97,3 +97,9 @@ def test_peers_are_tabled_beside_ours_per_scenario() -> None:
     assert [(r["scenario"], r["prefix"], r["ours"]) for r in rows] == [("S2", "", 600), ("S3", "200ms_mi256_", 1200)]
     assert rows[0]["peers"]["flink_agents"]["error"] == "timed out"
     assert rows[1]["peers"]["quix"]["ratio"] == 240.0 and "naive" not in rows[1]["peers"]
+
+
+def test_the_machine_bound_is_the_cores_over_the_cpu_every_process_spends_per_record() -> None:
+    # The latest full run at 200 ms / 1,024: worker 0.278, stub 0.183, broker 0.135, bench 0.051 ms.
+    assert round(machine_bound_per_s(2, 0.000647)) == 3091
+    assert machine_bound_per_s(2, 0.0) == float("inf")
