@@ -216,7 +216,8 @@ def _harness_cpu(cluster: Cluster, stub: StubProcess) -> dict[str, float]:
 def machine_bound_per_s(cores: int, cpu_s_per_record: float) -> float:
     """The most records per second the machine's cores give at this CPU cost per record, summed over
     every process it takes (worker, stub, broker, load generator and reader): where a paced rate that
-    falls short of its expectation with the machine busy is bound."""
+    falls short of its expectation with the machine busy is bound. A little low: the CPU is counted over
+    the whole point, ramp and drain included, and the rate over its steady part."""
     return cores / cpu_s_per_record if cpu_s_per_record > 0 else float("inf")
 
 
