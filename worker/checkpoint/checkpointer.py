@@ -21,7 +21,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
-from concurrent.futures import TimeoutError as FutureTimeout
+from concurrent.futures import wait as wait_for_future
 from typing import cast
 
 from agentplan import Engine, KeyDelta
@@ -118,8 +118,12 @@ class Checkpointer:
 
     def poll(self) -> bool:
         """Settle the checkpoint in flight if the broker answered (or its close is stuck); True while one is."""
-        if self._in_flight is not None and (self._in_flight[1].done() or self.stuck_call() is not None):
-            self.settle_in_flight()
+        if self._in_flight is not None:
+            checkpoint, closing = self._in_flight
+            over, outcome = self._over(closing)
+            if over:
+                self._in_flight = None
+                self._settle(checkpoint, outcome)
         return self._in_flight is not None
 
     def commit(self) -> None:
@@ -227,12 +231,20 @@ class Checkpointer:
     def _wait(self, closing: Future[Outcome]) -> Outcome:
         """Wait for the close in flight; cut it loose once it is stuck (see :meth:`stuck_call`)."""
         while True:
-            try:
-                return closing.result(timeout=STUCK_CHECK_S)
-            except FutureTimeout:
-                stuck = self.stuck_call()
-                if stuck is not None and (outcome := self._abandon(stuck)) is not None:
-                    return outcome
+            over, outcome = self._over(closing)
+            if over:
+                return outcome
+            wait_for_future([closing], timeout=STUCK_CHECK_S)
+
+    def _over(self, closing: Future[Outcome]) -> tuple[bool, Outcome]:
+        """(True, its outcome) once the close is over: the broker answered, or it was stuck and is cut loose
+        now; (False, None) while it goes on (a stuck call that returned meanwhile is not cut loose)."""
+        if closing.done():
+            return True, closing.result()
+        stuck = self.stuck_call()
+        if stuck is not None and (outcome := self._abandon(stuck)) is not None:
+            return True, outcome
+        return False, None
 
     def stuck_call(self) -> str | None:
         """The transactional call that has blocked the committer past any legitimate wait, if one has.

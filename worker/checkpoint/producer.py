@@ -209,7 +209,8 @@ class TransactionalProducer(CheckpointProducer):
             if self._cut_loose:
                 logger.warning("a producer cut loose from a stuck close got its answer after all; it does not "
                                "call %s (its transaction is fenced and its batch retried)", what)
-                raise AbortableCommitError(f"{what}: not called, this producer was cut loose", what)
+                # No call named: this one was never sent, so it cannot have committed anything.
+                raise AbortableCommitError(f"{what}: not called, this producer was cut loose")
             self.blocked_in = (what, time.monotonic())
         try:
             call()

@@ -287,6 +287,7 @@ class BlockingLibrdkafka:
 
     def __init__(self) -> None:
         self.calls: list[str] = []
+        self.blocked = threading.Event()
         self.release = threading.Event()
 
     def init_transactions(self, timeout: float) -> None:
@@ -297,6 +298,7 @@ class BlockingLibrdkafka:
 
     def send_offsets_to_transaction(self, offsets: Any, metadata: Any, timeout: float) -> None:
         self.calls.append("send_offsets_to_transaction")
+        self.blocked.set()
         assert self.release.wait(10)
 
     def produce(self, *args: Any, **kwargs: Any) -> None:
@@ -341,6 +343,21 @@ def test_a_producer_cut_loose_never_commits_when_its_blocked_call_returns_after_
     outcome = closing.result(timeout=10)
     assert isinstance(outcome, AbortableCommitError) and "cut loose" in str(outcome)
     assert "commit_transaction" not in made[0].calls, made[0].calls
+
+
+def test_poll_leaves_a_blocked_close_in_flight_until_it_is_stuck_then_cuts_it_loose() -> None:
+    librdkafka = BlockingLibrdkafka()
+    producer = TransactionalProducer(lambda: librdkafka, _Consumer(), timeout_s=1.0)  # type: ignore[arg-type]
+    rig = Rig()
+    rig.checkpointer.producer = producer
+    rig.finish(delta(b"a", 0))
+    rig.checkpointer.start()
+    assert librdkafka.blocked.wait(10)  # the committer thread is in send_offsets_to_transaction
+    assert rig.checkpointer.poll() and not rig.aborted  # blocked, not yet past the limit: still in flight
+    rig.checkpointer._stuck_limit_s = 0.0
+    assert not rig.checkpointer.poll()  # stuck: cut loose and settled as aborted on this call
+    assert rig.aborted and rig.checkpointer.producer is not producer
+    librdkafka.release.set()
 
 
 def test_a_blocked_call_that_returned_meanwhile_is_not_cut_loose() -> None:
